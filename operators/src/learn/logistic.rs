@@ -1,0 +1,164 @@
+//! Logistic regression trained online by SGD (River's `LogisticRegression`
+//! with `optim.SGD`): predict first, then learn.
+//!
+//! Inputs are a dense vector (already standardised by the caller) and a set of
+//! active sparse slots with value 1. The gradient of the log loss at the raw
+//! margin `z` is `sigmoid(z) - y`; the intercept moves by its own learning
+//! rate; L2 (`l2 * w` added to the gradient, as River does) applies to the
+//! weights of the features present in the example, so an absent one-hot slot
+//! keeps its weight — the same lazy regularisation as River's sparse weights.
+
+use serde::{Deserialize, Serialize};
+
+/// `[model]` in a topology file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The learner.
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// SGD step size for the weights.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// SGD step size for the intercept (defaults to `learning_rate`).
+    #[serde(default)]
+    pub intercept_learning_rate: Option<f64>,
+    /// L2 penalty.
+    #[serde(default)]
+    pub l2: f64,
+    /// Probability above which a prediction counts as positive.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+}
+
+fn default_lr() -> f64 {
+    0.01
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            kind: ModelKind::default(),
+            learning_rate: default_lr(),
+            intercept_learning_rate: None,
+            l2: 0.0,
+            threshold: default_threshold(),
+        }
+    }
+}
+
+/// The online learners.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Binary logistic regression with plain SGD.
+    #[default]
+    LogisticRegression,
+}
+
+/// The logistic function, clamped like River's `utils.math.sigmoid`.
+#[inline]
+pub fn sigmoid(z: f64) -> f64 {
+    if z < -30.0 {
+        0.0
+    } else if z > 30.0 {
+        1.0
+    } else {
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
+/// Weights of a logistic regression over `dense + sparse` features.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogisticRegression {
+    /// Weights: the dense features first, then the sparse slots.
+    pub weights: Vec<f64>,
+    /// The intercept.
+    pub intercept: f64,
+    /// Labelled examples learned from.
+    pub updates: u64,
+    lr: f64,
+    intercept_lr: f64,
+    l2: f64,
+    dense_len: usize,
+}
+
+impl LogisticRegression {
+    /// A zero model for `dense_len` dense features and `sparse_len` sparse slots.
+    pub fn new(spec: &ModelSpec, dense_len: usize, sparse_len: usize) -> Self {
+        LogisticRegression {
+            weights: vec![0.0; dense_len + sparse_len],
+            intercept: 0.0,
+            updates: 0,
+            lr: spec.learning_rate,
+            intercept_lr: spec.intercept_learning_rate.unwrap_or(spec.learning_rate),
+            l2: spec.l2,
+            dense_len,
+        }
+    }
+
+    /// The raw margin `w·x + b`.
+    #[inline]
+    pub fn margin(&self, dense: &[f64], sparse: &[u32]) -> f64 {
+        let mut z = 0.0;
+        for (w, x) in self.weights[..self.dense_len].iter().zip(dense) {
+            z += w * x;
+        }
+        for &s in sparse {
+            z += self.weights[self.dense_len + s as usize];
+        }
+        z + self.intercept
+    }
+
+    /// Probability of the positive class.
+    #[inline]
+    pub fn predict(&self, dense: &[f64], sparse: &[u32]) -> f64 {
+        sigmoid(self.margin(dense, sparse))
+    }
+
+    /// One SGD step on the log loss for label `y` (0 or 1).
+    pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
+        let g = (sigmoid(self.margin(dense, sparse)) - y).clamp(-1e12, 1e12);
+        self.intercept -= self.intercept_lr * g;
+        let (lr, l2) = (self.lr, self.l2);
+        for (w, x) in self.weights[..self.dense_len].iter_mut().zip(dense) {
+            *w -= lr * (x * g + l2 * *w);
+        }
+        for &s in sparse {
+            let w = &mut self.weights[self.dense_len + s as usize];
+            *w -= lr * (g + l2 * *w);
+        }
+        self.updates += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_a_separable_rule() {
+        let mut m = LogisticRegression::new(&ModelSpec { learning_rate: 0.5, ..Default::default() }, 1, 2);
+        for i in 0..2_000 {
+            let x = if i % 2 == 0 { 1.0 } else { -1.0 };
+            m.learn(&[x], &[(i % 2) as u32], f64::from(x > 0.0));
+        }
+        assert!(m.predict(&[1.0], &[0]) > 0.95);
+        assert!(m.predict(&[-1.0], &[1]) < 0.05);
+        assert_eq!(m.updates, 2_000);
+    }
+
+    #[test]
+    fn one_step_by_hand() {
+        let mut m = LogisticRegression::new(&ModelSpec::default(), 2, 1);
+        // z = 0, p = 0.5, g = 0.5 - 1 = -0.5
+        m.learn(&[2.0, -1.0], &[0], 1.0);
+        assert_eq!(m.weights, [0.01, -0.005, 0.005]);
+        assert_eq!(m.intercept, 0.005);
+        assert_eq!(sigmoid(31.0), 1.0);
+    }
+}

@@ -1,0 +1,110 @@
+//! `score`: predict, then learn (prequential), and evaluate.
+//!
+//! **In:** [`Example`]s through a pipeline pact (they are already on the
+//! worker that owns their key; the model is per worker until the refresh of
+//! the cluster issue merges them).
+//! **Out:** one [`Scored`] row per example — every record is scored, labelled
+//! or not — and one [`EvalPartial`] per epoch with the prequential metrics of
+//! the labelled ones.
+//! **Order of work per labelled record** (River's pipeline semantics): the
+//! dense features are standardised with the scaler's statistics from *before*
+//! the record and scored; then the scaler learns the record, the features are
+//! standardised again with the updated statistics, and the model learns from
+//! those. Unlabelled records are only scored.
+//! **State** ([`Scorer`], serializable): scaler statistics, weights, version.
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::Stream;
+
+use crate::featurize::Features;
+use crate::learn::logistic::ModelSpec;
+use crate::learn::{EvalPartial, LogisticRegression, StandardScaler};
+use crate::record::{Example, Scored};
+use crate::Epoch;
+
+/// The model state of `score` on one worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scorer {
+    /// Running standardisation of the dense features.
+    pub scaler: StandardScaler,
+    /// The learner.
+    pub model: LogisticRegression,
+    /// The version stamped on scored rows.
+    pub version: u64,
+    threshold: f64,
+    #[serde(skip)]
+    scratch: Vec<f64>,
+}
+
+impl Scorer {
+    /// A fresh model for `features`.
+    pub fn new(spec: &ModelSpec, features: &Features) -> Self {
+        Scorer {
+            scaler: StandardScaler::new(features.standardize.clone()),
+            model: LogisticRegression::new(spec, features.dense_len(), features.sparse_len()),
+            version: 1,
+            threshold: spec.threshold,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Scores `ex` and, if labelled, learns from it; records the evaluation in `eval`.
+    pub fn apply(&mut self, ex: Example, eval: &mut EvalPartial) -> Scored {
+        self.scaler.transform(&ex.dense, &mut self.scratch);
+        let p = self.model.predict(&self.scratch, &ex.sparse);
+        if let Some(y) = ex.record.label {
+            eval.observe(p, y > 0.5, self.threshold);
+            self.scaler.learn(&ex.dense);
+            self.scaler.transform(&ex.dense, &mut self.scratch);
+            self.model.learn(&self.scratch, &ex.sparse, y);
+        }
+        let r = ex.record;
+        Scored {
+            pos: r.pos,
+            source: r.source,
+            key: r.key,
+            key_hash: r.key_hash,
+            event_time: r.event_time,
+            score: p,
+            label: r.label,
+            model_version: self.version,
+            arrived_ms: r.arrived_ms,
+        }
+    }
+}
+
+/// The `score` operator. See the module docs.
+pub trait Score<'scope> {
+    /// Scores and learns from every example; returns the scored rows and per-epoch evaluations.
+    fn score(self, step_id: &str, scorer: Scorer) -> (Stream<'scope, Epoch, Vec<Scored>>, Stream<'scope, Epoch, Vec<EvalPartial>>);
+}
+
+impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
+    fn score(self, step_id: &str, mut scorer: Scorer) -> (Stream<'scope, Epoch, Vec<Scored>>, Stream<'scope, Epoch, Vec<EvalPartial>>) {
+        let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (scored_out, scored) = builder.new_output();
+        let (eval_out, evals) = builder.new_output();
+        let mut scored_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(scored_out);
+        let mut eval_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<EvalPartial>>>::from(eval_out);
+        builder.build(move |_caps| {
+            move |_frontiers| {
+                let mut scored_handle = scored_out.activate();
+                let mut eval_handle = eval_out.activate();
+                input.for_each_stamp(|cap, data| {
+                    let mut eval = EvalPartial::default();
+                    let mut session = scored_handle.session(&cap);
+                    for ex in data.flat_map(|d| d.drain(..)) {
+                        session.give(scorer.apply(ex, &mut eval));
+                    }
+                    eval_handle.session(&cap).give(eval);
+                });
+            }
+        });
+        (scored, evals)
+    }
+}
