@@ -218,7 +218,11 @@ impl PyRandom {
     fn new(seed: u64) -> Self {
         let lo = seed as u32;
         let hi = (seed >> 32) as u32;
-        let mut r = PyRandom { mt: [0; MT_N], index: MT_N, gauss_next: None };
+        let mut r = PyRandom {
+            mt: [0; MT_N],
+            index: MT_N,
+            gauss_next: None,
+        };
         if hi == 0 {
             r.init_by_array(&[lo]);
         } else {
@@ -231,7 +235,9 @@ impl PyRandom {
         self.mt[0] = s;
         for i in 1..MT_N {
             let prev = self.mt[i - 1];
-            self.mt[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
+            self.mt[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
         }
         self.index = MT_N;
     }
@@ -261,7 +267,8 @@ impl PyRandom {
         k = MT_N - 1;
         while k > 0 {
             let prev = mt[i - 1];
-            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
+            mt[i] =
+                (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
             i += 1;
             if i >= MT_N {
                 mt[0] = mt[MT_N - 1];
@@ -416,7 +423,10 @@ const BLOCK_SLACK: usize = 64 * 1024;
 
 impl Block {
     fn new() -> Self {
-        Block { buf: vec![0; FLUSH_BYTES + BLOCK_SLACK], pos: 0 }
+        Block {
+            buf: vec![0; FLUSH_BYTES + BLOCK_SLACK],
+            pos: 0,
+        }
     }
 }
 
@@ -496,7 +506,7 @@ const POW10: [u64; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
 #[inline]
 fn fixed_scaled(v: f64, prec: u32) -> Option<(bool, u64)> {
     let a = v.abs();
-    if !(a < 1e9) {
+    if a.is_nan() || a >= 1e9 {
         return None;
     }
     // y < 1e15 < 2^52, so truncation and y - trunc(y) are exact, and
@@ -604,7 +614,11 @@ fn python_repr_f64<S: Sink>(out: &mut S, v: f64) {
         return;
     }
     if v == 0.0 {
-        out.put_slice(if v.is_sign_negative() { b"-0.0" } else { b"0.0" });
+        out.put_slice(if v.is_sign_negative() {
+            b"-0.0"
+        } else {
+            b"0.0"
+        });
         return;
     }
     // Rust's `{:e}` prints the shortest round-trip digits as `d.ddde-5`.
@@ -639,7 +653,10 @@ struct StackBuf {
 
 impl StackBuf {
     fn new() -> Self {
-        StackBuf { buf: [0; 64], len: 0 }
+        StackBuf {
+            buf: [0; 64],
+            len: 0,
+        }
     }
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -823,7 +840,11 @@ fn write_csv<S: Sink>(out: &mut S, rec: &Record) {
         }
         _ => put_fixed(out, rec.amount, 2),
     }
-    let nfeat = if rec.fault == Fault::CutShort { FEATURES - 1 } else { FEATURES };
+    let nfeat = if rec.fault == Fault::CutShort {
+        FEATURES - 1
+    } else {
+        FEATURES
+    };
     for k in 0..nfeat {
         out.put(b',');
         if rec.fault != Fault::Missing(4 + k) {
@@ -842,8 +863,14 @@ fn write_csv<S: Sink>(out: &mut S, rec: &Record) {
 }
 
 /// `,"f0":` .. `,"f5":` key prefixes.
-const FEATURE_KEYS: [&[u8]; FEATURES] =
-    [b",\"f0\":", b",\"f1\":", b",\"f2\":", b",\"f3\":", b",\"f4\":", b",\"f5\":"];
+const FEATURE_KEYS: [&[u8]; FEATURES] = [
+    b",\"f0\":",
+    b",\"f1\":",
+    b",\"f2\":",
+    b",\"f3\":",
+    b",\"f4\":",
+    b",\"f5\":",
+];
 
 /// Appends the JSON value the script writes for a `f"{v:.{prec}f}"` field,
 /// optionally with a `-` put in front of the text: `float(text)` printed
@@ -851,7 +878,9 @@ const FEATURE_KEYS: [&[u8]; FEATURES] =
 #[inline]
 fn put_json_fixed<S: Sink>(out: &mut S, v: f64, prec: u32, minus_prefix: bool) {
     match fixed_scaled(v, prec) {
-        Some((neg, n)) if !(minus_prefix && neg) => put_py_repr_scaled(out, neg || minus_prefix, n, prec),
+        Some((neg, n)) if !(minus_prefix && neg) => {
+            put_py_repr_scaled(out, neg || minus_prefix, n, prec)
+        }
         _ => {
             let mut text = Vec::new();
             if minus_prefix {
@@ -891,8 +920,8 @@ fn write_jsonl(out: &mut Block, rec: &Record) {
         Fault::NegativeAmount => put_json_fixed(out, rec.amount, 2, true),
         _ => put_json_fixed(out, rec.amount, 2, false),
     }
-    for k in 0..FEATURES {
-        out.put_slice(FEATURE_KEYS[k]);
+    for (k, key) in FEATURE_KEYS.iter().enumerate() {
+        out.put_slice(key);
         if rec.fault == Fault::Missing(4 + k) {
             out.put_slice(b"null");
         } else {
@@ -948,7 +977,10 @@ fn py_int(x: f64) -> i64 {
 /// `InvalidInput` if `accounts` is 0 and `rows` is not (the script fails too).
 pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
     if opts.accounts == 0 && opts.rows > 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "gen: accounts must be at least 1"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "gen: accounts must be at least 1",
+        ));
     }
     let no_faults = opts.no_faults;
     let (missing, malformed, invalid, duplicates) = if no_faults {
@@ -975,7 +1007,9 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
     for c in cat_risk.iter_mut() {
         *c = rng.gauss(0.0, 0.8);
     }
-    let acct_base: Vec<f64> = (0..opts.accounts).map(|_| rng.gauss(3.5, 0.8).exp()).collect();
+    let acct_base: Vec<f64> = (0..opts.accounts)
+        .map(|_| rng.gauss(3.5, 0.8).exp())
+        .collect();
 
     let rows = opts.rows;
     let drift_row = py_int(rows as f64 * opts.drift_at);
@@ -985,7 +1019,10 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
     let gap_ms = 60_000.0f64;
     let step_ms = 1000.0 / opts.rate;
 
-    let mut truth = Truth { drift_at_row: drift_row.max(0) as u64, ..Truth::default() };
+    let mut truth = Truth {
+        drift_at_row: drift_row.max(0) as u64,
+        ..Truth::default()
+    };
 
     let mut block = Block::new();
     if opts.format == GenFormat::Csv {
@@ -1035,7 +1072,11 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
             s += w[k] * x[k];
         }
         let z = -3.0 + s + cat_risk[cat] + 0.8 * (amount / base + 1e-9).ln();
-        let label: u64 = if rng.random() < 1.0 / (1.0 + (-z).exp()) { 1 } else { 0 };
+        let label: u64 = if rng.random() < 1.0 / (1.0 + (-z).exp()) {
+            1
+        } else {
+            0
+        };
         truth.labels_positive += label;
 
         // Faults: the same draws in the same order as the script (rendering
@@ -1063,7 +1104,15 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
             Fault::Clean
         };
 
-        let rec = Record { ev, acct, cat, amount, x, label, fault };
+        let rec = Record {
+            ev,
+            acct,
+            cat,
+            amount,
+            x,
+            label,
+            fault,
+        };
         let start = block.pos;
         match opts.format {
             GenFormat::Csv => write_csv(&mut block, &rec),
@@ -1101,7 +1150,13 @@ mod tests {
     }
 
     fn gen(rows: u64, seed: u64, format: GenFormat, no_faults: bool) -> (Vec<u8>, Truth) {
-        let opts = GenOptions { rows, seed, format, no_faults, ..GenOptions::default() };
+        let opts = GenOptions {
+            rows,
+            seed,
+            format,
+            no_faults,
+            ..GenOptions::default()
+        };
         let mut out = Vec::new();
         let truth = generate(&opts, &mut out).unwrap();
         (out, truth)
@@ -1114,7 +1169,11 @@ mod tests {
     }
 
     fn line(data: &[u8], n: usize) -> &str {
-        std::str::from_utf8(data).unwrap().lines().nth(n - 1).unwrap()
+        std::str::from_utf8(data)
+            .unwrap()
+            .lines()
+            .nth(n - 1)
+            .unwrap()
     }
 
     #[test]
@@ -1122,7 +1181,10 @@ mod tests {
         // random.Random(seed).getrandbits(32), CPython 3.11
         let mut r = PyRandom::new(7);
         let got: Vec<u32> = (0..5).map(|_| r.next_u32()).collect();
-        assert_eq!(got, [1390851128, 4071050724, 647892279, 1695753998, 2795742288]);
+        assert_eq!(
+            got,
+            [1390851128, 4071050724, 647892279, 1695753998, 2795742288]
+        );
         let mut r = PyRandom::new((1 << 40) + 5);
         let got: Vec<u32> = (0..3).map(|_| r.next_u32()).collect();
         assert_eq!(got, [2166296868, 2220160828, 1153647273]);
@@ -1144,7 +1206,15 @@ mod tests {
     fn random_matches_cpython() {
         let mut r = PyRandom::new(7);
         let got: Vec<f64> = (0..4).map(|_| r.random()).collect();
-        assert_eq!(got, [0.32383276483316237, 0.15084917392450192, 0.6509344730398537, 0.07243628666754276]);
+        assert_eq!(
+            got,
+            [
+                0.32383276483316237,
+                0.15084917392450192,
+                0.6509344730398537,
+                0.07243628666754276
+            ]
+        );
     }
 
     #[test]
@@ -1168,11 +1238,20 @@ mod tests {
         let got: Vec<f64> = (0..5).map(|_| r.gauss(0.0, 1.0)).collect();
         assert_eq!(
             got,
-            [-0.2558802884476004, 0.511431512516514, -0.2260961647831047, -0.3150684223311854, -0.9300181903227674]
+            [
+                -0.2558802884476004,
+                0.511431512516514,
+                -0.2260961647831047,
+                -0.3150684223311854,
+                -0.9300181903227674
+            ]
         );
         let mut r = PyRandom::new(7);
         let got: Vec<f64> = (0..3).map(|_| r.gauss(3.5, 0.8)).collect();
-        assert_eq!(got, [3.29529576924192, 3.9091452100132114, 3.319123068173516]);
+        assert_eq!(
+            got,
+            [3.29529576924192, 3.9091452100132114, 3.319123068173516]
+        );
     }
 
     #[test]
@@ -1210,6 +1289,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)]
     fn fixed_matches_python() {
         let cases: [(f64, u32, &str); 12] = [
             (0.125, 2, "0.12"),
@@ -1309,7 +1389,10 @@ mod tests {
     fn json_string_escapes() {
         let mut out = Vec::new();
         push_json_str(&mut out, "a\"b\\c\nd\u{1}é€😀".as_bytes());
-        assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\nd\u0001\u00e9\u20ac\ud83d\ude00""#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#""a\"b\\c\nd\u0001\u00e9\u20ac\ud83d\ude00""#
+        );
     }
 
     const TRUTH_FAULTS: &str = "{\n  \"rows_emitted\": 5007,\n  \"missing_rows\": 45,\n  \"malformed\": 10,\n  \"invalid\": 6,\n  \"duplicates\": 7,\n  \"drift_at_row\": 3000,\n  \"drift_at_ms\": 1767225662980,\n  \"spike_ms\": [\n    1767225601500,\n    1767225601504\n  ],\n  \"gap_ms\": [\n    1767225602229,\n    1767225662229\n  ],\n  \"labels_positive\": 509\n}";
@@ -1322,7 +1405,10 @@ mod tests {
     #[test]
     fn csv_matches_reference() {
         let (out, truth) = gen(5000, 3, GenFormat::Csv, false);
-        assert_eq!(line(&out, 1), "event_time,account,category,amount,f0,f1,f2,f3,f4,f5,label");
+        assert_eq!(
+            line(&out, 1),
+            "event_time,account,category,amount,f0,f1,f2,f3,f4,f5,label"
+        );
         assert_eq!(
             line(&out, 2),
             "1767225600001,acct-006125,electronics,80.33,0.89527,-0.64339,-0.35705,-0.43531,0.09078,0.84009,0"
@@ -1395,15 +1481,28 @@ mod tests {
     #[test]
     fn defaults_match_script() {
         let o = GenOptions::default();
-        assert_eq!((o.rows, o.seed, o.format, o.accounts), (100_000, 7, GenFormat::Csv, 10_000));
-        assert_eq!((o.start_ms, o.rate, o.drift_at), (1_767_225_600_000, 1000.0, 0.6));
-        assert_eq!((o.missing, o.malformed, o.invalid, o.duplicates), (0.01, 0.002, 0.002, 0.001));
+        assert_eq!(
+            (o.rows, o.seed, o.format, o.accounts),
+            (100_000, 7, GenFormat::Csv, 10_000)
+        );
+        assert_eq!(
+            (o.start_ms, o.rate, o.drift_at),
+            (1_767_225_600_000, 1000.0, 0.6)
+        );
+        assert_eq!(
+            (o.missing, o.malformed, o.invalid, o.duplicates),
+            (0.01, 0.002, 0.002, 0.001)
+        );
         assert_eq!((o.max_lateness_ms, o.no_faults), (2000, false));
     }
 
     #[test]
     fn zero_accounts_is_an_error() {
-        let opts = GenOptions { accounts: 0, rows: 10, ..GenOptions::default() };
+        let opts = GenOptions {
+            accounts: 0,
+            rows: 10,
+            ..GenOptions::default()
+        };
         assert!(generate(&opts, Vec::new()).is_err());
     }
 }

@@ -1,1 +1,13 @@
+//! millrace: a streaming machine-learning pipeline engine on timely dataflow.
+//!
+//! A topology file ([`topology`]) declares a source, a schema, cleaning rules,
+//! features, an online model and a lake; [`runtime::run`] builds it into one
+//! timely dataflow per worker ([`dataflow`]) out of the operators of
+//! `millrace-operators` and the [`connectors`], and runs it.
+#![deny(missing_docs)]
 
+pub mod connectors;
+pub mod dataflow;
+pub mod gen;
+pub mod runtime;
+pub mod topology;

@@ -1,1 +1,220 @@
-fn main() {}
+//! The `millrace` command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use millrace::gen::{generate, GenFormat, GenOptions};
+use millrace::runtime::{self, RunOptions};
+use millrace::topology::{Compiled, Topology};
+
+/// millrace: streaming ML pipelines on timely dataflow.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a topology.
+    Run {
+        /// The topology file.
+        topology: PathBuf,
+        /// Timely worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Process the files in the landing folder, then exit (backfill).
+        #[arg(long)]
+        once: bool,
+        /// Use this landing folder instead of the topology's.
+        #[arg(long)]
+        landing: Option<PathBuf>,
+        /// Use this lake folder instead of the topology's.
+        #[arg(long)]
+        lake: Option<PathBuf>,
+    },
+    /// Check a topology and print the dataflow it builds.
+    Validate {
+        /// The topology file.
+        topology: PathBuf,
+    },
+    /// Write the synthetic transaction stream (with known faults) and its ground truth.
+    Gen {
+        /// Rows to generate (duplicates come on top).
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Random seed: the same seed gives the same bytes.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Output encoding.
+        #[arg(long, value_enum, default_value_t = Fmt::Csv)]
+        format: Fmt,
+        /// Output file (`-` for stdout). Written under a temporary name and renamed
+        /// into place, so it can go straight into a landing folder.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// Write the ground truth (what was injected, and where) as JSON here.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// Distinct accounts.
+        #[arg(long, default_value_t = 10_000)]
+        accounts: u32,
+        /// Event time of the first record (ms since the Unix epoch).
+        #[arg(long, default_value_t = 1_767_225_600_000)]
+        start_ms: i64,
+        /// Records per second of event time.
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Where the concept drift starts, as a fraction of the rows.
+        #[arg(long, default_value_t = 0.6)]
+        drift_at: f64,
+        /// Fraction of rows with a missing value.
+        #[arg(long, default_value_t = 0.01)]
+        missing: f64,
+        /// Fraction of malformed rows.
+        #[arg(long, default_value_t = 0.002)]
+        malformed: f64,
+        /// Fraction of invalid rows.
+        #[arg(long, default_value_t = 0.002)]
+        invalid: f64,
+        /// Fraction of rows written twice.
+        #[arg(long, default_value_t = 0.001)]
+        duplicates: f64,
+        /// Largest out-of-order delay of event times (ms).
+        #[arg(long, default_value_t = 2000)]
+        max_lateness_ms: u64,
+        /// A clean stream: no missing, malformed, invalid or duplicate rows, no spike, no gap.
+        #[arg(long)]
+        no_faults: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Fmt {
+    Csv,
+    Jsonl,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MILLRACE_LOG").unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Compiled> {
+    Ok(Topology::load(path)?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match real_main(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Validate { topology } => {
+            let plan = load(&topology)?;
+            println!("{}", millrace::dataflow::describe(&plan));
+        }
+        Command::Run { topology, workers, once, landing, lake } => {
+            let mut plan = load(&topology)?;
+            if let Some(dir) = landing {
+                plan.landing.path = dir;
+            }
+            if let Some(dir) = lake {
+                plan.topology.lake.path = dir;
+            }
+            if workers == 0 {
+                bail!("--workers: expected at least 1 worker");
+            }
+            if once && !plan.landing.path.is_dir() {
+                bail!("the landing folder {} does not exist (set `source.landing.path` or pass --landing DIR)", plan.landing.path.display());
+            }
+            let summary = runtime::run(Arc::new(plan), &RunOptions { workers, once })?;
+            println!("{summary}");
+            if summary.unbalanced_epochs > 0 {
+                bail!("{} epoch(s) did not balance their ledger", summary.unbalanced_epochs);
+            }
+        }
+        Command::Gen {
+            rows,
+            seed,
+            format,
+            out,
+            truth,
+            accounts,
+            start_ms,
+            rate,
+            drift_at,
+            missing,
+            malformed,
+            invalid,
+            duplicates,
+            max_lateness_ms,
+            no_faults,
+        } => {
+            let opts = GenOptions {
+                rows,
+                seed,
+                format: match format {
+                    Fmt::Csv => GenFormat::Csv,
+                    Fmt::Jsonl => GenFormat::Jsonl,
+                },
+                accounts,
+                start_ms,
+                rate,
+                drift_at,
+                missing,
+                malformed,
+                invalid,
+                duplicates,
+                max_lateness_ms,
+                no_faults,
+            };
+            let t = if out.as_os_str() == "-" {
+                let stdout = std::io::stdout();
+                generate(&opts, stdout.lock())?
+            } else {
+                let name = out.file_name().context("--out: expected a file path")?.to_string_lossy().to_string();
+                let tmp = out.with_file_name(format!(".{name}.tmp"));
+                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                let t = generate(&opts, std::io::BufWriter::with_capacity(1 << 20, &file))?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &out).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+                t
+            };
+            if let Some(path) = truth {
+                let mut f = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                f.write_all(t.to_json().as_bytes())?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -56,6 +56,7 @@ impl Scorer {
     pub fn apply(&mut self, ex: Example, eval: &mut EvalPartial) -> Scored {
         self.scaler.transform(&ex.dense, &mut self.scratch);
         let p = self.model.predict(&self.scratch, &ex.sparse);
+        eval.saw_event_time(ex.record.event_time);
         if let Some(y) = ex.record.label {
             eval.observe(p, y > 0.5, self.threshold);
             self.scaler.learn(&ex.dense);

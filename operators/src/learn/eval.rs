@@ -20,6 +20,8 @@ pub struct EvalPartial {
     pub positives: u64,
     /// `(score, label)` of every prediction, for exact AUC.
     pub pairs: Vec<(f64, bool)>,
+    /// Smallest and largest event time (ms) of the records scored, labelled or not.
+    pub event_range: Option<(i64, i64)>,
 }
 
 /// Metrics computed from an [`EvalPartial`].
@@ -48,8 +50,20 @@ impl EvalPartial {
         self.pairs.push((p, y));
     }
 
+    /// Widens the event-time range to include `t`.
+    pub fn saw_event_time(&mut self, t: i64) {
+        self.event_range = Some(match self.event_range {
+            None => (t, t),
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
+        });
+    }
+
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &EvalPartial) {
+        if let Some((lo, hi)) = other.event_range {
+            self.saw_event_time(lo);
+            self.saw_event_time(hi);
+        }
         self.n += other.n;
         self.correct += other.correct;
         self.log_loss_sum += other.log_loss_sum;

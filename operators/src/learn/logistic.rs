@@ -72,6 +72,24 @@ pub fn sigmoid(z: f64) -> f64 {
     }
 }
 
+/// The gradient of the log loss with respect to the margin `z`, for a label in {0, 1}.
+///
+/// Mathematically `sigmoid(z) - y`; computed in River's numerically careful
+/// form (label mapped to ±1, exponentials cut off beyond |z| = 18) so scores
+/// match River's to the last bit.
+#[inline]
+pub fn log_loss_gradient(z: f64, y: f64) -> f64 {
+    let y = if y > 0.5 { 1.0 } else { -1.0 };
+    let zy = z * y;
+    if zy > 18.0 {
+        (-zy).exp() * -y
+    } else if zy < -18.0 {
+        -y
+    } else {
+        -y / (zy.exp() + 1.0)
+    }
+}
+
 /// Weights of a logistic regression over `dense + sparse` features.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogisticRegression {
@@ -104,12 +122,13 @@ impl LogisticRegression {
     /// The raw margin `w·x + b`.
     #[inline]
     pub fn margin(&self, dense: &[f64], sparse: &[u32]) -> f64 {
+        // Sparse (one-hot) terms first, then dense: River's summation order.
         let mut z = 0.0;
-        for (w, x) in self.weights[..self.dense_len].iter().zip(dense) {
-            z += w * x;
-        }
         for &s in sparse {
             z += self.weights[self.dense_len + s as usize];
+        }
+        for (w, x) in self.weights[..self.dense_len].iter().zip(dense) {
+            z += w * x;
         }
         z + self.intercept
     }
@@ -122,7 +141,7 @@ impl LogisticRegression {
 
     /// One SGD step on the log loss for label `y` (0 or 1).
     pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
-        let g = (sigmoid(self.margin(dense, sparse)) - y).clamp(-1e12, 1e12);
+        let g = log_loss_gradient(self.margin(dense, sparse), y).clamp(-1e12, 1e12);
         self.intercept -= self.intercept_lr * g;
         let (lr, l2) = (self.lr, self.l2);
         for (w, x) in self.weights[..self.dense_len].iter_mut().zip(dense) {
@@ -160,5 +179,15 @@ mod tests {
         assert_eq!(m.weights, [0.01, -0.005, 0.005]);
         assert_eq!(m.intercept, 0.005);
         assert_eq!(sigmoid(31.0), 1.0);
+    }
+
+    #[test]
+    fn gradient_is_sigmoid_minus_label() {
+        for z in [-40.0, -18.5, -3.0, 0.0, 0.7, 17.9, 25.0] {
+            for y in [0.0, 1.0] {
+                let g = log_loss_gradient(z, y);
+                assert!((g - (1.0 / (1.0 + (-z as f64).exp()) - y)).abs() < 1e-12, "z={z} y={y} g={g}");
+            }
+        }
     }
 }

@@ -1,0 +1,150 @@
+//! Dataflow assembly: a compiled topology becomes one timely dataflow per worker.
+//!
+//! ```text
+//! landing ─► parse ─► clean ─┬─► featurize ─► score ─┬─► lake:scored
+//!   │                        ├─► lake:clean           │
+//!   │                        └─► lake:rejected        │
+//!   └─ file facts, tallies, evaluations, commits ─────┴─► ledger (worker 0) ─► lake:metrics
+//!                                                          │
+//!                         landing's flow control ◄── probe ┘
+//! ```
+//! Step ids are fixed per position (`landing`, `parse`, `clean`, `featurize`,
+//! `score`, `lake_<table>`, `ledger`): they key checkpointed state and label
+//! metrics.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use millrace_operators::clean::Clean;
+use millrace_operators::featurize::Featurize;
+use millrace_operators::parse::Parse;
+use millrace_operators::score::{Score, Scorer};
+use millrace_operators::Epoch;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
+
+use crate::connectors::lake::{Lake, LakeSink};
+use crate::connectors::landing::{landing, LandingSource, Processed};
+use crate::runtime::ledger::{Event, Ledger, RunTotals};
+use crate::runtime::Fault;
+use crate::topology::{Compiled, Table};
+
+/// What a worker's dataflow shares with the runtime.
+pub struct Context {
+    /// Read what is there, then stop.
+    pub once: bool,
+    /// Files already processed (from the manifest).
+    pub processed: Processed,
+    /// Where operators report faults.
+    pub fault: Fault,
+    /// The coordinator's totals (filled on worker 0).
+    pub totals: Rc<RefCell<RunTotals>>,
+}
+
+/// Builds the dataflow; returns a probe that is done when everything is committed.
+pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context) -> ProbeHandle<Epoch> {
+    let t = &plan.topology;
+    let committed = ProbeHandle::new();
+    let source = LandingSource {
+        spec: plan.landing.clone(),
+        once: ctx.once,
+        records_per_epoch: t.runtime.records_per_epoch,
+        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+        processed: ctx.processed,
+        fault: ctx.fault.clone(),
+    };
+    let (chunks, facts) = landing(scope, "landing", source, committed.clone());
+    let (parsed, read) = chunks.parse(plan.schema.clone());
+    let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean);
+    let (scored, evals) = cleaned
+        .clean
+        .clone()
+        .featurize("featurize", plan.features.clone())
+        .score("score", Scorer::new(&t.model, &plan.features));
+
+    let lake = Lake { root: t.lake.path.clone(), compression: t.lake.compression, schema: plan.schema.clone() };
+    let wants = |table: Table| t.lake.tables.contains(&table);
+    let mut events: Vec<Stream<'scope, Epoch, Vec<Event>>> = vec![
+        facts.map(Event::File),
+        read.map(Event::Tally),
+        cleaned.tallies.map(Event::Tally),
+        evals.map(Event::Eval),
+    ];
+    if wants(Table::Clean) {
+        events.push(cleaned.clean.sink_lake("lake_clean", lake.clone(), ctx.fault.clone()).map(Event::Commit));
+    }
+    if wants(Table::Rejected) {
+        events.push(cleaned.rejected.sink_lake("lake_rejected", lake.clone(), ctx.fault.clone()).map(Event::Commit));
+    }
+    if wants(Table::Scored) {
+        events.push(scored.sink_lake("lake_scored", lake.clone(), ctx.fault.clone()).map(Event::Commit));
+    }
+    let metrics = scope.concatenate(events).ledger("ledger", t.lake.path.clone(), ctx.totals, ctx.fault.clone());
+    let done = ProbeHandle::new();
+    let metrics = metrics.probe_with(&committed);
+    if wants(Table::Metrics) {
+        metrics.sink_lake("lake_metrics", lake, ctx.fault).probe_with(&done);
+    } else {
+        metrics.probe_with(&done);
+    }
+    done
+}
+
+/// A readable description of the dataflow `plan` builds (what `millrace validate` prints).
+pub fn describe(plan: &Compiled) -> String {
+    use std::fmt::Write;
+    let t = &plan.topology;
+    let s = &plan.schema;
+    let mut out = String::new();
+    let l = &plan.landing;
+    let _ = writeln!(out, "topology `{}`: ok", t.name);
+    let _ = writeln!(
+        out,
+        "  landing    source: folder {} ({:?} files, poll every {} ms, settled after {} ms); epochs of {} lines per worker, at most {} in flight",
+        l.path.display(),
+        l.format,
+        l.poll_interval_ms,
+        l.settle_ms,
+        t.runtime.records_per_epoch,
+        t.runtime.max_epochs_in_flight
+    );
+    let label = s.label.as_ref().map_or("none".to_string(), |l| format!("{} ({:?})", l.field, l.kind));
+    let _ = writeln!(
+        out,
+        "  parse      event time {} ({:?}), key {}, label {}, numeric [{}], categorical [{}]",
+        s.event_time.field,
+        s.event_time.format,
+        s.key,
+        label,
+        s.numeric.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+        s.categorical.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  clean      keyed by {}; exact duplicates within {} lines; imputation [{}]  ─► rejected",
+        s.key,
+        t.clean.dedup_window_records,
+        s.numeric.iter().map(|f| format!("{}: {:?}", f.name, f.impute).to_lowercase()).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "  featurize  {} dense [{}] + {} sparse slots",
+        plan.features.dense_len(),
+        plan.features.dense_names.join(", "),
+        plan.features.sparse_len()
+    );
+    let m = &t.model;
+    let _ = writeln!(
+        out,
+        "  score      {:?} (SGD lr {}, intercept lr {}, l2 {}), standardised, predict then learn",
+        m.kind,
+        m.learning_rate,
+        m.intercept_learning_rate.unwrap_or(m.learning_rate),
+        m.l2
+    );
+    let tables: Vec<&str> = t.lake.tables.iter().map(|t| t.name()).collect();
+    let _ = writeln!(out, "  lake       {} tables [{}] ({:?} Parquet)", t.lake.path.display(), tables.join(", "), t.lake.compression);
+    let _ = write!(out, "  ledger     in = clean + rejected + duplicate per epoch; manifest {}", crate::runtime::manifest::path(&t.lake.path).display());
+    out
+}

@@ -1,0 +1,275 @@
+//! `ledger`: the epoch coordinator on worker 0.
+//!
+//! **In:** every worker's [`Event`]s — input and outcome tallies, prequential
+//! evaluations, sink commits and finished-file facts — exchanged to worker 0.
+//! **Out:** one [`MetricsRow`] per completed epoch (to the lake's `metrics`
+//! table). Its frontier is the run's *committed* frontier: the landing source
+//! watches it for flow control.
+//! **When an epoch completes** (the input frontier has passed it, so every
+//! sink on every worker has committed it): its ledger is checked
+//! (`in = clean + rejected + duplicate`), the files that ended in it are
+//! appended to the manifest, its metrics row is emitted, and the run summary
+//! is updated.
+//! **State:** per-epoch accumulators until completion, and the run totals
+//! (including every `(score, label)` pair, for the exact whole-run AUC:
+//! 16 bytes per labelled record).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Builder, UInt64Builder};
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use millrace_operators::learn::eval::EvalMetrics;
+use millrace_operators::record::Reason;
+use millrace_operators::schema::Schema;
+use millrace_operators::{Epoch, EvalPartial, LedgerCounts, Tally};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+use tracing::{error, info};
+
+use crate::connectors::lake::{Commit, LakeRow};
+use crate::connectors::landing::FileFact;
+use crate::runtime::{manifest, Fault};
+use crate::topology::Table;
+
+/// What workers report to the coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Event {
+    /// Lines read, or where lines went.
+    Tally(Tally),
+    /// Prequential evaluation of scored records.
+    Eval(EvalPartial),
+    /// A sink committed part of an epoch.
+    Commit(Commit),
+    /// A landed file was read to its end.
+    File(FileFact),
+}
+
+/// One row of the `metrics` table: an epoch's ledger, throughput and model quality.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Latest event time scored so far (ms); places the row in the lake.
+    pub time_ms: i64,
+    /// The epoch's ledger.
+    pub ledger: LedgerCounts,
+    /// Lines per second of wall time since the previous epoch completed.
+    pub records_per_s: f64,
+    /// Wall time since the previous epoch completed (ms).
+    pub wall_ms: f64,
+    /// Rows committed by the sinks in this epoch.
+    pub rows_committed: u64,
+    /// Bytes committed by the sinks in this epoch.
+    pub bytes_committed: u64,
+    /// Prequential metrics of this epoch's labelled records.
+    pub epoch_eval: EvalMetrics,
+    /// Prequential accuracy and log loss of the run so far (AUC only for the epoch: exact AUC over the whole run is computed at the end).
+    pub run_eval: EvalMetrics,
+}
+
+impl LakeRow for MetricsRow {
+    const TABLE: Table = Table::Metrics;
+
+    fn arrow_schema(_schema: &Schema) -> SchemaRef {
+        let u = |n: &str| Field::new(n, DataType::UInt64, false);
+        let f = |n: &str| Field::new(n, DataType::Float64, true);
+        let mut fields = vec![
+            u("epoch"),
+            Field::new("time", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())), false),
+            u("input"),
+            u("clean"),
+            u("rejected"),
+            u("duplicate"),
+            u("malformed"),
+            u("invalid"),
+        ];
+        fields.extend(Reason::ALL.iter().map(|r| u(&format!("rejected_{}", r.code()))));
+        fields.extend([
+            f("records_per_s"),
+            f("wall_ms"),
+            u("rows_committed"),
+            u("bytes_committed"),
+            u("labelled"),
+            f("accuracy"),
+            f("log_loss"),
+            f("auc"),
+            u("labelled_total"),
+            f("accuracy_total"),
+            f("log_loss_total"),
+        ]);
+        Arc::new(ArrowSchema::new(fields))
+    }
+
+    fn partition_time(&self) -> i64 {
+        self.time_ms
+    }
+
+    fn batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Self], _epoch: Epoch) -> RecordBatch {
+        let u = |get: &dyn Fn(&MetricsRow) -> u64| -> ArrayRef {
+            let mut b = UInt64Builder::with_capacity(rows.len());
+            rows.iter().for_each(|r| b.append_value(get(r)));
+            Arc::new(b.finish())
+        };
+        let f = |get: &dyn Fn(&MetricsRow) -> f64| -> ArrayRef {
+            let mut b = Float64Builder::with_capacity(rows.len());
+            rows.iter().for_each(|r| {
+                let v = get(r);
+                b.append_option(v.is_finite().then_some(v))
+            });
+            Arc::new(b.finish())
+        };
+        let mut time = arrow::array::TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+        rows.iter().for_each(|r| time.append_value(r.time_ms));
+        let mut cols: Vec<ArrayRef> = vec![
+            u(&|r| r.epoch),
+            Arc::new(time.finish()),
+            u(&|r| r.ledger.input),
+            u(&|r| r.ledger.clean),
+            u(&|r| r.ledger.rejected_total()),
+            u(&|r| r.ledger.duplicate),
+            u(&|r| r.ledger.malformed()),
+            u(&|r| r.ledger.invalid()),
+        ];
+        for reason in Reason::ALL {
+            cols.push(u(&move |r| r.ledger.rejected[reason.index()]));
+        }
+        cols.extend([
+            f(&|r| r.records_per_s),
+            f(&|r| r.wall_ms),
+            u(&|r| r.rows_committed),
+            u(&|r| r.bytes_committed),
+            u(&|r| r.epoch_eval.n),
+            f(&|r| r.epoch_eval.accuracy),
+            f(&|r| r.epoch_eval.log_loss),
+            f(&|r| r.epoch_eval.auc),
+            u(&|r| r.run_eval.n),
+            f(&|r| r.run_eval.accuracy),
+            f(&|r| r.run_eval.log_loss),
+        ]);
+        RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
+    }
+}
+
+/// What a run did, as seen by the coordinator.
+#[derive(Clone, Debug, Default)]
+pub struct RunTotals {
+    /// Epochs completed.
+    pub epochs: u64,
+    /// The whole run's ledger.
+    pub ledger: LedgerCounts,
+    /// Epochs whose ledger did not balance (always 0 unless there is a bug).
+    pub unbalanced_epochs: u64,
+    /// The whole run's prequential evaluation (with all pairs).
+    pub eval: EvalPartial,
+    /// Files read to their end and recorded in the manifest.
+    pub files: Vec<FileFact>,
+    /// Rows and bytes committed to the lake, by table.
+    pub committed: BTreeMap<Table, (u64, u64, u64)>,
+}
+
+#[derive(Default)]
+struct EpochAcc {
+    tally: Tally,
+    eval: EvalPartial,
+    files: Vec<FileFact>,
+    rows: u64,
+    bytes: u64,
+}
+
+/// The coordinator operator. See the module docs.
+pub trait Ledger<'scope> {
+    /// Completes epochs as the frontier passes them.
+    fn ledger(self, step_id: &str, lake: PathBuf, totals: Rc<RefCell<RunTotals>>, fault: Fault) -> Stream<'scope, Epoch, Vec<MetricsRow>>;
+}
+
+impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
+    fn ledger(self, step_id: &str, lake: PathBuf, totals: Rc<RefCell<RunTotals>>, fault: Fault) -> Stream<'scope, Epoch, Vec<MetricsRow>> {
+        let step = step_id.to_string();
+        self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, _| {
+            let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();
+            let mut last = Instant::now();
+            let mut latest_time = i64::MIN;
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(&epoch) = cap.least() else { return };
+                    let acc = &mut stash.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), EpochAcc::default())).1;
+                    for event in data.flat_map(|d| d.drain(..)) {
+                        match event {
+                            Event::Tally(t) => acc.tally.add(&t),
+                            Event::Eval(e) => acc.eval.merge(&e),
+                            Event::Commit(c) => {
+                                acc.rows += c.rows;
+                                acc.bytes += c.bytes;
+                                let mut t = totals.borrow_mut();
+                                let entry = t.committed.entry(c.table).or_default();
+                                entry.0 += c.files;
+                                entry.1 += c.rows;
+                                entry.2 += c.bytes;
+                            }
+                            Event::File(f) => acc.files.push(f),
+                        }
+                    }
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) || fault.is_raised() {
+                        break;
+                    }
+                    let epoch = *entry.key();
+                    let (cap, mut acc) = entry.remove();
+                    acc.files.sort_by(|a, b| a.name.cmp(&b.name));
+                    if let Err(e) = manifest::append(&lake, &acc.files) {
+                        fault.raise(format!("{step}: cannot record finished files in the manifest under {}: {e}", lake.display()));
+                        return;
+                    }
+                    let now = Instant::now();
+                    let wall = now.duration_since(last).as_secs_f64();
+                    last = now;
+                    let mut t = totals.borrow_mut();
+                    t.epochs += 1;
+                    t.ledger.add(&acc.tally);
+                    if !acc.tally.balanced() {
+                        t.unbalanced_epochs += 1;
+                        error!(step_id = %step, epoch, ledger = %acc.tally, "An epoch's ledger does not balance; this is a bug.");
+                    }
+                    t.eval.merge(&acc.eval);
+                    if let Some((_, hi)) = acc.eval.event_range {
+                        latest_time = latest_time.max(hi);
+                    }
+                    let run_eval = EvalMetrics {
+                        n: t.eval.n,
+                        accuracy: t.eval.correct as f64 / t.eval.n.max(1) as f64,
+                        log_loss: t.eval.log_loss_sum / t.eval.n.max(1) as f64,
+                        auc: f64::NAN,
+                    };
+                    for f in &acc.files {
+                        info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
+                    }
+                    t.files.extend(acc.files);
+                    let time_ms = if latest_time == i64::MIN { 0 } else { latest_time };
+                    let row = MetricsRow {
+                        epoch,
+                        time_ms,
+                        ledger: acc.tally,
+                        records_per_s: if wall > 0.0 { acc.tally.input as f64 / wall } else { f64::NAN },
+                        wall_ms: wall * 1e3,
+                        rows_committed: acc.rows,
+                        bytes_committed: acc.bytes,
+                        epoch_eval: acc.eval.metrics(),
+                        run_eval,
+                    };
+                    output.session(&cap).give(row);
+                }
+            }
+        })
+    }
+}

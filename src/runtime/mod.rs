@@ -1,0 +1,185 @@
+//! The runtime: runs a compiled topology on timely workers and reports.
+//!
+//! [`run`] starts `workers` timely worker threads, builds the dataflow of
+//! [`crate::dataflow`] on each, steps them until the sources finish (`--once`)
+//! or a fault is raised, and returns what the coordinator saw.
+//! Faults raised inside operators (a file that cannot be read, a lake write
+//! that fails) stop every worker; nothing past the failed epoch is committed.
+
+pub mod ledger;
+pub mod manifest;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use millrace_operators::learn::eval::EvalMetrics;
+use millrace_operators::LedgerCounts;
+use tracing::error;
+
+use crate::connectors::landing::FileFact;
+use crate::dataflow;
+use crate::topology::{Compiled, Table};
+
+/// A fault raised by any operator on any worker; every worker stops when it sees one.
+#[derive(Clone, Debug, Default)]
+pub struct Fault(Arc<Mutex<Option<String>>>);
+
+impl Fault {
+    /// Records the first fault (later ones are logged only).
+    pub fn raise(&self, message: String) {
+        error!(%message, "Stopping the run.");
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(message);
+        }
+    }
+
+    /// Whether a fault has been raised.
+    pub fn is_raised(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The first fault's message.
+    pub fn message(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// How to run a topology.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// Read what is in the landing folder, then stop.
+    pub once: bool,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An external fault (I/O on the landing folder or the lake). Fix it and run again:
+    /// the manifest and the lake hold only what was fully committed.
+    #[error("{0}")]
+    External(String),
+    /// Timely could not start.
+    #[error("cannot start the timely workers: {0}")]
+    Startup(String),
+    /// A worker panicked (a bug).
+    #[error("a worker failed: {0}")]
+    Internal(String),
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Worker threads.
+    pub workers: usize,
+    /// Epochs completed.
+    pub epochs: u64,
+    /// The run's ledger.
+    pub ledger: LedgerCounts,
+    /// Epochs whose ledger did not balance (a bug if not 0).
+    pub unbalanced_epochs: u64,
+    /// Whole-run prequential metrics (exact AUC).
+    pub eval: EvalMetrics,
+    /// Files read in this run.
+    pub files: Vec<FileFact>,
+    /// Files, rows and bytes committed per table.
+    pub committed: Vec<(Table, u64, u64, u64)>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The lake.
+    pub lake: PathBuf,
+}
+
+/// Runs `plan` to completion (with `once`) or until a fault.
+pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    let lake = plan.topology.lake.path.clone();
+    let facts = manifest::load(&lake).map_err(|e| RunError::External(format!("cannot read the manifest under {}: {e}", lake.display())))?;
+    let processed = Arc::new(manifest::processed(&facts));
+    let fault = Fault::default();
+    let started = Instant::now();
+    let config = timely::Config::process(opts.workers.max(1));
+    let once = opts.once;
+    let worker_fault = fault.clone();
+    let guards = timely::execute(config, move |worker| {
+        let totals = Rc::new(RefCell::new(ledger::RunTotals::default()));
+        let fault = worker_fault.clone();
+        let index = worker.index();
+        let done = worker.dataflow::<millrace_operators::Epoch, _, _>(|scope| {
+            dataflow::build(scope, &plan, dataflow::Context { once, processed: (*processed).clone(), fault: fault.clone(), totals: totals.clone() })
+        });
+        while !fault.is_raised() && !done.done() {
+            worker.step_or_park(Some(Duration::from_millis(50)));
+        }
+        if fault.is_raised() {
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        }
+        let t = totals.borrow().clone();
+        (index, t)
+    })
+    .map_err(RunError::Startup)?;
+    let mut totals = None;
+    for r in guards.join() {
+        match r {
+            Ok((0, t)) => totals = Some(t),
+            Ok(_) => {}
+            Err(e) => return Err(RunError::Internal(e)),
+        }
+    }
+    if let Some(message) = fault.message() {
+        return Err(RunError::External(message));
+    }
+    let mut t = totals.ok_or_else(|| RunError::Internal("worker 0 reported nothing".into()))?;
+    Ok(RunSummary {
+        workers: opts.workers.max(1),
+        epochs: t.epochs,
+        ledger: t.ledger,
+        unbalanced_epochs: t.unbalanced_epochs,
+        eval: t.eval.metrics(),
+        files: t.files,
+        committed: t.committed.into_iter().map(|(k, (f, r, b))| (k, f, r, b)).collect(),
+        elapsed: started.elapsed(),
+        lake,
+    })
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "run: {} file(s), {} epoch(s), {} worker(s), {:.2} s, {:.0} records/s",
+            self.files.len(),
+            self.epochs,
+            self.workers,
+            secs,
+            self.ledger.input as f64 / secs.max(1e-9)
+        )?;
+        writeln!(f, "ledger: {}", self.ledger)?;
+        if self.ledger.rejected_total() > 0 {
+            let reasons: Vec<String> = self.ledger.reasons().map(|(r, n)| format!("{r} {n}")).collect();
+            writeln!(
+                f,
+                "rejected: {} malformed + {} invalid ({})",
+                self.ledger.malformed(),
+                self.ledger.invalid(),
+                reasons.join(", ")
+            )?;
+        }
+        if self.eval.n > 0 {
+            writeln!(
+                f,
+                "model (prequential, {} labelled): accuracy {:.5}  log loss {:.5}  ROC AUC {:.5}",
+                self.eval.n, self.eval.accuracy, self.eval.log_loss, self.eval.auc
+            )?;
+        }
+        let tables: Vec<String> = self.committed.iter().map(|(t, files, rows, _)| format!("{} {rows} rows in {files} files", t.name())).collect();
+        write!(f, "lake: {} ({})", self.lake.display(), if tables.is_empty() { "nothing new".into() } else { tables.join(", ") })
+    }
+}

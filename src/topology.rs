@@ -1,0 +1,400 @@
+//! The topology file: what a user writes to describe a pipeline.
+//!
+//! A topology is TOML. It is read in two passes: serde with
+//! `deny_unknown_fields` everywhere (through `serde_path_to_error`, so an
+//! error knows its key path), then the cross-field checks of [`Topology::check`]
+//! (a feature reading a field the schema does not declare, say). Either way an
+//! error names the file, the line, the key path and what was expected; the line
+//! is found by walking the key path through a spanned parse of the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use millrace_operators::clean::CleanSpec;
+use millrace_operators::featurize::{FeatureSpec, Features};
+use millrace_operators::learn::logistic::ModelSpec;
+use millrace_operators::schema::{Schema, SchemaError, SchemaSpec};
+use serde::{Deserialize, Serialize};
+
+/// A whole topology file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// The pipeline's name (lower snake case); labels its metrics and model.
+    pub name: String,
+    /// A sentence for people reading the file.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where records come from.
+    pub source: SourceSpec,
+    /// The declared shape of the records.
+    pub schema: SchemaSpec,
+    /// Cleaning rules beyond the schema's (deduplication).
+    #[serde(default)]
+    pub clean: CleanSpec,
+    /// Features, in the order the model sees them.
+    #[serde(default)]
+    pub features: Vec<FeatureSpec>,
+    /// The online model.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// The Parquet lake the results are written to.
+    pub lake: LakeSpec,
+    /// Epochs and flow control.
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
+}
+
+/// `[source]`: exactly one of its sub-tables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `[source.landing]`: files dropped into a folder.
+    #[serde(default)]
+    pub landing: Option<LandingSpec>,
+}
+
+/// `[source.landing]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandingSpec {
+    /// The folder to watch (relative paths are relative to the working directory).
+    pub path: PathBuf,
+    /// How files are encoded: `csv`, `jsonl`, or `auto` (by file extension).
+    #[serde(default)]
+    pub format: FileFormat,
+    /// How often to look for new files when not running `--once`.
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    /// A file is complete once its size and modification time have not changed for this long.
+    #[serde(default = "default_settle")]
+    pub settle_ms: u64,
+}
+
+fn default_poll() -> u64 {
+    1_000
+}
+
+fn default_settle() -> u64 {
+    1_000
+}
+
+/// File encodings the landing source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// By extension: `.csv` is CSV; `.jsonl`, `.ndjson` and `.json` are JSON lines.
+    #[default]
+    Auto,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `[lake]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSpec {
+    /// The lake's root folder.
+    pub path: PathBuf,
+    /// The tables to write.
+    #[serde(default = "all_tables")]
+    pub tables: Vec<Table>,
+    /// Parquet compression.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// The lake's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    /// Every clean (imputed) record with all its fields.
+    Clean,
+    /// Key, event time, score, label and model version of every clean record.
+    Scored,
+    /// Rejected lines with reason, raw text, source and line.
+    Rejected,
+    /// Per-epoch ledger, throughput and model metrics.
+    Metrics,
+}
+
+impl Table {
+    /// The table's folder name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Clean => "clean",
+            Table::Scored => "scored",
+            Table::Rejected => "rejected",
+            Table::Metrics => "metrics",
+        }
+    }
+}
+
+fn all_tables() -> Vec<Table> {
+    vec![Table::Clean, Table::Scored, Table::Rejected, Table::Metrics]
+}
+
+/// Parquet compression codecs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Snappy: fast, read by every Parquet reader.
+    #[default]
+    Snappy,
+    /// None.
+    None,
+}
+
+/// `[runtime]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    /// A source cuts an epoch after this many lines (per worker).
+    #[serde(default = "default_epoch_records")]
+    pub records_per_epoch: u64,
+    /// A source waits while this many of its epochs are not yet committed by the sinks.
+    #[serde(default = "default_in_flight")]
+    pub max_epochs_in_flight: u64,
+}
+
+fn default_epoch_records() -> u64 {
+    10_000
+}
+
+fn default_in_flight() -> u64 {
+    4
+}
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        RuntimeSpec { records_per_epoch: default_epoch_records(), max_epochs_in_flight: default_in_flight() }
+    }
+}
+
+/// A topology that cannot be used, located in its file.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the topology: {message}")]
+    Io {
+        /// The file.
+        file: String,
+        /// The OS error.
+        message: String,
+    },
+    /// The file was read and something in it is wrong (the user's fault).
+    #[error("{file}:{line}: {path}: {message}", line = line.map_or("?".to_string(), |l| l.to_string()))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line, when it could be located.
+        line: Option<usize>,
+        /// The key path, e.g. `schema.numeric[2].min`.
+        path: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+}
+
+/// A topology checked and compiled into what the dataflow needs.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The topology as written (with command-line overrides applied).
+    pub topology: Topology,
+    /// The landing source.
+    pub landing: LandingSpec,
+    /// The compiled schema.
+    pub schema: Arc<Schema>,
+    /// The compiled features.
+    pub features: Arc<Features>,
+}
+
+impl Topology {
+    /// Reads, parses and checks a topology file.
+    pub fn load(path: &Path) -> Result<Compiled, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { file: file.clone(), message: e.to_string() })?;
+        Topology::parse(&file, &text)
+    }
+
+    /// Parses and checks topology `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Compiled, ConfigError> {
+        let invalid = |path: String, span: Option<std::ops::Range<usize>>, message: String| {
+            let line = span.map(|s| line_of(text, s.start)).or_else(|| locate(text, &path));
+            ConfigError::Invalid { file: file.to_string(), line, path, message }
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)".into(), e.span(), one_line(e.message())))?;
+        let topology: Topology = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let path = if path == "." { "(top level)".to_string() } else { path };
+            invalid(path, inner.span(), one_line(inner.message()))
+        })?;
+        topology.check().map_err(|e| invalid(e.path, None, e.message))
+    }
+
+    /// Cross-field checks; compiles schema and features.
+    pub fn check(self) -> Result<Compiled, SchemaError> {
+        let e = |path: &str, message: &str| SchemaError { path: path.into(), message: message.into() };
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(e("name", "expected a lower_snake_case name, e.g. `fraud_scoring`"));
+        }
+        let landing = self.source.landing.clone().ok_or_else(|| e("source", "expected a source, e.g. `[source.landing]` with `path = \"landing\"`"))?;
+        if self.runtime.records_per_epoch == 0 {
+            return Err(e("runtime.records_per_epoch", "expected a positive number of records"));
+        }
+        if self.runtime.max_epochs_in_flight == 0 {
+            return Err(e("runtime.max_epochs_in_flight", "expected at least 1"));
+        }
+        if !(self.model.learning_rate > 0.0) {
+            return Err(e("model.learning_rate", "expected a positive learning rate"));
+        }
+        if self.model.l2 < 0.0 {
+            return Err(e("model.l2", "expected a penalty ≥ 0"));
+        }
+        if !(0.0..=1.0).contains(&self.model.threshold) {
+            return Err(e("model.threshold", "expected a probability in [0, 1]"));
+        }
+        if self.lake.tables.is_empty() {
+            return Err(e("lake.tables", "expected at least one table"));
+        }
+        let schema = Arc::new(Schema::new(&self.schema)?);
+        if schema.label.is_none() && !self.features.is_empty() {
+            return Err(e("schema.label", "the model learns from labels: declare `label = { field = \"...\" }`"));
+        }
+        let features = Arc::new(Features::new(schema.clone(), &self.features)?);
+        if features.dense_len() + features.sparse_len() == 0 {
+            return Err(e("features", "expected at least one `[[features]]` entry for the model"));
+        }
+        Ok(Compiled { landing, topology: self, schema, features })
+    }
+}
+
+fn one_line(message: &str) -> String {
+    message.trim().replace('\n', " ")
+}
+
+/// 1-based line of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Finds the line of a key path such as `features[1].field` (or its nearest
+/// existing ancestor) in `text`.
+pub fn locate(text: &str, path: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut best = None;
+    let mut table: &DeTable = doc.get_ref();
+    let mut value: Option<&toml::Spanned<DeValue>> = None;
+    for part in path.split('.') {
+        let (name, index) = match part.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        if !name.is_empty() {
+            let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+            best = Some(k.span().start);
+            value = Some(v);
+        }
+        if let Some(i) = index {
+            if let Some(DeValue::Array(a)) = value.map(|v| v.get_ref()) {
+                let item = a.get(i)?;
+                best = Some(item.span().start);
+                value = Some(item);
+            }
+        }
+        match value.map(|v| v.get_ref()) {
+            Some(DeValue::Table(t)) => table = t,
+            _ => {
+                if part != path.split('.').next_back().unwrap_or_default() {
+                    break;
+                }
+            }
+        }
+    }
+    best.map(|offset| line_of(text, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"name = "t"
+
+[source.landing]
+path = "landing"
+
+[schema]
+key = "account"
+event_time = { field = "event_time" }
+label = { field = "label" }
+
+[[schema.numeric]]
+name = "amount"
+min = 0.0
+
+[[features]]
+kind = "log1p"
+field = "amount"
+
+[lake]
+path = "lake"
+"#;
+
+    fn error(text: &str) -> (Option<usize>, String, String) {
+        match Topology::parse("t.toml", text) {
+            Err(ConfigError::Invalid { line, path, message, .. }) => (line, path, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_topology_compiles() {
+        let c = Topology::parse("t.toml", GOOD).unwrap();
+        assert_eq!(c.features.dense_names, ["amount"]);
+        assert_eq!(c.topology.lake.tables.len(), 4);
+        assert_eq!(c.topology.runtime.records_per_epoch, 10_000);
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let (line, path, message) = error(&GOOD.replace("min = 0.0", "min = 0.0\nmaxx = 3"));
+        assert_eq!(line, Some(14));
+        assert_eq!(path, "schema.numeric[0]");
+        assert!(message.contains("unknown field `maxx`") && message.contains("expected one of"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_path_and_line() {
+        let (line, path, message) = error(&GOOD.replace("min = 0.0", "min = \"zero\""));
+        assert_eq!((line, path.as_str()), (Some(13), "schema.numeric[0].min"));
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn semantic_error_is_located() {
+        let (line, path, message) = error(&GOOD.replace("field = \"amount\"", "field = \"amt\""));
+        assert_eq!((line, path.as_str()), (Some(17), "features[0].field"));
+        assert!(message.contains("`amt` is not a numeric field") && message.contains("declared: amount"), "{message}");
+    }
+
+    #[test]
+    fn missing_section_and_syntax_errors() {
+        let (_, path, message) = error(&GOOD.replace("[lake]\npath = \"lake\"\n", ""));
+        assert_eq!(path, "(top level)");
+        assert!(message.contains("missing field `lake`"), "{message}");
+        let (line, path, _) = error(&GOOD.replace("path = \"lake\"", "path = \"lake"));
+        assert_eq!((line, path.as_str()), (Some(21), "(syntax)"));
+        let (_, path, _) = error(&GOOD.replace("[source.landing]\npath = \"landing\"", "[source]"));
+        assert_eq!(path, "source");
+    }
+
+    #[test]
+    fn display_names_file_line_and_path() {
+        let e = Topology::parse("topologies/x.toml", &GOOD.replace("min = 0.0", "min = \"zero\"")).unwrap_err();
+        assert!(e.to_string().starts_with("topologies/x.toml:13: schema.numeric[0].min: "), "{e}");
+    }
+}
