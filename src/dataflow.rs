@@ -1,15 +1,14 @@
 //! Dataflow assembly: a compiled topology becomes one timely dataflow per worker.
 //!
 //! ```text
-//! landing ─► parse ─► clean ─┬─► featurize ─► score ─┬─► lake:scored
-//!   │                        ├─► lake:clean           │
+//! landing ─► parse ─► clean ─┬─► featurize ─► score ─┬─► lake:clean + lake:scored
 //!   │                        └─► lake:rejected        │
 //!   └─ file facts, tallies, evaluations, commits ─────┴─► ledger (worker 0) ─► lake:metrics
 //!                                                          │
 //!                         landing's flow control ◄── probe ┘
 //! ```
 //! Step ids are fixed per position (`landing`, `parse`, `clean`, `featurize`,
-//! `score`, `lake_<table>`, `ledger`): they key checkpointed state and label
+//! `score`, `lake_records`, `lake_rejected`, `ledger`, `lake_metrics`): they key checkpointed state and label
 //! metrics.
 
 use std::cell::RefCell;
@@ -24,9 +23,9 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use crate::connectors::lake::{Lake, LakeSink};
+use crate::connectors::lake::{clean_table, rejected_table, scored_table, Lake, LakeSink};
 use crate::connectors::landing::{landing, LandingSource, Processed};
-use crate::runtime::ledger::{Event, Ledger, RunTotals};
+use crate::runtime::ledger::{metrics_table, Event, Ledger, RunTotals};
 use crate::runtime::Fault;
 use crate::topology::{Compiled, Table};
 
@@ -59,7 +58,6 @@ pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context)
     let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean);
     let (scored, evals) = cleaned
         .clean
-        .clone()
         .featurize("featurize", plan.features.clone())
         .score("score", Scorer::new(&t.model, &plan.features));
 
@@ -71,20 +69,24 @@ pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context)
         cleaned.tallies.map(Event::Tally),
         evals.map(Event::Eval),
     ];
+    let mut record_tables = Vec::new();
     if wants(Table::Clean) {
-        events.push(cleaned.clean.sink_lake("lake_clean", lake.clone(), ctx.fault.clone()).map(Event::Commit));
-    }
-    if wants(Table::Rejected) {
-        events.push(cleaned.rejected.sink_lake("lake_rejected", lake.clone(), ctx.fault.clone()).map(Event::Commit));
+        record_tables.push(clean_table());
     }
     if wants(Table::Scored) {
-        events.push(scored.sink_lake("lake_scored", lake.clone(), ctx.fault.clone()).map(Event::Commit));
+        record_tables.push(scored_table());
+    }
+    if !record_tables.is_empty() {
+        events.push(scored.sink_lake("lake_records", lake.clone(), record_tables, ctx.fault.clone()).map(Event::Commit));
+    }
+    if wants(Table::Rejected) {
+        events.push(cleaned.rejected.sink_lake("lake_rejected", lake.clone(), vec![rejected_table()], ctx.fault.clone()).map(Event::Commit));
     }
     let metrics = scope.concatenate(events).ledger("ledger", t.lake.path.clone(), ctx.totals, ctx.fault.clone());
     let done = ProbeHandle::new();
     let metrics = metrics.probe_with(&committed);
     if wants(Table::Metrics) {
-        metrics.sink_lake("lake_metrics", lake, ctx.fault).probe_with(&done);
+        metrics.sink_lake("lake_metrics", lake, vec![metrics_table()], ctx.fault).probe_with(&done);
     } else {
         metrics.probe_with(&done);
     }

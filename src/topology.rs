@@ -363,7 +363,7 @@ path = "lake"
     fn unknown_key_names_path_and_line() {
         let (line, path, message) = error(&GOOD.replace("min = 0.0", "min = 0.0\nmaxx = 3"));
         assert_eq!(line, Some(14));
-        assert_eq!(path, "schema.numeric[0]");
+        assert_eq!(path, "schema.numeric[0].maxx");
         assert!(message.contains("unknown field `maxx`") && message.contains("expected one of"), "{message}");
     }
 
@@ -387,7 +387,7 @@ path = "lake"
         assert_eq!(path, "(top level)");
         assert!(message.contains("missing field `lake`"), "{message}");
         let (line, path, _) = error(&GOOD.replace("path = \"lake\"", "path = \"lake"));
-        assert_eq!((line, path.as_str()), (Some(21), "(syntax)"));
+        assert_eq!((line, path.as_str()), (Some(20), "(syntax)"));
         let (_, path, _) = error(&GOOD.replace("[source.landing]\npath = \"landing\"", "[source]"));
         assert_eq!(path, "source");
     }

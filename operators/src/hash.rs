@@ -34,6 +34,35 @@ pub fn owner(hash: u64, peers: usize) -> usize {
     ((hash >> 32).wrapping_mul(peers as u64) >> 32) as usize
 }
 
+/// A fast, deterministic hasher for short strings in lookup tables (vocabularies).
+///
+/// FxHash's multiply-rotate over 8-byte words: much cheaper than SipHash, and
+/// tables keyed by declared values need no protection against flooding.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+}
+
+/// A `BuildHasher` for [`FxHasher`].
+pub type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

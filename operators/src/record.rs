@@ -220,25 +220,13 @@ pub struct Example {
     pub sparse: Vec<u32>,
 }
 
-/// A scored record, as written to the `scored` table and the scored stream.
+/// A scored clean record: what the `clean` and `scored` tables and the scored stream are made of.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
-    /// Where the record came from.
-    pub pos: Pos,
-    /// The input's name.
-    pub source: Arc<str>,
-    /// The record key.
-    pub key: String,
-    /// Stable hash of the key.
-    pub key_hash: u64,
-    /// Event time, ms since the Unix epoch.
-    pub event_time: i64,
+    /// The clean record (with its key, event time, label and lineage).
+    pub record: Record,
     /// The model's score (probability of the positive class).
     pub score: f64,
-    /// The label, if the record had one.
-    pub label: Option<f64>,
     /// The model version that produced the score.
     pub model_version: u64,
-    /// When the record's input arrived (processing time, ms).
-    pub arrived_ms: i64,
 }

@@ -150,7 +150,7 @@ pub struct CategoricalField {
     /// Allowed values, in declared order (their one-hot index).
     pub vocabulary: Option<Vec<String>>,
     /// Value → index in `vocabulary`.
-    pub index: HashMap<String, u32>,
+    pub index: HashMap<String, u32, crate::hash::FxBuild>,
     /// Hash buckets when there is no vocabulary.
     pub hash_buckets: Option<u32>,
 }
@@ -260,7 +260,7 @@ impl Schema {
         for (i, c) in spec.categorical.iter().enumerate() {
             let path = format!("schema.categorical[{i}]");
             claim(&c.name, format!("{path}.name"))?;
-            let mut index = HashMap::new();
+            let mut index = HashMap::default();
             if let Some(vocab) = &c.vocabulary {
                 if vocab.is_empty() {
                     return Err(err(format!("{path}.vocabulary"), "expected at least one value"));

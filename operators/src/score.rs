@@ -63,18 +63,7 @@ impl Scorer {
             self.scaler.transform(&ex.dense, &mut self.scratch);
             self.model.learn(&self.scratch, &ex.sparse, y);
         }
-        let r = ex.record;
-        Scored {
-            pos: r.pos,
-            source: r.source,
-            key: r.key,
-            key_hash: r.key_hash,
-            event_time: r.event_time,
-            score: p,
-            label: r.label,
-            model_version: self.version,
-            arrived_ms: r.arrived_ms,
-        }
+        Scored { record: ex.record, score: p, model_version: self.version }
     }
 }
 

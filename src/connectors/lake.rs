@@ -26,7 +26,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use millrace_operators::parse::civil_from_days;
-use millrace_operators::record::{Record, Reject, Scored};
+use millrace_operators::record::{Reject, Scored};
 use millrace_operators::schema::{LabelKind, Schema};
 use millrace_operators::Epoch;
 use parquet::arrow::ArrowWriter;
@@ -69,16 +69,24 @@ pub struct Lake {
     pub schema: Arc<Schema>,
 }
 
-/// A row type with a lake table.
-pub trait LakeRow: Clone + 'static {
-    /// The table it goes to.
-    const TABLE: Table;
+/// How rows of type `R` become one lake table. A sink can write several
+/// tables from one stream (the `clean` and `scored` tables both come from
+/// scored records), so the rows are not copied per table.
+pub struct TableFormat<R> {
+    /// The table.
+    pub table: Table,
     /// The table's Arrow schema.
-    fn arrow_schema(schema: &Schema) -> SchemaRef;
-    /// Event time (ms) that places the row in a partition.
-    fn partition_time(&self) -> i64;
-    /// Builds a record batch of `rows` written at `epoch`.
-    fn batch(schema: &Schema, arrow: SchemaRef, rows: &[&Self], epoch: Epoch) -> RecordBatch;
+    pub arrow_schema: fn(&Schema) -> SchemaRef,
+    /// Event time (ms) that places a row in a partition.
+    pub partition_time: fn(&R) -> i64,
+    /// Builds a record batch of rows written at an epoch.
+    pub batch: fn(&Schema, SchemaRef, &[&R], Epoch) -> RecordBatch,
+}
+
+impl<R> Clone for TableFormat<R> {
+    fn clone(&self) -> Self {
+        TableFormat { table: self.table, arrow_schema: self.arrow_schema, partition_time: self.partition_time, batch: self.batch }
+    }
 }
 
 fn ts(name: &str, nullable: bool) -> Field {
@@ -144,10 +152,12 @@ fn lineage_columns<'a>(rows: impl Iterator<Item = (&'a str, u64, i64)>, n: usize
     [Arc::new(source.finish()), Arc::new(line.finish()), Arc::new(arrived.finish()), Arc::new(ep.finish())]
 }
 
-impl LakeRow for Record {
-    const TABLE: Table = Table::Clean;
+/// The `clean` table: every clean, imputed record with all its fields and the names of the imputed ones.
+pub fn clean_table() -> TableFormat<Scored> {
+    TableFormat { table: Table::Clean, arrow_schema: clean_schema, partition_time: |s| s.record.event_time, batch: clean_batch }
+}
 
-    fn arrow_schema(schema: &Schema) -> SchemaRef {
+fn clean_schema(schema: &Schema) -> SchemaRef {
         let mut fields = vec![ts(&schema.event_time.field, false), Field::new(&schema.key, DataType::Utf8, false)];
         fields.extend(schema.numeric.iter().map(|f| Field::new(&f.name, DataType::Float64, false)));
         fields.extend(schema.categorical.iter().map(|f| Field::new(&f.name, DataType::Utf8, true)));
@@ -157,13 +167,9 @@ impl LakeRow for Record {
         fields.push(Field::new("imputed", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false));
         fields.extend(lineage_fields());
         Arc::new(ArrowSchema::new(fields))
-    }
+}
 
-    fn partition_time(&self) -> i64 {
-        self.event_time
-    }
-
-    fn batch(schema: &Schema, arrow: SchemaRef, rows: &[&Self], epoch: Epoch) -> RecordBatch {
+fn clean_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch) -> RecordBatch {
         let n = rows.len();
         let mut time = ts_builder(n);
         let mut key = StringBuilder::new();
@@ -171,7 +177,7 @@ impl LakeRow for Record {
         let mut cats: Vec<StringBuilder> = schema.categorical.iter().map(|_| StringBuilder::new()).collect();
         let mut label = LabelCol::new(schema, n);
         let mut imputed = ListBuilder::new(StringBuilder::new());
-        for r in rows {
+        for r in rows.iter().map(|s| &s.record) {
             time.append_value(r.event_time);
             key.append_value(&r.key);
             for (i, b) in nums.iter_mut().enumerate() {
@@ -196,15 +202,16 @@ impl LakeRow for Record {
             cols.push(label.finish());
         }
         cols.push(Arc::new(imputed.finish()));
-        cols.extend(lineage_columns(rows.iter().map(|r| (&*r.source, r.pos.line, r.arrived_ms)), n, epoch));
+        cols.extend(lineage_columns(rows.iter().map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)), n, epoch));
         RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
-    }
 }
 
-impl LakeRow for Scored {
-    const TABLE: Table = Table::Scored;
+/// The `scored` table: key, event time, score, label and model version of every clean record.
+pub fn scored_table() -> TableFormat<Scored> {
+    TableFormat { table: Table::Scored, arrow_schema: scored_schema, partition_time: |s| s.record.event_time, batch: scored_batch }
+}
 
-    fn arrow_schema(schema: &Schema) -> SchemaRef {
+fn scored_schema(schema: &Schema) -> SchemaRef {
         let mut fields = vec![
             Field::new("key", DataType::Utf8, false),
             ts("event_time", false),
@@ -214,25 +221,21 @@ impl LakeRow for Scored {
         ];
         fields.extend(lineage_fields());
         Arc::new(ArrowSchema::new(fields))
-    }
+}
 
-    fn partition_time(&self) -> i64 {
-        self.event_time
-    }
-
-    fn batch(schema: &Schema, arrow: SchemaRef, rows: &[&Self], epoch: Epoch) -> RecordBatch {
+fn scored_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch) -> RecordBatch {
         let n = rows.len();
         let mut key = StringBuilder::new();
         let mut time = ts_builder(n);
         let mut score = Float64Builder::with_capacity(n);
         let mut label = LabelCol::new(schema, n);
         let mut version = UInt64Builder::with_capacity(n);
-        for r in rows {
-            key.append_value(&r.key);
-            time.append_value(r.event_time);
-            score.append_value(r.score);
-            label.append(r.label);
-            version.append_value(r.model_version);
+        for s in rows {
+            key.append_value(&s.record.key);
+            time.append_value(s.record.event_time);
+            score.append_value(s.score);
+            label.append(s.record.label);
+            version.append_value(s.model_version);
         }
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(key.finish()),
@@ -241,15 +244,16 @@ impl LakeRow for Scored {
             label.finish(),
             Arc::new(version.finish()),
         ];
-        cols.extend(lineage_columns(rows.iter().map(|r| (&*r.source, r.pos.line, r.arrived_ms)), n, epoch));
+        cols.extend(lineage_columns(rows.iter().map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)), n, epoch));
         RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
-    }
 }
 
-impl LakeRow for Reject {
-    const TABLE: Table = Table::Rejected;
+/// The `rejected` table: reason, class (malformed or invalid), detail, raw text and lineage.
+pub fn rejected_table() -> TableFormat<Reject> {
+    TableFormat { table: Table::Rejected, arrow_schema: rejected_schema, partition_time: Reject::partition_time, batch: rejected_batch }
+}
 
-    fn arrow_schema(_schema: &Schema) -> SchemaRef {
+fn rejected_schema(_schema: &Schema) -> SchemaRef {
         let mut fields = vec![
             Field::new("reason", DataType::Utf8, false),
             Field::new("class", DataType::Utf8, false),
@@ -259,13 +263,9 @@ impl LakeRow for Reject {
         ];
         fields.extend(lineage_fields());
         Arc::new(ArrowSchema::new(fields))
-    }
+}
 
-    fn partition_time(&self) -> i64 {
-        self.partition_time()
-    }
-
-    fn batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Self], epoch: Epoch) -> RecordBatch {
+fn rejected_batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Reject], epoch: Epoch) -> RecordBatch {
         let n = rows.len();
         let (mut reason, mut class, mut detail, mut raw) =
             (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
@@ -286,7 +286,6 @@ impl LakeRow for Reject {
         ];
         cols.extend(lineage_columns(rows.iter().map(|r| (&*r.source, r.pos.line, r.arrived_ms)), n, epoch));
         RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
-    }
 }
 
 /// `date=YYYY-MM-DD/hour=HH` of a time in ms.
@@ -311,7 +310,19 @@ pub fn write_atomic(dir: &Path, name: &str, batch: &RecordBatch, compression: Co
         Compression::Snappy => parquet::basic::Compression::SNAPPY,
         Compression::None => parquet::basic::Compression::UNCOMPRESSED,
     };
-    let props = WriterProperties::builder().set_compression(codec).build();
+    // Dictionary-encode text columns only: numbers and times are mostly distinct,
+    // and trying to intern them costs more than it saves.
+    let mut props = WriterProperties::builder().set_compression(codec).set_dictionary_enabled(false);
+    for field in batch.schema().fields() {
+        if matches!(field.data_type(), DataType::Utf8 | DataType::List(_)) {
+            let column = match field.data_type() {
+                DataType::List(item) => parquet::schema::types::ColumnPath::new(vec![field.name().clone(), "list".into(), item.name().clone()]),
+                _ => parquet::schema::types::ColumnPath::new(vec![field.name().clone()]),
+            };
+            props = props.set_column_dictionary_enabled(column, true);
+        }
+    }
+    let props = props.build();
     let file = File::create(&tmp)?;
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
     writer.write(batch).map_err(std::io::Error::other)?;
@@ -324,16 +335,16 @@ pub fn write_atomic(dir: &Path, name: &str, batch: &RecordBatch, compression: Co
     Ok(bytes)
 }
 
-/// Writes the rows of one epoch into their partitions; returns the commit record.
-pub fn write_epoch<R: LakeRow>(lake: &Lake, arrow: &SchemaRef, rows: &[R], epoch: Epoch, worker: usize) -> std::io::Result<Commit> {
+/// Writes the rows of one epoch of one table into their partitions; returns the commit record.
+pub fn write_epoch<R>(lake: &Lake, format: &TableFormat<R>, arrow: &SchemaRef, rows: &[R], epoch: Epoch, worker: usize) -> std::io::Result<Commit> {
     let mut parts: BTreeMap<String, Vec<&R>> = BTreeMap::new();
     for r in rows {
-        parts.entry(partition_of(r.partition_time())).or_default().push(r);
+        parts.entry(partition_of((format.partition_time)(r))).or_default().push(r);
     }
-    let mut commit = Commit { table: R::TABLE, epoch, worker, files: 0, rows: 0, bytes: 0 };
-    let table_dir = lake.root.join(R::TABLE.name());
+    let mut commit = Commit { table: format.table, epoch, worker, files: 0, rows: 0, bytes: 0 };
+    let table_dir = lake.root.join(format.table.name());
     for (partition, rows) in parts {
-        let batch = R::batch(&lake.schema, arrow.clone(), &rows, epoch);
+        let batch = (format.batch)(&lake.schema, arrow.clone(), &rows, epoch);
         commit.bytes += write_atomic(&table_dir.join(partition), &part_name(epoch, worker), &batch, lake.compression)?;
         commit.files += 1;
         commit.rows += rows.len() as u64;
@@ -342,15 +353,15 @@ pub fn write_epoch<R: LakeRow>(lake: &Lake, arrow: &SchemaRef, rows: &[R], epoch
 }
 
 /// The lake sink operator. See the module docs.
-pub trait LakeSink<'scope> {
-    /// Writes this stream's rows to their lake table; returns the commits.
-    fn sink_lake(self, step_id: &str, lake: Lake, fault: Fault) -> Stream<'scope, Epoch, Vec<Commit>>;
+pub trait LakeSink<'scope, R> {
+    /// Writes this stream's rows to the lake tables in `formats`; returns the commits (one per table and epoch).
+    fn sink_lake(self, step_id: &str, lake: Lake, formats: Vec<TableFormat<R>>, fault: Fault) -> Stream<'scope, Epoch, Vec<Commit>>;
 }
 
-impl<'scope, R: LakeRow> LakeSink<'scope> for Stream<'scope, Epoch, Vec<R>> {
-    fn sink_lake(self, step_id: &str, lake: Lake, fault: Fault) -> Stream<'scope, Epoch, Vec<Commit>> {
+impl<'scope, R: Clone + 'static> LakeSink<'scope, R> for Stream<'scope, Epoch, Vec<R>> {
+    fn sink_lake(self, step_id: &str, lake: Lake, formats: Vec<TableFormat<R>>, fault: Fault) -> Stream<'scope, Epoch, Vec<Commit>> {
         let worker = self.scope().index();
-        let arrow = R::arrow_schema(&lake.schema);
+        let arrows: Vec<SchemaRef> = formats.iter().map(|f| (f.arrow_schema)(&lake.schema)).collect();
         let step = step_id.to_string();
         self.unary_frontier::<CapacityContainerBuilder<Vec<Commit>>, _, _, _>(Pipeline, step_id, move |_, _| {
             let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<R>)> = BTreeMap::new();
@@ -369,19 +380,24 @@ impl<'scope, R: LakeRow> LakeSink<'scope> for Stream<'scope, Epoch, Vec<R>> {
                         break;
                     }
                     let epoch = *entry.key();
-                    match write_epoch(&lake, &arrow, &entry.get().1, epoch, worker) {
-                        Ok(commit) => {
-                            let (cap, _) = entry.remove();
-                            output.session(&cap).give(commit);
+                    let mut commits = Vec::with_capacity(formats.len());
+                    for (format, arrow) in formats.iter().zip(&arrows) {
+                        match write_epoch(&lake, format, arrow, &entry.get().1, epoch, worker) {
+                            Ok(commit) => commits.push(commit),
+                            Err(e) => {
+                                failed = true;
+                                fault.raise(format!(
+                                    "{step}: cannot write epoch {epoch} of table `{}` under {}: {e}",
+                                    format.table.name(),
+                                    lake.root.display()
+                                ));
+                                break;
+                            }
                         }
-                        Err(e) => {
-                            failed = true;
-                            fault.raise(format!(
-                                "{step}: cannot write epoch {epoch} of table `{}` under {}: {e}",
-                                R::TABLE.name(),
-                                lake.root.display()
-                            ));
-                        }
+                    }
+                    if !failed {
+                        let (cap, _) = entry.remove();
+                        output.session(&cap).give_iterator(commits.into_iter());
                     }
                 }
             }

@@ -36,7 +36,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use tracing::{error, info};
 
-use crate::connectors::lake::{Commit, LakeRow};
+use crate::connectors::lake::{Commit, TableFormat};
 use crate::connectors::landing::FileFact;
 use crate::runtime::{manifest, Fault};
 use crate::topology::Table;
@@ -77,10 +77,12 @@ pub struct MetricsRow {
     pub run_eval: EvalMetrics,
 }
 
-impl LakeRow for MetricsRow {
-    const TABLE: Table = Table::Metrics;
+/// The `metrics` table: one row per epoch.
+pub fn metrics_table() -> TableFormat<MetricsRow> {
+    TableFormat { table: Table::Metrics, arrow_schema: metrics_schema, partition_time: |r| r.time_ms, batch: metrics_batch }
+}
 
-    fn arrow_schema(_schema: &Schema) -> SchemaRef {
+fn metrics_schema(_schema: &Schema) -> SchemaRef {
         let u = |n: &str| Field::new(n, DataType::UInt64, false);
         let f = |n: &str| Field::new(n, DataType::Float64, true);
         let mut fields = vec![
@@ -108,13 +110,9 @@ impl LakeRow for MetricsRow {
             f("log_loss_total"),
         ]);
         Arc::new(ArrowSchema::new(fields))
-    }
+}
 
-    fn partition_time(&self) -> i64 {
-        self.time_ms
-    }
-
-    fn batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Self], _epoch: Epoch) -> RecordBatch {
+fn metrics_batch(_schema: &Schema, arrow: SchemaRef, rows: &[&MetricsRow], _epoch: Epoch) -> RecordBatch {
         let u = |get: &dyn Fn(&MetricsRow) -> u64| -> ArrayRef {
             let mut b = UInt64Builder::with_capacity(rows.len());
             rows.iter().for_each(|r| b.append_value(get(r)));
@@ -157,7 +155,6 @@ impl LakeRow for MetricsRow {
             f(&|r| r.run_eval.log_loss),
         ]);
         RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
-    }
 }
 
 /// What a run did, as seen by the coordinator.

@@ -17,13 +17,16 @@ pub struct StandardScaler {
     pub var: Vec<f64>,
     /// Which features are standardised; the others pass through.
     pub enabled: Vec<bool>,
+    /// `var ** 0.5`, kept up to date by `learn` (a `pow` per feature per update, not per transform).
+    #[serde(skip)]
+    sd: Vec<f64>,
 }
 
 impl StandardScaler {
     /// A scaler for `enabled.len()` features, standardising those marked `true`.
     pub fn new(enabled: Vec<bool>) -> Self {
         let n = enabled.len();
-        StandardScaler { count: vec![0; n], mean: vec![0.0; n], var: vec![0.0; n], enabled }
+        StandardScaler { count: vec![0; n], mean: vec![0.0; n], var: vec![0.0; n], enabled, sd: vec![0.0; n] }
     }
 
     /// Updates the statistics with one vector.
@@ -37,7 +40,17 @@ impl StandardScaler {
             let n = self.count[i] as f64;
             self.mean[i] += (xi - old) / n;
             self.var[i] += ((xi - old) * (xi - self.mean[i]) - self.var[i]) / n;
+            // `var ** 0.5` through libm's pow, as River computes it: it differs from
+            // `sqrt` in the last bit for about 0.1% of inputs (black_box keeps LLVM
+            // from rewriting it to sqrt).
+            self.sd[i] = self.var[i].powf(std::hint::black_box(0.5));
         }
+    }
+
+    /// Recomputes derived values after the statistics were restored from a checkpoint.
+    pub fn restored(mut self) -> Self {
+        self.sd = self.var.iter().map(|v| v.powf(std::hint::black_box(0.5))).collect();
+        self
     }
 
     /// Writes the standardised `x` into `out`.
@@ -47,10 +60,7 @@ impl StandardScaler {
             if !self.enabled[i] {
                 return xi;
             }
-            // `var ** 0.5` through libm's pow, as River computes it: it differs from
-            // `sqrt` in the last bit for about 0.1% of inputs (black_box keeps LLVM
-            // from rewriting it to sqrt).
-            let sd = self.var[i].powf(std::hint::black_box(0.5));
+            let sd = self.sd[i];
             if sd == 0.0 {
                 0.0
             } else {
