@@ -35,6 +35,8 @@ pub struct Context {
     pub once: bool,
     /// Files already processed (from the manifest).
     pub processed: Processed,
+    /// The first epoch of this run.
+    pub first_epoch: Epoch,
     /// Where operators report faults.
     pub fault: Fault,
     /// The coordinator's totals (filled on worker 0).
@@ -42,7 +44,11 @@ pub struct Context {
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
-pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context) -> ProbeHandle<Epoch> {
+pub fn build<'scope>(
+    scope: Scope<'scope, Epoch>,
+    plan: &Compiled,
+    ctx: Context,
+) -> ProbeHandle<Epoch> {
     let t = &plan.topology;
     let committed = ProbeHandle::new();
     let source = LandingSource {
@@ -51,6 +57,7 @@ pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context)
         records_per_epoch: t.runtime.records_per_epoch,
         max_epochs_in_flight: t.runtime.max_epochs_in_flight,
         processed: ctx.processed,
+        first_epoch: ctx.first_epoch,
         fault: ctx.fault.clone(),
     };
     let (chunks, facts) = landing(scope, "landing", source, committed.clone());
@@ -61,7 +68,11 @@ pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context)
         .featurize("featurize", plan.features.clone())
         .score("score", Scorer::new(&t.model, &plan.features));
 
-    let lake = Lake { root: t.lake.path.clone(), compression: t.lake.compression, schema: plan.schema.clone() };
+    let lake = Lake {
+        root: t.lake.path.clone(),
+        compression: t.lake.compression,
+        schema: plan.schema.clone(),
+    };
     let wants = |table: Table| t.lake.tables.contains(&table);
     let mut events: Vec<Stream<'scope, Epoch, Vec<Event>>> = vec![
         facts.map(Event::File),
@@ -77,16 +88,42 @@ pub fn build<'scope>(scope: Scope<'scope, Epoch>, plan: &Compiled, ctx: Context)
         record_tables.push(scored_table());
     }
     if !record_tables.is_empty() {
-        events.push(scored.sink_lake("lake_records", lake.clone(), record_tables, ctx.fault.clone()).map(Event::Commit));
+        events.push(
+            scored
+                .sink_lake(
+                    "lake_records",
+                    lake.clone(),
+                    record_tables,
+                    ctx.fault.clone(),
+                )
+                .map(Event::Commit),
+        );
     }
     if wants(Table::Rejected) {
-        events.push(cleaned.rejected.sink_lake("lake_rejected", lake.clone(), vec![rejected_table()], ctx.fault.clone()).map(Event::Commit));
+        events.push(
+            cleaned
+                .rejected
+                .sink_lake(
+                    "lake_rejected",
+                    lake.clone(),
+                    vec![rejected_table()],
+                    ctx.fault.clone(),
+                )
+                .map(Event::Commit),
+        );
     }
-    let metrics = scope.concatenate(events).ledger("ledger", t.lake.path.clone(), ctx.totals, ctx.fault.clone());
+    let metrics = scope.concatenate(events).ledger(
+        "ledger",
+        t.lake.path.clone(),
+        ctx.totals,
+        ctx.fault.clone(),
+    );
     let done = ProbeHandle::new();
     let metrics = metrics.probe_with(&committed);
     if wants(Table::Metrics) {
-        metrics.sink_lake("lake_metrics", lake, vec![metrics_table()], ctx.fault).probe_with(&done);
+        metrics
+            .sink_lake("lake_metrics", lake, vec![metrics_table()], ctx.fault)
+            .probe_with(&done);
     } else {
         metrics.probe_with(&done);
     }
@@ -111,7 +148,9 @@ pub fn describe(plan: &Compiled) -> String {
         t.runtime.records_per_epoch,
         t.runtime.max_epochs_in_flight
     );
-    let label = s.label.as_ref().map_or("none".to_string(), |l| format!("{} ({:?})", l.field, l.kind));
+    let label = s.label.as_ref().map_or("none".to_string(), |l| {
+        format!("{} ({:?})", l.field, l.kind)
+    });
     let _ = writeln!(
         out,
         "  parse      event time {} ({:?}), key {}, label {}, numeric [{}], categorical [{}]",
@@ -119,15 +158,27 @@ pub fn describe(plan: &Compiled) -> String {
         s.event_time.format,
         s.key,
         label,
-        s.numeric.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
-        s.categorical.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+        s.numeric
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.categorical
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         out,
         "  clean      keyed by {}; exact duplicates within {} lines; imputation [{}]  ─► rejected",
         s.key,
         t.clean.dedup_window_records,
-        s.numeric.iter().map(|f| format!("{}: {:?}", f.name, f.impute).to_lowercase()).collect::<Vec<_>>().join(", ")
+        s.numeric
+            .iter()
+            .map(|f| format!("{}: {:?}", f.name, f.impute).to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         out,
@@ -146,7 +197,17 @@ pub fn describe(plan: &Compiled) -> String {
         m.l2
     );
     let tables: Vec<&str> = t.lake.tables.iter().map(|t| t.name()).collect();
-    let _ = writeln!(out, "  lake       {} tables [{}] ({:?} Parquet)", t.lake.path.display(), tables.join(", "), t.lake.compression);
-    let _ = write!(out, "  ledger     in = clean + rejected + duplicate per epoch; manifest {}", crate::runtime::manifest::path(&t.lake.path).display());
+    let _ = writeln!(
+        out,
+        "  lake       {} tables [{}] ({:?} Parquet)",
+        t.lake.path.display(),
+        tables.join(", "),
+        t.lake.compression
+    );
+    let _ = write!(
+        out,
+        "  ledger     in = clean + rejected + duplicate per epoch; manifest {}",
+        crate::runtime::manifest::path(&t.lake.path).display()
+    );
     out
 }

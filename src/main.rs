@@ -110,8 +110,11 @@ enum Fmt {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MILLRACE_LOG").unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MILLRACE_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
@@ -140,7 +143,13 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             let plan = load(&topology)?;
             println!("{}", millrace::dataflow::describe(&plan));
         }
-        Command::Run { topology, workers, once, landing, lake } => {
+        Command::Run {
+            topology,
+            workers,
+            once,
+            landing,
+            lake,
+        } => {
             let mut plan = load(&topology)?;
             if let Some(dir) = landing {
                 plan.landing.path = dir;
@@ -157,7 +166,10 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             let summary = runtime::run(Arc::new(plan), &RunOptions { workers, once })?;
             println!("{summary}");
             if summary.unbalanced_epochs > 0 {
-                bail!("{} epoch(s) did not balance their ledger", summary.unbalanced_epochs);
+                bail!(
+                    "{} epoch(s) did not balance their ledger",
+                    summary.unbalanced_epochs
+                );
             }
         }
         Command::Gen {
@@ -199,19 +211,27 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 let stdout = std::io::stdout();
                 generate(&opts, stdout.lock())?
             } else {
-                let name = out.file_name().context("--out: expected a file path")?.to_string_lossy().to_string();
+                let name = out
+                    .file_name()
+                    .context("--out: expected a file path")?
+                    .to_string_lossy()
+                    .to_string();
                 let tmp = out.with_file_name(format!(".{name}.tmp"));
                 if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
-                let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                let file = std::fs::File::create(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?;
                 let t = generate(&opts, std::io::BufWriter::with_capacity(1 << 20, &file))?;
                 file.sync_all()?;
-                std::fs::rename(&tmp, &out).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+                std::fs::rename(&tmp, &out)
+                    .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
                 t
             };
             if let Some(path) = truth {
-                let mut f = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                let mut f = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
                 f.write_all(t.to_json().as_bytes())?;
             }
         }

@@ -169,7 +169,10 @@ fn default_in_flight() -> u64 {
 
 impl Default for RuntimeSpec {
     fn default() -> Self {
-        RuntimeSpec { records_per_epoch: default_epoch_records(), max_epochs_in_flight: default_in_flight() }
+        RuntimeSpec {
+            records_per_epoch: default_epoch_records(),
+            max_epochs_in_flight: default_in_flight(),
+        }
     }
 }
 
@@ -215,41 +218,80 @@ impl Topology {
     /// Reads, parses and checks a topology file.
     pub fn load(path: &Path) -> Result<Compiled, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { file: file.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
         Topology::parse(&file, &text)
     }
 
     /// Parses and checks topology `text`; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Compiled, ConfigError> {
         let invalid = |path: String, span: Option<std::ops::Range<usize>>, message: String| {
-            let line = span.map(|s| line_of(text, s.start)).or_else(|| locate(text, &path));
-            ConfigError::Invalid { file: file.to_string(), line, path, message }
+            let line = span
+                .map(|s| line_of(text, s.start))
+                .or_else(|| locate(text, &path));
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                path,
+                message,
+            }
         };
-        let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)".into(), e.span(), one_line(e.message())))?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| invalid("(syntax)".into(), e.span(), one_line(e.message())))?;
         let topology: Topology = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let path = if path == "." { "(top level)".to_string() } else { path };
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
             invalid(path, inner.span(), one_line(inner.message()))
         })?;
-        topology.check().map_err(|e| invalid(e.path, None, e.message))
+        topology
+            .check()
+            .map_err(|e| invalid(e.path, None, e.message))
     }
 
     /// Cross-field checks; compiles schema and features.
     pub fn check(self) -> Result<Compiled, SchemaError> {
-        let e = |path: &str, message: &str| SchemaError { path: path.into(), message: message.into() };
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return Err(e("name", "expected a lower_snake_case name, e.g. `fraud_scoring`"));
+        let e = |path: &str, message: &str| SchemaError {
+            path: path.into(),
+            message: message.into(),
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(e(
+                "name",
+                "expected a lower_snake_case name, e.g. `fraud_scoring`",
+            ));
         }
-        let landing = self.source.landing.clone().ok_or_else(|| e("source", "expected a source, e.g. `[source.landing]` with `path = \"landing\"`"))?;
+        let landing = self.source.landing.clone().ok_or_else(|| {
+            e(
+                "source",
+                "expected a source, e.g. `[source.landing]` with `path = \"landing\"`",
+            )
+        })?;
         if self.runtime.records_per_epoch == 0 {
-            return Err(e("runtime.records_per_epoch", "expected a positive number of records"));
+            return Err(e(
+                "runtime.records_per_epoch",
+                "expected a positive number of records",
+            ));
         }
         if self.runtime.max_epochs_in_flight == 0 {
             return Err(e("runtime.max_epochs_in_flight", "expected at least 1"));
         }
         if !(self.model.learning_rate > 0.0) {
-            return Err(e("model.learning_rate", "expected a positive learning rate"));
+            return Err(e(
+                "model.learning_rate",
+                "expected a positive learning rate",
+            ));
         }
         if self.model.l2 < 0.0 {
             return Err(e("model.l2", "expected a penalty ≥ 0"));
@@ -262,13 +304,24 @@ impl Topology {
         }
         let schema = Arc::new(Schema::new(&self.schema)?);
         if schema.label.is_none() && !self.features.is_empty() {
-            return Err(e("schema.label", "the model learns from labels: declare `label = { field = \"...\" }`"));
+            return Err(e(
+                "schema.label",
+                "the model learns from labels: declare `label = { field = \"...\" }`",
+            ));
         }
         let features = Arc::new(Features::new(schema.clone(), &self.features)?);
         if features.dense_len() + features.sparse_len() == 0 {
-            return Err(e("features", "expected at least one `[[features]]` entry for the model"));
+            return Err(e(
+                "features",
+                "expected at least one `[[features]]` entry for the model",
+            ));
         }
-        Ok(Compiled { landing, topology: self, schema, features })
+        Ok(Compiled {
+            landing,
+            topology: self,
+            schema,
+            features,
+        })
     }
 }
 
@@ -278,7 +331,11 @@ fn one_line(message: &str) -> String {
 
 /// 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// Finds the line of a key path such as `features[1].field` (or its nearest
@@ -346,7 +403,12 @@ path = "lake"
 
     fn error(text: &str) -> (Option<usize>, String, String) {
         match Topology::parse("t.toml", text) {
-            Err(ConfigError::Invalid { line, path, message, .. }) => (line, path, message),
+            Err(ConfigError::Invalid {
+                line,
+                path,
+                message,
+                ..
+            }) => (line, path, message),
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -364,7 +426,10 @@ path = "lake"
         let (line, path, message) = error(&GOOD.replace("min = 0.0", "min = 0.0\nmaxx = 3"));
         assert_eq!(line, Some(14));
         assert_eq!(path, "schema.numeric[0].maxx");
-        assert!(message.contains("unknown field `maxx`") && message.contains("expected one of"), "{message}");
+        assert!(
+            message.contains("unknown field `maxx`") && message.contains("expected one of"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -378,7 +443,11 @@ path = "lake"
     fn semantic_error_is_located() {
         let (line, path, message) = error(&GOOD.replace("field = \"amount\"", "field = \"amt\""));
         assert_eq!((line, path.as_str()), (Some(17), "features[0].field"));
-        assert!(message.contains("`amt` is not a numeric field") && message.contains("declared: amount"), "{message}");
+        assert!(
+            message.contains("`amt` is not a numeric field")
+                && message.contains("declared: amount"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -394,7 +463,15 @@ path = "lake"
 
     #[test]
     fn display_names_file_line_and_path() {
-        let e = Topology::parse("topologies/x.toml", &GOOD.replace("min = 0.0", "min = \"zero\"")).unwrap_err();
-        assert!(e.to_string().starts_with("topologies/x.toml:13: schema.numeric[0].min: "), "{e}");
+        let e = Topology::parse(
+            "topologies/x.toml",
+            &GOOD.replace("min = 0.0", "min = \"zero\""),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("topologies/x.toml:13: schema.numeric[0].min: "),
+            "{e}"
+        );
     }
 }

@@ -50,7 +50,9 @@ fn default_dedup_window() -> u64 {
 
 impl Default for CleanSpec {
     fn default() -> Self {
-        CleanSpec { dedup_window_records: default_dedup_window() }
+        CleanSpec {
+            dedup_window_records: default_dedup_window(),
+        }
     }
 }
 
@@ -91,7 +93,11 @@ pub struct Dedup {
 impl Dedup {
     /// A window of `window` lines; 0 disables.
     pub fn new(window: u64) -> Self {
-        Dedup { window, current: HashSet64::default(), previous: HashSet64::default() }
+        Dedup {
+            window,
+            current: HashSet64::default(),
+            previous: HashSet64::default(),
+        }
     }
 
     /// Whether `line_hash` was seen within the window; remembers it if not.
@@ -157,7 +163,10 @@ impl Cleaner {
         Cleaner {
             schema: Some(schema),
             dedup: Dedup::new(window),
-            imputer: Imputer { count: vec![0; n], mean: vec![0.0; n] },
+            imputer: Imputer {
+                count: vec![0; n],
+                mean: vec![0.0; n],
+            },
         }
     }
 
@@ -179,7 +188,10 @@ impl Cleaner {
             Parsed::Reject(r) => return Outcome::Rejected(r),
             Parsed::Record(r) => r,
         };
-        let schema = self.schema.as_ref().expect("a cleaner is built with its schema");
+        let schema = self
+            .schema
+            .as_ref()
+            .expect("a cleaner is built with its schema");
         let imp = &mut self.imputer;
         for (i, field) in schema.numeric.iter().enumerate() {
             let v = &mut record.nums[i];
@@ -220,22 +232,28 @@ impl<'scope> Clean<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
     fn clean(self, step_id: &str, schema: Arc<Schema>, spec: &CleanSpec) -> Cleaned<'scope> {
         let peers = self.scope().peers();
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
-        let mut input = builder.new_input(self, Exchange::new(move |p: &Parsed| owner(p.route(), peers) as u64));
+        let mut input = builder.new_input(
+            self,
+            Exchange::new(move |p: &Parsed| owner(p.route(), peers) as u64),
+        );
         let (clean_out, clean) = builder.new_output();
         let (rejected_out, rejected) = builder.new_output();
         let (tally_out, tallies) = builder.new_output();
-        let mut clean_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(clean_out);
-        let mut rejected_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Reject>>>::from(rejected_out);
-        let mut tally_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Tally>>>::from(tally_out);
+        let mut clean_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(clean_out);
+        let mut rejected_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Reject>>>::from(rejected_out);
+        let mut tally_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Tally>>>::from(tally_out);
         let mut cleaner = Cleaner::new(schema, spec, peers);
         builder.build(move |_caps| {
             let mut stash: BTreeMap<Epoch, (Caps, Vec<Parsed>)> = BTreeMap::new();
             move |frontiers| {
                 input.for_each_stamp(|cap, data| {
                     let Some(&epoch) = cap.least() else { return };
-                    let entry = stash
-                        .entry(epoch)
-                        .or_insert_with(|| ([0, 1, 2].map(|port| cap.delayed(&epoch, port)), Vec::new()));
+                    let entry = stash.entry(epoch).or_insert_with(|| {
+                        ([0, 1, 2].map(|port| cap.delayed(&epoch, port)), Vec::new())
+                    });
                     for batch in data {
                         entry.1.append(batch);
                     }
@@ -269,7 +287,11 @@ impl<'scope> Clean<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
                 }
             }
         });
-        Cleaned { clean, rejected, tallies }
+        Cleaned {
+            clean,
+            rejected,
+            tallies,
+        }
     }
 }
 
@@ -310,7 +332,17 @@ mod tests {
             text: String::new(),
             arrived_ms: 0,
         };
-        (Parser::new(schema.clone()), Cleaner::new(schema, &CleanSpec { dedup_window_records: window }, 1), chunk)
+        (
+            Parser::new(schema.clone()),
+            Cleaner::new(
+                schema,
+                &CleanSpec {
+                    dedup_window_records: window,
+                },
+                1,
+            ),
+            chunk,
+        )
     }
 
     fn run(window: u64, lines: &[&str]) -> (Vec<Outcome>, Cleaner) {
@@ -318,14 +350,26 @@ mod tests {
         let out = lines
             .iter()
             .enumerate()
-            .map(|(i, l)| cleaner.apply(parser.parse_line(&chunk, l, Pos { input: 1, line: i as u64 + 2 })))
+            .map(|(i, l)| {
+                cleaner.apply(parser.parse_line(
+                    &chunk,
+                    l,
+                    Pos {
+                        input: 1,
+                        line: i as u64 + 2,
+                    },
+                ))
+            })
             .collect();
         (out, cleaner)
     }
 
     #[test]
     fn imputes_running_mean_of_earlier_clean_values() {
-        let (out, cleaner) = run(10, &["1,a,10,0,a,0", "2,a,,,b,1", "3,b,20,5,a,0", "4,b,,1,a,1"]);
+        let (out, cleaner) = run(
+            10,
+            &["1,a,10,0,a,0", "2,a,,,b,1", "3,b,20,5,a,0", "4,b,,1,a,1"],
+        );
         let clean: Vec<&Record> = out
             .iter()
             .map(|o| match o {
@@ -342,21 +386,32 @@ mod tests {
     #[test]
     fn invalid_values_are_rejected_and_do_not_move_the_mean() {
         let (out, cleaner) = run(10, &["1,a,-5,0,a,0", "2,a,1,0,zzz,0", "3,a,4,0,,1"]);
-        assert!(matches!(&out[0], Outcome::Rejected(r) if r.reason == Reason::OutOfRange && r.detail.contains("outside [0, +inf]")));
+        assert!(
+            matches!(&out[0], Outcome::Rejected(r) if r.reason == Reason::OutOfRange && r.detail.contains("outside [0, +inf]"))
+        );
         assert!(matches!(&out[1], Outcome::Rejected(r) if r.reason == Reason::UnknownCategory));
-        assert!(matches!(&out[2], Outcome::Clean(_)), "a missing category is allowed");
+        assert!(
+            matches!(&out[2], Outcome::Clean(_)),
+            "a missing category is allowed"
+        );
         assert_eq!(cleaner.imputer().mean[0], 4.0);
     }
 
     #[test]
     fn exact_duplicates_within_the_window_are_dropped_even_if_malformed() {
-        let (out, _) = run(10, &["1,a,1,0,a,0", "1,a,1,0,a,0", "bad", "bad", "1,a,1,0,a,1"]);
+        let (out, _) = run(
+            10,
+            &["1,a,1,0,a,0", "1,a,1,0,a,0", "bad", "bad", "1,a,1,0,a,1"],
+        );
         assert!(matches!(out[1], Outcome::Duplicate));
         assert!(matches!(&out[2], Outcome::Rejected(r) if r.reason == Reason::FieldCount));
         assert!(matches!(out[3], Outcome::Duplicate));
         assert!(matches!(out[4], Outcome::Clean(_)));
         let (out, _) = run(0, &["1,a,1,0,a,0", "1,a,1,0,a,0"]);
-        assert!(matches!(out[1], Outcome::Clean(_)), "window 0 disables dedup");
+        assert!(
+            matches!(out[1], Outcome::Clean(_)),
+            "window 0 disables dedup"
+        );
     }
 
     #[test]

@@ -126,12 +126,26 @@ impl Features {
         let mut names = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
             let path = format!("features[{i}]");
-            let e = |key: &str, message: String| SchemaError { path: format!("{path}.{key}"), message };
+            let e = |key: &str, message: String| SchemaError {
+                path: format!("{path}.{key}"),
+                message,
+            };
             let field = spec.field.as_deref();
             let numeric = |f: Option<&str>| -> Result<usize, SchemaError> {
-                let name = f.ok_or_else(|| e("field", "expected the numeric field this feature reads".into()))?;
+                let name = f.ok_or_else(|| {
+                    e(
+                        "field",
+                        "expected the numeric field this feature reads".into(),
+                    )
+                })?;
                 schema.numeric_index(name).ok_or_else(|| {
-                    e("field", format!("`{name}` is not a numeric field of the schema (declared: {})", list(schema.numeric.iter().map(|n| &n.name))))
+                    e(
+                        "field",
+                        format!(
+                            "`{name}` is not a numeric field of the schema (declared: {})",
+                            list(schema.numeric.iter().map(|n| &n.name))
+                        ),
+                    )
                 })
             };
             let mut track = |j: usize| {
@@ -153,11 +167,17 @@ impl Features {
                 FeatureKind::KeyStd => Some(Compiled::KeyStd(track(numeric(field)?))),
                 FeatureKind::RatioToKeyMean => {
                     let j = numeric(field)?;
-                    Some(Compiled::Ratio { field: j, tracked: track(j) })
+                    Some(Compiled::Ratio {
+                        field: j,
+                        tracked: track(j),
+                    })
                 }
                 FeatureKind::KeyZscore => {
                     let j = numeric(field)?;
-                    Some(Compiled::Zscore { field: j, tracked: track(j) })
+                    Some(Compiled::Zscore {
+                        field: j,
+                        tracked: track(j),
+                    })
                 }
                 FeatureKind::OneHot | FeatureKind::Hashed => None,
             };
@@ -171,7 +191,10 @@ impl Features {
                 .or(default_name)
                 .ok_or_else(|| e("name", "expected a feature name".into()))?;
             if let Some(first) = names.insert(name.clone(), i) {
-                return Err(e("name", format!("feature `{name}` is already defined by features[{first}]")));
+                return Err(e(
+                    "name",
+                    format!("feature `{name}` is already defined by features[{first}]"),
+                ));
             }
             match dense {
                 Some(c) => {
@@ -180,9 +203,20 @@ impl Features {
                     f.standardize.push(spec.standardize);
                 }
                 None => {
-                    let fname = field.ok_or_else(|| e("field", "expected the categorical field this feature reads".into()))?;
+                    let fname = field.ok_or_else(|| {
+                        e(
+                            "field",
+                            "expected the categorical field this feature reads".into(),
+                        )
+                    })?;
                     let j = schema.categorical_index(fname).ok_or_else(|| {
-                        e("field", format!("`{fname}` is not a categorical field of the schema (declared: {})", list(schema.categorical.iter().map(|c| &c.name))))
+                        e(
+                            "field",
+                            format!(
+                                "`{fname}` is not a categorical field of the schema (declared: {})",
+                                list(schema.categorical.iter().map(|c| &c.name))
+                            ),
+                        )
                     })?;
                     let cat = &schema.categorical[j];
                     let offset = f.sparse_names.len() as u32;
@@ -191,7 +225,8 @@ impl Features {
                             let vocab = cat.vocabulary.as_ref().ok_or_else(|| {
                                 e("kind", format!("`one_hot` needs a vocabulary on `{fname}`; use `kind = \"hashed\"` for open-ended values"))
                             })?;
-                            f.sparse_names.extend(vocab.iter().map(|v| format!("{name}={v}")));
+                            f.sparse_names
+                                .extend(vocab.iter().map(|v| format!("{name}={v}")));
                             None
                         }
                         _ => {
@@ -199,13 +234,20 @@ impl Features {
                                 e("buckets", format!("`hashed` needs `buckets` here or `hash_buckets` on `{fname}`"))
                             })?;
                             if b == 0 {
-                                return Err(e("buckets", "expected a positive number of buckets".into()));
+                                return Err(e(
+                                    "buckets",
+                                    "expected a positive number of buckets".into(),
+                                ));
                             }
                             f.sparse_names.extend((0..b).map(|k| format!("{name}#{k}")));
                             Some(b)
                         }
                     };
-                    f.sparse.push(SparseSlots { field: j, offset, buckets });
+                    f.sparse.push(SparseSlots {
+                        field: j,
+                        offset,
+                        buckets,
+                    });
                 }
             }
         }
@@ -287,7 +329,11 @@ impl Features {
                 Some(s.offset + slot)
             })
             .collect();
-        Example { record, dense, sparse }
+        Example {
+            record,
+            dense,
+            sparse,
+        }
     }
 }
 
@@ -317,23 +363,35 @@ pub type KeyStates = HashMap<u64, KeyState, BuildHasherDefault<PreHashed>>;
 /// The `featurize` operator. See the module docs.
 pub trait Featurize<'scope> {
     /// Computes features for every record, updating per-key state.
-    fn featurize(self, step_id: &str, features: Arc<Features>) -> Stream<'scope, Epoch, Vec<Example>>;
+    fn featurize(
+        self,
+        step_id: &str,
+        features: Arc<Features>,
+    ) -> Stream<'scope, Epoch, Vec<Example>>;
 }
 
 impl<'scope> Featurize<'scope> for Stream<'scope, Epoch, Vec<Record>> {
-    fn featurize(self, step_id: &str, features: Arc<Features>) -> Stream<'scope, Epoch, Vec<Example>> {
+    fn featurize(
+        self,
+        step_id: &str,
+        features: Arc<Features>,
+    ) -> Stream<'scope, Epoch, Vec<Example>> {
         let mut states = KeyStates::default();
-        self.unary::<CapacityContainerBuilder<Vec<Example>>, _, _, _>(Pipeline, step_id, move |_, _| {
-            move |input, output| {
-                input.for_each_stamp(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for record in data.flat_map(|d| d.drain(..)) {
-                        let state = states.entry(record.key_hash).or_default();
-                        session.give(features.compute(state, record));
-                    }
-                });
-            }
-        })
+        self.unary::<CapacityContainerBuilder<Vec<Example>>, _, _, _>(
+            Pipeline,
+            step_id,
+            move |_, _| {
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for record in data.flat_map(|d| d.drain(..)) {
+                            let state = states.entry(record.key_hash).or_default();
+                            session.give(features.compute(state, record));
+                        }
+                    });
+                }
+            },
+        )
     }
 }
 
@@ -421,7 +479,10 @@ mod tests {
     #[test]
     fn per_key_statistics_update_before_they_are_read() {
         let f = features(ALL).unwrap();
-        assert_eq!(f.dense_names, ["n", "mean", "std", "ratio", "z", "log", "x"]);
+        assert_eq!(
+            f.dense_names,
+            ["n", "mean", "std", "ratio", "z", "log", "x"]
+        );
         assert_eq!(f.sparse_len(), 3 + 8);
         let mut st = KeyState::default();
         let e1 = f.compute(&mut st, record(10.0, "b"));

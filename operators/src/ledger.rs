@@ -49,7 +49,11 @@ impl LedgerCounts {
 
     /// Rejected because they could not be read.
     pub fn malformed(&self) -> u64 {
-        Reason::ALL.iter().filter(|r| r.is_malformed()).map(|r| self.rejected[r.index()]).sum()
+        Reason::ALL
+            .iter()
+            .filter(|r| r.is_malformed())
+            .map(|r| self.rejected[r.index()])
+            .sum()
     }
 
     /// Rejected because they broke a declared rule (range, vocabulary, label, lateness).
@@ -64,7 +68,10 @@ impl LedgerCounts {
 
     /// Non-zero rejection counts by reason code.
     pub fn reasons(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Reason::ALL.iter().map(|r| (r.code(), self.rejected[r.index()])).filter(|(_, n)| *n > 0)
+        Reason::ALL
+            .iter()
+            .map(|r| (r.code(), self.rejected[r.index()]))
+            .filter(|(_, n)| *n > 0)
     }
 }
 
@@ -91,7 +98,12 @@ mod tests {
 
     #[test]
     fn balance_and_split() {
-        let mut a = LedgerCounts { input: 10, clean: 6, duplicate: 1, ..Default::default() };
+        let mut a = LedgerCounts {
+            input: 10,
+            clean: 6,
+            duplicate: 1,
+            ..Default::default()
+        };
         a.reject(Reason::BadNumber);
         a.reject(Reason::OutOfRange);
         assert!(!a.balanced());
@@ -102,7 +114,10 @@ mod tests {
         b.add(&a);
         b.add(&a);
         assert_eq!(b.input, 20);
-        assert_eq!(b.reasons().collect::<Vec<_>>(), [("bad_number", 2), ("out_of_range", 2), ("late", 2)]);
+        assert_eq!(
+            b.reasons().collect::<Vec<_>>(),
+            [("bad_number", 2), ("out_of_range", 2), ("late", 2)]
+        );
         assert_eq!(b.to_string(), "in 20 = clean 12 + rejected 6 + duplicate 2");
     }
 }

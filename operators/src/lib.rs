@@ -22,15 +22,15 @@
 pub mod clean;
 pub mod featurize;
 pub mod hash;
-pub mod ledger;
 pub mod learn;
+pub mod ledger;
 pub mod parse;
 pub mod record;
 pub mod schema;
 pub mod score;
 
-pub use ledger::{LedgerCounts, Tally};
 pub use learn::eval::EvalPartial;
+pub use ledger::{LedgerCounts, Tally};
 pub use record::{Chunk, Example, Parsed, Pos, Reason, Record, Reject, Scored};
 
 /// The timely timestamp of every millrace dataflow: the micro-batch epoch.

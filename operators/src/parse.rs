@@ -55,7 +55,12 @@ enum Field<'a> {
 impl Parser {
     /// A parser for `schema`.
     pub fn new(schema: Arc<Schema>) -> Self {
-        Parser { schema, layout: None, ranges: Vec::new(), unquoted: Vec::new() }
+        Parser {
+            schema,
+            layout: None,
+            ranges: Vec::new(),
+            unquoted: Vec::new(),
+        }
     }
 
     fn layout_for(&mut self, header: &Arc<[String]>) -> &Layout {
@@ -105,9 +110,19 @@ impl Parser {
         }
     }
 
-    fn parse_csv(&mut self, chunk: &Chunk, line: &str, pos: Pos, lh: u64) -> Result<Record, (Reason, String, Option<i64>)> {
+    fn parse_csv(
+        &mut self,
+        chunk: &Chunk,
+        line: &str,
+        pos: Pos,
+        lh: u64,
+    ) -> Result<Record, (Reason, String, Option<i64>)> {
         let Some(header) = chunk.header.clone() else {
-            return Err((Reason::MissingField, "CSV input has no header line".into(), None));
+            return Err((
+                Reason::MissingField,
+                "CSV input has no header line".into(),
+                None,
+            ));
         };
         let quoted = line.contains('"');
         self.ranges.clear();
@@ -124,10 +139,18 @@ impl Parser {
             }
             self.ranges.push((start, line.len()));
         }
-        let n = if quoted { self.unquoted.len() } else { self.ranges.len() };
+        let n = if quoted {
+            self.unquoted.len()
+        } else {
+            self.ranges.len()
+        };
         let layout = self.layout_for(&header).clone();
         if n != layout.width {
-            return Err((Reason::FieldCount, format!("expected {} fields, found {n}", layout.width), None));
+            return Err((
+                Reason::FieldCount,
+                format!("expected {} fields, found {n}", layout.width),
+                None,
+            ));
         }
         let ranges = &self.ranges;
         let unquoted = &self.unquoted;
@@ -135,7 +158,11 @@ impl Parser {
             match col {
                 None => Field::Missing,
                 Some(c) => {
-                    let text = if quoted { unquoted[c].as_str() } else { &line[ranges[c].0..ranges[c].1] };
+                    let text = if quoted {
+                        unquoted[c].as_str()
+                    } else {
+                        &line[ranges[c].0..ranges[c].1]
+                    };
                     let text = text.trim();
                     if text.is_empty() {
                         Field::Missing
@@ -146,8 +173,16 @@ impl Parser {
             }
         };
         if layout.time.is_none() || layout.key.is_none() {
-            let missing = if layout.time.is_none() { &self.schema.event_time.field } else { &self.schema.key };
-            return Err((Reason::MissingField, format!("header has no column `{missing}`"), None));
+            let missing = if layout.time.is_none() {
+                &self.schema.event_time.field
+            } else {
+                &self.schema.key
+            };
+            return Err((
+                Reason::MissingField,
+                format!("header has no column `{missing}`"),
+                None,
+            ));
         }
         build(
             &self.schema,
@@ -162,11 +197,23 @@ impl Parser {
         )
     }
 
-    fn parse_json(&mut self, chunk: &Chunk, line: &str, pos: Pos, lh: u64) -> Result<Record, (Reason, String, Option<i64>)> {
+    fn parse_json(
+        &mut self,
+        chunk: &Chunk,
+        line: &str,
+        pos: Pos,
+        lh: u64,
+    ) -> Result<Record, (Reason, String, Option<i64>)> {
         use serde_json::Value;
         let obj: serde_json::Map<String, Value> = match serde_json::from_str(line) {
             Ok(Value::Object(o)) => o,
-            Ok(other) => return Err((Reason::BadJson, format!("expected a JSON object, found {}", kind(&other)), None)),
+            Ok(other) => {
+                return Err((
+                    Reason::BadJson,
+                    format!("expected a JSON object, found {}", kind(&other)),
+                    None,
+                ))
+            }
             Err(e) => return Err((Reason::BadJson, e.to_string(), None)),
         };
         let mut owned: Vec<Option<String>> = Vec::new();
@@ -177,7 +224,11 @@ impl Parser {
                 Some(Value::String(t)) => Ok(Some(t.clone())),
                 Some(Value::Number(n)) => Ok(Some(n.to_string())),
                 Some(Value::Bool(b)) => Ok(Some(if *b { "1".into() } else { "0".into() })),
-                Some(other) => Err((Reason::BadJson, format!("field `{name}`: expected a scalar, found {}", kind(other)), None)),
+                Some(other) => Err((
+                    Reason::BadJson,
+                    format!("field `{name}`: expected a scalar, found {}", kind(other)),
+                    None,
+                )),
             }
         };
         owned.push(text(&s.event_time.field)?);
@@ -218,7 +269,10 @@ pub fn violation(schema: &Schema, record: &Record) -> Option<(Reason, String)> {
     for (i, f) in schema.numeric.iter().enumerate() {
         if record.missing & (1 << i) != 0 {
             if f.impute == Impute::Reject {
-                return Some((Reason::MissingField, format!("`{}` is missing and `impute = \"reject\"`", f.name)));
+                return Some((
+                    Reason::MissingField,
+                    format!("`{}` is missing and `impute = \"reject\"`", f.name),
+                ));
             }
             continue;
         }
@@ -226,13 +280,19 @@ pub fn violation(schema: &Schema, record: &Record) -> Option<(Reason, String)> {
         if f.min.is_some_and(|lo| v < lo) || f.max.is_some_and(|hi| v > hi) {
             let lo = f.min.map_or("-inf".to_string(), |x| x.to_string());
             let hi = f.max.map_or("+inf".to_string(), |x| x.to_string());
-            return Some((Reason::OutOfRange, format!("`{}` = {v} is outside [{lo}, {hi}]", f.name)));
+            return Some((
+                Reason::OutOfRange,
+                format!("`{}` = {v} is outside [{lo}, {hi}]", f.name),
+            ));
         }
     }
     for (i, f) in schema.categorical.iter().enumerate() {
         let v = &record.cats[i];
         if !v.is_empty() && f.vocabulary.is_some() && f.slot(v).is_none() {
-            return Some((Reason::UnknownCategory, format!("`{}` = `{v}` is not in its vocabulary", f.name)));
+            return Some((
+                Reason::UnknownCategory,
+                format!("`{}` = `{v}` is not in its vocabulary", f.name),
+            ));
         }
     }
     None
@@ -263,25 +323,54 @@ fn build<'a>(
 ) -> Result<Record, (Reason, String, Option<i64>)> {
     let tf = &schema.event_time;
     let event_time = match time {
-        Field::Missing => return Err((Reason::BadTime, format!("`{}` is missing", tf.field), None)),
-        Field::Text(t) => parse_time(t, tf.format)
-            .ok_or_else(|| (Reason::BadTime, format!("`{}`: cannot read `{t}` as {}", tf.field, format_name(tf.format)), None))?,
+        Field::Missing => {
+            return Err((Reason::BadTime, format!("`{}` is missing", tf.field), None))
+        }
+        Field::Text(t) => parse_time(t, tf.format).ok_or_else(|| {
+            (
+                Reason::BadTime,
+                format!(
+                    "`{}`: cannot read `{t}` as {}",
+                    tf.field,
+                    format_name(tf.format)
+                ),
+                None,
+            )
+        })?,
     };
     let key = match key {
-        Field::Missing => return Err((Reason::MissingField, format!("key `{}` is missing", schema.key), Some(event_time))),
+        Field::Missing => {
+            return Err((
+                Reason::MissingField,
+                format!("key `{}` is missing", schema.key),
+                Some(event_time),
+            ))
+        }
         Field::Text(k) => k.to_string(),
     };
     let label = match (label, &schema.label) {
         (Field::Text(t), Some(spec)) => {
             let v: f64 = t.parse().map_err(|_| {
-                (Reason::BadLabel, format!("label `{}`: cannot read `{t}` as a number", spec.field), Some(event_time))
+                (
+                    Reason::BadLabel,
+                    format!("label `{}`: cannot read `{t}` as a number", spec.field),
+                    Some(event_time),
+                )
             })?;
             if !v.is_finite() {
-                return Err((Reason::BadLabel, format!("label `{}`: `{t}` is not finite", spec.field), Some(event_time)));
+                return Err((
+                    Reason::BadLabel,
+                    format!("label `{}`: `{t}` is not finite", spec.field),
+                    Some(event_time),
+                ));
             }
             if spec.kind == LabelKind::Binary && v != 0.0 && v != 1.0 {
                 // Readable but outside the rule: an invalid record, decided here once.
-                return Err((Reason::InvalidLabel, format!("label `{}`: expected 0 or 1, found `{t}`", spec.field), Some(event_time)));
+                return Err((
+                    Reason::InvalidLabel,
+                    format!("label `{}`: expected 0 or 1, found `{t}`", spec.field),
+                    Some(event_time),
+                ));
             }
             Some(v)
         }
@@ -298,7 +387,11 @@ fn build<'a>(
             Field::Text(t) => match t.parse::<f64>() {
                 Ok(v) if v.is_finite() => values.push(v),
                 _ => {
-                    return Err((Reason::BadNumber, format!("`{}`: cannot read `{t}` as a number", field.name), Some(event_time)))
+                    return Err((
+                        Reason::BadNumber,
+                        format!("`{}`: cannot read `{t}` as a number", field.name),
+                        Some(event_time),
+                    ))
                 }
             },
         }
@@ -472,7 +565,11 @@ fn parse_datetime(text: &str, need_zone: bool) -> Option<i64> {
                 _ => return None,
             };
             let offset = (zh * 60 + zm) * 60_000;
-            Some(if *sign == b'+' { ms - offset } else { ms + offset })
+            Some(if *sign == b'+' {
+                ms - offset
+            } else {
+                ms + offset
+            })
         }
         _ => None,
     }
@@ -503,22 +600,40 @@ pub trait Parse<'scope> {
     ///     (parsed.capture(), tallies.capture())
     /// });
     /// let parsed: Vec<Parsed> = parsed.try_iter()
-///     .flat_map(|e| match e { Event::Messages(_, d) => d, Event::Progress(_) => vec![] })
-///     .collect();
+    ///     .flat_map(|e| match e { Event::Messages(_, d) => d, Event::Progress(_) => vec![] })
+    ///     .collect();
     /// assert!(matches!(&parsed[0], Parsed::Record(r) if r.key == "acct-1" && r.nums == [12.5]));
     /// assert!(matches!(&parsed[1], Parsed::Reject(r) if r.reason.code() == "bad_number" && r.pos.line == 3));
     /// ```
-    fn parse(self, schema: Arc<Schema>) -> (Stream<'scope, Epoch, Vec<Parsed>>, Stream<'scope, Epoch, Vec<Tally>>);
+    fn parse(
+        self,
+        schema: Arc<Schema>,
+    ) -> (
+        Stream<'scope, Epoch, Vec<Parsed>>,
+        Stream<'scope, Epoch, Vec<Tally>>,
+    );
 }
 
 impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
-    fn parse(self, schema: Arc<Schema>) -> (Stream<'scope, Epoch, Vec<Parsed>>, Stream<'scope, Epoch, Vec<Tally>>) {
+    fn parse(
+        self,
+        schema: Arc<Schema>,
+    ) -> (
+        Stream<'scope, Epoch, Vec<Parsed>>,
+        Stream<'scope, Epoch, Vec<Tally>>,
+    ) {
         let mut builder = OperatorBuilder::new("parse".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (parsed_out, parsed) = builder.new_output();
         let (tally_out, tallies) = builder.new_output();
-        let mut parsed_out = OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Parsed>>>::from(parsed_out);
-        let mut tally_out = OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Tally>>>::from(tally_out);
+        let mut parsed_out = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<Parsed>>,
+        >::from(parsed_out);
+        let mut tally_out = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<Tally>>,
+        >::from(tally_out);
         let mut parser = Parser::new(schema);
         builder.build(move |_caps| {
             move |_frontiers| {
@@ -528,14 +643,20 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
                     let mut session = parsed_handle.session(&cap);
                     let mut lines = 0u64;
                     for chunk in data.flat_map(|d| d.drain(..)) {
-                        let mut pos = Pos { input: chunk.input, line: chunk.first_line };
+                        let mut pos = Pos {
+                            input: chunk.input,
+                            line: chunk.first_line,
+                        };
                         for line in chunk.text.lines() {
                             session.give(parser.parse_line(&chunk, line, pos));
                             pos.line += 1;
                             lines += 1;
                         }
                     }
-                    tally_handle.session(&cap).give(Tally { input: lines, ..Tally::default() });
+                    tally_handle.session(&cap).give(Tally {
+                        input: lines,
+                        ..Tally::default()
+                    });
                 });
             }
         });
@@ -565,7 +686,10 @@ mod tests {
     }
 
     fn chunk(format: Format) -> Chunk {
-        let header: Vec<String> = "event_time,account,category,amount,f0,label".split(',').map(String::from).collect();
+        let header: Vec<String> = "event_time,account,category,amount,f0,label"
+            .split(',')
+            .map(String::from)
+            .collect();
         Chunk {
             source: "t.csv".into(),
             input: 9,
@@ -590,7 +714,9 @@ mod tests {
 
     #[test]
     fn csv_record_with_missing_value() {
-        let Parsed::Record(r) = parse_one(Format::Csv, "1767225600000,acct-1,fuel,,0.5,1") else { panic!() };
+        let Parsed::Record(r) = parse_one(Format::Csv, "1767225600000,acct-1,fuel,,0.5,1") else {
+            panic!()
+        };
         assert_eq!(r.key, "acct-1");
         assert_eq!(r.event_time, 1_767_225_600_000);
         assert!(r.nums[0].is_nan());
@@ -602,18 +728,39 @@ mod tests {
 
     #[test]
     fn csv_malformed_rows_have_reasons() {
-        assert_eq!(reason(parse_one(Format::Csv, "1,acct-1,fuel,1.0")), "field_count");
-        assert_eq!(reason(parse_one(Format::Csv, "1,acct-1,fuel,n/a,0.5,1")), "bad_number");
-        assert_eq!(reason(parse_one(Format::Csv, "yesterday,acct-1,fuel,1,0.5,1")), "bad_time");
-        assert_eq!(reason(parse_one(Format::Csv, "1,acct-1,fuel,1,0.5,7")), "invalid_label");
-        assert_eq!(reason(parse_one(Format::Csv, "1,,fuel,1,0.5,1")), "missing_field");
+        assert_eq!(
+            reason(parse_one(Format::Csv, "1,acct-1,fuel,1.0")),
+            "field_count"
+        );
+        assert_eq!(
+            reason(parse_one(Format::Csv, "1,acct-1,fuel,n/a,0.5,1")),
+            "bad_number"
+        );
+        assert_eq!(
+            reason(parse_one(Format::Csv, "yesterday,acct-1,fuel,1,0.5,1")),
+            "bad_time"
+        );
+        assert_eq!(
+            reason(parse_one(Format::Csv, "1,acct-1,fuel,1,0.5,7")),
+            "invalid_label"
+        );
+        assert_eq!(
+            reason(parse_one(Format::Csv, "1,,fuel,1,0.5,1")),
+            "missing_field"
+        );
     }
 
     #[test]
     fn csv_quoted_fields() {
-        let Parsed::Record(r) = parse_one(Format::Csv, r#"1,"acct, ""quoted""",fuel,2.5,0.5,0"#) else { panic!() };
+        let Parsed::Record(r) = parse_one(Format::Csv, r#"1,"acct, ""quoted""",fuel,2.5,0.5,0"#)
+        else {
+            panic!()
+        };
         assert_eq!(r.key, r#"acct, "quoted""#);
-        assert_eq!(reason(parse_one(Format::Csv, r#"1,"acct,fuel,2.5,0.5,0"#)), "field_count");
+        assert_eq!(
+            reason(parse_one(Format::Csv, r#"1,"acct,fuel,2.5,0.5,0"#)),
+            "field_count"
+        );
     }
 
     #[test]
@@ -625,19 +772,46 @@ mod tests {
             panic!()
         };
         assert_eq!((r.event_time, r.missing, r.label), (1000, 1, Some(0.0)));
-        assert_eq!(reason(parse_one(Format::Jsonl, r#"{"event_time": "1", "account": "#)), "bad_json");
+        assert_eq!(
+            reason(parse_one(
+                Format::Jsonl,
+                r#"{"event_time": "1", "account": "#
+            )),
+            "bad_json"
+        );
         assert_eq!(reason(parse_one(Format::Jsonl, "[1,2]")), "bad_json");
-        assert_eq!(reason(parse_one(Format::Jsonl, r#"{"event_time":1,"account":"a","amount":"n/a"}"#)), "bad_number");
+        assert_eq!(
+            reason(parse_one(
+                Format::Jsonl,
+                r#"{"event_time":1,"account":"a","amount":"n/a"}"#
+            )),
+            "bad_number"
+        );
     }
 
     #[test]
     fn times() {
-        assert_eq!(parse_time("2014-04-01 00:00:00", TimeFormat::Datetime), Some(1_396_310_400_000));
-        assert_eq!(parse_time("2026-01-01T00:00:00Z", TimeFormat::Rfc3339), Some(1_767_225_600_000));
-        assert_eq!(parse_time("2026-01-01T01:00:00.250+01:00", TimeFormat::Rfc3339), Some(1_767_225_600_250));
+        assert_eq!(
+            parse_time("2014-04-01 00:00:00", TimeFormat::Datetime),
+            Some(1_396_310_400_000)
+        );
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00Z", TimeFormat::Rfc3339),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_time("2026-01-01T01:00:00.250+01:00", TimeFormat::Rfc3339),
+            Some(1_767_225_600_250)
+        );
         assert_eq!(parse_time("2026-01-01T00:00:00", TimeFormat::Rfc3339), None);
-        assert_eq!(parse_time("1767225600.5", TimeFormat::EpochS), Some(1_767_225_600_500));
-        assert_eq!(parse_time("2026-13-01 00:00:00", TimeFormat::Datetime), None);
+        assert_eq!(
+            parse_time("1767225600.5", TimeFormat::EpochS),
+            Some(1_767_225_600_500)
+        );
+        assert_eq!(
+            parse_time("2026-13-01 00:00:00", TimeFormat::Datetime),
+            None
+        );
         for d in [-800_000, -1, 0, 1, 20_454, 2_932_896] {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), d);

@@ -142,13 +142,21 @@ impl Reason {
     pub fn is_malformed(self) -> bool {
         matches!(
             self,
-            Reason::FieldCount | Reason::BadJson | Reason::BadNumber | Reason::BadTime | Reason::BadLabel | Reason::MissingField
+            Reason::FieldCount
+                | Reason::BadJson
+                | Reason::BadNumber
+                | Reason::BadTime
+                | Reason::BadLabel
+                | Reason::MissingField
         )
     }
 
     /// Position of the reason in [`Reason::ALL`].
     pub fn index(self) -> usize {
-        Reason::ALL.iter().position(|r| *r == self).expect("ALL lists every reason")
+        Reason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("ALL lists every reason")
     }
 }
 

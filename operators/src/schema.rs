@@ -202,7 +202,10 @@ pub struct SchemaError {
 }
 
 fn err(path: impl Into<String>, message: impl Into<String>) -> SchemaError {
-    SchemaError { path: path.into(), message: message.into() }
+    SchemaError {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 impl Schema {
@@ -215,7 +218,10 @@ impl Schema {
                 return Err(err(path, "expected a field name, found an empty string"));
             }
             if let Some(first) = seen.insert(name.to_string(), path.clone()) {
-                return Err(err(path, format!("field `{name}` is already declared at {first}")));
+                return Err(err(
+                    path,
+                    format!("field `{name}` is already declared at {first}"),
+                ));
             }
             Ok(())
         };
@@ -230,31 +236,56 @@ impl Schema {
             let names: Vec<String> = match (&n.name, n.names.is_empty()) {
                 (Some(name), true) => vec![name.clone()],
                 (None, false) => n.names.clone(),
-                (Some(_), false) => return Err(err(path, "give either `name` or `names`, not both")),
-                (None, true) => return Err(err(path, "expected `name = \"...\"` or `names = [...]`")),
+                (Some(_), false) => {
+                    return Err(err(path, "give either `name` or `names`, not both"))
+                }
+                (None, true) => {
+                    return Err(err(path, "expected `name = \"...\"` or `names = [...]`"))
+                }
             };
             if let (Some(lo), Some(hi)) = (n.min, n.max) {
                 if lo > hi {
-                    return Err(err(format!("{path}.min"), format!("min ({lo}) is greater than max ({hi})")));
+                    return Err(err(
+                        format!("{path}.min"),
+                        format!("min ({lo}) is greater than max ({hi})"),
+                    ));
                 }
             }
             let impute_value = match (n.impute, n.impute_value) {
                 (Impute::Constant, Some(v)) => v,
                 (Impute::Constant, None) => {
-                    return Err(err(format!("{path}.impute_value"), "`impute = \"constant\"` needs `impute_value = <number>`"))
+                    return Err(err(
+                        format!("{path}.impute_value"),
+                        "`impute = \"constant\"` needs `impute_value = <number>`",
+                    ))
                 }
                 (_, Some(_)) => {
-                    return Err(err(format!("{path}.impute_value"), "`impute_value` is only used with `impute = \"constant\"`"))
+                    return Err(err(
+                        format!("{path}.impute_value"),
+                        "`impute_value` is only used with `impute = \"constant\"`",
+                    ))
                 }
                 (_, None) => 0.0,
             };
             for name in names {
                 claim(&name, format!("{path}.name"))?;
-                numeric.push(NumericField { name, min: n.min, max: n.max, impute: n.impute, impute_value });
+                numeric.push(NumericField {
+                    name,
+                    min: n.min,
+                    max: n.max,
+                    impute: n.impute,
+                    impute_value,
+                });
             }
         }
         if numeric.len() > 64 {
-            return Err(err("schema.numeric", format!("at most 64 numeric fields are supported, found {}", numeric.len())));
+            return Err(err(
+                "schema.numeric",
+                format!(
+                    "at most 64 numeric fields are supported, found {}",
+                    numeric.len()
+                ),
+            ));
         }
         let mut categorical = Vec::new();
         for (i, c) in spec.categorical.iter().enumerate() {
@@ -263,19 +294,31 @@ impl Schema {
             let mut index = HashMap::default();
             if let Some(vocab) = &c.vocabulary {
                 if vocab.is_empty() {
-                    return Err(err(format!("{path}.vocabulary"), "expected at least one value"));
+                    return Err(err(
+                        format!("{path}.vocabulary"),
+                        "expected at least one value",
+                    ));
                 }
                 if c.hash_buckets.is_some() {
-                    return Err(err(format!("{path}.hash_buckets"), "give either `vocabulary` or `hash_buckets`, not both"));
+                    return Err(err(
+                        format!("{path}.hash_buckets"),
+                        "give either `vocabulary` or `hash_buckets`, not both",
+                    ));
                 }
                 for (j, v) in vocab.iter().enumerate() {
                     if index.insert(v.clone(), j as u32).is_some() {
-                        return Err(err(format!("{path}.vocabulary[{j}]"), format!("value `{v}` is listed twice")));
+                        return Err(err(
+                            format!("{path}.vocabulary[{j}]"),
+                            format!("value `{v}` is listed twice"),
+                        ));
                     }
                 }
             }
             if c.hash_buckets == Some(0) {
-                return Err(err(format!("{path}.hash_buckets"), "expected a positive number of buckets"));
+                return Err(err(
+                    format!("{path}.hash_buckets"),
+                    "expected a positive number of buckets",
+                ));
             }
             categorical.push(CategoricalField {
                 name: c.name.clone(),
@@ -342,13 +385,20 @@ mod tests {
         sp.numeric[1].names = vec!["f0".into(), "amount".into()];
         let e = Schema::new(&sp).unwrap_err();
         assert_eq!(e.path, "schema.numeric[1].name");
-        assert!(e.message.contains("already declared at schema.numeric[0].name"), "{e}");
+        assert!(
+            e.message
+                .contains("already declared at schema.numeric[0].name"),
+            "{e}"
+        );
     }
 
     #[test]
     fn constant_imputation_needs_a_value() {
         let mut sp = spec();
         sp.numeric[0].impute = Impute::Constant;
-        assert_eq!(Schema::new(&sp).unwrap_err().path, "schema.numeric[0].impute_value");
+        assert_eq!(
+            Schema::new(&sp).unwrap_err().path,
+            "schema.numeric[0].impute_value"
+        );
     }
 }

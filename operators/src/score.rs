@@ -63,24 +63,44 @@ impl Scorer {
             self.scaler.transform(&ex.dense, &mut self.scratch);
             self.model.learn(&self.scratch, &ex.sparse, y);
         }
-        Scored { record: ex.record, score: p, model_version: self.version }
+        Scored {
+            record: ex.record,
+            score: p,
+            model_version: self.version,
+        }
     }
 }
 
 /// The `score` operator. See the module docs.
 pub trait Score<'scope> {
     /// Scores and learns from every example; returns the scored rows and per-epoch evaluations.
-    fn score(self, step_id: &str, scorer: Scorer) -> (Stream<'scope, Epoch, Vec<Scored>>, Stream<'scope, Epoch, Vec<EvalPartial>>);
+    fn score(
+        self,
+        step_id: &str,
+        scorer: Scorer,
+    ) -> (
+        Stream<'scope, Epoch, Vec<Scored>>,
+        Stream<'scope, Epoch, Vec<EvalPartial>>,
+    );
 }
 
 impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
-    fn score(self, step_id: &str, mut scorer: Scorer) -> (Stream<'scope, Epoch, Vec<Scored>>, Stream<'scope, Epoch, Vec<EvalPartial>>) {
+    fn score(
+        self,
+        step_id: &str,
+        mut scorer: Scorer,
+    ) -> (
+        Stream<'scope, Epoch, Vec<Scored>>,
+        Stream<'scope, Epoch, Vec<EvalPartial>>,
+    ) {
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (scored_out, scored) = builder.new_output();
         let (eval_out, evals) = builder.new_output();
-        let mut scored_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(scored_out);
-        let mut eval_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<EvalPartial>>>::from(eval_out);
+        let mut scored_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(scored_out);
+        let mut eval_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<EvalPartial>>>::from(eval_out);
         builder.build(move |_caps| {
             move |_frontiers| {
                 let mut scored_handle = scored_out.activate();

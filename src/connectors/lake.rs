@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, ListBuilder, StringBuilder, TimestampMillisecondBuilder, UInt64Builder,
+    ArrayRef, Float64Builder, Int32Builder, ListBuilder, StringBuilder,
+    TimestampMillisecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -85,12 +86,21 @@ pub struct TableFormat<R> {
 
 impl<R> Clone for TableFormat<R> {
     fn clone(&self) -> Self {
-        TableFormat { table: self.table, arrow_schema: self.arrow_schema, partition_time: self.partition_time, batch: self.batch }
+        TableFormat {
+            table: self.table,
+            arrow_schema: self.arrow_schema,
+            partition_time: self.partition_time,
+            batch: self.batch,
+        }
     }
 }
 
 fn ts(name: &str, nullable: bool) -> Field {
-    Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), nullable)
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        nullable,
+    )
 }
 
 fn ts_builder(n: usize) -> TimestampMillisecondBuilder {
@@ -140,8 +150,16 @@ fn lineage_fields() -> [Field; 4] {
     ]
 }
 
-fn lineage_columns<'a>(rows: impl Iterator<Item = (&'a str, u64, i64)>, n: usize, epoch: Epoch) -> [ArrayRef; 4] {
-    let (mut source, mut line, mut arrived) = (StringBuilder::new(), UInt64Builder::with_capacity(n), ts_builder(n));
+fn lineage_columns<'a>(
+    rows: impl Iterator<Item = (&'a str, u64, i64)>,
+    n: usize,
+    epoch: Epoch,
+) -> [ArrayRef; 4] {
+    let (mut source, mut line, mut arrived) = (
+        StringBuilder::new(),
+        UInt64Builder::with_capacity(n),
+        ts_builder(n),
+    );
     for (s, l, a) in rows {
         source.append_value(s);
         line.append_value(l);
@@ -149,143 +167,221 @@ fn lineage_columns<'a>(rows: impl Iterator<Item = (&'a str, u64, i64)>, n: usize
     }
     let mut ep = UInt64Builder::with_capacity(n);
     ep.append_value_n(epoch, n);
-    [Arc::new(source.finish()), Arc::new(line.finish()), Arc::new(arrived.finish()), Arc::new(ep.finish())]
+    [
+        Arc::new(source.finish()),
+        Arc::new(line.finish()),
+        Arc::new(arrived.finish()),
+        Arc::new(ep.finish()),
+    ]
 }
 
 /// The `clean` table: every clean, imputed record with all its fields and the names of the imputed ones.
 pub fn clean_table() -> TableFormat<Scored> {
-    TableFormat { table: Table::Clean, arrow_schema: clean_schema, partition_time: |s| s.record.event_time, batch: clean_batch }
+    TableFormat {
+        table: Table::Clean,
+        arrow_schema: clean_schema,
+        partition_time: |s| s.record.event_time,
+        batch: clean_batch,
+    }
 }
 
 fn clean_schema(schema: &Schema) -> SchemaRef {
-        let mut fields = vec![ts(&schema.event_time.field, false), Field::new(&schema.key, DataType::Utf8, false)];
-        fields.extend(schema.numeric.iter().map(|f| Field::new(&f.name, DataType::Float64, false)));
-        fields.extend(schema.categorical.iter().map(|f| Field::new(&f.name, DataType::Utf8, true)));
-        if let Some(l) = &schema.label {
-            fields.push(Field::new(&l.field, label_type(schema), true));
-        }
-        fields.push(Field::new("imputed", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false));
-        fields.extend(lineage_fields());
-        Arc::new(ArrowSchema::new(fields))
+    let mut fields = vec![
+        ts(&schema.event_time.field, false),
+        Field::new(&schema.key, DataType::Utf8, false),
+    ];
+    fields.extend(
+        schema
+            .numeric
+            .iter()
+            .map(|f| Field::new(&f.name, DataType::Float64, false)),
+    );
+    fields.extend(
+        schema
+            .categorical
+            .iter()
+            .map(|f| Field::new(&f.name, DataType::Utf8, true)),
+    );
+    if let Some(l) = &schema.label {
+        fields.push(Field::new(&l.field, label_type(schema), true));
+    }
+    fields.push(Field::new(
+        "imputed",
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        false,
+    ));
+    fields.extend(lineage_fields());
+    Arc::new(ArrowSchema::new(fields))
 }
 
 fn clean_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch) -> RecordBatch {
-        let n = rows.len();
-        let mut time = ts_builder(n);
-        let mut key = StringBuilder::new();
-        let mut nums: Vec<Float64Builder> = schema.numeric.iter().map(|_| Float64Builder::with_capacity(n)).collect();
-        let mut cats: Vec<StringBuilder> = schema.categorical.iter().map(|_| StringBuilder::new()).collect();
-        let mut label = LabelCol::new(schema, n);
-        let mut imputed = ListBuilder::new(StringBuilder::new());
-        for r in rows.iter().map(|s| &s.record) {
-            time.append_value(r.event_time);
-            key.append_value(&r.key);
-            for (i, b) in nums.iter_mut().enumerate() {
-                b.append_value(r.nums[i]);
-            }
-            for (i, b) in cats.iter_mut().enumerate() {
-                let v = &r.cats[i];
-                b.append_option((!v.is_empty()).then_some(v.as_str()));
-            }
-            label.append(r.label);
-            for (i, f) in schema.numeric.iter().enumerate() {
-                if r.missing & (1 << i) != 0 {
-                    imputed.values().append_value(&f.name);
-                }
-            }
-            imputed.append(true);
+    let n = rows.len();
+    let mut time = ts_builder(n);
+    let mut key = StringBuilder::new();
+    let mut nums: Vec<Float64Builder> = schema
+        .numeric
+        .iter()
+        .map(|_| Float64Builder::with_capacity(n))
+        .collect();
+    let mut cats: Vec<StringBuilder> = schema
+        .categorical
+        .iter()
+        .map(|_| StringBuilder::new())
+        .collect();
+    let mut label = LabelCol::new(schema, n);
+    let mut imputed = ListBuilder::new(StringBuilder::new());
+    for r in rows.iter().map(|s| &s.record) {
+        time.append_value(r.event_time);
+        key.append_value(&r.key);
+        for (i, b) in nums.iter_mut().enumerate() {
+            b.append_value(r.nums[i]);
         }
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(time.finish()), Arc::new(key.finish())];
-        cols.extend(nums.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef));
-        cols.extend(cats.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef));
-        if schema.label.is_some() {
-            cols.push(label.finish());
+        for (i, b) in cats.iter_mut().enumerate() {
+            let v = &r.cats[i];
+            b.append_option((!v.is_empty()).then_some(v.as_str()));
         }
-        cols.push(Arc::new(imputed.finish()));
-        cols.extend(lineage_columns(rows.iter().map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)), n, epoch));
-        RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
+        label.append(r.label);
+        for (i, f) in schema.numeric.iter().enumerate() {
+            if r.missing & (1 << i) != 0 {
+                imputed.values().append_value(&f.name);
+            }
+        }
+        imputed.append(true);
+    }
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(time.finish()), Arc::new(key.finish())];
+    cols.extend(
+        nums.into_iter()
+            .map(|mut b| Arc::new(b.finish()) as ArrayRef),
+    );
+    cols.extend(
+        cats.into_iter()
+            .map(|mut b| Arc::new(b.finish()) as ArrayRef),
+    );
+    if schema.label.is_some() {
+        cols.push(label.finish());
+    }
+    cols.push(Arc::new(imputed.finish()));
+    cols.extend(lineage_columns(
+        rows.iter()
+            .map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)),
+        n,
+        epoch,
+    ));
+    RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
 }
 
 /// The `scored` table: key, event time, score, label and model version of every clean record.
 pub fn scored_table() -> TableFormat<Scored> {
-    TableFormat { table: Table::Scored, arrow_schema: scored_schema, partition_time: |s| s.record.event_time, batch: scored_batch }
+    TableFormat {
+        table: Table::Scored,
+        arrow_schema: scored_schema,
+        partition_time: |s| s.record.event_time,
+        batch: scored_batch,
+    }
 }
 
 fn scored_schema(schema: &Schema) -> SchemaRef {
-        let mut fields = vec![
-            Field::new("key", DataType::Utf8, false),
-            ts("event_time", false),
-            Field::new("score", DataType::Float64, false),
-            Field::new("label", label_type(schema), true),
-            Field::new("model_version", DataType::UInt64, false),
-        ];
-        fields.extend(lineage_fields());
-        Arc::new(ArrowSchema::new(fields))
+    let mut fields = vec![
+        Field::new("key", DataType::Utf8, false),
+        ts("event_time", false),
+        Field::new("score", DataType::Float64, false),
+        Field::new("label", label_type(schema), true),
+        Field::new("model_version", DataType::UInt64, false),
+    ];
+    fields.extend(lineage_fields());
+    Arc::new(ArrowSchema::new(fields))
 }
 
 fn scored_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch) -> RecordBatch {
-        let n = rows.len();
-        let mut key = StringBuilder::new();
-        let mut time = ts_builder(n);
-        let mut score = Float64Builder::with_capacity(n);
-        let mut label = LabelCol::new(schema, n);
-        let mut version = UInt64Builder::with_capacity(n);
-        for s in rows {
-            key.append_value(&s.record.key);
-            time.append_value(s.record.event_time);
-            score.append_value(s.score);
-            label.append(s.record.label);
-            version.append_value(s.model_version);
-        }
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(key.finish()),
-            Arc::new(time.finish()),
-            Arc::new(score.finish()),
-            label.finish(),
-            Arc::new(version.finish()),
-        ];
-        cols.extend(lineage_columns(rows.iter().map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)), n, epoch));
-        RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
+    let n = rows.len();
+    let mut key = StringBuilder::new();
+    let mut time = ts_builder(n);
+    let mut score = Float64Builder::with_capacity(n);
+    let mut label = LabelCol::new(schema, n);
+    let mut version = UInt64Builder::with_capacity(n);
+    for s in rows {
+        key.append_value(&s.record.key);
+        time.append_value(s.record.event_time);
+        score.append_value(s.score);
+        label.append(s.record.label);
+        version.append_value(s.model_version);
+    }
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(key.finish()),
+        Arc::new(time.finish()),
+        Arc::new(score.finish()),
+        label.finish(),
+        Arc::new(version.finish()),
+    ];
+    cols.extend(lineage_columns(
+        rows.iter()
+            .map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)),
+        n,
+        epoch,
+    ));
+    RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
 }
 
 /// The `rejected` table: reason, class (malformed or invalid), detail, raw text and lineage.
 pub fn rejected_table() -> TableFormat<Reject> {
-    TableFormat { table: Table::Rejected, arrow_schema: rejected_schema, partition_time: Reject::partition_time, batch: rejected_batch }
+    TableFormat {
+        table: Table::Rejected,
+        arrow_schema: rejected_schema,
+        partition_time: Reject::partition_time,
+        batch: rejected_batch,
+    }
 }
 
 fn rejected_schema(_schema: &Schema) -> SchemaRef {
-        let mut fields = vec![
-            Field::new("reason", DataType::Utf8, false),
-            Field::new("class", DataType::Utf8, false),
-            Field::new("detail", DataType::Utf8, false),
-            Field::new("raw", DataType::Utf8, false),
-            ts("event_time", true),
-        ];
-        fields.extend(lineage_fields());
-        Arc::new(ArrowSchema::new(fields))
+    let mut fields = vec![
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("class", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+        ts("event_time", true),
+    ];
+    fields.extend(lineage_fields());
+    Arc::new(ArrowSchema::new(fields))
 }
 
-fn rejected_batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Reject], epoch: Epoch) -> RecordBatch {
-        let n = rows.len();
-        let (mut reason, mut class, mut detail, mut raw) =
-            (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
-        let mut time = ts_builder(n);
-        for r in rows {
-            reason.append_value(r.reason.code());
-            class.append_value(if r.reason.is_malformed() { "malformed" } else { "invalid" });
-            detail.append_value(&r.detail);
-            raw.append_value(&r.raw);
-            time.append_option(r.event_time);
-        }
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(reason.finish()),
-            Arc::new(class.finish()),
-            Arc::new(detail.finish()),
-            Arc::new(raw.finish()),
-            Arc::new(time.finish()),
-        ];
-        cols.extend(lineage_columns(rows.iter().map(|r| (&*r.source, r.pos.line, r.arrived_ms)), n, epoch));
-        RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
+fn rejected_batch(
+    _schema: &Schema,
+    arrow: SchemaRef,
+    rows: &[&Reject],
+    epoch: Epoch,
+) -> RecordBatch {
+    let n = rows.len();
+    let (mut reason, mut class, mut detail, mut raw) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut time = ts_builder(n);
+    for r in rows {
+        reason.append_value(r.reason.code());
+        class.append_value(if r.reason.is_malformed() {
+            "malformed"
+        } else {
+            "invalid"
+        });
+        detail.append_value(&r.detail);
+        raw.append_value(&r.raw);
+        time.append_option(r.event_time);
+    }
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(reason.finish()),
+        Arc::new(class.finish()),
+        Arc::new(detail.finish()),
+        Arc::new(raw.finish()),
+        Arc::new(time.finish()),
+    ];
+    cols.extend(lineage_columns(
+        rows.iter().map(|r| (&*r.source, r.pos.line, r.arrived_ms)),
+        n,
+        epoch,
+    ));
+    RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
 }
 
 /// `date=YYYY-MM-DD/hour=HH` of a time in ms.
@@ -303,7 +399,12 @@ pub fn part_name(epoch: Epoch, worker: usize) -> String {
 
 /// Writes one Parquet file atomically: temporary name, fsync, rename, fsync of the folder.
 /// Returns the bytes written.
-pub fn write_atomic(dir: &Path, name: &str, batch: &RecordBatch, compression: Compression) -> std::io::Result<u64> {
+pub fn write_atomic(
+    dir: &Path,
+    name: &str,
+    batch: &RecordBatch,
+    compression: Compression,
+) -> std::io::Result<u64> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let codec = match compression {
@@ -312,11 +413,17 @@ pub fn write_atomic(dir: &Path, name: &str, batch: &RecordBatch, compression: Co
     };
     // Dictionary-encode text columns only: numbers and times are mostly distinct,
     // and trying to intern them costs more than it saves.
-    let mut props = WriterProperties::builder().set_compression(codec).set_dictionary_enabled(false);
+    let mut props = WriterProperties::builder()
+        .set_compression(codec)
+        .set_dictionary_enabled(false);
     for field in batch.schema().fields() {
         if matches!(field.data_type(), DataType::Utf8 | DataType::List(_)) {
             let column = match field.data_type() {
-                DataType::List(item) => parquet::schema::types::ColumnPath::new(vec![field.name().clone(), "list".into(), item.name().clone()]),
+                DataType::List(item) => parquet::schema::types::ColumnPath::new(vec![
+                    field.name().clone(),
+                    "list".into(),
+                    item.name().clone(),
+                ]),
                 _ => parquet::schema::types::ColumnPath::new(vec![field.name().clone()]),
             };
             props = props.set_column_dictionary_enabled(column, true);
@@ -324,7 +431,8 @@ pub fn write_atomic(dir: &Path, name: &str, batch: &RecordBatch, compression: Co
     }
     let props = props.build();
     let file = File::create(&tmp)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
     writer.write(batch).map_err(std::io::Error::other)?;
     let file = writer.into_inner().map_err(std::io::Error::other)?;
     file.sync_all()?;
@@ -336,16 +444,38 @@ pub fn write_atomic(dir: &Path, name: &str, batch: &RecordBatch, compression: Co
 }
 
 /// Writes the rows of one epoch of one table into their partitions; returns the commit record.
-pub fn write_epoch<R>(lake: &Lake, format: &TableFormat<R>, arrow: &SchemaRef, rows: &[R], epoch: Epoch, worker: usize) -> std::io::Result<Commit> {
+pub fn write_epoch<R>(
+    lake: &Lake,
+    format: &TableFormat<R>,
+    arrow: &SchemaRef,
+    rows: &[R],
+    epoch: Epoch,
+    worker: usize,
+) -> std::io::Result<Commit> {
     let mut parts: BTreeMap<String, Vec<&R>> = BTreeMap::new();
     for r in rows {
-        parts.entry(partition_of((format.partition_time)(r))).or_default().push(r);
+        parts
+            .entry(partition_of((format.partition_time)(r)))
+            .or_default()
+            .push(r);
     }
-    let mut commit = Commit { table: format.table, epoch, worker, files: 0, rows: 0, bytes: 0 };
+    let mut commit = Commit {
+        table: format.table,
+        epoch,
+        worker,
+        files: 0,
+        rows: 0,
+        bytes: 0,
+    };
     let table_dir = lake.root.join(format.table.name());
     for (partition, rows) in parts {
         let batch = (format.batch)(&lake.schema, arrow.clone(), &rows, epoch);
-        commit.bytes += write_atomic(&table_dir.join(partition), &part_name(epoch, worker), &batch, lake.compression)?;
+        commit.bytes += write_atomic(
+            &table_dir.join(partition),
+            &part_name(epoch, worker),
+            &batch,
+            lake.compression,
+        )?;
         commit.files += 1;
         commit.rows += rows.len() as u64;
     }
@@ -355,13 +485,28 @@ pub fn write_epoch<R>(lake: &Lake, format: &TableFormat<R>, arrow: &SchemaRef, r
 /// The lake sink operator. See the module docs.
 pub trait LakeSink<'scope, R> {
     /// Writes this stream's rows to the lake tables in `formats`; returns the commits (one per table and epoch).
-    fn sink_lake(self, step_id: &str, lake: Lake, formats: Vec<TableFormat<R>>, fault: Fault) -> Stream<'scope, Epoch, Vec<Commit>>;
+    fn sink_lake(
+        self,
+        step_id: &str,
+        lake: Lake,
+        formats: Vec<TableFormat<R>>,
+        fault: Fault,
+    ) -> Stream<'scope, Epoch, Vec<Commit>>;
 }
 
 impl<'scope, R: Clone + 'static> LakeSink<'scope, R> for Stream<'scope, Epoch, Vec<R>> {
-    fn sink_lake(self, step_id: &str, lake: Lake, formats: Vec<TableFormat<R>>, fault: Fault) -> Stream<'scope, Epoch, Vec<Commit>> {
+    fn sink_lake(
+        self,
+        step_id: &str,
+        lake: Lake,
+        formats: Vec<TableFormat<R>>,
+        fault: Fault,
+    ) -> Stream<'scope, Epoch, Vec<Commit>> {
         let worker = self.scope().index();
-        let arrows: Vec<SchemaRef> = formats.iter().map(|f| (f.arrow_schema)(&lake.schema)).collect();
+        let arrows: Vec<SchemaRef> = formats
+            .iter()
+            .map(|f| (f.arrow_schema)(&lake.schema))
+            .collect();
         let step = step_id.to_string();
         self.unary_frontier::<CapacityContainerBuilder<Vec<Commit>>, _, _, _>(Pipeline, step_id, move |_, _| {
             let mut stash: BTreeMap<Epoch, (Capability<Epoch>, Vec<R>)> = BTreeMap::new();
@@ -412,7 +557,10 @@ mod tests {
     #[test]
     fn partitions_by_utc_hour() {
         assert_eq!(partition_of(1_767_225_600_000), "date=2026-01-01/hour=00");
-        assert_eq!(partition_of(1_767_225_600_000 + 3_600_000 * 13 + 59_999), "date=2026-01-01/hour=13");
+        assert_eq!(
+            partition_of(1_767_225_600_000 + 3_600_000 * 13 + 59_999),
+            "date=2026-01-01/hour=13"
+        );
         assert_eq!(partition_of(-1), "date=1969-12-31/hour=23");
         assert_eq!(part_name(42, 3), "part-0000000042-0003.parquet");
     }

@@ -66,7 +66,9 @@ const TEMP_SUFFIXES: [&str; 5] = [".tmp", ".part", ".partial", ".crdownload", ".
 
 /// Whether a directory entry name may be a landed file.
 pub fn is_candidate_name(name: &str) -> bool {
-    !(name.starts_with('.') || name.starts_with('_') || TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)))
+    !(name.starts_with('.')
+        || name.starts_with('_')
+        || TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)))
 }
 
 /// The format of `name` under `format`, or `None` if it is not a file this source reads.
@@ -78,7 +80,10 @@ pub fn format_of(name: &str, format: FileFormat) -> Option<Format> {
             let lower = name.to_ascii_lowercase();
             if lower.ends_with(".csv") {
                 Some(Format::Csv)
-            } else if [".jsonl", ".ndjson", ".json"].iter().any(|s| lower.ends_with(s)) {
+            } else if [".jsonl", ".ndjson", ".json"]
+                .iter()
+                .any(|s| lower.ends_with(s))
+            {
                 Some(Format::Jsonl)
             } else {
                 None
@@ -105,7 +110,8 @@ pub fn file_hash(path: &Path) -> std::io::Result<u64> {
 }
 
 fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 struct Candidate {
@@ -140,6 +146,9 @@ pub struct LandingSource {
     pub max_epochs_in_flight: u64,
     /// Files the manifest lists as processed.
     pub processed: Processed,
+    /// The first epoch of this run: after every epoch an earlier run committed,
+    /// so a run never writes over another run's parts.
+    pub first_epoch: Epoch,
     /// Where I/O errors are reported.
     pub fault: Fault,
 }
@@ -176,16 +185,27 @@ impl State {
         };
         for entry in entries {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            if !is_candidate_name(&name) || owner(bytes_hash(name.as_bytes()), self.peers) != self.worker {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !is_candidate_name(&name)
+                || owner(bytes_hash(name.as_bytes()), self.peers) != self.worker
+            {
                 continue;
             }
-            let Some(format) = format_of(&name, self.cfg.spec.format) else { continue };
+            let Some(format) = format_of(&name, self.cfg.spec.format) else {
+                continue;
+            };
             let meta = entry.metadata()?;
             if !meta.is_file() {
                 continue;
             }
-            if self.queue.iter().any(|c| c.name == name) || self.current.as_ref().is_some_and(|f| &*f.name == name.as_str()) {
+            if self.queue.iter().any(|c| c.name == name)
+                || self
+                    .current
+                    .as_ref()
+                    .is_some_and(|f| &*f.name == name.as_str())
+            {
                 continue;
             }
             let size = meta.len();
@@ -202,7 +222,12 @@ impl State {
                     }
                 }
             }
-            found.push(Candidate { name, format, size, modified_ms });
+            found.push(Candidate {
+                name,
+                format,
+                size,
+                modified_ms,
+            });
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
         if self.cfg.once {
@@ -216,7 +241,11 @@ impl State {
             }
         }
         if !found.is_empty() {
-            info!(worker = self.worker, files = found.len(), "Found new files in the landing folder.");
+            info!(
+                worker = self.worker,
+                files = found.len(),
+                "Found new files in the landing folder."
+            );
         }
         self.queue.extend(found);
         Ok(())
@@ -304,14 +333,18 @@ pub fn landing<'scope>(
     step_id: &str,
     cfg: LandingSource,
     committed: ProbeHandle<Epoch>,
-) -> (Stream<'scope, Epoch, Vec<Chunk>>, Stream<'scope, Epoch, Vec<FileFact>>) {
+) -> (
+    Stream<'scope, Epoch, Vec<Chunk>>,
+    Stream<'scope, Epoch, Vec<FileFact>>,
+) {
     let mut builder = OperatorBuilder::new(step_id.to_owned(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address);
     let (chunks_out, chunks) = builder.new_output();
     let (facts_out, facts) = builder.new_output();
     let mut chunks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Chunk>>>::from(chunks_out);
-    let mut facts_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<FileFact>>>::from(facts_out);
+    let mut facts_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<FileFact>>>::from(facts_out);
     let step_id = step_id.to_string();
     let mut state = State {
         worker: scope.index(),
@@ -325,8 +358,11 @@ pub fn landing<'scope>(
         next_scan: Instant::now(),
         buf: Vec::new(),
     };
-    builder.build(move |caps| {
+    builder.build(move |mut caps| {
         // One capability per output: [chunks, facts].
+        for cap in caps.iter_mut() {
+            cap.downgrade(&state.cfg.first_epoch);
+        }
         let mut caps = Some(caps);
         move |_frontiers| {
             let Some(c) = caps.as_mut() else { return };

@@ -79,82 +79,101 @@ pub struct MetricsRow {
 
 /// The `metrics` table: one row per epoch.
 pub fn metrics_table() -> TableFormat<MetricsRow> {
-    TableFormat { table: Table::Metrics, arrow_schema: metrics_schema, partition_time: |r| r.time_ms, batch: metrics_batch }
+    TableFormat {
+        table: Table::Metrics,
+        arrow_schema: metrics_schema,
+        partition_time: |r| r.time_ms,
+        batch: metrics_batch,
+    }
 }
 
 fn metrics_schema(_schema: &Schema) -> SchemaRef {
-        let u = |n: &str| Field::new(n, DataType::UInt64, false);
-        let f = |n: &str| Field::new(n, DataType::Float64, true);
-        let mut fields = vec![
-            u("epoch"),
-            Field::new("time", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())), false),
-            u("input"),
-            u("clean"),
-            u("rejected"),
-            u("duplicate"),
-            u("malformed"),
-            u("invalid"),
-        ];
-        fields.extend(Reason::ALL.iter().map(|r| u(&format!("rejected_{}", r.code()))));
-        fields.extend([
-            f("records_per_s"),
-            f("wall_ms"),
-            u("rows_committed"),
-            u("bytes_committed"),
-            u("labelled"),
-            f("accuracy"),
-            f("log_loss"),
-            f("auc"),
-            u("labelled_total"),
-            f("accuracy_total"),
-            f("log_loss_total"),
-        ]);
-        Arc::new(ArrowSchema::new(fields))
+    let u = |n: &str| Field::new(n, DataType::UInt64, false);
+    let f = |n: &str| Field::new(n, DataType::Float64, true);
+    let mut fields = vec![
+        u("epoch"),
+        Field::new(
+            "time",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        u("input"),
+        u("clean"),
+        u("rejected"),
+        u("duplicate"),
+        u("malformed"),
+        u("invalid"),
+    ];
+    fields.extend(
+        Reason::ALL
+            .iter()
+            .map(|r| u(&format!("rejected_{}", r.code()))),
+    );
+    fields.extend([
+        f("records_per_s"),
+        f("wall_ms"),
+        u("rows_committed"),
+        u("bytes_committed"),
+        u("labelled"),
+        f("accuracy"),
+        f("log_loss"),
+        f("auc"),
+        u("labelled_total"),
+        f("accuracy_total"),
+        f("log_loss_total"),
+    ]);
+    Arc::new(ArrowSchema::new(fields))
 }
 
-fn metrics_batch(_schema: &Schema, arrow: SchemaRef, rows: &[&MetricsRow], _epoch: Epoch) -> RecordBatch {
-        let u = |get: &dyn Fn(&MetricsRow) -> u64| -> ArrayRef {
-            let mut b = UInt64Builder::with_capacity(rows.len());
-            rows.iter().for_each(|r| b.append_value(get(r)));
-            Arc::new(b.finish())
-        };
-        let f = |get: &dyn Fn(&MetricsRow) -> f64| -> ArrayRef {
-            let mut b = Float64Builder::with_capacity(rows.len());
-            rows.iter().for_each(|r| {
-                let v = get(r);
-                b.append_option(v.is_finite().then_some(v))
-            });
-            Arc::new(b.finish())
-        };
-        let mut time = arrow::array::TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
-        rows.iter().for_each(|r| time.append_value(r.time_ms));
-        let mut cols: Vec<ArrayRef> = vec![
-            u(&|r| r.epoch),
-            Arc::new(time.finish()),
-            u(&|r| r.ledger.input),
-            u(&|r| r.ledger.clean),
-            u(&|r| r.ledger.rejected_total()),
-            u(&|r| r.ledger.duplicate),
-            u(&|r| r.ledger.malformed()),
-            u(&|r| r.ledger.invalid()),
-        ];
-        for reason in Reason::ALL {
-            cols.push(u(&move |r| r.ledger.rejected[reason.index()]));
-        }
-        cols.extend([
-            f(&|r| r.records_per_s),
-            f(&|r| r.wall_ms),
-            u(&|r| r.rows_committed),
-            u(&|r| r.bytes_committed),
-            u(&|r| r.epoch_eval.n),
-            f(&|r| r.epoch_eval.accuracy),
-            f(&|r| r.epoch_eval.log_loss),
-            f(&|r| r.epoch_eval.auc),
-            u(&|r| r.run_eval.n),
-            f(&|r| r.run_eval.accuracy),
-            f(&|r| r.run_eval.log_loss),
-        ]);
-        RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
+fn metrics_batch(
+    _schema: &Schema,
+    arrow: SchemaRef,
+    rows: &[&MetricsRow],
+    _epoch: Epoch,
+) -> RecordBatch {
+    let u = |get: &dyn Fn(&MetricsRow) -> u64| -> ArrayRef {
+        let mut b = UInt64Builder::with_capacity(rows.len());
+        rows.iter().for_each(|r| b.append_value(get(r)));
+        Arc::new(b.finish())
+    };
+    let f = |get: &dyn Fn(&MetricsRow) -> f64| -> ArrayRef {
+        let mut b = Float64Builder::with_capacity(rows.len());
+        rows.iter().for_each(|r| {
+            let v = get(r);
+            b.append_option(v.is_finite().then_some(v))
+        });
+        Arc::new(b.finish())
+    };
+    let mut time =
+        arrow::array::TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+    rows.iter().for_each(|r| time.append_value(r.time_ms));
+    let mut cols: Vec<ArrayRef> = vec![
+        u(&|r| r.epoch),
+        Arc::new(time.finish()),
+        u(&|r| r.ledger.input),
+        u(&|r| r.ledger.clean),
+        u(&|r| r.ledger.rejected_total()),
+        u(&|r| r.ledger.duplicate),
+        u(&|r| r.ledger.malformed()),
+        u(&|r| r.ledger.invalid()),
+    ];
+    for reason in Reason::ALL {
+        cols.push(u(&move |r| r.ledger.rejected[reason.index()]));
+    }
+    cols.extend([
+        f(&|r| r.records_per_s),
+        f(&|r| r.wall_ms),
+        u(&|r| r.rows_committed),
+        u(&|r| r.bytes_committed),
+        u(&|r| r.epoch_eval.n),
+        f(&|r| r.epoch_eval.accuracy),
+        f(&|r| r.epoch_eval.log_loss),
+        f(&|r| r.epoch_eval.auc),
+        u(&|r| r.run_eval.n),
+        f(&|r| r.run_eval.accuracy),
+        f(&|r| r.run_eval.log_loss),
+    ]);
+    RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
 }
 
 /// What a run did, as seen by the coordinator.
@@ -186,11 +205,23 @@ struct EpochAcc {
 /// The coordinator operator. See the module docs.
 pub trait Ledger<'scope> {
     /// Completes epochs as the frontier passes them.
-    fn ledger(self, step_id: &str, lake: PathBuf, totals: Rc<RefCell<RunTotals>>, fault: Fault) -> Stream<'scope, Epoch, Vec<MetricsRow>>;
+    fn ledger(
+        self,
+        step_id: &str,
+        lake: PathBuf,
+        totals: Rc<RefCell<RunTotals>>,
+        fault: Fault,
+    ) -> Stream<'scope, Epoch, Vec<MetricsRow>>;
 }
 
 impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
-    fn ledger(self, step_id: &str, lake: PathBuf, totals: Rc<RefCell<RunTotals>>, fault: Fault) -> Stream<'scope, Epoch, Vec<MetricsRow>> {
+    fn ledger(
+        self,
+        step_id: &str,
+        lake: PathBuf,
+        totals: Rc<RefCell<RunTotals>>,
+        fault: Fault,
+    ) -> Stream<'scope, Epoch, Vec<MetricsRow>> {
         let step = step_id.to_string();
         self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, _| {
             let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();

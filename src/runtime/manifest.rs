@@ -34,7 +34,9 @@ pub fn load(lake: &Path) -> std::io::Result<Vec<FileFact>> {
         }
         match serde_json::from_str::<FileFact>(line) {
             Ok(f) => facts.push(f),
-            Err(e) => warn!(manifest = %p.display(), line = i + 1, %e, "Ignoring an unreadable manifest line (a torn write?)."),
+            Err(e) => {
+                warn!(manifest = %p.display(), line = i + 1, %e, "Ignoring an unreadable manifest line (a torn write?).")
+            }
         }
     }
     Ok(facts)
@@ -44,7 +46,9 @@ pub fn load(lake: &Path) -> std::io::Result<Vec<FileFact>> {
 pub fn processed(facts: &[FileFact]) -> Processed {
     let mut p = Processed::new();
     for f in facts {
-        p.entry(f.name.clone()).or_default().push((f.size_bytes, f.content_hash));
+        p.entry(f.name.clone())
+            .or_default()
+            .push((f.size_bytes, f.content_hash));
     }
     p
 }
@@ -61,7 +65,11 @@ pub fn append(lake: &Path, facts: &[FileFact]) -> std::io::Result<()> {
         text.push_str(&serde_json::to_string(f).map_err(std::io::Error::other)?);
         text.push('\n');
     }
-    let mut file = OpenOptions::new().create(true).read(true).append(true).open(&p)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(&p)?;
     let len = file.metadata()?.len();
     if len > 0 {
         // Start on a fresh line if an earlier append was torn.
@@ -82,7 +90,15 @@ mod tests {
     use super::*;
 
     fn fact(name: &str, size: u64) -> FileFact {
-        FileFact { name: name.into(), size_bytes: size, rows: 1, content_hash: size * 7, arrived_ms: 0, last_epoch: 0, worker: 0 }
+        FileFact {
+            name: name.into(),
+            size_bytes: size,
+            rows: 1,
+            content_hash: size * 7,
+            arrived_ms: 0,
+            last_epoch: 0,
+            worker: 0,
+        }
     }
 
     #[test]
@@ -95,7 +111,11 @@ mod tests {
         f.write_all(b"{\"name\":\"c.cs").unwrap();
         append(&dir, &[fact("d.csv", 5)]).unwrap();
         let facts = load(&dir).unwrap();
-        assert_eq!(facts.len(), 4, "the torn line is skipped, the next append is intact");
+        assert_eq!(
+            facts.len(),
+            4,
+            "the torn line is skipped, the next append is intact"
+        );
         let p = processed(&facts);
         assert_eq!(p["a.csv"], [(10, 70), (11, 77)]);
         assert!(!p.contains_key("c.csv"));

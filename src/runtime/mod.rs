@@ -98,8 +98,15 @@ pub struct RunSummary {
 /// Runs `plan` to completion (with `once`) or until a fault.
 pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let lake = plan.topology.lake.path.clone();
-    let facts = manifest::load(&lake).map_err(|e| RunError::External(format!("cannot read the manifest under {}: {e}", lake.display())))?;
+    let facts = manifest::load(&lake).map_err(|e| {
+        RunError::External(format!(
+            "cannot read the manifest under {}: {e}",
+            lake.display()
+        ))
+    })?;
     let processed = Arc::new(manifest::processed(&facts));
+    // Epochs continue where the last run's recorded files ended, so part names never collide.
+    let first_epoch = facts.iter().map(|f| f.last_epoch + 1).max().unwrap_or(0);
     let fault = Fault::default();
     let started = Instant::now();
     let config = timely::Config::process(opts.workers.max(1));
@@ -110,7 +117,17 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         let fault = worker_fault.clone();
         let index = worker.index();
         let done = worker.dataflow::<millrace_operators::Epoch, _, _>(|scope| {
-            dataflow::build(scope, &plan, dataflow::Context { once, processed: (*processed).clone(), fault: fault.clone(), totals: totals.clone() })
+            dataflow::build(
+                scope,
+                &plan,
+                dataflow::Context {
+                    once,
+                    processed: (*processed).clone(),
+                    first_epoch,
+                    fault: fault.clone(),
+                    totals: totals.clone(),
+                },
+            )
         });
         while !fault.is_raised() && !done.done() {
             worker.step_or_park(Some(Duration::from_millis(50)));
@@ -143,7 +160,11 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         unbalanced_epochs: t.unbalanced_epochs,
         eval: t.eval.metrics(),
         files: t.files,
-        committed: t.committed.into_iter().map(|(k, (f, r, b))| (k, f, r, b)).collect(),
+        committed: t
+            .committed
+            .into_iter()
+            .map(|(k, (f, r, b))| (k, f, r, b))
+            .collect(),
         elapsed: started.elapsed(),
         lake,
     })
@@ -163,7 +184,11 @@ impl std::fmt::Display for RunSummary {
         )?;
         writeln!(f, "ledger: {}", self.ledger)?;
         if self.ledger.rejected_total() > 0 {
-            let reasons: Vec<String> = self.ledger.reasons().map(|(r, n)| format!("{r} {n}")).collect();
+            let reasons: Vec<String> = self
+                .ledger
+                .reasons()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
             writeln!(
                 f,
                 "rejected: {} malformed + {} invalid ({})",
@@ -179,7 +204,20 @@ impl std::fmt::Display for RunSummary {
                 self.eval.n, self.eval.accuracy, self.eval.log_loss, self.eval.auc
             )?;
         }
-        let tables: Vec<String> = self.committed.iter().map(|(t, files, rows, _)| format!("{} {rows} rows in {files} files", t.name())).collect();
-        write!(f, "lake: {} ({})", self.lake.display(), if tables.is_empty() { "nothing new".into() } else { tables.join(", ") })
+        let tables: Vec<String> = self
+            .committed
+            .iter()
+            .map(|(t, files, rows, _)| format!("{} {rows} rows in {files} files", t.name()))
+            .collect();
+        write!(
+            f,
+            "lake: {} ({})",
+            self.lake.display(),
+            if tables.is_empty() {
+                "nothing new".into()
+            } else {
+                tables.join(", ")
+            }
+        )
     }
 }

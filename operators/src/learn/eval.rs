@@ -74,7 +74,12 @@ impl EvalPartial {
     /// The metrics. Sorts `pairs` (hence `&mut`).
     pub fn metrics(&mut self) -> EvalMetrics {
         if self.n == 0 {
-            return EvalMetrics { n: 0, accuracy: f64::NAN, log_loss: f64::NAN, auc: f64::NAN };
+            return EvalMetrics {
+                n: 0,
+                accuracy: f64::NAN,
+                log_loss: f64::NAN,
+                auc: f64::NAN,
+            };
         }
         EvalMetrics {
             n: self.n,
@@ -121,19 +126,35 @@ mod tests {
         let mut ties = [(0.5, false), (0.5, true)];
         assert_eq!(exact_auc(&mut ties), 0.5);
         // 3 positives, 2 negatives: pairs ordered right = 4 of 6.
-        let mut mixed = [(0.1, false), (0.4, true), (0.75, false), (0.8, true), (0.7, true)];
+        let mut mixed = [
+            (0.1, false),
+            (0.4, true),
+            (0.75, false),
+            (0.8, true),
+            (0.7, true),
+        ];
         assert!((exact_auc(&mut mixed) - 4.0 / 6.0).abs() < 1e-12);
         assert!(exact_auc(&mut [(0.3, true)]).is_nan());
     }
 
     #[test]
     fn merge_equals_whole() {
-        let data = [(0.9, true), (0.2, false), (0.6, false), (0.4, true), (0.55, true)];
+        let data = [
+            (0.9, true),
+            (0.2, false),
+            (0.6, false),
+            (0.4, true),
+            (0.55, true),
+        ];
         let mut whole = EvalPartial::default();
         let (mut a, mut b) = (EvalPartial::default(), EvalPartial::default());
         for (i, &(p, y)) in data.iter().enumerate() {
             whole.observe(p, y, 0.5);
-            if i % 2 == 0 { a.observe(p, y, 0.5) } else { b.observe(p, y, 0.5) }
+            if i % 2 == 0 {
+                a.observe(p, y, 0.5)
+            } else {
+                b.observe(p, y, 0.5)
+            }
         }
         a.merge(&b);
         let (m1, m2) = (whole.metrics(), a.metrics());

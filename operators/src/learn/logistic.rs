@@ -161,7 +161,14 @@ mod tests {
 
     #[test]
     fn learns_a_separable_rule() {
-        let mut m = LogisticRegression::new(&ModelSpec { learning_rate: 0.5, ..Default::default() }, 1, 2);
+        let mut m = LogisticRegression::new(
+            &ModelSpec {
+                learning_rate: 0.5,
+                ..Default::default()
+            },
+            1,
+            2,
+        );
         for i in 0..2_000 {
             let x = if i % 2 == 0 { 1.0 } else { -1.0 };
             m.learn(&[x], &[(i % 2) as u32], f64::from(x > 0.0));
@@ -186,7 +193,10 @@ mod tests {
         for z in [-40.0, -18.5, -3.0, 0.0, 0.7, 17.9, 25.0] {
             for y in [0.0, 1.0] {
                 let g = log_loss_gradient(z, y);
-                assert!((g - (1.0 / (1.0 + (-z as f64).exp()) - y)).abs() < 1e-12, "z={z} y={y} g={g}");
+                assert!(
+                    (g - (1.0 / (1.0 + (-z as f64).exp()) - y)).abs() < 1e-12,
+                    "z={z} y={y} g={g}"
+                );
             }
         }
     }

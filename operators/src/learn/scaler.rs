@@ -26,7 +26,13 @@ impl StandardScaler {
     /// A scaler for `enabled.len()` features, standardising those marked `true`.
     pub fn new(enabled: Vec<bool>) -> Self {
         let n = enabled.len();
-        StandardScaler { count: vec![0; n], mean: vec![0.0; n], var: vec![0.0; n], enabled, sd: vec![0.0; n] }
+        StandardScaler {
+            count: vec![0; n],
+            mean: vec![0.0; n],
+            var: vec![0.0; n],
+            enabled,
+            sd: vec![0.0; n],
+        }
     }
 
     /// Updates the statistics with one vector.
@@ -49,7 +55,11 @@ impl StandardScaler {
 
     /// Recomputes derived values after the statistics were restored from a checkpoint.
     pub fn restored(mut self) -> Self {
-        self.sd = self.var.iter().map(|v| v.powf(std::hint::black_box(0.5))).collect();
+        self.sd = self
+            .var
+            .iter()
+            .map(|v| v.powf(std::hint::black_box(0.5)))
+            .collect();
         self
     }
 

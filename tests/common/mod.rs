@@ -1,0 +1,218 @@
+//! Helpers shared by the integration tests: run the `millrace` binary in a
+//! scratch folder and read the lake back with the Parquet reader.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int32Type, TimestampMillisecondType, UInt64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("millrace-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("landing")).unwrap();
+    dir
+}
+
+/// Runs `millrace ARGS` in `dir`; panics with its output if it fails.
+pub fn millrace(dir: &Path, args: &[&str]) -> String {
+    let out = millrace_raw(dir, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "millrace {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `millrace ARGS` in `dir` and returns whatever happened.
+pub fn millrace_raw(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the millrace binary runs")
+}
+
+/// The quickstart topology, as an absolute path.
+pub fn quickstart() -> String {
+    repo()
+        .join("topologies/quickstart.toml")
+        .display()
+        .to_string()
+}
+
+/// Generates `rows` rows into `dir/landing/NAME` and returns the ground truth.
+pub fn gen(dir: &Path, name: &str, rows: u64, seed: u64, extra: &[&str]) -> serde_json::Value {
+    let out = format!("landing/{name}");
+    let truth = format!("truth-{name}.json");
+    let rows = rows.to_string();
+    let seed = seed.to_string();
+    let mut args = vec![
+        "gen", "--rows", &rows, "--seed", &seed, "--out", &out, "--truth", &truth,
+    ];
+    args.extend_from_slice(extra);
+    millrace(dir, &args);
+    serde_json::from_str(&std::fs::read_to_string(dir.join(truth)).unwrap()).unwrap()
+}
+
+/// Every committed Parquet file of a table (hidden and temporary files excluded).
+pub fn table_files(lake: &Path, table: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![lake.join(table)];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !name.starts_with('.') && name.ends_with(".parquet") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every file under the lake whose name marks it as temporary.
+pub fn temp_files(lake: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![lake.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".tmp") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// All record batches of a table.
+pub fn read_table(lake: &Path, table: &str) -> Vec<(PathBuf, RecordBatch)> {
+    let mut out = Vec::new();
+    for f in table_files(lake, table) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for b in reader {
+            out.push((f.clone(), b.unwrap()));
+        }
+    }
+    out
+}
+
+/// Number of rows in a table.
+pub fn rows(lake: &Path, table: &str) -> usize {
+    read_table(lake, table)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum()
+}
+
+/// Sum of a UInt64 column of the metrics table.
+pub fn metrics_sum(lake: &Path, column: &str) -> u64 {
+    read_table(lake, "metrics")
+        .iter()
+        .map(|(_, b)| {
+            b.column_by_name(column)
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .values()
+                .iter()
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Counts of a text column's values.
+pub fn counts(lake: &Path, table: &str, column: &str) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for (_, b) in read_table(lake, table) {
+        let col = b.column_by_name(column).unwrap().as_string::<i32>().clone();
+        for v in col.iter() {
+            *m.entry(v.unwrap_or("").to_string()).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// One scored row: (source, line, key, event time, score, label, model version).
+pub type ScoredRow = (String, u64, String, i64, f64, Option<i32>, u64);
+
+/// All scored rows, sorted by source and line.
+pub fn scored(lake: &Path) -> Vec<ScoredRow> {
+    let mut v = Vec::new();
+    for (_, b) in read_table(lake, "scored") {
+        let source = b
+            .column_by_name("source")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let line = b
+            .column_by_name("line")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .clone();
+        let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
+        let t = b
+            .column_by_name("event_time")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let s = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .clone();
+        let y = b
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        let ver = b
+            .column_by_name("model_version")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            v.push((
+                source.value(i).to_string(),
+                line.value(i),
+                key.value(i).to_string(),
+                t.value(i),
+                s.value(i),
+                (!y.is_null(i)).then(|| y.value(i)),
+                ver.value(i),
+            ));
+        }
+    }
+    v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    v
+}
+
+/// A truth field as u64.
+pub fn truth_u64(truth: &serde_json::Value, key: &str) -> u64 {
+    truth[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("truth has no `{key}`: {truth}"))
+}
