@@ -25,16 +25,32 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Builder, Int32Builder, ListBuilder, StringBuilder, TimestampMillisecondBuilder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, Float64Builder, Int32Builder, ListBuilder, StringBuilder,
+    TimestampMillisecondBuilder, UInt64Builder,
+};
 use arrow::record_batch::RecordBatch;
-use millrace::connectors::lake::{clean_table, partition_of, part_name, rejected_table, scored_table, write_atomic};
+use millrace::connectors::lake::{
+    clean_table, part_name, partition_of, rejected_table, scored_table, write_atomic,
+};
 use millrace::topology::{Compression, Topology};
 use millrace_operators::clean::Dedup;
 use millrace_operators::hash::{line_hash, FxBuild};
 use millrace_operators::learn::logistic::ModelSpec;
 use millrace_operators::learn::{EvalPartial, LogisticRegression, StandardScaler};
 
-const CATEGORIES: [&str; 10] = ["grocery", "fuel", "travel", "online", "dining", "electronics", "pharmacy", "utilities", "fashion", "gaming"];
+const CATEGORIES: [&str; 10] = [
+    "grocery",
+    "fuel",
+    "travel",
+    "online",
+    "dining",
+    "electronics",
+    "pharmacy",
+    "utilities",
+    "fashion",
+    "gaming",
+];
 
 fn peak_rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -48,9 +64,17 @@ fn peak_rss_kb() -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows: u64 = args.iter().position(|a| a == "--rows").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rows: u64 = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
-        Some(mode) => child(mode, Path::new(&std::env::var("MILLRACE_BENCH_DIR").unwrap())),
+        Some(mode) => child(
+            mode,
+            Path::new(&std::env::var("MILLRACE_BENCH_DIR").unwrap()),
+        ),
         None => parent(rows),
     }
 }
@@ -58,13 +82,29 @@ fn main() {
 fn parent(rows: u64) {
     let dir = std::env::temp_dir().join(format!("millrace-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("landing")).unwrap();
-    let opts = millrace::gen::GenOptions { rows, seed: 7, ..Default::default() };
+    let opts = millrace::gen::GenOptions {
+        rows,
+        seed: 7,
+        ..Default::default()
+    };
     let path = dir.join("landing/tx.csv");
-    let truth = millrace::gen::generate(&opts, std::io::BufWriter::new(std::fs::File::create(&path).unwrap())).unwrap();
+    let truth = millrace::gen::generate(
+        &opts,
+        std::io::BufWriter::new(std::fs::File::create(&path).unwrap()),
+    )
+    .unwrap();
     // Let the file settle so the landing source takes it at once.
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
-    println!("quickstart bench: {} lines ({} rows + {} duplicates), seed 7, 10,000 accounts, 2 cores", truth.rows_emitted, rows, truth.duplicates);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    println!(
+        "quickstart bench: {} lines ({} rows + {} duplicates), seed 7, 10,000 accounts, 2 cores",
+        truth.rows_emitted, rows, truth.duplicates
+    );
     let mut results = Vec::new();
     for mode in ["loop", "engine", "engine-2w"] {
         let _ = std::fs::remove_dir_all(dir.join(format!("lake-{mode}")));
@@ -73,13 +113,25 @@ fn parent(rows: u64) {
             .env("MILLRACE_BENCH_DIR", &dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
-        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{mode}: {e}: {line}"));
+        assert!(
+            out.status.success(),
+            "{mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{mode}: {e}: {line}"));
         results.push((mode, v));
     }
     let base = results[0].1["records_per_s"].as_f64().unwrap();
-    println!("{:<10} {:>10} {:>14} {:>14} {:>12} {:>9}  {}", "mode", "lines", "seconds", "records/s", "peak MB", "ratio", "AUC (scored, labelled)");
+    println!(
+        "{:<10} {:>10} {:>14} {:>14} {:>12} {:>9}  {}",
+        "mode", "lines", "seconds", "records/s", "peak MB", "ratio", "AUC (scored, labelled)"
+    );
     for (mode, v) in &results {
         let rps = v["records_per_s"].as_f64().unwrap();
         println!(
@@ -94,9 +146,18 @@ fn parent(rows: u64) {
             v["labelled"]
         );
     }
-    assert_eq!(results[0].1["labelled"], results[1].1["labelled"], "loop and engine score the same records");
-    let (a, b) = (results[0].1["auc"].as_f64().unwrap(), results[1].1["auc"].as_f64().unwrap());
-    assert!((a - b).abs() < 1e-9, "loop and engine (1 worker) agree on AUC: {a} vs {b}");
+    assert_eq!(
+        results[0].1["labelled"], results[1].1["labelled"],
+        "loop and engine score the same records"
+    );
+    let (a, b) = (
+        results[0].1["auc"].as_f64().unwrap(),
+        results[1].1["auc"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() < 1e-9,
+        "loop and engine (1 worker) agree on AUC: {a} vs {b}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -106,11 +167,22 @@ fn child(mode: &str, dir: &Path) {
     let (lines, eval) = match mode {
         "loop" => hand_loop(&dir.join("landing/tx.csv"), &lake),
         _ => {
-            let mut plan = Topology::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml")).unwrap();
+            let mut plan = Topology::load(
+                &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
+            )
+            .unwrap();
             plan.landing.path = dir.join("landing");
             plan.topology.lake.path = lake;
             let workers = if mode == "engine-2w" { 2 } else { 1 };
-            let s = millrace::runtime::run(Arc::new(plan), &millrace::runtime::RunOptions { workers, once: true }).unwrap();
+            let s = millrace::runtime::run(
+                Arc::new(plan),
+                &millrace::runtime::RunOptions {
+                    workers,
+                    once: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             (s.ledger.input, s.eval)
         }
     };
@@ -139,10 +211,19 @@ struct Batch {
 
 /// The hand-written loop: the quickstart's work without the engine.
 fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval::EvalMetrics) {
-    let plan = Topology::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml")).unwrap();
+    let plan = Topology::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
+    )
+    .unwrap();
     let schema = plan.schema.clone();
     let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-    let arrived = std::fs::metadata(path).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let arrived = std::fs::metadata(path)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let mut line = String::new();
     reader.read_line(&mut line).unwrap(); // header
     let mut dedup = Dedup::new(100_000);
@@ -156,7 +237,11 @@ fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval:
     let mut x = [0f64; 10];
     let mut xs = Vec::with_capacity(10);
     let formats = (clean_table(), scored_table(), rejected_table());
-    let arrows = ((formats.0.arrow_schema)(&schema), (formats.1.arrow_schema)(&schema), (formats.2.arrow_schema)(&schema));
+    let arrows = (
+        (formats.0.arrow_schema)(&schema),
+        (formats.1.arrow_schema)(&schema),
+        (formats.2.arrow_schema)(&schema),
+    );
     loop {
         line.clear();
         if reader.read_line(&mut line).unwrap() == 0 {
@@ -169,30 +254,70 @@ fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval:
             let f: Vec<&str> = l.split(',').collect();
             let parsed = (|| {
                 if f.len() != 11 {
-                    return Err(("field_count", true, format!("expected 11 fields, found {}", f.len()), None));
+                    return Err((
+                        "field_count",
+                        true,
+                        format!("expected 11 fields, found {}", f.len()),
+                        None,
+                    ));
                 }
-                let t: i64 = f[0].parse().map_err(|_| ("bad_time", true, format!("`event_time`: cannot read `{}`", f[0]), None))?;
+                let t: i64 = f[0].parse().map_err(|_| {
+                    (
+                        "bad_time",
+                        true,
+                        format!("`event_time`: cannot read `{}`", f[0]),
+                        None,
+                    )
+                })?;
                 let mut v = [0f64; 7];
                 let mut missing = 0u8;
                 for j in 0..7 {
                     if f[3 + j].is_empty() {
                         missing |= 1 << j;
                     } else {
-                        v[j] = f[3 + j].parse().map_err(|_| ("bad_number", true, format!("cannot read `{}` as a number", f[3 + j]), Some(t)))?;
+                        v[j] = f[3 + j].parse().map_err(|_| {
+                            (
+                                "bad_number",
+                                true,
+                                format!("cannot read `{}` as a number", f[3 + j]),
+                                Some(t),
+                            )
+                        })?;
                     }
                 }
-                let y: f64 = f[10].parse().map_err(|_| ("bad_label", true, String::new(), Some(t)))?;
+                let y: f64 = f[10]
+                    .parse()
+                    .map_err(|_| ("bad_label", true, String::new(), Some(t)))?;
                 if y != 0.0 && y != 1.0 {
-                    return Err(("invalid_label", false, format!("label: expected 0 or 1, found `{}`", f[10]), Some(t)));
+                    return Err((
+                        "invalid_label",
+                        false,
+                        format!("label: expected 0 or 1, found `{}`", f[10]),
+                        Some(t),
+                    ));
                 }
                 if missing & 1 == 0 && v[0] < 0.0 {
-                    return Err(("out_of_range", false, format!("`amount` = {} is outside [0, +inf]", v[0]), Some(t)));
+                    return Err((
+                        "out_of_range",
+                        false,
+                        format!("`amount` = {} is outside [0, +inf]", v[0]),
+                        Some(t),
+                    ));
                 }
-                let cat = CATEGORIES.iter().position(|c| *c == f[2]).ok_or(("unknown_category", false, String::new(), Some(t)))?;
+                let cat = CATEGORIES.iter().position(|c| *c == f[2]).ok_or((
+                    "unknown_category",
+                    false,
+                    String::new(),
+                    Some(t),
+                ))?;
                 Ok((t, v, missing, cat as u8, y))
             })();
             match parsed {
-                Err((reason, malformed, detail, t)) => batch.rejects.push((reason, malformed, detail, l.to_string(), t, lineno)),
+                Err((reason, malformed, detail, t)) => {
+                    batch
+                        .rejects
+                        .push((reason, malformed, detail, l.to_string(), t, lineno))
+                }
                 Ok((t, mut v, missing, cat, y)) => {
                     for j in 0..7 {
                         if missing & (1 << j) != 0 {
@@ -237,22 +362,41 @@ fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval:
     (lines, eval.metrics())
 }
 
-type Arrows = (arrow::datatypes::SchemaRef, arrow::datatypes::SchemaRef, arrow::datatypes::SchemaRef);
+type Arrows = (
+    arrow::datatypes::SchemaRef,
+    arrow::datatypes::SchemaRef,
+    arrow::datatypes::SchemaRef,
+);
 
 fn ts(n: usize) -> TimestampMillisecondBuilder {
     TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC")
 }
 
-fn lineage(rows: &[usize], lines: &dyn Fn(usize) -> u64, epoch: u64, arrived: i64) -> [ArrayRef; 4] {
+fn lineage(
+    rows: &[usize],
+    lines: &dyn Fn(usize) -> u64,
+    epoch: u64,
+    arrived: i64,
+) -> [ArrayRef; 4] {
     let n = rows.len();
-    let (mut s, mut l, mut a, mut e) = (StringBuilder::new(), UInt64Builder::with_capacity(n), ts(n), UInt64Builder::with_capacity(n));
+    let (mut s, mut l, mut a, mut e) = (
+        StringBuilder::new(),
+        UInt64Builder::with_capacity(n),
+        ts(n),
+        UInt64Builder::with_capacity(n),
+    );
     for &i in rows {
         s.append_value("tx.csv");
         l.append_value(lines(i));
         a.append_value(arrived);
         e.append_value(epoch);
     }
-    [Arc::new(s.finish()), Arc::new(l.finish()), Arc::new(a.finish()), Arc::new(e.finish())]
+    [
+        Arc::new(s.finish()),
+        Arc::new(l.finish()),
+        Arc::new(a.finish()),
+        Arc::new(e.finish()),
+    ]
 }
 
 fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) {
@@ -263,9 +407,16 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) 
     }
     for (part, rows) in &parts {
         let n = rows.len();
-        let (mut time, mut acct, mut cat, mut label, mut score, mut version) =
-            (ts(n), StringBuilder::new(), StringBuilder::new(), Int32Builder::with_capacity(n), Float64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
-        let mut nums: Vec<Float64Builder> = (0..7).map(|_| Float64Builder::with_capacity(n)).collect();
+        let (mut time, mut acct, mut cat, mut label, mut score, mut version) = (
+            ts(n),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            Int32Builder::with_capacity(n),
+            Float64Builder::with_capacity(n),
+            UInt64Builder::with_capacity(n),
+        );
+        let mut nums: Vec<Float64Builder> =
+            (0..7).map(|_| Float64Builder::with_capacity(n)).collect();
         let mut imputed = ListBuilder::new(StringBuilder::new());
         for &i in rows {
             time.append_value(b.time[i]);
@@ -282,25 +433,63 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) 
             score.append_value(b.score[i]);
             version.append_value(1);
         }
-        let (time, acct, label) = (Arc::new(time.finish()) as ArrayRef, Arc::new(acct.finish()) as ArrayRef, Arc::new(label.finish()) as ArrayRef);
+        let (time, acct, label) = (
+            Arc::new(time.finish()) as ArrayRef,
+            Arc::new(acct.finish()) as ArrayRef,
+            Arc::new(label.finish()) as ArrayRef,
+        );
         let lin = lineage(rows, &|i| b.line[i], epoch, arrived);
         let mut clean: Vec<ArrayRef> = vec![time.clone(), acct.clone()];
-        clean.extend(nums.into_iter().map(|mut nb| Arc::new(nb.finish()) as ArrayRef));
-        clean.extend([Arc::new(cat.finish()) as ArrayRef, label.clone(), Arc::new(imputed.finish())]);
+        clean.extend(
+            nums.into_iter()
+                .map(|mut nb| Arc::new(nb.finish()) as ArrayRef),
+        );
+        clean.extend([
+            Arc::new(cat.finish()) as ArrayRef,
+            label.clone(),
+            Arc::new(imputed.finish()),
+        ]);
         clean.extend(lin.iter().cloned());
-        let mut scored: Vec<ArrayRef> = vec![acct, time, Arc::new(score.finish()), label, Arc::new(version.finish())];
+        let mut scored: Vec<ArrayRef> = vec![
+            acct,
+            time,
+            Arc::new(score.finish()),
+            label,
+            Arc::new(version.finish()),
+        ];
         scored.extend(lin);
         let name = part_name(epoch, 0);
-        write_atomic(&lake.join("clean").join(part), &name, &RecordBatch::try_new(arrows.0.clone(), clean).unwrap(), Compression::Snappy).unwrap();
-        write_atomic(&lake.join("scored").join(part), &name, &RecordBatch::try_new(arrows.1.clone(), scored).unwrap(), Compression::Snappy).unwrap();
+        write_atomic(
+            &lake.join("clean").join(part),
+            &name,
+            &RecordBatch::try_new(arrows.0.clone(), clean).unwrap(),
+            Compression::Snappy,
+        )
+        .unwrap();
+        write_atomic(
+            &lake.join("scored").join(part),
+            &name,
+            &RecordBatch::try_new(arrows.1.clone(), scored).unwrap(),
+            Compression::Snappy,
+        )
+        .unwrap();
     }
     let mut rparts: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in b.rejects.iter().enumerate() {
-        rparts.entry(partition_of(r.4.unwrap_or(arrived))).or_default().push(i);
+        rparts
+            .entry(partition_of(r.4.unwrap_or(arrived)))
+            .or_default()
+            .push(i);
     }
     for (part, rows) in &rparts {
         let n = rows.len();
-        let (mut reason, mut class, mut detail, mut raw, mut time) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), ts(n));
+        let (mut reason, mut class, mut detail, mut raw, mut time) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            ts(n),
+        );
         for &i in rows {
             let r = &b.rejects[i];
             reason.append_value(r.0);
@@ -309,10 +498,21 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) 
             raw.append_value(&r.3);
             time.append_option(r.4);
         }
-        let mut cols: Vec<ArrayRef> =
-            vec![Arc::new(reason.finish()), Arc::new(class.finish()), Arc::new(detail.finish()), Arc::new(raw.finish()), Arc::new(time.finish())];
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(reason.finish()),
+            Arc::new(class.finish()),
+            Arc::new(detail.finish()),
+            Arc::new(raw.finish()),
+            Arc::new(time.finish()),
+        ];
         cols.extend(lineage(rows, &|i| b.rejects[i].5, epoch, arrived));
-        write_atomic(&lake.join("rejected").join(part), &part_name(epoch, 0), &RecordBatch::try_new(arrows.2.clone(), cols).unwrap(), Compression::Snappy).unwrap();
+        write_atomic(
+            &lake.join("rejected").join(part),
+            &part_name(epoch, 0),
+            &RecordBatch::try_new(arrows.2.clone(), cols).unwrap(),
+            Compression::Snappy,
+        )
+        .unwrap();
     }
     *b = Batch::default();
 }

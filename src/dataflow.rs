@@ -39,6 +39,8 @@ pub struct Context {
     pub first_epoch: Epoch,
     /// Where operators report faults.
     pub fault: Fault,
+    /// Set when the run is asked to stop (SIGINT/SIGTERM).
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The coordinator's totals (filled on worker 0).
     pub totals: Rc<RefCell<RunTotals>>,
 }
@@ -59,6 +61,7 @@ pub fn build<'scope>(
         processed: ctx.processed,
         first_epoch: ctx.first_epoch,
         fault: ctx.fault.clone(),
+        stop: ctx.stop,
     };
     let (chunks, facts) = landing(scope, "landing", source, committed.clone());
     let (parsed, read) = chunks.parse(plan.schema.clone());

@@ -163,7 +163,24 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             if once && !plan.landing.path.is_dir() {
                 bail!("the landing folder {} does not exist (set `source.landing.path` or pass --landing DIR)", plan.landing.path.display());
             }
-            let summary = runtime::run(Arc::new(plan), &RunOptions { workers, once })?;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if flag.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("millrace: second interrupt, exiting now");
+                    std::process::exit(130);
+                }
+                eprintln!("millrace: stopping at the next epoch boundary (interrupt again to exit at once)");
+            })
+            .context("cannot install the signal handler")?;
+            let summary = runtime::run(
+                Arc::new(plan),
+                &RunOptions {
+                    workers,
+                    once,
+                    stop,
+                },
+            )?;
             println!("{summary}");
             if summary.unbalanced_epochs > 0 {
                 bail!(

@@ -363,3 +363,71 @@ fn gen_matches_the_reference_generator_byte_for_byte() {
         );
     }
 }
+
+#[test]
+fn without_once_the_source_keeps_polling_and_stops_cleanly_on_sigint() {
+    let dir = scratch("polling");
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace("poll_interval_ms = 1000", "poll_interval_ms = 100")
+        .replace("settle_ms = 1000", "settle_ms = 200");
+    std::fs::write(dir.join("poll.toml"), text).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", "poll.toml"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lake = dir.join("lake");
+    let wait_for = |rows: usize| {
+        let start = std::time::Instant::now();
+        while counts_or_empty(&lake) != rows {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "waited for {rows} scored rows, have {}",
+                counts_or_empty(&lake)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let t1 = gen(&dir, "p1.csv", 5_000, 21, &["--no-faults"]);
+    wait_for(5_000);
+    let t2 = gen(&dir, "p2.csv", 3_000, 22, &["--no-faults"]);
+    wait_for(8_000);
+    assert_eq!(
+        truth_u64(&t1, "rows_emitted") + truth_u64(&t2, "rows_emitted"),
+        8_000
+    );
+    // Both files are in the manifest before the run stops.
+    let manifest = lake.join("_manifest/landing.jsonl");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&manifest).map_or(0, |m| m.lines().count()) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("run: 2 file(s)") && stdout.contains("ledger: in 8000 = clean 8000"),
+        "{stdout}"
+    );
+}
+
+fn counts_or_empty(lake: &std::path::Path) -> usize {
+    if lake.join("scored").exists() {
+        rows(lake, "scored")
+    } else {
+        0
+    }
+}

@@ -118,3 +118,74 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         (scored, evals)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::featurize::FeatureSpec;
+    use crate::record::{Pos, Record};
+    use crate::schema::{Schema, SchemaSpec};
+    use std::sync::Arc;
+
+    fn setup() -> (Arc<Features>, Scorer) {
+        let spec: SchemaSpec = serde_json::from_str(
+            r#"{"key": "k", "event_time": {"field": "t"}, "label": {"field": "y"}, "numeric": [{"name": "x"}]}"#,
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(&spec).unwrap());
+        let f: Vec<FeatureSpec> =
+            serde_json::from_str(r#"[{"kind": "value", "field": "x"}]"#).unwrap();
+        let features = Arc::new(Features::new(schema, &f).unwrap());
+        let scorer = Scorer::new(&ModelSpec::default(), &features);
+        (features, scorer)
+    }
+
+    fn example(x: f64, label: Option<f64>) -> Example {
+        let record = Record {
+            pos: Pos { input: 0, line: 0 },
+            source: "s".into(),
+            line_hash: 0,
+            key: "k".into(),
+            key_hash: 0,
+            event_time: 7,
+            label,
+            nums: vec![x],
+            missing: 0,
+            cats: vec![],
+            arrived_ms: 0,
+        };
+        Example {
+            record,
+            dense: vec![x],
+            sparse: vec![],
+        }
+    }
+
+    #[test]
+    fn predicts_with_statistics_from_before_and_learns_with_them_after() {
+        let (_, mut s) = setup();
+        let mut eval = EvalPartial::default();
+        // Record 1: no variance yet, the model is zero: p = 0.5.
+        assert_eq!(s.apply(example(1.0, Some(1.0)), &mut eval).score, 0.5);
+        // It was learned with its own statistics (var 0 -> standardised 0): only the intercept moved.
+        assert_eq!(s.model.weights, [0.0]);
+        assert_eq!(s.model.intercept, 0.005);
+        // Record 2 is predicted with record 1's statistics (mean 1, var 0): standardised 0.
+        let p2 = s.apply(example(3.0, Some(0.0)), &mut eval).score;
+        assert_eq!(p2, 1.0 / (1.0 + (-0.005f64).exp()));
+        // ... and learned with both: mean 2, sd 1, so x = 1 and w = -lr * g.
+        let g = p2 - 0.0;
+        assert!((s.model.weights[0] - (-0.01 * g)).abs() < 1e-15);
+        assert_eq!((eval.n, s.scaler.count[0]), (2, 2));
+    }
+
+    #[test]
+    fn unlabelled_records_are_scored_but_not_learned() {
+        let (_, mut s) = setup();
+        let mut eval = EvalPartial::default();
+        let out = s.apply(example(2.0, None), &mut eval);
+        assert_eq!((out.score, out.model_version), (0.5, 1));
+        assert_eq!((eval.n, s.model.updates, s.scaler.count[0]), (0, 0, 0));
+        assert_eq!(eval.event_range, Some((7, 7)));
+    }
+}

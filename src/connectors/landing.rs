@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -151,6 +152,9 @@ pub struct LandingSource {
     pub first_epoch: Epoch,
     /// Where I/O errors are reported.
     pub fault: Fault,
+    /// Set on SIGINT/SIGTERM: the source cuts its epoch and finishes; a file it
+    /// was in the middle of is not recorded, so the next run reads it again.
+    pub stop: Arc<AtomicBool>,
 }
 
 struct State {
@@ -165,6 +169,8 @@ struct State {
     listed_once: bool,
     next_scan: Instant,
     buf: Vec<u8>,
+    /// Files found processed at `(size, modified)`: not hashed again while unchanged.
+    known: HashMap<String, (u64, i64)>,
 }
 
 impl State {
@@ -214,10 +220,14 @@ impl State {
                 unsettled.push(name);
                 continue;
             }
+            if self.known.get(&name) == Some(&(size, modified_ms)) {
+                continue;
+            }
             if let Some(versions) = self.cfg.processed.get(&name) {
                 if versions.iter().any(|(s, _)| *s == size) {
                     let h = file_hash(&root.join(&name))?;
                     if versions.iter().any(|v| *v == (size, h)) {
+                        self.known.insert(name, (size, modified_ms));
                         continue;
                     }
                 }
@@ -357,6 +367,7 @@ pub fn landing<'scope>(
         listed_once: false,
         next_scan: Instant::now(),
         buf: Vec::new(),
+        known: HashMap::new(),
     };
     builder.build(move |mut caps| {
         // One capability per output: [chunks, facts].
@@ -367,6 +378,13 @@ pub fn landing<'scope>(
         move |_frontiers| {
             let Some(c) = caps.as_mut() else { return };
             let epoch = *c[0].time();
+            if state.cfg.stop.load(Ordering::Relaxed) {
+                if let Some(f) = state.current.take() {
+                    warn!(step_id = %step_id, file = %f.name, "Stopping in the middle of a file; the next run reads it again.");
+                }
+                caps = None;
+                return;
+            }
             let poll = Duration::from_millis(state.cfg.spec.poll_interval_ms.max(10));
             // Flow control: wait while too many of our epochs are uncommitted.
             let committed = committed.with_frontier(|f| f.first().copied());
@@ -427,6 +445,8 @@ pub fn landing<'scope>(
                     worker: state.worker,
                 };
                 info!(step_id = %step_id, file = %fact.name, rows = fact.rows, bytes = fact.size_bytes, epoch, "Read a landed file.");
+                // Remember it now: the manifest records it only once its epoch is committed.
+                state.cfg.processed.entry(fact.name.clone()).or_default().push((fact.size_bytes, fact.content_hash));
                 facts_handle.session(&c[1]).give(fact);
             }
             if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {

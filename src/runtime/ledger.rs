@@ -191,6 +191,41 @@ pub struct RunTotals {
     pub files: Vec<FileFact>,
     /// Rows and bytes committed to the lake, by table.
     pub committed: BTreeMap<Table, (u64, u64, u64)>,
+    /// Per completed epoch, in order: the epoch, and `eval`'s labelled count,
+    /// correct count and log-loss sum after it (its pairs are `eval.pairs[..n]`).
+    pub marks: Vec<(Epoch, u64, u64, f64)>,
+}
+
+impl RunTotals {
+    /// Metrics over up to `groups` consecutive runs of epochs (exact AUC per group).
+    /// Call before `eval.metrics()`, which reorders the pairs.
+    pub fn by_epoch_groups(
+        &self,
+        groups: usize,
+    ) -> Vec<(std::ops::RangeInclusive<Epoch>, EvalMetrics)> {
+        let marks: Vec<_> = self.marks.iter().filter(|m| m.1 > 0).collect();
+        if marks.is_empty() {
+            return Vec::new();
+        }
+        let per = marks.len().div_ceil(groups.max(1));
+        let mut out = Vec::new();
+        let (mut n0, mut c0, mut l0) = (0u64, 0u64, 0f64);
+        let mut prev = marks.first().map_or(0, |m| m.0);
+        for chunk in marks.chunks(per) {
+            let last = chunk[chunk.len() - 1];
+            let mut part = EvalPartial {
+                n: last.1 - n0,
+                correct: last.2 - c0,
+                log_loss_sum: last.3 - l0,
+                pairs: self.eval.pairs[n0 as usize..last.1 as usize].to_vec(),
+                ..Default::default()
+            };
+            out.push((chunk[0].0.min(prev)..=last.0, part.metrics()));
+            (n0, c0, l0) = (last.1, last.2, last.3);
+            prev = last.0 + 1;
+        }
+        out
+    }
 }
 
 #[derive(Default)]
@@ -270,6 +305,8 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         error!(step_id = %step, epoch, ledger = %acc.tally, "An epoch's ledger does not balance; this is a bug.");
                     }
                     t.eval.merge(&acc.eval);
+                    let mark = (epoch, t.eval.n, t.eval.correct, t.eval.log_loss_sum);
+                    t.marks.push(mark);
                     if let Some((_, hi)) = acc.eval.event_range {
                         latest_time = latest_time.max(hi);
                     }

@@ -49,12 +49,15 @@ impl Fault {
 }
 
 /// How to run a topology.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Timely worker threads in this process.
     pub workers: usize,
     /// Read what is in the landing folder, then stop.
     pub once: bool,
+    /// When set (e.g. by a signal handler), sources stop at their next epoch
+    /// boundary and the run finishes committing what it has read.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a run failed.
@@ -85,6 +88,8 @@ pub struct RunSummary {
     pub unbalanced_epochs: u64,
     /// Whole-run prequential metrics (exact AUC).
     pub eval: EvalMetrics,
+    /// Prequential metrics over consecutive runs of epochs (at most 10 groups), in order.
+    pub by_epochs: Vec<(std::ops::RangeInclusive<u64>, EvalMetrics)>,
     /// Files read in this run.
     pub files: Vec<FileFact>,
     /// Files, rows and bytes committed per table.
@@ -111,6 +116,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     let started = Instant::now();
     let config = timely::Config::process(opts.workers.max(1));
     let once = opts.once;
+    let stop = opts.stop.clone();
     let worker_fault = fault.clone();
     let guards = timely::execute(config, move |worker| {
         let totals = Rc::new(RefCell::new(ledger::RunTotals::default()));
@@ -125,6 +131,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     processed: (*processed).clone(),
                     first_epoch,
                     fault: fault.clone(),
+                    stop: stop.clone(),
                     totals: totals.clone(),
                 },
             )
@@ -153,12 +160,14 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         return Err(RunError::External(message));
     }
     let mut t = totals.ok_or_else(|| RunError::Internal("worker 0 reported nothing".into()))?;
+    let by_epochs = t.by_epoch_groups(10);
     Ok(RunSummary {
         workers: opts.workers.max(1),
         epochs: t.epochs,
         ledger: t.ledger,
         unbalanced_epochs: t.unbalanced_epochs,
         eval: t.eval.metrics(),
+        by_epochs,
         files: t.files,
         committed: t
             .committed
@@ -203,6 +212,24 @@ impl std::fmt::Display for RunSummary {
                 "model (prequential, {} labelled): accuracy {:.5}  log loss {:.5}  ROC AUC {:.5}",
                 self.eval.n, self.eval.accuracy, self.eval.log_loss, self.eval.auc
             )?;
+        }
+        if self.by_epochs.len() > 1 {
+            writeln!(
+                f,
+                "model by epoch:      labelled  accuracy  log loss   ROC AUC"
+            )?;
+            for (range, m) in &self.by_epochs {
+                writeln!(
+                    f,
+                    "  {:>8} – {:<8} {:>9}   {:.5}   {:.5}   {:.5}",
+                    range.start(),
+                    range.end(),
+                    m.n,
+                    m.accuracy,
+                    m.log_loss,
+                    m.auc
+                )?;
+            }
         }
         let tables: Vec<String> = self
             .committed
