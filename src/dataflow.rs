@@ -1,20 +1,26 @@
 //! Dataflow assembly: a compiled topology becomes one timely dataflow per worker.
 //!
 //! ```text
-//! landing ─► parse ─► clean ─┬─► featurize ─► score ─┬─► lake:clean + lake:scored
-//!   │                        └─► lake:rejected        │
-//!   └─ file facts, tallies, evaluations, commits ─────┴─► ledger (worker 0) ─► lake:metrics
+//! landing ─► parse ─► clean ─┬─► featurize ─► score ─┬─► lake:clean + lake:scored (pending parts)
+//!   │                        └─► lake:rejected (pending parts)
+//!   │          clean, featurize, score snapshots ─► checkpoint_state (per worker)
+//!   └─ positions, file facts, tallies, evaluations, commits, saved states
+//!                      ─► ledger (worker 0): checkpoint, publish, manifest, lake:metrics
 //!                                                          │
 //!                         landing's flow control ◄── probe ┘
 //! ```
 //! Step ids are fixed per position (`landing`, `parse`, `clean`, `featurize`,
-//! `score`, `lake_records`, `lake_rejected`, `ledger`, `lake_metrics`): they key checkpointed state and label
+//! `score`, `lake_records`, `lake_rejected`, `checkpoint_state`, `ledger`): they key checkpointed state and label
 //! metrics.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use millrace_operators::clean::Clean;
+use millrace_operators::epochs::{StateError, StateIo};
 use millrace_operators::featurize::Featurize;
 use millrace_operators::parse::Parse;
 use millrace_operators::score::{Score, Scorer};
@@ -25,7 +31,8 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::connectors::lake::{clean_table, rejected_table, scored_table, Lake, LakeSink};
 use crate::connectors::landing::{landing, LandingSource, Processed};
-use crate::runtime::ledger::{metrics_table, Event, Ledger, RunTotals};
+use crate::runtime::ledger::{Checkpointing, Coordinator, Event, Ledger, RunTotals};
+use crate::runtime::snapshots::PersistSnapshots;
 use crate::runtime::Fault;
 use crate::topology::{Compiled, Table};
 
@@ -40,9 +47,13 @@ pub struct Context {
     /// Where operators report faults.
     pub fault: Fault,
     /// Set when the run is asked to stop (SIGINT/SIGTERM).
-    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub stop: Arc<AtomicBool>,
     /// The coordinator's totals (filled on worker 0).
     pub totals: Rc<RefCell<RunTotals>>,
+    /// Checkpointing, and the checkpoint resumed from.
+    pub checkpointing: Option<Checkpointing>,
+    /// Operator state to restore, by step id and worker.
+    pub restore: Arc<BTreeMap<(String, usize), Vec<u8>>>,
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
@@ -50,8 +61,14 @@ pub fn build<'scope>(
     scope: Scope<'scope, Epoch>,
     plan: &Compiled,
     ctx: Context,
-) -> ProbeHandle<Epoch> {
+) -> Result<ProbeHandle<Epoch>, StateError> {
     let t = &plan.topology;
+    let worker = scope.index();
+    let snapshot = ctx.checkpointing.is_some();
+    let state = |step: &str| StateIo {
+        snapshot,
+        restore: ctx.restore.get(&(step.to_string(), worker)).cloned(),
+    };
     let committed = ProbeHandle::new();
     let source = LandingSource {
         spec: plan.landing.clone(),
@@ -62,26 +79,39 @@ pub fn build<'scope>(
         first_epoch: ctx.first_epoch,
         fault: ctx.fault.clone(),
         stop: ctx.stop,
+        resume: ctx
+            .checkpointing
+            .as_ref()
+            .and_then(|c| c.resumed.as_ref())
+            .map(|r| r.sources.clone())
+            .unwrap_or_default(),
     };
-    let (chunks, facts) = landing(scope, "landing", source, committed.clone());
+    let (chunks, facts, positions) = landing(scope, "landing", source, committed.clone());
     let (parsed, read) = chunks.parse(plan.schema.clone());
-    let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean);
-    let (scored, evals) = cleaned
-        .clean
-        .featurize("featurize", plan.features.clone())
-        .score("score", Scorer::new(&t.model, &plan.features));
+    let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean, state("clean"))?;
+    let (examples, feature_snapshots) =
+        cleaned
+            .clean
+            .featurize("featurize", plan.features.clone(), state("featurize"))?;
+    let scoring = examples.score(
+        "score",
+        Scorer::new(&t.model, &plan.features),
+        state("score"),
+    )?;
 
     let lake = Lake {
         root: t.lake.path.clone(),
         compression: t.lake.compression,
         schema: plan.schema.clone(),
+        pending: snapshot,
     };
     let wants = |table: Table| t.lake.tables.contains(&table);
     let mut events: Vec<Stream<'scope, Epoch, Vec<Event>>> = vec![
         facts.map(Event::File),
+        positions.map(Event::Source),
         read.map(Event::Tally),
         cleaned.tallies.map(Event::Tally),
-        evals.map(Event::Eval),
+        scoring.evals.map(Event::Eval),
     ];
     let mut record_tables = Vec::new();
     if wants(Table::Clean) {
@@ -92,7 +122,8 @@ pub fn build<'scope>(
     }
     if !record_tables.is_empty() {
         events.push(
-            scored
+            scoring
+                .scored
                 .sink_lake(
                     "lake_records",
                     lake.clone(),
@@ -115,22 +146,32 @@ pub fn build<'scope>(
                 .map(Event::Commit),
         );
     }
-    let metrics = scope.concatenate(events).ledger(
-        "ledger",
-        t.lake.path.clone(),
-        ctx.totals,
-        ctx.fault.clone(),
-    );
-    let done = ProbeHandle::new();
-    let metrics = metrics.probe_with(&committed);
-    if wants(Table::Metrics) {
-        metrics
-            .sink_lake("lake_metrics", lake, vec![metrics_table()], ctx.fault)
-            .probe_with(&done);
-    } else {
-        metrics.probe_with(&done);
+    if snapshot {
+        let snapshots = scope.concatenate(vec![
+            cleaned.snapshots,
+            feature_snapshots,
+            scoring.snapshots,
+        ]);
+        events.push(
+            snapshots
+                .persist_snapshots("checkpoint_state", t.lake.path.clone(), ctx.fault.clone())
+                .map(Event::State),
+        );
     }
-    done
+    let coordinator = Coordinator {
+        lake,
+        metrics: wants(Table::Metrics),
+        checkpointing: ctx.checkpointing,
+        totals: ctx.totals,
+        fault: ctx.fault,
+    };
+    let done = ProbeHandle::new();
+    scope
+        .concatenate(events)
+        .ledger("ledger", coordinator)
+        .probe_with(&committed)
+        .probe_with(&done);
+    Ok(done)
 }
 
 /// A readable description of the dataflow `plan` builds (what `millrace validate` prints).

@@ -126,6 +126,8 @@ fn load(path: &PathBuf) -> anyhow::Result<Compiled> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     match real_main(cli.command) {

@@ -43,6 +43,51 @@ pub struct Topology {
     /// Epochs and flow control.
     #[serde(default)]
     pub runtime: RuntimeSpec,
+    /// Checkpoints (exactly-once recovery).
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+}
+
+/// `[checkpoint]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Checkpoint every epoch (the default). Off: parts are visible at once and a
+    /// crash is recovered only at file granularity, with operator state lost.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How many checkpoints to keep.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keep() -> usize {
+    3
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            enabled: true,
+            keep: default_keep(),
+        }
+    }
+}
+
+impl Topology {
+    /// A fingerprint of what shapes operator state (schema, cleaning, features,
+    /// model): a checkpoint only resumes under the same fingerprint.
+    pub fn state_fingerprint(&self) -> String {
+        let parts = serde_json::json!([self.schema, self.clean, self.features, self.model]);
+        format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(parts.to_string().as_bytes())
+        )
+    }
 }
 
 /// `[source]`: exactly one of its sub-tables.
@@ -298,6 +343,12 @@ impl Topology {
         }
         if !(0.0..=1.0).contains(&self.model.threshold) {
             return Err(e("model.threshold", "expected a probability in [0, 1]"));
+        }
+        if self.checkpoint.keep == 0 {
+            return Err(e(
+                "checkpoint.keep",
+                "expected at least 1 checkpoint to keep",
+            ));
         }
         if self.lake.tables.is_empty() {
             return Err(e("lake.tables", "expected at least one table"));

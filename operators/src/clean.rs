@@ -12,11 +12,13 @@
 //! [`Pos`](crate::record::Pos) order, so the result does not depend on how
 //! upstream workers interleaved — the same input and worker count give the
 //! same output.
-//! **State** ([`Cleaner`], serializable for checkpoints): the dedup window
-//! (line hashes of the last `dedup_window_records` distinct lines on this
-//! worker) and the running mean of every numeric field over clean records.
+//! **State** ([`Cleaner`]): the dedup window (line hashes of the last
+//! `dedup_window_records` distinct lines on this worker) and the running mean
+//! of every numeric field over clean records. With checkpointing on, a
+//! [`Snapshot`] of it follows every processed epoch on a fourth output, and a
+//! snapshot given back at construction restores it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
@@ -25,9 +27,9 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::hash::owner;
 use crate::ledger::Tally;
 use crate::record::{Parsed, Record, Reject};
@@ -218,19 +220,40 @@ pub struct Cleaned<'scope> {
     pub rejected: Stream<'scope, Epoch, Vec<Reject>>,
     /// Per-epoch counts of clean, rejected and duplicate lines.
     pub tallies: Stream<'scope, Epoch, Vec<Tally>>,
+    /// State snapshots after each processed epoch (when checkpointing).
+    pub snapshots: Stream<'scope, Epoch, Vec<Snapshot>>,
 }
 
 /// The `clean` operator. See the module docs.
 pub trait Clean<'scope> {
     /// Deduplicates and imputes, keyed on the record key.
-    fn clean(self, step_id: &str, schema: Arc<Schema>, spec: &CleanSpec) -> Cleaned<'scope>;
+    fn clean(
+        self,
+        step_id: &str,
+        schema: Arc<Schema>,
+        spec: &CleanSpec,
+        state: StateIo,
+    ) -> Result<Cleaned<'scope>, StateError>;
 }
 
-type Caps = [Capability<Epoch>; 3];
-
 impl<'scope> Clean<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
-    fn clean(self, step_id: &str, schema: Arc<Schema>, spec: &CleanSpec) -> Cleaned<'scope> {
+    fn clean(
+        self,
+        step_id: &str,
+        schema: Arc<Schema>,
+        spec: &CleanSpec,
+        state: StateIo,
+    ) -> Result<Cleaned<'scope>, StateError> {
         let peers = self.scope().peers();
+        let worker = self.scope().index();
+        let mut cleaner = Cleaner::new(schema.clone(), spec, peers);
+        if let Some(bytes) = &state.restore {
+            let restored: Cleaner = decode(step_id, bytes)?;
+            cleaner = Cleaner {
+                schema: Some(schema),
+                ..restored
+            };
+        }
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(
             self,
@@ -239,33 +262,25 @@ impl<'scope> Clean<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
         let (clean_out, clean) = builder.new_output();
         let (rejected_out, rejected) = builder.new_output();
         let (tally_out, tallies) = builder.new_output();
+        let (snap_out, snapshots) = builder.new_output();
         let mut clean_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Record>>>::from(clean_out);
         let mut rejected_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Reject>>>::from(rejected_out);
         let mut tally_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Tally>>>::from(tally_out);
-        let mut cleaner = Cleaner::new(schema, spec, peers);
+        let mut snap_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
+        let step = step_id.to_string();
         builder.build(move |_caps| {
-            let mut stash: BTreeMap<Epoch, (Caps, Vec<Parsed>)> = BTreeMap::new();
+            let mut stash = EpochStash::new(4);
             move |frontiers| {
-                input.for_each_stamp(|cap, data| {
-                    let Some(&epoch) = cap.least() else { return };
-                    let entry = stash.entry(epoch).or_insert_with(|| {
-                        ([0, 1, 2].map(|port| cap.delayed(&epoch, port)), Vec::new())
-                    });
-                    for batch in data {
-                        entry.1.append(batch);
-                    }
-                });
+                stash.ingest(&mut input);
                 let mut clean_handle = clean_out.activate();
                 let mut rejected_handle = rejected_out.activate();
                 let mut tally_handle = tally_out.activate();
-                while let Some(entry) = stash.first_entry() {
-                    if frontiers[0].less_equal(entry.key()) {
-                        break;
-                    }
-                    let (caps, mut batch) = entry.remove();
+                let mut snap_handle = snap_out.activate();
+                while let Some((epoch, caps, mut batch)) = stash.next_ready(&frontiers[0]) {
                     batch.sort_by_key(Parsed::pos);
                     let mut tally = Tally::default();
                     let mut clean_session = clean_handle.session(&caps[0]);
@@ -284,14 +299,23 @@ impl<'scope> Clean<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
                         }
                     }
                     tally_handle.session(&caps[2]).give(tally);
+                    if state.snapshot {
+                        snap_handle.session(&caps[3]).give(Snapshot {
+                            step_id: step.clone(),
+                            worker,
+                            epoch,
+                            bytes: encode(&cleaner),
+                        });
+                    }
                 }
             }
         });
-        Cleaned {
+        Ok(Cleaned {
             clean,
             rejected,
             tallies,
-        }
+            snapshots,
+        })
     }
 }
 

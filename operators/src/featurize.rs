@@ -5,7 +5,10 @@
 //! **Out:** one [`Example`] per record: a dense vector (in the order the
 //! `[[features]]` entries are declared) and the active sparse slots of one-hot
 //! and hashed categoricals.
-//! **State** ([`KeyState`] per key, serializable for checkpoints): the count
+//! **Order:** an epoch is processed once the input frontier has passed it, so
+//! a snapshot after it holds exactly the state as of that epoch.
+//! **State** ([`KeyState`] per key; a [`Snapshot`] after each processed epoch
+//! when checkpointing, restored from one at construction): the count
 //! and, for every field a per-key feature reads, the running mean and the sum
 //! of squared deviations (Welford). A record updates its key's state before
 //! its features are read, so `key_count` is 1 for a key's first record.
@@ -21,10 +24,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 
 use crate::clean::PreHashed;
+use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::record::{Example, Record};
 use crate::schema::{Schema, SchemaError};
 use crate::Epoch;
@@ -362,12 +367,21 @@ pub type KeyStates = HashMap<u64, KeyState, BuildHasherDefault<PreHashed>>;
 
 /// The `featurize` operator. See the module docs.
 pub trait Featurize<'scope> {
-    /// Computes features for every record, updating per-key state.
+    /// Computes features for every record, updating per-key state; returns the
+    /// examples and the state snapshots.
+    #[allow(clippy::type_complexity)]
     fn featurize(
         self,
         step_id: &str,
         features: Arc<Features>,
-    ) -> Stream<'scope, Epoch, Vec<Example>>;
+        state: StateIo,
+    ) -> Result<
+        (
+            Stream<'scope, Epoch, Vec<Example>>,
+            Stream<'scope, Epoch, Vec<Snapshot>>,
+        ),
+        StateError,
+    >;
 }
 
 impl<'scope> Featurize<'scope> for Stream<'scope, Epoch, Vec<Record>> {
@@ -375,23 +389,52 @@ impl<'scope> Featurize<'scope> for Stream<'scope, Epoch, Vec<Record>> {
         self,
         step_id: &str,
         features: Arc<Features>,
-    ) -> Stream<'scope, Epoch, Vec<Example>> {
-        let mut states = KeyStates::default();
-        self.unary::<CapacityContainerBuilder<Vec<Example>>, _, _, _>(
-            Pipeline,
-            step_id,
-            move |_, _| {
-                move |input, output| {
-                    input.for_each_stamp(|cap, data| {
-                        let mut session = output.session(&cap);
-                        for record in data.flat_map(|d| d.drain(..)) {
-                            let state = states.entry(record.key_hash).or_default();
-                            session.give(features.compute(state, record));
-                        }
-                    });
+        state: StateIo,
+    ) -> Result<
+        (
+            Stream<'scope, Epoch, Vec<Example>>,
+            Stream<'scope, Epoch, Vec<Snapshot>>,
+        ),
+        StateError,
+    > {
+        let worker = self.scope().index();
+        let mut states: KeyStates = match &state.restore {
+            Some(bytes) => decode(step_id, bytes)?,
+            None => KeyStates::default(),
+        };
+        let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (examples_out, examples) = builder.new_output();
+        let (snap_out, snapshots) = builder.new_output();
+        let mut examples_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Example>>>::from(examples_out);
+        let mut snap_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
+        let step = step_id.to_string();
+        builder.build(move |_caps| {
+            let mut stash = EpochStash::new(2);
+            move |frontiers| {
+                stash.ingest(&mut input);
+                let mut examples_handle = examples_out.activate();
+                let mut snap_handle = snap_out.activate();
+                while let Some((epoch, caps, batch)) = stash.next_ready(&frontiers[0]) {
+                    let mut session = examples_handle.session(&caps[0]);
+                    for record in batch {
+                        let state = states.entry(record.key_hash).or_default();
+                        session.give(features.compute(state, record));
+                    }
+                    if state.snapshot {
+                        snap_handle.session(&caps[1]).give(Snapshot {
+                            step_id: step.clone(),
+                            worker,
+                            epoch,
+                            bytes: encode(&states),
+                        });
+                    }
                 }
-            },
-        )
+            }
+        });
+        Ok((examples, snapshots))
     }
 }
 

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod clean;
+pub mod epochs;
 pub mod featurize;
 pub mod hash;
 pub mod learn;
@@ -29,6 +30,7 @@ pub mod record;
 pub mod schema;
 pub mod score;
 
+pub use epochs::Snapshot;
 pub use learn::eval::EvalPartial;
 pub use ledger::{LedgerCounts, Tally};
 pub use record::{Chunk, Example, Parsed, Pos, Reason, Record, Reject, Scored};

@@ -11,7 +11,10 @@
 //! the record and scored; then the scaler learns the record, the features are
 //! standardised again with the updated statistics, and the model learns from
 //! those. Unlabelled records are only scored.
-//! **State** ([`Scorer`], serializable): scaler statistics, weights, version.
+//! **Order:** epoch at a time, once the frontier has passed the epoch.
+//! **State** ([`Scorer`]: scaler statistics, weights, version; a [`Snapshot`]
+//! after each processed epoch when checkpointing, restored from one at
+//! construction).
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -20,6 +23,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 
+use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::featurize::Features;
 use crate::learn::logistic::ModelSpec;
 use crate::learn::{EvalPartial, LogisticRegression, StandardScaler};
@@ -41,6 +45,12 @@ pub struct Scorer {
 }
 
 impl Scorer {
+    /// Recomputes derived values after being decoded from a snapshot.
+    pub fn restored(mut self) -> Self {
+        self.scaler = self.scaler.restored();
+        self
+    }
+
     /// A fresh model for `features`.
     pub fn new(spec: &ModelSpec, features: &Features) -> Self {
         Scorer {
@@ -71,17 +81,25 @@ impl Scorer {
     }
 }
 
+/// The output streams of [`Score::score`].
+pub struct ScoreStreams<'scope> {
+    /// One scored row per example.
+    pub scored: Stream<'scope, Epoch, Vec<Scored>>,
+    /// One evaluation per processed epoch.
+    pub evals: Stream<'scope, Epoch, Vec<EvalPartial>>,
+    /// State snapshots after each processed epoch (when checkpointing).
+    pub snapshots: Stream<'scope, Epoch, Vec<Snapshot>>,
+}
+
 /// The `score` operator. See the module docs.
 pub trait Score<'scope> {
-    /// Scores and learns from every example; returns the scored rows and per-epoch evaluations.
+    /// Scores and learns from every example.
     fn score(
         self,
         step_id: &str,
         scorer: Scorer,
-    ) -> (
-        Stream<'scope, Epoch, Vec<Scored>>,
-        Stream<'scope, Epoch, Vec<EvalPartial>>,
-    );
+        state: StateIo,
+    ) -> Result<ScoreStreams<'scope>, StateError>;
 }
 
 impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
@@ -89,33 +107,54 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         self,
         step_id: &str,
         mut scorer: Scorer,
-    ) -> (
-        Stream<'scope, Epoch, Vec<Scored>>,
-        Stream<'scope, Epoch, Vec<EvalPartial>>,
-    ) {
+        state: StateIo,
+    ) -> Result<ScoreStreams<'scope>, StateError> {
+        let worker = self.scope().index();
+        if let Some(bytes) = &state.restore {
+            scorer = decode::<Scorer>(step_id, bytes)?.restored();
+        }
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (scored_out, scored) = builder.new_output();
         let (eval_out, evals) = builder.new_output();
+        let (snap_out, snapshots) = builder.new_output();
         let mut scored_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(scored_out);
         let mut eval_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<EvalPartial>>>::from(eval_out);
+        let mut snap_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
+        let step = step_id.to_string();
         builder.build(move |_caps| {
-            move |_frontiers| {
+            let mut stash = EpochStash::new(3);
+            move |frontiers| {
+                stash.ingest(&mut input);
                 let mut scored_handle = scored_out.activate();
                 let mut eval_handle = eval_out.activate();
-                input.for_each_stamp(|cap, data| {
+                let mut snap_handle = snap_out.activate();
+                while let Some((epoch, caps, batch)) = stash.next_ready(&frontiers[0]) {
                     let mut eval = EvalPartial::default();
-                    let mut session = scored_handle.session(&cap);
-                    for ex in data.flat_map(|d| d.drain(..)) {
+                    let mut session = scored_handle.session(&caps[0]);
+                    for ex in batch {
                         session.give(scorer.apply(ex, &mut eval));
                     }
-                    eval_handle.session(&cap).give(eval);
-                });
+                    eval_handle.session(&caps[1]).give(eval);
+                    if state.snapshot {
+                        snap_handle.session(&caps[2]).give(Snapshot {
+                            step_id: step.clone(),
+                            worker,
+                            epoch,
+                            bytes: encode(&scorer),
+                        });
+                    }
+                }
             }
         });
-        (scored, evals)
+        Ok(ScoreStreams {
+            scored,
+            evals,
+            snapshots,
+        })
     }
 }
 

@@ -9,8 +9,14 @@
 //! has passed an epoch, its rows are split by event hour into Hive partitions
 //! `<lake>/<table>/date=YYYY-MM-DD/hour=HH/`, each part is written to a hidden
 //! temporary name (`.part-<epoch>-<worker>.parquet.tmp`, which Parquet readers
-//! skip), fsynced, renamed to `part-<epoch>-<worker>.parquet`, and the folder is
-//! fsynced. A reader therefore sees whole files or none.
+//! skip) and fsynced. With checkpoints (the default) it is then renamed to its
+//! hidden pending name and listed in the [`Commit`]: the coordinator renames it
+//! to `part-<epoch>-<worker>.parquet` only after the epoch's checkpoint is
+//! durable (see `runtime::checkpoint`), so a reader never sees an epoch that a
+//! crash could still roll back. Without checkpoints it is renamed to its
+//! visible name at once. Either way a reader sees whole files or none, and
+//! part names are a function of (epoch, worker), so a replayed epoch rewrites
+//! the same files instead of adding new ones.
 //! **Faults:** a write error is raised on the run's [`Fault`] and the sink stops
 //! committing (it keeps its capability, so nothing downstream — the manifest,
 //! the source's flow control — advances past the failed epoch).
@@ -57,6 +63,10 @@ pub struct Commit {
     pub rows: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// With checkpoints: the parts, still under their pending names, and the
+    /// visible names the coordinator renames them to once the epoch's
+    /// checkpoint is written (both relative to the lake).
+    pub parts: Vec<(String, String)>,
 }
 
 /// Where and how tables are written.
@@ -68,6 +78,8 @@ pub struct Lake {
     pub compression: Compression,
     /// The stream's schema (the `clean` table has its columns).
     pub schema: Arc<Schema>,
+    /// Two-phase commit: write parts under pending names for the checkpoint to publish.
+    pub pending: bool,
 }
 
 /// How rows of type `R` become one lake table. A sink can write several
@@ -397,6 +409,11 @@ pub fn part_name(epoch: Epoch, worker: usize) -> String {
     format!("part-{epoch:010}-{worker:04}.parquet")
 }
 
+/// The hidden name a part has until its epoch's checkpoint publishes it.
+pub fn pending_name(name: &str) -> String {
+    format!(".{name}.pending")
+}
+
 /// Writes one Parquet file atomically: temporary name, fsync, rename, fsync of the folder.
 /// Returns the bytes written.
 pub fn write_atomic(
@@ -466,16 +483,23 @@ pub fn write_epoch<R>(
         files: 0,
         rows: 0,
         bytes: 0,
+        parts: Vec::new(),
     };
-    let table_dir = lake.root.join(format.table.name());
+    let table = format.table.name();
     for (partition, rows) in parts {
         let batch = (format.batch)(&lake.schema, arrow.clone(), &rows, epoch);
-        commit.bytes += write_atomic(
-            &table_dir.join(partition),
-            &part_name(epoch, worker),
-            &batch,
-            lake.compression,
-        )?;
+        let name = part_name(epoch, worker);
+        let dir = lake.root.join(table).join(&partition);
+        if lake.pending {
+            let pending = pending_name(&name);
+            commit.bytes += write_atomic(&dir, &pending, &batch, lake.compression)?;
+            commit.parts.push((
+                format!("{table}/{partition}/{pending}"),
+                format!("{table}/{partition}/{name}"),
+            ));
+        } else {
+            commit.bytes += write_atomic(&dir, &name, &batch, lake.compression)?;
+        }
         commit.files += 1;
         commit.rows += rows.len() as u64;
     }
@@ -525,6 +549,7 @@ impl<'scope, R: Clone + 'static> LakeSink<'scope, R> for Stream<'scope, Epoch, V
                         break;
                     }
                     let epoch = *entry.key();
+                    crate::crash_point!("lake_write");
                     let mut commits = Vec::with_capacity(formats.len());
                     for (format, arrow) in formats.iter().zip(&arrows) {
                         match write_epoch(&lake, format, arrow, &entry.get().1, epoch, worker) {
@@ -541,6 +566,7 @@ impl<'scope, R: Clone + 'static> LakeSink<'scope, R> for Stream<'scope, Epoch, V
                         }
                     }
                     if !failed {
+                        crate::crash_point!("lake_after_write");
                         let (cap, _) = entry.remove();
                         output.session(&cap).give_iterator(commits.into_iter());
                     }

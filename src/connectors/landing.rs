@@ -1,8 +1,13 @@
 //! `landing`: the landing-folder source (the trigger of the data-factory workflow).
 //!
-//! **Out:** [`Chunk`]s of whole lines (to `parse`, on this worker) and, at the
+//! **Out:** [`Chunk`]s of whole lines (to `parse`, on this worker); at the
 //! epoch in which each file ends, a [`FileFact`] (name, size, rows, content
-//! hash, arrival) for the manifest and the monitors.
+//! hash, arrival) for the manifest and the monitors; and at the end of every
+//! epoch a [`SourcePos`] (the file it is in the middle of, with byte offset and
+//! line) for the checkpoint.
+//! **Restore:** given a checkpointed [`FilePos`], the source reopens that file
+//! at that offset (re-hashing the prefix so the file's content hash stays
+//! whole) and continues from the epoch after the checkpoint.
 //! **Partitioning:** every worker lists the folder and reads the files it owns
 //! (stable hash of the file name over all workers), in name order.
 //! **Which files:** regular files directly in the folder whose names do not
@@ -60,6 +65,32 @@ pub struct FileFact {
     pub last_epoch: Epoch,
     /// The worker that read it.
     pub worker: usize,
+}
+
+/// Where a worker's source is inside a file: what a checkpoint records to resume it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePos {
+    /// File name, relative to the landing folder.
+    pub name: String,
+    /// Size when it was picked up.
+    pub size_bytes: u64,
+    /// Its arrival time (ms).
+    pub arrived_ms: i64,
+    /// Bytes consumed (header included).
+    pub offset: u64,
+    /// Line number of the next line.
+    pub next_line: u64,
+    /// Data lines read so far.
+    pub rows: u64,
+}
+
+/// A source position at the end of an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePos {
+    /// The worker.
+    pub worker: usize,
+    /// The file it is in the middle of, if any.
+    pub position: Option<FilePos>,
 }
 
 /// Names with these endings are files still being written.
@@ -133,6 +164,20 @@ struct OpenFile {
     size: u64,
     arrived_ms: i64,
     hasher: Xxh3,
+    offset: u64,
+}
+
+impl OpenFile {
+    fn position(&self) -> FilePos {
+        FilePos {
+            name: self.name.to_string(),
+            size_bytes: self.size,
+            arrived_ms: self.arrived_ms,
+            offset: self.offset,
+            next_line: self.next_line,
+            rows: self.rows,
+        }
+    }
 }
 
 /// Settings of one landing source instance.
@@ -155,6 +200,8 @@ pub struct LandingSource {
     /// Set on SIGINT/SIGTERM: the source cuts its epoch and finishes; a file it
     /// was in the middle of is not recorded, so the next run reads it again.
     pub stop: Arc<AtomicBool>,
+    /// Per worker: where to resume (from the checkpoint), if in the middle of a file.
+    pub resume: Vec<Option<FilePos>>,
 }
 
 struct State {
@@ -267,9 +314,10 @@ impl State {
         let mut hasher = Xxh3::new();
         let mut next_line = 1;
         let mut header = None;
+        let mut offset = 0;
         if c.format == Format::Csv {
             self.buf.clear();
-            reader.read_until(b'\n', &mut self.buf)?;
+            offset += reader.read_until(b'\n', &mut self.buf)? as u64;
             hasher.update(&self.buf);
             let text = String::from_utf8_lossy(&self.buf);
             let names: Vec<String> = text
@@ -292,7 +340,37 @@ impl State {
             size: c.size,
             arrived_ms: c.modified_ms,
             hasher,
+            offset,
         })
+    }
+
+    /// Reopens a file at a checkpointed position.
+    fn reopen(&mut self, pos: &FilePos) -> std::io::Result<OpenFile> {
+        let format = format_of(&pos.name, self.cfg.spec.format).unwrap_or(Format::Csv);
+        let mut f = self.open(Candidate {
+            name: pos.name.clone(),
+            format,
+            size: pos.size_bytes,
+            modified_ms: pos.arrived_ms,
+        })?;
+        // Re-hash what was read before the checkpoint so the content hash covers the whole file.
+        let mut rest = pos.offset - f.offset;
+        let mut buf = vec![0u8; 1 << 16];
+        while rest > 0 {
+            let n = f.reader.read(&mut buf[..rest.min(1 << 16) as usize])?;
+            if n == 0 {
+                return Err(std::io::Error::other(format!(
+                    "`{}` is shorter than its checkpointed position {}",
+                    pos.name, pos.offset
+                )));
+            }
+            f.hasher.update(&buf[..n]);
+            rest -= n as u64;
+        }
+        f.offset = pos.offset;
+        f.next_line = pos.next_line;
+        f.rows = pos.rows;
+        Ok(f)
     }
 
     /// Reads up to `max` data lines of the current file into a chunk.
@@ -310,6 +388,7 @@ impl State {
                 eof = true;
                 break;
             }
+            f.offset += n as u64;
             f.hasher.update(&self.buf);
             match std::str::from_utf8(&self.buf) {
                 Ok(s) => text.push_str(s),
@@ -346,6 +425,7 @@ pub fn landing<'scope>(
 ) -> (
     Stream<'scope, Epoch, Vec<Chunk>>,
     Stream<'scope, Epoch, Vec<FileFact>>,
+    Stream<'scope, Epoch, Vec<SourcePos>>,
 ) {
     let mut builder = OperatorBuilder::new(step_id.to_owned(), scope);
     let info = builder.operator_info();
@@ -355,6 +435,8 @@ pub fn landing<'scope>(
     let mut chunks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Chunk>>>::from(chunks_out);
     let mut facts_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<FileFact>>>::from(facts_out);
+    let (pos_out, positions) = builder.new_output();
+    let mut pos_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourcePos>>>::from(pos_out);
     let step_id = step_id.to_string();
     let mut state = State {
         worker: scope.index(),
@@ -369,12 +451,14 @@ pub fn landing<'scope>(
         buf: Vec::new(),
         known: HashMap::new(),
     };
+    let resume = state.cfg.resume.get(state.worker).cloned().flatten();
     builder.build(move |mut caps| {
-        // One capability per output: [chunks, facts].
+        // One capability per output: [chunks, facts, positions].
         for cap in caps.iter_mut() {
             cap.downgrade(&state.cfg.first_epoch);
         }
         let mut caps = Some(caps);
+        let mut resume = resume;
         move |_frontiers| {
             let Some(c) = caps.as_mut() else { return };
             let epoch = *c[0].time();
@@ -391,6 +475,18 @@ pub fn landing<'scope>(
             if committed.is_some_and(|done| epoch >= done + state.cfg.max_epochs_in_flight) {
                 activator.activate_after(Duration::from_millis(1));
                 return;
+            }
+            if let Some(pos) = resume.take() {
+                match state.reopen(&pos) {
+                    Ok(f) => {
+                        info!(step_id = %step_id, file = %pos.name, line = pos.next_line, "Resuming a landed file at its checkpointed position.");
+                        state.current = Some(f);
+                    }
+                    Err(e) => {
+                        state.cfg.fault.raise(format!("{step_id}: cannot resume landed file `{}`: {e}", pos.name));
+                        return;
+                    }
+                }
             }
             if state.current.is_none() {
                 if state.queue.is_empty() && (Instant::now() >= state.next_scan) && !(state.cfg.once && state.listed_once && state.unsettled.is_empty()) {
@@ -429,9 +525,13 @@ pub fn landing<'scope>(
             };
             let mut chunks_handle = chunks_out.activate();
             let mut facts_handle = facts_out.activate();
+            let mut pos_handle = pos_out.activate();
             state.lines_in_epoch += lines;
             if let Some(chunk) = chunk {
                 chunks_handle.session(&c[0]).give(chunk);
+                if !eof {
+                    crate::crash_point!("landing_mid_file");
+                }
             }
             if eof {
                 let f = state.current.take().expect("open");
@@ -450,6 +550,8 @@ pub fn landing<'scope>(
                 facts_handle.session(&c[1]).give(fact);
             }
             if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {
+                let position = state.current.as_ref().map(OpenFile::position);
+                pos_handle.session(&c[2]).give(SourcePos { worker: state.worker, position });
                 for cap in c.iter_mut() {
                     cap.downgrade(&(epoch + 1));
                 }
@@ -458,5 +560,5 @@ pub fn landing<'scope>(
             activator.activate();
         }
     });
-    (chunks, facts)
+    (chunks, facts, positions)
 }

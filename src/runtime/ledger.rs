@@ -1,22 +1,26 @@
 //! `ledger`: the epoch coordinator on worker 0.
 //!
 //! **In:** every worker's [`Event`]s — input and outcome tallies, prequential
-//! evaluations, sink commits and finished-file facts — exchanged to worker 0.
-//! **Out:** one [`MetricsRow`] per completed epoch (to the lake's `metrics`
-//! table). Its frontier is the run's *committed* frontier: the landing source
-//! watches it for flow control.
+//! evaluations, sink commits (with their pending parts), finished-file facts,
+//! source positions and saved operator snapshots — exchanged to worker 0.
+//! **Out:** one [`MetricsRow`] per completed epoch. Its frontier is the run's
+//! *committed* frontier: the landing source watches it for flow control.
 //! **When an epoch completes** (the input frontier has passed it, so every
-//! sink on every worker has committed it): its ledger is checked
-//! (`in = clean + rejected + duplicate`), the files that ended in it are
-//! appended to the manifest, its metrics row is emitted, and the run summary
-//! is updated.
-//! **State:** per-epoch accumulators until completion, and the run totals
-//! (including every `(score, label)` pair, for the exact whole-run AUC:
-//! 16 bytes per labelled record).
+//! sink on every worker has written it and every worker has saved its
+//! snapshots): the checkpoint of the epoch is written — the commit point —
+//! then the epoch's parts are published, the files that ended in it are
+//! appended to the manifest, old checkpoints are pruned, the ledger is checked
+//! (`in = clean + rejected + duplicate`), and the metrics row is written to the
+//! `metrics` table (directly: it is an operational table, rewritten under the
+//! same name if the epoch is replayed). A failure raises a fault and stops
+//! before anything later is committed.
+//! **State:** per-epoch accumulators until completion, the latest position of
+//! every source and snapshot of every operator instance (carried from the
+//! resumed checkpoint), and the run totals (including every `(score, label)`
+//! pair, for the exact whole-run AUC: 16 bytes per labelled record).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,8 +40,10 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use tracing::{error, info};
 
-use crate::connectors::lake::{Commit, TableFormat};
-use crate::connectors::landing::FileFact;
+use crate::connectors::lake::{write_epoch, Commit, Lake, TableFormat};
+use crate::connectors::landing::{FileFact, FilePos, SourcePos};
+use crate::runtime::checkpoint::{self, Checkpoint, StateRef};
+use crate::runtime::snapshots::StateSaved;
 use crate::runtime::{manifest, Fault};
 use crate::topology::Table;
 
@@ -52,6 +58,10 @@ pub enum Event {
     Commit(Commit),
     /// A landed file was read to its end.
     File(FileFact),
+    /// A source's position at the end of the epoch.
+    Source(SourcePos),
+    /// A worker's operator snapshots of the epoch are durable.
+    State(StateSaved),
 }
 
 /// One row of the `metrics` table: an epoch's ledger, throughput and model quality.
@@ -235,6 +245,34 @@ struct EpochAcc {
     files: Vec<FileFact>,
     rows: u64,
     bytes: u64,
+    parts: Vec<(String, String)>,
+}
+
+/// How the coordinator checkpoints.
+#[derive(Clone, Debug)]
+pub struct Checkpointing {
+    /// Checkpoints to keep.
+    pub keep: usize,
+    /// Workers in the run.
+    pub workers: usize,
+    /// Fingerprint of the state-shaping parts of the topology.
+    pub topology: String,
+    /// The checkpoint the run resumed from, if any.
+    pub resumed: Option<Checkpoint>,
+}
+
+/// What the coordinator is given.
+pub struct Coordinator {
+    /// The lake (metrics table, manifest, checkpoints).
+    pub lake: Lake,
+    /// Write the `metrics` table.
+    pub metrics: bool,
+    /// Checkpoint every epoch (`None`: no checkpoints, parts are visible at once).
+    pub checkpointing: Option<Checkpointing>,
+    /// The run's totals (read by the runtime at the end).
+    pub totals: Rc<RefCell<RunTotals>>,
+    /// Where faults go.
+    pub fault: Fault,
 }
 
 /// The coordinator operator. See the module docs.
@@ -243,25 +281,36 @@ pub trait Ledger<'scope> {
     fn ledger(
         self,
         step_id: &str,
-        lake: PathBuf,
-        totals: Rc<RefCell<RunTotals>>,
-        fault: Fault,
+        coordinator: Coordinator,
     ) -> Stream<'scope, Epoch, Vec<MetricsRow>>;
 }
 
 impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
-    fn ledger(
-        self,
-        step_id: &str,
-        lake: PathBuf,
-        totals: Rc<RefCell<RunTotals>>,
-        fault: Fault,
-    ) -> Stream<'scope, Epoch, Vec<MetricsRow>> {
+    fn ledger(self, step_id: &str, c: Coordinator) -> Stream<'scope, Epoch, Vec<MetricsRow>> {
         let step = step_id.to_string();
+        let Coordinator {
+            lake,
+            metrics,
+            checkpointing,
+            totals,
+            fault,
+        } = c;
+        let metrics_format = metrics_table();
+        let metrics_arrow = (metrics_format.arrow_schema)(&lake.schema);
+        let metrics_lake = Lake {
+            pending: false,
+            ..lake.clone()
+        };
         self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, _| {
             let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();
             let mut last = Instant::now();
-            let mut latest_time = i64::MIN;
+            let resumed = checkpointing.as_ref().and_then(|c| c.resumed.clone());
+            let mut latest_time = resumed.as_ref().map_or(i64::MIN, |r| r.latest_time_ms);
+            // The latest source position per worker and snapshot per operator instance.
+            let workers = checkpointing.as_ref().map_or(0, |c| c.workers);
+            let mut sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.sources.clone());
+            let mut states: BTreeMap<(String, usize), StateRef> =
+                resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(&epoch) = cap.least() else { return };
@@ -273,6 +322,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             Event::Commit(c) => {
                                 acc.rows += c.rows;
                                 acc.bytes += c.bytes;
+                                acc.parts.extend(c.parts);
                                 let mut t = totals.borrow_mut();
                                 let entry = t.committed.entry(c.table).or_default();
                                 entry.0 += c.files;
@@ -280,6 +330,17 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                                 entry.2 += c.bytes;
                             }
                             Event::File(f) => acc.files.push(f),
+                            Event::Source(p) => {
+                                if p.worker >= sources.len() {
+                                    sources.resize(p.worker + 1, None);
+                                }
+                                sources[p.worker] = p.position;
+                            }
+                            Event::State(saved) => {
+                                for r in saved.refs {
+                                    states.insert((r.step_id.clone(), r.worker), r);
+                                }
+                            }
                         }
                     }
                 });
@@ -290,8 +351,36 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     let epoch = *entry.key();
                     let (cap, mut acc) = entry.remove();
                     acc.files.sort_by(|a, b| a.name.cmp(&b.name));
-                    if let Err(e) = manifest::append(&lake, &acc.files) {
-                        fault.raise(format!("{step}: cannot record finished files in the manifest under {}: {e}", lake.display()));
+                    if let Some((_, hi)) = acc.eval.event_range {
+                        latest_time = latest_time.max(hi);
+                    }
+                    let root = &lake.root;
+                    if let Some(ck) = &checkpointing {
+                        crate::crash_point!("before_checkpoint");
+                        let ckpt = Checkpoint {
+                            version: checkpoint::VERSION,
+                            epoch,
+                            workers: ck.workers,
+                            topology: ck.topology.clone(),
+                            sources: sources.clone(),
+                            states: states.values().cloned().collect(),
+                            parts: acc.parts.clone(),
+                            files: acc.files.clone(),
+                            latest_time_ms: latest_time,
+                        };
+                        let written = checkpoint::write(root, &ckpt, || crate::crash_point!("checkpoint_before_rename"))
+                            .and_then(|()| {
+                                crate::crash_point!("before_publish");
+                                checkpoint::publish(root, &acc.parts)
+                            })
+                            .and_then(|()| manifest::append(root, &acc.files))
+                            .and_then(|()| checkpoint::prune(root, ck.keep));
+                        if let Err(e) = written {
+                            fault.raise(format!("{step}: cannot checkpoint epoch {epoch} under {}: {e}", root.display()));
+                            return;
+                        }
+                    } else if let Err(e) = manifest::append(root, &acc.files) {
+                        fault.raise(format!("{step}: cannot record finished files in the manifest under {}: {e}", root.display()));
                         return;
                     }
                     let now = Instant::now();
@@ -307,9 +396,6 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     t.eval.merge(&acc.eval);
                     let mark = (epoch, t.eval.n, t.eval.correct, t.eval.log_loss_sum);
                     t.marks.push(mark);
-                    if let Some((_, hi)) = acc.eval.event_range {
-                        latest_time = latest_time.max(hi);
-                    }
                     let run_eval = EvalMetrics {
                         n: t.eval.n,
                         accuracy: t.eval.correct as f64 / t.eval.n.max(1) as f64,
@@ -332,6 +418,12 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         epoch_eval: acc.eval.metrics(),
                         run_eval,
                     };
+                    if metrics {
+                        if let Err(e) = write_epoch(&metrics_lake, &metrics_format, &metrics_arrow, std::slice::from_ref(&row), epoch, 0) {
+                            fault.raise(format!("{step}: cannot write the metrics of epoch {epoch} under {}: {e}", root.display()));
+                            return;
+                        }
+                    }
                     output.session(&cap).give(row);
                 }
             }

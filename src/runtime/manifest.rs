@@ -85,6 +85,16 @@ pub fn append(lake: &Path, facts: &[FileFact]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Replaces the manifest with `facts` (atomically).
+pub fn rewrite(lake: &Path, facts: &[FileFact]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for f in facts {
+        text.push_str(&serde_json::to_string(f).map_err(std::io::Error::other)?);
+        text.push('\n');
+    }
+    crate::runtime::checkpoint::write_atomic(&path(lake), text.as_bytes(), || {})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,10 +6,29 @@
 //! Faults raised inside operators (a file that cannot be read, a lake write
 //! that fails) stop every worker; nothing past the failed epoch is committed.
 
+pub mod checkpoint;
 pub mod ledger;
 pub mod manifest;
+pub mod snapshots;
+
+/// A named point where the recovery tests inject a crash (`return`: the process
+/// aborts on the spot, like `kill -9`) or a delay (`sleep(ms)`). Compiled only
+/// with `--features failpoints`; configured with `FAILPOINTS=name=action;...`.
+#[macro_export]
+macro_rules! crash_point {
+    ($name:expr) => {{
+        #[cfg(feature = "failpoints")]
+        {
+            let _: Option<()> = fail::eval($name, |_| {
+                eprintln!("millrace: crash point `{}` hit, aborting", $name);
+                std::process::abort()
+            });
+        }
+    }};
+}
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -17,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use millrace_operators::learn::eval::EvalMetrics;
 use millrace_operators::LedgerCounts;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::connectors::landing::FileFact;
 use crate::dataflow;
@@ -73,6 +92,9 @@ pub enum RunError {
     /// A worker panicked (a bug).
     #[error("a worker failed: {0}")]
     Internal(String),
+    /// Starting would break a guarantee (the message says what to do).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What a finished run reports.
@@ -98,11 +120,17 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// The lake.
     pub lake: PathBuf,
+    /// The checkpoint epoch the run resumed from.
+    pub resumed_from: Option<u64>,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: u64,
 }
 
 /// Runs `plan` to completion (with `once`) or until a fault.
 pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let lake = plan.topology.lake.path.clone();
+    let workers = opts.workers.max(1);
+    let start = prepare(&plan, workers)?;
     let facts = manifest::load(&lake).map_err(|e| {
         RunError::External(format!(
             "cannot read the manifest under {}: {e}",
@@ -110,8 +138,19 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         ))
     })?;
     let processed = Arc::new(manifest::processed(&facts));
-    // Epochs continue where the last run's recorded files ended, so part names never collide.
-    let first_epoch = facts.iter().map(|f| f.last_epoch + 1).max().unwrap_or(0);
+    let resumed_from = start
+        .checkpointing
+        .as_ref()
+        .and_then(|c| c.resumed.as_ref())
+        .map(|c| c.epoch);
+    // Epochs continue after the checkpoint (or, without checkpoints, after the
+    // last recorded file), so part names never collide with another run's.
+    let first_epoch = match &start.checkpointing {
+        Some(c) => c.resumed.as_ref().map_or(0, |r| r.epoch + 1),
+        None => facts.iter().map(|f| f.last_epoch + 1).max().unwrap_or(0),
+    };
+    let checkpointing = start.checkpointing;
+    let restore = Arc::new(start.restore);
     let fault = Fault::default();
     let started = Instant::now();
     let config = timely::Config::process(opts.workers.max(1));
@@ -133,9 +172,21 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     fault: fault.clone(),
                     stop: stop.clone(),
                     totals: totals.clone(),
+                    checkpointing: checkpointing.clone(),
+                    restore: restore.clone(),
                 },
             )
         });
+        let done = match done {
+            Ok(probe) => probe,
+            Err(e) => {
+                fault.raise(e.to_string());
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+                return (index, totals.borrow().clone());
+            }
+        };
         while !fault.is_raised() && !done.done() {
             worker.step_or_park(Some(Duration::from_millis(50)));
         }
@@ -176,12 +227,113 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
             .collect(),
         elapsed: started.elapsed(),
         lake,
+        resumed_from,
+        peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// How a run starts: checkpointing, the checkpoint resumed, and the state to restore.
+struct Start {
+    checkpointing: Option<ledger::Checkpointing>,
+    restore: BTreeMap<(String, usize), Vec<u8>>,
+}
+
+/// Finds the checkpoint to resume, brings the lake back to it, and loads its state.
+/// Refuses to start over a lake with committed data but no usable checkpoint.
+fn prepare(plan: &Compiled, workers: usize) -> Result<Start, RunError> {
+    let t = &plan.topology;
+    let lake = &t.lake.path;
+    if !t.checkpoint.enabled {
+        return Ok(Start {
+            checkpointing: None,
+            restore: BTreeMap::new(),
+        });
+    }
+    let io = |what: &str, e: std::io::Error| {
+        RunError::External(format!("cannot {what} under {}: {e}", lake.display()))
+    };
+    let topology = t.state_fingerprint();
+    let (newest, rejected) = checkpoint::newest(lake);
+    let resumed = match newest {
+        Some(c) => {
+            if c.workers != workers {
+                return Err(RunError::Refused(format!(
+                    "the lake {} was checkpointed by a run with {} worker(s); resume it with --workers {} \
+                     (keyed state is partitioned over the workers; rescaling a checkpoint is not supported yet)",
+                    lake.display(),
+                    c.workers,
+                    c.workers
+                )));
+            }
+            if c.topology != topology {
+                return Err(RunError::Refused(format!(
+                    "the lake {} was checkpointed under a different schema, cleaning, features or model; \
+                     its state does not fit this topology. Use a new lake (--lake DIR), or restore the topology that wrote it",
+                    lake.display()
+                )));
+            }
+            for r in &rejected {
+                warn!(checkpoint = %r.file.display(), reason = %r.reason, "Falling back past an unusable checkpoint.");
+            }
+            checkpoint::recover(lake, Some(&c))
+                .map_err(|e| io("roll the lake back to its checkpoint", e))?;
+            Some(c)
+        }
+        None => {
+            if checkpoint::has_committed_data(lake) {
+                let why = if rejected.is_empty() {
+                    "it has no checkpoint (was it written with checkpoints off, or by an older millrace?)".to_string()
+                } else {
+                    let reasons: Vec<String> = rejected
+                        .iter()
+                        .map(|r| format!("{}: {}", r.file.display(), r.reason))
+                        .collect();
+                    format!("no checkpoint in it is usable ({})", reasons.join("; "))
+                };
+                return Err(RunError::Refused(format!(
+                    "the lake {} holds committed data but {why}. Starting from empty would duplicate or lose output, \
+                     so millrace will not. Move the lake aside (or delete it) to start over, or run with --lake DIR",
+                    lake.display()
+                )));
+            }
+            checkpoint::recover(lake, None).map_err(|e| io("clear uncommitted files", e))?;
+            None
+        }
+    };
+    let restore = match &resumed {
+        Some(c) => {
+            checkpoint::load_states(lake, c).map_err(|e| io("load the checkpointed state", e))?
+        }
+        None => BTreeMap::new(),
+    };
+    Ok(Start {
+        checkpointing: Some(ledger::Checkpointing {
+            keep: t.checkpoint.keep,
+            workers,
+            topology,
+            resumed,
+        }),
+        restore,
+    })
+}
+
+/// Peak resident memory of this process so far (Linux), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl std::fmt::Display for RunSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
+        if let Some(e) = self.resumed_from {
+            writeln!(f, "resumed from the checkpoint of epoch {e}")?;
+        }
         writeln!(
             f,
             "run: {} file(s), {} epoch(s), {} worker(s), {:.2} s, {:.0} records/s",
@@ -231,6 +383,11 @@ impl std::fmt::Display for RunSummary {
                 )?;
             }
         }
+        writeln!(
+            f,
+            "peak memory: {:.1} MB",
+            self.peak_rss_bytes as f64 / 1_048_576.0
+        )?;
         let tables: Vec<String> = self
             .committed
             .iter()

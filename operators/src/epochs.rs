@@ -1,0 +1,137 @@
+//! Epoch-at-a-time processing and operator snapshots.
+//!
+//! Stateful operators process an epoch only once their input frontier has
+//! passed it, in epoch order, and (when checkpointing) emit a [`Snapshot`] of
+//! their state right after each epoch they processed. Between two processed
+//! epochs an operator's state does not change, so the state "as of epoch e"
+//! is its latest snapshot at or before e — that is how the runtime assembles a
+//! consistent checkpoint without every operator snapshotting every epoch.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use timely::communication::Pull;
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::InputHandleCore;
+use timely::dataflow::operators::Capability;
+use timely::progress::frontier::MutableAntichain;
+
+use crate::Epoch;
+
+/// The serialized state of one operator instance after an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The operator's step id.
+    pub step_id: String,
+    /// The worker it ran on.
+    pub worker: usize,
+    /// The last epoch the state includes.
+    pub epoch: Epoch,
+    /// The state, bincode-encoded.
+    pub bytes: Vec<u8>,
+}
+
+/// State bytes that could not be decoded (a bug, or a checkpoint from another version).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode the state of `{step_id}`: {message}")]
+pub struct StateError {
+    /// The step whose state it was.
+    pub step_id: String,
+    /// The decoder's complaint.
+    pub message: String,
+}
+
+/// Encodes operator state.
+pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
+    bincode::serialize(state).expect("operator state is plain data and always serializes")
+}
+
+/// Decodes operator state saved by [`encode`].
+pub fn decode<T: DeserializeOwned>(step_id: &str, bytes: &[u8]) -> Result<T, StateError> {
+    bincode::deserialize(bytes).map_err(|e| StateError {
+        step_id: step_id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Buffers input per epoch, holding one capability per output, until the frontier passes the epoch.
+pub struct EpochStash<D> {
+    outputs: usize,
+    pending: BTreeMap<Epoch, (Vec<Capability<Epoch>>, Vec<D>)>,
+}
+
+impl<D> EpochStash<D> {
+    /// A stash for an operator with `outputs` outputs.
+    pub fn new(outputs: usize) -> Self {
+        EpochStash {
+            outputs,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Moves everything available on `input` into the stash.
+    pub fn ingest<P: Pull<Message<Epoch, Vec<D>>>>(
+        &mut self,
+        input: &mut InputHandleCore<Epoch, Vec<D>, P>,
+    ) {
+        let outputs = self.outputs;
+        input.for_each_stamp(|cap, data| {
+            let Some(&epoch) = cap.least() else { return };
+            let entry = self.pending.entry(epoch).or_insert_with(|| {
+                (
+                    (0..outputs).map(|port| cap.delayed(&epoch, port)).collect(),
+                    Vec::new(),
+                )
+            });
+            for batch in data {
+                entry.1.append(batch);
+            }
+        });
+    }
+
+    /// Removes and returns the oldest epoch if `frontier` has passed it.
+    pub fn next_ready(
+        &mut self,
+        frontier: &MutableAntichain<Epoch>,
+    ) -> Option<(Epoch, Vec<Capability<Epoch>>, Vec<D>)> {
+        let entry = self.pending.first_entry()?;
+        if frontier.less_equal(entry.key()) {
+            return None;
+        }
+        let epoch = *entry.key();
+        let (caps, data) = entry.remove();
+        Some((epoch, caps, data))
+    }
+
+    /// The oldest buffered epoch that is ready, without removing it.
+    pub fn peek_ready(
+        &mut self,
+        frontier: &MutableAntichain<Epoch>,
+    ) -> Option<(Epoch, &[Capability<Epoch>], &[D])> {
+        let (epoch, (caps, data)) = self.pending.first_key_value()?;
+        if frontier.less_equal(epoch) {
+            return None;
+        }
+        Some((*epoch, caps, data))
+    }
+
+    /// Epochs buffered.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// What a stateful operator is given about checkpoints.
+#[derive(Clone, Debug, Default)]
+pub struct StateIo {
+    /// Emit a [`Snapshot`] after every epoch processed.
+    pub snapshot: bool,
+    /// State to start from (this worker's, from the checkpoint being resumed).
+    pub restore: Option<Vec<u8>>,
+}

@@ -1,0 +1,555 @@
+//! Checkpoints: what a run needs to resume exactly where a committed epoch ended.
+//!
+//! Layout under the lake:
+//! ```text
+//! _checkpoints/<epoch>.ckpt              one per checkpointed epoch (the commit point)
+//! _checkpoints/state/<epoch>-w<worker>.bin   operator snapshots written by one worker after that epoch
+//! ```
+//! A `.ckpt` file is a header line `millrace-checkpoint <version> <xxh3 of the body>`
+//! followed by a JSON body ([`Checkpoint`]): the source position of every
+//! worker, a reference (with length and checksum) to the state file holding
+//! each operator's latest snapshot, the lake parts written for the epoch (still
+//! under hidden pending names), the files that ended in the epoch, and the
+//! coordinator's own state. It is written to a temporary name, fsynced,
+//! renamed, and the folder fsynced: it exists whole or not at all.
+//!
+//! **Commit protocol for epoch e.** Sinks write e's parts under hidden names
+//! (`.part-….parquet.pending`, which Parquet readers skip) and fsync them;
+//! every worker writes its operators' snapshots; then the coordinator writes
+//! checkpoint e (the commit point) and only then renames e's parts to their
+//! visible names. On restart, [`recover`] takes the newest checkpoint that
+//! validates, finishes its renames (roll forward), deletes every pending part
+//! and every visible part of a later epoch (roll back), and trims the landing
+//! manifest to it; the epochs after it are replayed and, being deterministic,
+//! rewrite the same parts under the same names.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use millrace_operators::{Epoch, Snapshot};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::connectors::landing::{FileFact, FilePos};
+use crate::runtime::manifest;
+
+/// The checkpoint format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A whole checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version.
+    pub version: u32,
+    /// The last epoch whose effects it includes.
+    pub epoch: Epoch,
+    /// Workers of the run that wrote it (state is partitioned over them).
+    pub workers: usize,
+    /// Fingerprint of the topology parts that shape state (schema, cleaning, features, model).
+    pub topology: String,
+    /// Per worker: the file it was in the middle of, if any.
+    pub sources: Vec<Option<FilePos>>,
+    /// Per operator instance: where its latest snapshot is.
+    pub states: Vec<StateRef>,
+    /// Lake parts of this epoch: pending name → visible name (relative to the lake).
+    pub parts: Vec<(String, String)>,
+    /// Landed files that ended in this epoch.
+    pub files: Vec<FileFact>,
+    /// The coordinator's latest event time (places metrics rows).
+    pub latest_time_ms: i64,
+}
+
+/// Where one operator instance's snapshot is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRef {
+    /// Step id.
+    pub step_id: String,
+    /// Worker.
+    pub worker: usize,
+    /// The epoch of the snapshot (at or before the checkpoint's).
+    pub epoch: Epoch,
+    /// The state file, relative to the lake.
+    pub file: String,
+    /// Length of the state file.
+    pub len: u64,
+    /// xxh3 of the state file.
+    pub checksum: u64,
+}
+
+/// The checkpoint folder of a lake.
+pub fn dir(lake: &Path) -> PathBuf {
+    lake.join("_checkpoints")
+}
+
+fn ckpt_name(epoch: Epoch) -> String {
+    format!("{epoch:010}.ckpt")
+}
+
+/// The state file a worker writes after `epoch`, relative to the lake.
+pub fn state_file(epoch: Epoch, worker: usize) -> String {
+    format!("_checkpoints/state/{epoch:010}-w{worker:04}.bin")
+}
+
+/// Fsyncs a folder so a rename or create in it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary name, fsync, rename, fsync of the folder.
+/// `crash` runs between the fsync and the rename (a named crash point).
+pub fn write_atomic(path: &Path, bytes: &[u8], crash: impl FnOnce()) -> std::io::Result<()> {
+    let dir = path.parent().expect("files live in folders");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().expect("a file name").to_string_lossy()
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    crash();
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// Writes one worker's snapshots of one epoch; returns its reference data `(file, len, checksum)`.
+pub fn write_state(
+    lake: &Path,
+    epoch: Epoch,
+    worker: usize,
+    snapshots: &[Snapshot],
+) -> std::io::Result<(String, u64, u64)> {
+    let rel = state_file(epoch, worker);
+    let bytes = bincode::serialize(snapshots).map_err(std::io::Error::other)?;
+    write_atomic(&lake.join(&rel), &bytes, || {})?;
+    Ok((rel, bytes.len() as u64, xxh3_64(&bytes)))
+}
+
+/// Encodes a checkpoint with its header.
+pub fn encode(ckpt: &Checkpoint) -> Vec<u8> {
+    let body = serde_json::to_vec_pretty(ckpt).expect("a checkpoint serializes");
+    let mut out = format!("millrace-checkpoint {VERSION} {:016x}\n", xxh3_64(&body)).into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Writes checkpoint `ckpt` atomically. `crash` runs after the temporary file is durable, before the rename.
+pub fn write(lake: &Path, ckpt: &Checkpoint, crash: impl FnOnce()) -> std::io::Result<()> {
+    write_atomic(&dir(lake).join(ckpt_name(ckpt.epoch)), &encode(ckpt), crash)
+}
+
+/// Why a checkpoint file was not used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The file.
+    pub file: PathBuf,
+    /// Why.
+    pub reason: String,
+}
+
+/// Reads and fully validates one checkpoint file (header, checksum, JSON, and every state file it references).
+pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let newline = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("no header line (truncated?)")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "the header is not text")?;
+    let parts: Vec<&str> = header.split(' ').collect();
+    let [magic, version, checksum] = parts[..] else {
+        return Err(format!("malformed header `{header}`"));
+    };
+    if magic != "millrace-checkpoint" {
+        return Err(format!("malformed header `{header}`"));
+    }
+    if version != VERSION.to_string() {
+        return Err(format!(
+            "format version {version}, this build reads version {VERSION}"
+        ));
+    }
+    let body = &bytes[newline + 1..];
+    if format!("{:016x}", xxh3_64(body)) != checksum {
+        return Err("checksum mismatch (corrupt or truncated)".into());
+    }
+    let ckpt: Checkpoint =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
+    for s in &ckpt.states {
+        let data = std::fs::read(lake.join(&s.file))
+            .map_err(|e| format!("state file {} of `{}`: {e}", s.file, s.step_id))?;
+        if data.len() as u64 != s.len || xxh3_64(&data) != s.checksum {
+            return Err(format!(
+                "state file {} of `{}` is corrupt",
+                s.file, s.step_id
+            ));
+        }
+    }
+    Ok(ckpt)
+}
+
+/// Checkpoint files of a lake, newest first.
+pub fn list(lake: &Path) -> Vec<(Epoch, PathBuf)> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir(lake)) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(epoch) = name
+                .strip_suffix(".ckpt")
+                .and_then(|n| n.parse::<Epoch>().ok())
+            {
+                found.push((epoch, e.path()));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+/// The newest checkpoint that validates, and the newer ones that did not.
+pub fn newest(lake: &Path) -> (Option<Checkpoint>, Vec<Rejected>) {
+    let mut rejected = Vec::new();
+    for (_, path) in list(lake) {
+        match read(lake, &path) {
+            Ok(c) => return (Some(c), rejected),
+            Err(reason) => {
+                warn!(checkpoint = %path.display(), %reason, "Skipping an unusable checkpoint.");
+                rejected.push(Rejected { file: path, reason });
+            }
+        }
+    }
+    (None, rejected)
+}
+
+/// Every operator's snapshot referenced by `ckpt`, by `(step id, worker)`.
+pub fn load_states(
+    lake: &Path,
+    ckpt: &Checkpoint,
+) -> std::io::Result<BTreeMap<(String, usize), Vec<u8>>> {
+    let mut files: BTreeMap<&str, Vec<Snapshot>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for s in &ckpt.states {
+        if !files.contains_key(s.file.as_str()) {
+            let data = std::fs::read(lake.join(&s.file))?;
+            files.insert(
+                &s.file,
+                bincode::deserialize(&data).map_err(std::io::Error::other)?,
+            );
+        }
+        let snap = files[s.file.as_str()]
+            .iter()
+            .find(|x| x.step_id == s.step_id && x.worker == s.worker)
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "{} holds no state for `{}` on worker {}",
+                    s.file, s.step_id, s.worker
+                ))
+            })?;
+        out.insert((s.step_id.clone(), s.worker), snap.bytes.clone());
+    }
+    Ok(out)
+}
+
+/// Renames `parts` (pending → visible, relative to the lake); already renamed ones are skipped.
+pub fn publish(lake: &Path, parts: &[(String, String)]) -> std::io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for (pending, visible) in parts {
+        let (from, to) = (lake.join(pending), lake.join(visible));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => {
+                dirs.insert(to.parent().expect("parts live in folders").to_path_buf());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot publish {}: {e}", from.display()),
+                ))
+            }
+        }
+    }
+    for d in dirs {
+        sync_dir(&d)?;
+    }
+    Ok(())
+}
+
+/// The epoch in a part file name (`part-<epoch>-<worker>.parquet`, pending or not).
+pub fn part_epoch(name: &str) -> Option<Epoch> {
+    let rest = name.trim_start_matches('.').strip_prefix("part-")?;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// Whether the lake holds anything a run committed (so starting from empty would be wrong).
+pub fn has_committed_data(lake: &Path) -> bool {
+    if !list(lake).is_empty() || manifest::path(lake).exists() {
+        return true;
+    }
+    let mut stack = vec![lake.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if p.is_dir() {
+                if !name.starts_with('_') {
+                    stack.push(p);
+                }
+            } else if name.starts_with("part-") && name.ends_with(".parquet") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Brings the lake back to checkpoint `ckpt` (or to empty when `None`): finishes
+/// its renames, deletes pending parts and visible parts of later epochs, drops
+/// temporary files, and trims the landing manifest. Returns the files removed.
+pub fn recover(lake: &Path, ckpt: Option<&Checkpoint>) -> std::io::Result<usize> {
+    if let Some(c) = ckpt {
+        publish(lake, &c.parts)?;
+    }
+    let keep_until = ckpt.map(|c| c.epoch);
+    let mut removed = 0;
+    let mut stack = vec![lake.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let e = e?;
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let stale_part = name.ends_with(".pending")
+                || (name.starts_with("part-")
+                    && part_epoch(&name).is_some_and(|ep| keep_until.is_none_or(|k| ep > k)));
+            // Newer checkpoints than the one resumed are unusable (that is why it was chosen).
+            let stale_ckpt = name
+                .strip_suffix(".ckpt")
+                .and_then(|n| n.parse::<Epoch>().ok())
+                .is_some_and(|ep| keep_until.is_none_or(|k| ep > k));
+            if stale_part || stale_ckpt || name.ends_with(".tmp") {
+                std::fs::remove_file(&p)?;
+                removed += 1;
+            }
+        }
+    }
+    // State files of epochs after the checkpoint belong to an unfinished epoch.
+    if let Ok(entries) = std::fs::read_dir(dir(lake).join("state")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let epoch = name.split('-').next().and_then(|n| n.parse::<Epoch>().ok());
+            if epoch.is_some_and(|ep| keep_until.is_none_or(|k| ep > k)) {
+                std::fs::remove_file(e.path())?;
+                removed += 1;
+            }
+        }
+    }
+    let facts = manifest::load(lake)?;
+    let mut kept: Vec<FileFact> = facts
+        .iter()
+        .filter(|f| keep_until.is_some_and(|k| f.last_epoch <= k))
+        .cloned()
+        .collect();
+    if let Some(c) = ckpt {
+        for f in &c.files {
+            if !kept.contains(f) {
+                kept.push(f.clone());
+            }
+        }
+    }
+    if kept.len() != facts.len() || kept.iter().zip(&facts).any(|(a, b)| a != b) {
+        manifest::rewrite(lake, &kept)?;
+    }
+    if removed > 0 {
+        info!(lake = %lake.display(), removed, "Removed files of epochs after the checkpoint.");
+    }
+    Ok(removed)
+}
+
+/// Deletes all but the newest `keep` checkpoints and the state files only they referenced.
+pub fn prune(lake: &Path, keep: usize) -> std::io::Result<()> {
+    let all = list(lake);
+    if all.len() <= keep {
+        return Ok(());
+    }
+    let mut referenced = std::collections::BTreeSet::new();
+    for (_, path) in &all[..keep] {
+        if let Ok(c) = read_unchecked(path) {
+            referenced.extend(c.states.into_iter().map(|s| s.file));
+        }
+    }
+    let oldest_kept = all[keep - 1].0;
+    for (_, path) in &all[keep..] {
+        std::fs::remove_file(path)?;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir(lake).join("state")) {
+        for e in entries.flatten() {
+            let rel = format!("_checkpoints/state/{}", e.file_name().to_string_lossy());
+            let epoch = e
+                .file_name()
+                .to_string_lossy()
+                .split('-')
+                .next()
+                .and_then(|n| n.parse::<Epoch>().ok());
+            if !referenced.contains(&rel) && epoch.is_some_and(|ep| ep < oldest_kept) {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_unchecked(path: &Path) -> Result<Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or("no header")?;
+    serde_json::from_slice(&bytes[newline + 1..]).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lake(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("millrace-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn ckpt(lake: &Path, epoch: Epoch) -> Checkpoint {
+        let snaps = vec![Snapshot {
+            step_id: "score".into(),
+            worker: 0,
+            epoch,
+            bytes: vec![epoch as u8; 10],
+        }];
+        let (file, len, checksum) = write_state(lake, epoch, 0, &snaps).unwrap();
+        Checkpoint {
+            version: VERSION,
+            epoch,
+            workers: 1,
+            topology: "t".into(),
+            sources: vec![None],
+            states: vec![StateRef {
+                step_id: "score".into(),
+                worker: 0,
+                epoch,
+                file,
+                len,
+                checksum,
+            }],
+            parts: vec![],
+            files: vec![],
+            latest_time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn newest_valid_checkpoint_wins_and_corruption_is_detected() {
+        let l = lake("newest");
+        for e in [3, 4, 5] {
+            write(&l, &ckpt(&l, e), || {}).unwrap();
+        }
+        assert_eq!(newest(&l).0.unwrap().epoch, 5);
+        // Flip a byte in the newest body.
+        let p = dir(&l).join(ckpt_name(5));
+        let mut b = std::fs::read(&p).unwrap();
+        let n = b.len();
+        b[n - 5] ^= 0x20;
+        std::fs::write(&p, &b).unwrap();
+        let (c, rejected) = newest(&l);
+        assert_eq!(c.unwrap().epoch, 4);
+        assert!(rejected[0].reason.contains("checksum"), "{rejected:?}");
+        // Truncate the next one; corrupt its state file's neighbour.
+        let p4 = dir(&l).join(ckpt_name(4));
+        let b4 = std::fs::read(&p4).unwrap();
+        std::fs::write(&p4, &b4[..20]).unwrap();
+        std::fs::write(l.join(state_file(3, 0)), b"garbage").unwrap();
+        let (c, rejected) = newest(&l);
+        assert!(c.is_none());
+        assert_eq!(rejected.len(), 3);
+        assert!(rejected[2].reason.contains("state file"), "{rejected:?}");
+        std::fs::remove_dir_all(&l).unwrap();
+    }
+
+    #[test]
+    fn states_round_trip_and_prune_keeps_the_newest() {
+        let l = lake("prune");
+        for e in 0..6 {
+            write(&l, &ckpt(&l, e), || {}).unwrap();
+        }
+        let c = newest(&l).0.unwrap();
+        assert_eq!(
+            load_states(&l, &c).unwrap()[&("score".to_string(), 0)],
+            vec![5u8; 10]
+        );
+        prune(&l, 2).unwrap();
+        assert_eq!(list(&l).iter().map(|x| x.0).collect::<Vec<_>>(), [5, 4]);
+        let states: Vec<_> = std::fs::read_dir(dir(&l).join("state"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(states.len(), 2);
+        std::fs::remove_dir_all(&l).unwrap();
+    }
+
+    #[test]
+    fn recover_rolls_forward_and_back() {
+        let l = lake("recover");
+        let part_dir = l.join("scored/date=2026-01-01/hour=00");
+        std::fs::create_dir_all(&part_dir).unwrap();
+        for name in [
+            ".part-0000000004-0000.parquet.pending",
+            ".part-0000000005-0000.parquet.pending",
+            "part-0000000003-0000.parquet",
+            "part-0000000006-0000.parquet",
+            ".x.tmp",
+        ] {
+            std::fs::write(part_dir.join(name), b"x").unwrap();
+        }
+        let mut c = ckpt(&l, 4);
+        c.parts = vec![(
+            "scored/date=2026-01-01/hour=00/.part-0000000004-0000.parquet.pending".into(),
+            "scored/date=2026-01-01/hour=00/part-0000000004-0000.parquet".into(),
+        )];
+        recover(&l, Some(&c)).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&part_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "part-0000000003-0000.parquet",
+                "part-0000000004-0000.parquet"
+            ]
+        );
+        assert!(has_committed_data(&l));
+        recover(&l, None).unwrap();
+        assert!(std::fs::read_dir(&part_dir).unwrap().next().is_none());
+        std::fs::remove_dir_all(&l).unwrap();
+    }
+
+    #[test]
+    fn part_epochs() {
+        assert_eq!(part_epoch("part-0000000042-0003.parquet"), Some(42));
+        assert_eq!(
+            part_epoch(".part-0000000042-0003.parquet.pending"),
+            Some(42)
+        );
+        assert_eq!(part_epoch("other.parquet"), None);
+    }
+}
