@@ -246,6 +246,8 @@ struct EpochAcc {
     rows: u64,
     bytes: u64,
     parts: Vec<(String, String)>,
+    positions: Vec<SourcePos>,
+    saved: Vec<StateRef>,
 }
 
 /// How the coordinator checkpoints.
@@ -297,10 +299,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
         } = c;
         let metrics_format = metrics_table();
         let metrics_arrow = (metrics_format.arrow_schema)(&lake.schema);
-        let metrics_lake = Lake {
-            pending: false,
-            ..lake.clone()
-        };
+        let metrics_lake = lake.clone();
         self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, _| {
             let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();
             let mut last = Instant::now();
@@ -330,17 +329,10 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                                 entry.2 += c.bytes;
                             }
                             Event::File(f) => acc.files.push(f),
-                            Event::Source(p) => {
-                                if p.worker >= sources.len() {
-                                    sources.resize(p.worker + 1, None);
-                                }
-                                sources[p.worker] = p.position;
-                            }
-                            Event::State(saved) => {
-                                for r in saved.refs {
-                                    states.insert((r.step_id.clone(), r.worker), r);
-                                }
-                            }
+                            // Positions and snapshots apply when their epoch completes: events
+                            // of later epochs can arrive before an earlier epoch is complete.
+                            Event::Source(p) => acc.positions.push(p),
+                            Event::State(saved) => acc.saved.extend(saved.refs),
                         }
                     }
                 });
@@ -351,10 +343,52 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     let epoch = *entry.key();
                     let (cap, mut acc) = entry.remove();
                     acc.files.sort_by(|a, b| a.name.cmp(&b.name));
+                    for p in acc.positions.drain(..) {
+                        if p.worker >= sources.len() {
+                            sources.resize(p.worker + 1, None);
+                        }
+                        sources[p.worker] = p.position;
+                    }
+                    for r in acc.saved.drain(..) {
+                        states.insert((r.step_id.clone(), r.worker), r);
+                    }
                     if let Some((_, hi)) = acc.eval.event_range {
                         latest_time = latest_time.max(hi);
                     }
                     let root = &lake.root;
+                    // The epoch's ledger, evaluation and metrics row.
+                    let now = Instant::now();
+                    let wall = now.duration_since(last).as_secs_f64();
+                    last = now;
+                    let mut t = totals.borrow_mut();
+                    t.eval.merge(&acc.eval);
+                    let run_eval = EvalMetrics {
+                        n: t.eval.n,
+                        accuracy: t.eval.correct as f64 / t.eval.n.max(1) as f64,
+                        log_loss: t.eval.log_loss_sum / t.eval.n.max(1) as f64,
+                        auc: f64::NAN,
+                    };
+                    let row = MetricsRow {
+                        epoch,
+                        time_ms: if latest_time == i64::MIN { 0 } else { latest_time },
+                        ledger: acc.tally,
+                        records_per_s: if wall > 0.0 { acc.tally.input as f64 / wall } else { f64::NAN },
+                        wall_ms: wall * 1e3,
+                        rows_committed: acc.rows,
+                        bytes_committed: acc.bytes,
+                        epoch_eval: acc.eval.metrics(),
+                        run_eval,
+                    };
+                    // The metrics part is written like any sink's: pending until the checkpoint.
+                    if metrics {
+                        match write_epoch(&metrics_lake, &metrics_format, &metrics_arrow, std::slice::from_ref(&row), epoch, 0) {
+                            Ok(commit) => acc.parts.extend(commit.parts),
+                            Err(e) => {
+                                fault.raise(format!("{step}: cannot write the metrics of epoch {epoch} under {}: {e}", root.display()));
+                                return;
+                            }
+                        }
+                    }
                     if let Some(ck) = &checkpointing {
                         crate::crash_point!("before_checkpoint");
                         let ckpt = Checkpoint {
@@ -383,47 +417,18 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         fault.raise(format!("{step}: cannot record finished files in the manifest under {}: {e}", root.display()));
                         return;
                     }
-                    let now = Instant::now();
-                    let wall = now.duration_since(last).as_secs_f64();
-                    last = now;
-                    let mut t = totals.borrow_mut();
                     t.epochs += 1;
                     t.ledger.add(&acc.tally);
                     if !acc.tally.balanced() {
                         t.unbalanced_epochs += 1;
                         error!(step_id = %step, epoch, ledger = %acc.tally, "An epoch's ledger does not balance; this is a bug.");
                     }
-                    t.eval.merge(&acc.eval);
                     let mark = (epoch, t.eval.n, t.eval.correct, t.eval.log_loss_sum);
                     t.marks.push(mark);
-                    let run_eval = EvalMetrics {
-                        n: t.eval.n,
-                        accuracy: t.eval.correct as f64 / t.eval.n.max(1) as f64,
-                        log_loss: t.eval.log_loss_sum / t.eval.n.max(1) as f64,
-                        auc: f64::NAN,
-                    };
                     for f in &acc.files {
                         info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
                     }
                     t.files.extend(acc.files);
-                    let time_ms = if latest_time == i64::MIN { 0 } else { latest_time };
-                    let row = MetricsRow {
-                        epoch,
-                        time_ms,
-                        ledger: acc.tally,
-                        records_per_s: if wall > 0.0 { acc.tally.input as f64 / wall } else { f64::NAN },
-                        wall_ms: wall * 1e3,
-                        rows_committed: acc.rows,
-                        bytes_committed: acc.bytes,
-                        epoch_eval: acc.eval.metrics(),
-                        run_eval,
-                    };
-                    if metrics {
-                        if let Err(e) = write_epoch(&metrics_lake, &metrics_format, &metrics_arrow, std::slice::from_ref(&row), epoch, 0) {
-                            fault.raise(format!("{step}: cannot write the metrics of epoch {epoch} under {}: {e}", root.display()));
-                            return;
-                        }
-                    }
                     output.session(&cap).give(row);
                 }
             }

@@ -216,3 +216,67 @@ pub fn truth_u64(truth: &serde_json::Value, key: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("truth has no `{key}`: {truth}"))
 }
+
+/// Every row of a table rendered as text (all columns), sorted: a lake's content, comparable across runs.
+pub fn table_rows(lake: &Path, table: &str) -> Vec<String> {
+    let mut rows = Vec::new();
+    for (_, b) in read_table(lake, table) {
+        for i in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| match c.data_type() {
+                    // Rendering a named time zone needs chrono-tz; the raw value is as good a fingerprint.
+                    arrow::datatypes::DataType::Timestamp(..) if c.is_null(i) => "null".to_string(),
+                    arrow::datatypes::DataType::Timestamp(..) => c
+                        .as_primitive::<TimestampMillisecondType>()
+                        .value(i)
+                        .to_string(),
+                    _ => arrow::util::display::array_value_to_string(c, i).unwrap(),
+                })
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Marks every file in `dir/landing` as written a minute ago, so the landing source takes it at once.
+pub fn settle(dir: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for e in std::fs::read_dir(dir.join("landing")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The newest checkpoint file of a lake.
+pub fn newest_checkpoint(lake: &Path) -> PathBuf {
+    let mut c: Vec<PathBuf> = std::fs::read_dir(lake.join("_checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    c.sort();
+    c.pop().expect("the lake has a checkpoint")
+}
