@@ -43,21 +43,19 @@ fn run_to_end(dir: &Path, lake: &str) -> String {
     millrace(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// The final model of a lake: the `score` state in its newest checkpoint.
-fn final_model(lake: &Path) -> Scorer {
+/// The final model of a lake: every worker's `score` state in its newest checkpoint.
+fn final_model(lake: &Path) -> Vec<Scorer> {
     let text = std::fs::read(newest_checkpoint(lake)).unwrap();
     let body = &text[text.iter().position(|b| *b == b'\n').unwrap() + 1..];
     let ckpt: millrace::runtime::checkpoint::Checkpoint = serde_json::from_slice(body).unwrap();
     let states = millrace::runtime::checkpoint::load_states(lake, &ckpt).unwrap();
-    millrace_operators::epochs::decode(
-        "score",
-        states
-            .iter()
-            .find(|((step, _), _)| step == "score")
-            .map(|(_, b)| b.as_slice())
-            .unwrap(),
-    )
-    .unwrap()
+    let models: Vec<Scorer> = states
+        .iter()
+        .filter(|((step, _), _)| step == "score")
+        .map(|(_, b)| millrace_operators::epochs::decode("score", b).unwrap())
+        .collect();
+    assert!(!models.is_empty());
+    models
 }
 
 /// Asserts lake `b` holds exactly what lake `a` holds, and the same final model.
@@ -86,18 +84,25 @@ fn assert_same_lake(a: &Path, b: &Path, context: &str) {
         "{context}: the metrics ledgers differ"
     );
     let (ma, mb) = (final_model(a), final_model(b));
-    assert_eq!(
-        ma.model.weights, mb.model.weights,
-        "{context}: final weights differ"
-    );
-    assert_eq!(
-        ma.model.intercept, mb.model.intercept,
-        "{context}: final intercept differs"
-    );
-    assert_eq!(
-        ma.model.updates, mb.model.updates,
-        "{context}: final update counts differ"
-    );
+    assert_eq!(ma.len(), mb.len());
+    for (ma, mb) in ma.iter().zip(&mb) {
+        assert_eq!(
+            ma.model.weights, mb.model.weights,
+            "{context}: final weights differ"
+        );
+        assert_eq!(
+            ma.model.intercept, mb.model.intercept,
+            "{context}: final intercept differs"
+        );
+        assert_eq!(
+            ma.model.updates, mb.model.updates,
+            "{context}: final update counts differ"
+        );
+        assert_eq!(
+            ma.scaler, mb.scaler,
+            "{context}: final scaler statistics differ"
+        );
+    }
     assert!(
         temp_or_pending(b).is_empty(),
         "{context}: uncommitted files left: {:?}",
@@ -411,4 +416,65 @@ fn a_slow_sink_slows_the_source_instead_of_growing_memory() {
         "every clean record is committed"
     );
     assert!(metrics_sum(&lake, "input") >= 400_000);
+}
+
+#[test]
+fn two_workers_recover_from_kills_too() {
+    let dir = input("kill2", &[]);
+    let args = |lake: &str| {
+        let mut a = run_args(lake);
+        a.extend(["--workers".to_string(), "2".to_string()]);
+        a
+    };
+    millrace(
+        &dir,
+        &args("lake-a")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let mut rng = Rng(77);
+    let mut kills = 0;
+    let mut starts = 0;
+    while kills < 4 {
+        starts += 1;
+        assert!(starts < 60);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(args("lake-b"))
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+        } else {
+            std::fs::remove_dir_all(dir.join("lake-b")).unwrap();
+        }
+    }
+    let out = millrace(
+        &dir,
+        &args("lake-b")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        out.contains("resumed from the checkpoint of epoch"),
+        "{out}"
+    );
+    assert_same_lake(&dir.join("lake-a"), &dir.join("lake-b"), "two workers");
+    // A different worker count is refused, not silently mis-partitioned.
+    let out = millrace_raw(
+        &dir,
+        &run_args("lake-b")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resume it with --workers 2"));
 }
