@@ -81,24 +81,58 @@ pub type HashSet64 = HashSet<u64, BuildHasherDefault<PreHashed>>;
 
 /// Exact-duplicate detection over a window of recent distinct lines.
 ///
-/// Two generations of line hashes: a lookup checks both, inserts go to the
-/// current one, and when it holds half the window the older one is dropped.
-/// So a line is remembered for at least `window / 2` and at most `window`
-/// distinct lines after it.
+/// A ring of the last `window` distinct line hashes, with a hash set over it
+/// for lookups: a line is a duplicate if an identical line is among the last
+/// `window` distinct lines this worker saw. Only the ring is serialized (a flat
+/// array, cheap to snapshot every epoch); the set is rebuilt on restore.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "DedupState", into = "DedupState")]
 pub struct Dedup {
-    window: u64,
-    current: HashSet64,
-    previous: HashSet64,
+    window: usize,
+    ring: Vec<u64>,
+    /// Next slot to overwrite once the ring is full.
+    head: usize,
+    set: HashSet64,
+}
+
+/// The serialized form of [`Dedup`].
+#[derive(Clone, Serialize, Deserialize)]
+struct DedupState {
+    window: usize,
+    ring: Vec<u64>,
+    head: usize,
+}
+
+impl From<DedupState> for Dedup {
+    fn from(s: DedupState) -> Self {
+        let set = s.ring.iter().copied().collect();
+        Dedup {
+            window: s.window,
+            ring: s.ring,
+            head: s.head,
+            set,
+        }
+    }
+}
+
+impl From<Dedup> for DedupState {
+    fn from(d: Dedup) -> Self {
+        DedupState {
+            window: d.window,
+            ring: d.ring,
+            head: d.head,
+        }
+    }
 }
 
 impl Dedup {
     /// A window of `window` lines; 0 disables.
     pub fn new(window: u64) -> Self {
         Dedup {
-            window,
-            current: HashSet64::default(),
-            previous: HashSet64::default(),
+            window: window as usize,
+            ring: Vec::new(),
+            head: 0,
+            set: HashSet64::default(),
         }
     }
 
@@ -107,24 +141,28 @@ impl Dedup {
         if self.window == 0 {
             return false;
         }
-        if self.current.contains(&line_hash) || self.previous.contains(&line_hash) {
+        if self.set.contains(&line_hash) {
             return true;
         }
-        if self.current.len() as u64 >= (self.window / 2).max(1) {
-            self.previous = std::mem::take(&mut self.current);
+        if self.ring.len() < self.window {
+            self.ring.push(line_hash);
+        } else {
+            let old = std::mem::replace(&mut self.ring[self.head], line_hash);
+            self.set.remove(&old);
+            self.head = (self.head + 1) % self.window;
         }
-        self.current.insert(line_hash);
+        self.set.insert(line_hash);
         false
     }
 
     /// Lines currently remembered.
     pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+        self.ring.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.ring.is_empty()
     }
 }
 
@@ -444,8 +482,18 @@ mod tests {
         for h in 0..10 {
             assert!(!d.is_duplicate(h));
         }
-        assert!(d.is_duplicate(9) && d.is_duplicate(8));
-        assert!(!d.is_duplicate(0), "line 0 is older than the window");
-        assert!(d.len() <= 4);
+        assert!(d.is_duplicate(9) && d.is_duplicate(6));
+        assert!(
+            !d.is_duplicate(5),
+            "line 5 is older than the last 4 distinct lines"
+        );
+        assert_eq!(d.len(), 4);
+        // The snapshot restores the same window.
+        let restored: Dedup = crate::epochs::decode("t", &crate::epochs::encode(&d)).unwrap();
+        let mut a = d.clone();
+        let mut b = restored;
+        for h in [5, 6, 7, 8, 9, 10, 5, 11] {
+            assert_eq!(a.is_duplicate(h), b.is_duplicate(h), "{h}");
+        }
     }
 }

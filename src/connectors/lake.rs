@@ -32,7 +32,6 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use millrace_operators::epochs::EpochStash;
 use millrace_operators::parse::civil_from_days;
 use millrace_operators::record::{Reject, Scored};
 use millrace_operators::schema::{LabelKind, Schema};
@@ -40,12 +39,9 @@ use millrace_operators::Epoch;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use crate::runtime::write_behind::WriteBehind;
 use crate::runtime::Fault;
 use crate::topology::{Compression, Table};
 
@@ -527,76 +523,28 @@ impl<'scope, R: Clone + Send + 'static> LakeSink<'scope, R> for Stream<'scope, E
         formats: Vec<TableFormat<R>>,
         fault: Fault,
     ) -> Stream<'scope, Epoch, Vec<Commit>> {
-        let scope = self.scope();
-        let worker = scope.index();
+        let worker = self.scope().index();
         let step = step_id.to_string();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<Commit>>, _, _, _>(Pipeline, step_id, move |_, info| {
-            // Encoding and writing run on a writer thread, so they overlap with the
-            // dataflow's own work; the operator hands over whole epochs, in order,
-            // and emits their commits as the writer finishes them.
-            let activator = scope.worker().sync_activator_for(info.address.to_vec());
-            let (jobs, job_rx) = std::sync::mpsc::channel::<(Epoch, Vec<R>)>();
-            let (done_tx, done) = std::sync::mpsc::channel::<(Epoch, Result<Vec<Commit>, String>)>();
-            let writer_lake = lake.clone();
-            let writer_step = step.clone();
-            std::thread::Builder::new()
-                .name(format!("millrace-{step}-w{worker}"))
-                .spawn(move || {
-                    let arrows: Vec<SchemaRef> = formats.iter().map(|f| (f.arrow_schema)(&writer_lake.schema)).collect();
-                    for (epoch, rows) in job_rx {
-                        crate::crash_point!("lake_write");
-                        let mut result = Ok(Vec::with_capacity(formats.len()));
-                        for (format, arrow) in formats.iter().zip(&arrows) {
-                            match write_epoch(&writer_lake, format, arrow, &rows, epoch, worker) {
-                                Ok(commit) => result.as_mut().expect("ok so far").push(commit),
-                                Err(e) => {
-                                    result = Err(format!(
-                                        "{writer_step}: cannot write epoch {epoch} of table `{}` under {}: {e}",
-                                        format.table.name(),
-                                        writer_lake.root.display()
-                                    ));
-                                    break;
-                                }
-                            }
-                        }
-                        if result.is_ok() {
-                            crate::crash_point!("lake_after_write");
-                        }
-                        let failed = result.is_err();
-                        if done_tx.send((epoch, result)).is_err() || failed {
-                            let _ = activator.activate();
-                            return;
-                        }
-                        let _ = activator.activate();
-                    }
-                })
-                .expect("the writer thread starts");
-            let mut stash = EpochStash::new(1);
-            let mut inflight: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
-            let mut failed = false;
-            move |(input, frontier), output| {
-                stash.ingest(input);
-                while let Ok((epoch, result)) = done.try_recv() {
-                    match result {
-                        Ok(commits) => {
-                            let cap = inflight.remove(&epoch).expect("every job has its capability");
-                            output.session(&cap).give_iterator(commits.into_iter());
-                        }
-                        Err(message) => {
-                            failed = true;
-                            fault.raise(message);
-                        }
-                    }
-                }
-                while !failed {
-                    let Some((epoch, mut caps, rows)) = stash.next_ready(frontier) else { break };
-                    inflight.insert(epoch, caps.pop().expect("one output"));
-                    if jobs.send((epoch, rows)).is_err() {
-                        failed = true;
-                        fault.raise(format!("{step}: the lake writer thread stopped"));
-                    }
-                }
+        let arrows: Vec<SchemaRef> = formats
+            .iter()
+            .map(|f| (f.arrow_schema)(&lake.schema))
+            .collect();
+        self.write_behind(step_id, fault, move |epoch, rows| {
+            crate::crash_point!("lake_write");
+            let mut commits = Vec::with_capacity(formats.len());
+            for (format, arrow) in formats.iter().zip(&arrows) {
+                let commit =
+                    write_epoch(&lake, format, arrow, &rows, epoch, worker).map_err(|e| {
+                        format!(
+                            "{step}: cannot write epoch {epoch} of table `{}` under {}: {e}",
+                            format.table.name(),
+                            lake.root.display()
+                        )
+                    })?;
+                commits.push(commit);
             }
+            crate::crash_point!("lake_after_write");
+            Ok(commits)
         })
     }
 }

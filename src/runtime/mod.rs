@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod ledger;
 pub mod manifest;
 pub mod snapshots;
+pub mod write_behind;
 
 /// A named point where the recovery tests inject a crash (`return`: the process
 /// aborts on the spot, like `kill -9`) or a delay (`sleep(ms)`). Compiled only

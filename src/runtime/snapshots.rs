@@ -4,19 +4,17 @@
 //! pact). **Out:** one [`StateSaved`] per epoch that had snapshots, once the
 //! file is durable (temporary name, fsync, rename), for the coordinator to
 //! reference from the epoch's checkpoint. One file per worker and epoch keeps
-//! it to one fsync however many stateful operators there are.
+//! it to one fsync however many stateful operators there are; the writing
+//! happens behind the dataflow on a writer thread (`write_behind`).
 
 use std::path::PathBuf;
 
-use millrace_operators::epochs::EpochStash;
 use millrace_operators::{Epoch, Snapshot};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
 
 use crate::runtime::checkpoint::{write_state, StateRef};
+use crate::runtime::write_behind::WriteBehind;
 use crate::runtime::Fault;
 
 /// A worker's snapshots of an epoch are durable.
@@ -46,45 +44,26 @@ impl<'scope> PersistSnapshots<'scope> for Stream<'scope, Epoch, Vec<Snapshot>> {
     ) -> Stream<'scope, Epoch, Vec<StateSaved>> {
         let worker = self.scope().index();
         let step = step_id.to_string();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<StateSaved>>, _, _, _>(
-            Pipeline,
-            step_id,
-            move |_, _| {
-                let mut stash = EpochStash::new(1);
-                let mut failed = false;
-                move |(input, frontier), output| {
-                    stash.ingest(input);
-                    while !failed {
-                        let Some((epoch, _, snapshots)) = stash.peek_ready(frontier) else {
-                            break;
-                        };
-                        match write_state(&lake, epoch, worker, snapshots) {
-                            Ok((file, len, checksum)) => {
-                                let refs = snapshots
-                                    .iter()
-                                    .map(|s| StateRef {
-                                        step_id: s.step_id.clone(),
-                                        worker,
-                                        epoch: s.epoch,
-                                        file: file.clone(),
-                                        len,
-                                        checksum,
-                                    })
-                                    .collect();
-                                let (_, caps, _) = stash.next_ready(frontier).expect("peeked");
-                                output.session(&caps[0]).give(StateSaved { refs });
-                            }
-                            Err(e) => {
-                                failed = true;
-                                fault.raise(format!(
-                                    "{step}: cannot write the state of epoch {epoch} under {}: {e}",
-                                    lake.display()
-                                ));
-                            }
-                        }
-                    }
-                }
-            },
-        )
+        self.write_behind(step_id, fault, move |epoch, snapshots| {
+            let (file, len, checksum) =
+                write_state(&lake, epoch, worker, &snapshots).map_err(|e| {
+                    format!(
+                        "{step}: cannot write the state of epoch {epoch} under {}: {e}",
+                        lake.display()
+                    )
+                })?;
+            let refs = snapshots
+                .iter()
+                .map(|s| StateRef {
+                    step_id: s.step_id.clone(),
+                    worker,
+                    epoch: s.epoch,
+                    file: file.clone(),
+                    len,
+                    checksum,
+                })
+                .collect();
+            Ok(vec![StateSaved { refs }])
+        })
     }
 }
