@@ -29,6 +29,8 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
+use crate::connectors::kafka::{kafka, Assigned, KafkaSource};
+use crate::connectors::kafka_sink::{KafkaScoredSink, KafkaSink};
 use crate::connectors::lake::{clean_table, rejected_table, scored_table, Lake, LakeSink};
 use crate::connectors::landing::{landing, LandingSource, Processed};
 use crate::runtime::ledger::{Checkpointing, Coordinator, Event, Ledger, RunTotals};
@@ -54,6 +56,10 @@ pub struct Context {
     pub checkpointing: Option<Checkpointing>,
     /// Operator state to restore, by step id and worker.
     pub restore: Arc<BTreeMap<(String, usize), Vec<u8>>>,
+    /// Kafka source: every worker's partitions and start offsets.
+    pub kafka_assignment: Arc<Vec<Vec<Assigned>>>,
+    /// Kafka sink, if the topology has one.
+    pub kafka_sink: Option<KafkaSink>,
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
@@ -70,23 +76,41 @@ pub fn build<'scope>(
         restore: ctx.restore.get(&(step.to_string(), worker)).cloned(),
     };
     let committed = ProbeHandle::new();
-    let source = LandingSource {
-        spec: plan.landing.clone(),
-        once: ctx.once,
-        records_per_epoch: t.runtime.records_per_epoch,
-        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-        processed: ctx.processed,
-        first_epoch: ctx.first_epoch,
-        fault: ctx.fault.clone(),
-        stop: ctx.stop,
-        resume: ctx
-            .checkpointing
-            .as_ref()
-            .and_then(|c| c.resumed.as_ref())
-            .map(|r| r.sources.clone())
-            .unwrap_or_default(),
+    let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
+    let (chunks, facts, positions) = match (&plan.landing, &plan.kafka) {
+        (Some(spec), _) => {
+            let source = LandingSource {
+                spec: spec.clone(),
+                once: ctx.once,
+                records_per_epoch: t.runtime.records_per_epoch,
+                max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+                processed: ctx.processed,
+                first_epoch: ctx.first_epoch,
+                fault: ctx.fault.clone(),
+                stop: ctx.stop,
+                resume: resume.map(|r| r.sources.clone()).unwrap_or_default(),
+            };
+            landing(scope, "landing", source, committed.clone())
+        }
+        (None, Some(spec)) => {
+            let source = KafkaSource {
+                spec: spec.clone(),
+                assigned: ctx
+                    .kafka_assignment
+                    .get(worker)
+                    .cloned()
+                    .unwrap_or_default(),
+                once: ctx.once,
+                records_per_epoch: t.runtime.records_per_epoch,
+                max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+                first_epoch: ctx.first_epoch,
+                fault: ctx.fault.clone(),
+                stop: ctx.stop,
+            };
+            kafka(scope, "kafka", source, committed.clone())
+        }
+        (None, None) => unreachable!("a compiled topology has a source"),
     };
-    let (chunks, facts, positions) = landing(scope, "landing", source, committed.clone());
     let (parsed, read) = chunks.parse(plan.schema.clone());
     let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean, state("clean"))?;
     let (examples, feature_snapshots) =
@@ -119,6 +143,15 @@ pub fn build<'scope>(
     }
     if wants(Table::Scored) {
         record_tables.push(scored_table());
+    }
+    if let Some(sink) = ctx.kafka_sink {
+        events.push(
+            scoring
+                .scored
+                .clone()
+                .sink_kafka("kafka_scored", sink, ctx.fault.clone())
+                .map(Event::Commit),
+        );
     }
     if !record_tables.is_empty() {
         events.push(
@@ -158,12 +191,24 @@ pub fn build<'scope>(
                 .map(Event::State),
         );
     }
+    // Worker 0 hosts the coordinator; only it commits the Kafka group's offsets.
+    let kafka_commit = match (&plan.kafka, worker) {
+        (Some(spec), 0) => match crate::connectors::kafka::committer(spec) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                ctx.fault.raise(e);
+                None
+            }
+        },
+        _ => None,
+    };
     let coordinator = Coordinator {
         lake,
         metrics: wants(Table::Metrics),
         checkpointing: ctx.checkpointing,
         totals: ctx.totals,
         fault: ctx.fault,
+        kafka_commit,
     };
     let done = ProbeHandle::new();
     scope
@@ -180,18 +225,39 @@ pub fn describe(plan: &Compiled) -> String {
     let t = &plan.topology;
     let s = &plan.schema;
     let mut out = String::new();
-    let l = &plan.landing;
     let _ = writeln!(out, "topology `{}`: ok", t.name);
-    let _ = writeln!(
-        out,
-        "  landing    source: folder {} ({:?} files, poll every {} ms, settled after {} ms); epochs of {} lines per worker, at most {} in flight",
-        l.path.display(),
-        l.format,
-        l.poll_interval_ms,
-        l.settle_ms,
-        t.runtime.records_per_epoch,
-        t.runtime.max_epochs_in_flight
+    let epochs = format!(
+        "epochs of {} lines per worker, at most {} in flight",
+        t.runtime.records_per_epoch, t.runtime.max_epochs_in_flight
     );
+    if let Some(l) = &plan.landing {
+        let _ = writeln!(
+            out,
+            "  landing    source: folder {} ({:?} files, poll every {} ms, settled after {} ms); {epochs}",
+            l.path.display(),
+            l.format,
+            l.poll_interval_ms,
+            l.settle_ms,
+        );
+    }
+    if let Some(k) = &plan.kafka {
+        let options: Vec<String> = k
+            .librdkafka_options
+            .iter()
+            .map(|(a, b)| format!("{a}={b}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  kafka      source: topics [{}] at {} (group `{}`, {:?} payloads, start {:?}); partitions assigned round-robin to workers; {epochs}, live epochs cut after {} ms{}",
+            k.topics.join(", "),
+            k.brokers,
+            k.group_id,
+            k.format,
+            k.start,
+            k.epoch_interval_ms,
+            if options.is_empty() { String::new() } else { format!("; librdkafka {}", options.join(" ")) }
+        );
+    }
     let label = s.label.as_ref().map_or("none".to_string(), |l| {
         format!("{} ({:?})", l.field, l.kind)
     });
@@ -248,6 +314,25 @@ pub fn describe(plan: &Compiled) -> String {
         tables.join(", "),
         t.lake.compression
     );
+    if let Some(k) = &t.sink.kafka {
+        let _ = writeln!(
+            out,
+            "  kafka      sink: topic `{}` at {} (JSON keyed by {}, {} compression, acks {}, {})",
+            k.topic,
+            k.brokers
+                .as_deref()
+                .or(plan.kafka.as_ref().map(|s| s.brokers.as_str()))
+                .unwrap_or("?"),
+            s.key,
+            k.compression,
+            k.acks,
+            if k.transactional {
+                "one transaction per epoch: exactly-once"
+            } else {
+                "idempotent producer: at-least-once"
+            }
+        );
+    }
     let _ = write!(
         out,
         "  ledger     in = clean + rejected + duplicate per epoch; manifest {}",

@@ -46,6 +46,9 @@ enum Command {
         /// Use this lake folder instead of the topology's.
         #[arg(long)]
         lake: Option<PathBuf>,
+        /// Use these Kafka bootstrap servers (host:port[,host:port]) instead of the topology's.
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// Check a topology and print the dataflow it builds.
     Validate {
@@ -100,10 +103,19 @@ enum Command {
         /// A clean stream: no missing, malformed, invalid or duplicate rows, no spike, no gap.
         #[arg(long)]
         no_faults: bool,
+        /// Produce the rows to Kafka (bootstrap servers) instead of writing a file.
+        #[arg(long, requires = "topic")]
+        to_kafka: Option<String>,
+        /// The topic for --to-kafka (created with --partitions if missing).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Partitions of a topic --to-kafka creates.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Fmt {
     Csv,
     Jsonl,
@@ -151,10 +163,26 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             once,
             landing,
             lake,
+            brokers,
         } => {
             let mut plan = load(&topology)?;
             if let Some(dir) = landing {
-                plan.landing.path = dir;
+                match plan.landing.as_mut() {
+                    Some(l) => l.path = dir,
+                    None => bail!("--landing: this topology reads Kafka, not a landing folder"),
+                }
+            }
+            if let Some(b) = brokers {
+                match plan.kafka.as_mut() {
+                    Some(k) => k.brokers = b.clone(),
+                    None if plan.topology.sink.kafka.is_none() => {
+                        bail!("--brokers: this topology uses no Kafka")
+                    }
+                    None => {}
+                }
+                if let Some(sink) = plan.topology.sink.kafka.as_mut() {
+                    sink.brokers = Some(b);
+                }
             }
             if let Some(dir) = lake {
                 plan.topology.lake.path = dir;
@@ -162,8 +190,10 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             if workers == 0 {
                 bail!("--workers: expected at least 1 worker");
             }
-            if once && !plan.landing.path.is_dir() {
-                bail!("the landing folder {} does not exist (set `source.landing.path` or pass --landing DIR)", plan.landing.path.display());
+            if let (true, Some(l)) = (once, &plan.landing) {
+                if !l.path.is_dir() {
+                    bail!("the landing folder {} does not exist (set `source.landing.path` or pass --landing DIR)", l.path.display());
+                }
             }
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = stop.clone();
@@ -207,6 +237,9 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             duplicates,
             max_lateness_ms,
             no_faults,
+            to_kafka,
+            topic,
+            partitions,
         } => {
             let opts = GenOptions {
                 rows,
@@ -226,6 +259,24 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 max_lateness_ms,
                 no_faults,
             };
+            if let (Some(brokers), Some(topic)) = (&to_kafka, &topic) {
+                let mut buf = Vec::new();
+                let t = generate(&opts, &mut buf)?;
+                let n = millrace::connectors::kafka_sink::produce_lines(
+                    brokers,
+                    topic,
+                    partitions,
+                    &buf,
+                    format == Fmt::Csv,
+                )
+                .map_err(anyhow::Error::msg)?;
+                eprintln!("produced {n} records to `{topic}` at {brokers}");
+                if let Some(path) = truth {
+                    std::fs::write(&path, t.to_json())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                return Ok(());
+            }
             let t = if out.as_os_str() == "-" {
                 let stdout = std::io::stdout();
                 generate(&opts, stdout.lock())?

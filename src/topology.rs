@@ -40,6 +40,9 @@ pub struct Topology {
     pub model: ModelSpec,
     /// The Parquet lake the results are written to.
     pub lake: LakeSpec,
+    /// Other outputs.
+    #[serde(default)]
+    pub sink: SinkSpec,
     /// Epochs and flow control.
     #[serde(default)]
     pub runtime: RuntimeSpec,
@@ -97,6 +100,18 @@ pub struct SourceSpec {
     /// `[source.landing]`: files dropped into a folder.
     #[serde(default)]
     pub landing: Option<LandingSpec>,
+    /// `[source.kafka]`: one or more Kafka topics.
+    #[serde(default)]
+    pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
+}
+
+/// `[sink]`: outputs besides the lake.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// `[sink.kafka]`: scored records to a Kafka topic.
+    #[serde(default)]
+    pub kafka: Option<crate::connectors::kafka_sink::KafkaSinkSpec>,
 }
 
 /// `[source.landing]`.
@@ -163,6 +178,8 @@ pub enum Table {
     Rejected,
     /// Per-epoch ledger, throughput and model metrics.
     Metrics,
+    /// Not a lake table: the Kafka sink's commits (for the run's accounting).
+    Kafka,
 }
 
 impl Table {
@@ -173,6 +190,7 @@ impl Table {
             Table::Scored => "scored",
             Table::Rejected => "rejected",
             Table::Metrics => "metrics",
+            Table::Kafka => "kafka",
         }
     }
 }
@@ -251,8 +269,10 @@ pub enum ConfigError {
 pub struct Compiled {
     /// The topology as written (with command-line overrides applied).
     pub topology: Topology,
-    /// The landing source.
-    pub landing: LandingSpec,
+    /// The landing source, if the topology reads a folder.
+    pub landing: Option<LandingSpec>,
+    /// The Kafka source, if the topology reads Kafka.
+    pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
     /// The compiled schema.
     pub schema: Arc<Schema>,
     /// The compiled features.
@@ -317,12 +337,55 @@ impl Topology {
                 "expected a lower_snake_case name, e.g. `fraud_scoring`",
             ));
         }
-        let landing = self.source.landing.clone().ok_or_else(|| {
-            e(
-                "source",
-                "expected a source, e.g. `[source.landing]` with `path = \"landing\"`",
-            )
-        })?;
+        let (landing, kafka) = (self.source.landing.clone(), self.source.kafka.clone());
+        match (&landing, &kafka) {
+            (None, None) => return Err(e("source", "expected a source: `[source.landing]` with `path = \"landing\"`, or `[source.kafka]`")),
+            (Some(_), Some(_)) => return Err(e("source", "expected one source, found both `landing` and `kafka`")),
+            _ => {}
+        }
+        if let Some(k) = &kafka {
+            if k.topics.is_empty() {
+                return Err(e("source.kafka.topics", "expected at least one topic"));
+            }
+            if k.format == crate::connectors::kafka::KafkaFormat::Csv && k.columns.is_empty() {
+                return Err(e(
+                    "source.kafka.columns",
+                    "CSV payloads need `columns = [...]` (messages carry no header)",
+                ));
+            }
+            if let Err((key, message)) = crate::connectors::kafka::check_options(
+                &k.librdkafka_options,
+                &crate::connectors::kafka::CONSUMER_OWNED,
+            ) {
+                return Err(SchemaError {
+                    path: format!("source.kafka.librdkafka_options.{key}"),
+                    message,
+                });
+            }
+        }
+        if let Some(k) = &self.sink.kafka {
+            if k.brokers.is_none() && kafka.is_none() {
+                return Err(e(
+                    "sink.kafka.brokers",
+                    "expected `brokers` (there is no Kafka source to take them from)",
+                ));
+            }
+            if let Err((key, message)) = crate::connectors::kafka::check_options(
+                &k.librdkafka_options,
+                &crate::connectors::kafka_sink::PRODUCER_OWNED,
+            ) {
+                return Err(SchemaError {
+                    path: format!("sink.kafka.librdkafka_options.{key}"),
+                    message,
+                });
+            }
+        }
+        if self.lake.tables.contains(&Table::Kafka) {
+            return Err(e(
+                "lake.tables",
+                "`kafka` is not a lake table; use `[sink.kafka]`",
+            ));
+        }
         if self.runtime.records_per_epoch == 0 {
             return Err(e(
                 "runtime.records_per_epoch",
@@ -369,6 +432,7 @@ impl Topology {
         }
         Ok(Compiled {
             landing,
+            kafka,
             topology: self,
             schema,
             features,

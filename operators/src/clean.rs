@@ -393,6 +393,7 @@ mod tests {
             header: Some(header.into()),
             text: String::new(),
             arrived_ms: 0,
+            positions: None,
         };
         (
             Parser::new(schema.clone()),

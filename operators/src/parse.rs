@@ -593,7 +593,7 @@ pub trait Parse<'scope> {
     /// let chunk = Chunk {
     ///     source: "a.csv".into(), input: 1, first_line: 2, format: Format::Csv,
     ///     header: Some(vec!["t".to_string(), "account".into(), "amount".into()].into()),
-    ///     text: "1000,acct-1,12.5\n2000,acct-2,oops\n".into(), arrived_ms: 0,
+    ///     text: "1000,acct-1,12.5\n2000,acct-2,oops\n".into(), arrived_ms: 0, positions: None,
     /// };
     /// let (parsed, _tallies) = timely::example(move |scope| {
     ///     let (parsed, tallies) = vec![chunk].to_stream(scope).parse(schema);
@@ -647,10 +647,16 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
                             input: chunk.input,
                             line: chunk.first_line,
                         };
-                        for line in chunk.text.lines() {
-                            session.give(parser.parse_line(&chunk, line, pos));
+                        for (i, line) in chunk.text.lines().enumerate() {
+                            if let Some(p) = &chunk.positions {
+                                pos.line = p[i];
+                            }
+                            // Blank lines are not records (sources do not count them either).
+                            if !line.trim().is_empty() {
+                                session.give(parser.parse_line(&chunk, line, pos));
+                                lines += 1;
+                            }
                             pos.line += 1;
-                            lines += 1;
                         }
                     }
                     tally_handle.session(&cap).give(Tally {
@@ -698,6 +704,7 @@ mod tests {
             header: Some(header.into()),
             text: String::new(),
             arrived_ms: 5,
+            positions: None,
         }
     }
 

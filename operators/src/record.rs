@@ -52,6 +52,9 @@ pub struct Chunk {
     pub text: String,
     /// When the input arrived (processing time, ms since the Unix epoch).
     pub arrived_ms: i64,
+    /// The position of each line when they are not consecutive from
+    /// `first_line` (Kafka offsets); `None` for files.
+    pub positions: Option<Vec<u64>>,
 }
 
 /// One parsed record. Numeric and categorical values are in schema order.

@@ -26,7 +26,7 @@
 //! have not settled), then the source finishes; otherwise it polls every
 //! `poll_interval_ms`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -91,6 +91,9 @@ pub struct SourcePos {
     pub worker: usize,
     /// The file it is in the middle of, if any.
     pub position: Option<FilePos>,
+    /// Kafka sources: the next offset of each of the worker's partitions (`topic/partition`).
+    #[serde(default)]
+    pub offsets: BTreeMap<String, i64>,
 }
 
 /// Names with these endings are files still being written.
@@ -411,6 +414,7 @@ impl State {
             header: f.header.clone(),
             text,
             arrived_ms: f.arrived_ms,
+            positions: None,
         });
         Ok((chunk, lines, eof))
     }
@@ -551,7 +555,7 @@ pub fn landing<'scope>(
             }
             if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {
                 let position = state.current.as_ref().map(OpenFile::position);
-                pos_handle.session(&c[2]).give(SourcePos { worker: state.worker, position });
+                pos_handle.session(&c[2]).give(SourcePos { worker: state.worker, position, offsets: BTreeMap::new() });
                 for cap in c.iter_mut() {
                     cap.downgrade(&(epoch + 1));
                 }

@@ -4,5 +4,7 @@
 //! cuts epochs; a sink buffers an epoch and commits it once the frontier has
 //! passed it, then reports a [`lake::Commit`] downstream.
 
+pub mod kafka;
+pub mod kafka_sink;
 pub mod lake;
 pub mod landing;

@@ -60,6 +60,9 @@ pub struct Checkpoint {
     pub files: Vec<FileFact>,
     /// The coordinator's latest event time (places metrics rows).
     pub latest_time_ms: i64,
+    /// Kafka source: the next offset of every partition (`topic/partition`).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, i64>,
 }
 
 /// Where one operator instance's snapshot is stored.
@@ -451,6 +454,7 @@ mod tests {
             parts: vec![],
             files: vec![],
             latest_time_ms: 0,
+            kafka: BTreeMap::new(),
         }
     }
 

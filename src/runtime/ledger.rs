@@ -275,6 +275,8 @@ pub struct Coordinator {
     pub totals: Rc<RefCell<RunTotals>>,
     /// Where faults go.
     pub fault: Fault,
+    /// Kafka source: a client to commit the group's offsets after each checkpoint.
+    pub kafka_commit: Option<rdkafka::consumer::BaseConsumer>,
 }
 
 /// The coordinator operator. See the module docs.
@@ -296,6 +298,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             checkpointing,
             totals,
             fault,
+            kafka_commit,
         } = c;
         let metrics_format = metrics_table();
         let metrics_arrow = (metrics_format.arrow_schema)(&lake.schema);
@@ -308,6 +311,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             // The latest source position per worker and snapshot per operator instance.
             let workers = checkpointing.as_ref().map_or(0, |c| c.workers);
             let mut sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.sources.clone());
+            let mut kafka_offsets: BTreeMap<String, i64> = resumed.as_ref().map(|r| r.kafka.clone()).unwrap_or_default();
             let mut states: BTreeMap<(String, usize), StateRef> =
                 resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
             move |(input, frontier), output| {
@@ -344,6 +348,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     let (cap, mut acc) = entry.remove();
                     acc.files.sort_by(|a, b| a.name.cmp(&b.name));
                     for p in acc.positions.drain(..) {
+                        kafka_offsets.extend(p.offsets);
                         if p.worker >= sources.len() {
                             sources.resize(p.worker + 1, None);
                         }
@@ -401,6 +406,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             parts: acc.parts.clone(),
                             files: acc.files.clone(),
                             latest_time_ms: latest_time,
+                            kafka: kafka_offsets.clone(),
                         };
                         let written = checkpoint::write(root, &ckpt, || crate::crash_point!("checkpoint_before_rename"))
                             .and_then(|()| {
@@ -416,6 +422,14 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     } else if let Err(e) = manifest::append(root, &acc.files) {
                         fault.raise(format!("{step}: cannot record finished files in the manifest under {}: {e}", root.display()));
                         return;
+                    }
+                    // Offsets go back to the group only once their epoch is committed.
+                    if let Some(consumer) = &kafka_commit {
+                        if !kafka_offsets.is_empty() {
+                            if let Err(e) = crate::connectors::kafka::commit_offsets(consumer, &kafka_offsets) {
+                                tracing::warn!(step_id = %step, epoch, %e, "Cannot commit offsets to the Kafka group; they are in the checkpoint, retrying next epoch.");
+                            }
+                        }
                     }
                     t.epochs += 1;
                     t.ledger.add(&acc.tally);

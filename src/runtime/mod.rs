@@ -150,6 +150,59 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         Some(c) => c.resumed.as_ref().map_or(0, |r| r.epoch + 1),
         None => facts.iter().map(|f| f.last_epoch + 1).max().unwrap_or(0),
     };
+    // Kafka: assign partitions and resolve start offsets before any worker starts.
+    let checkpointed_offsets = start
+        .checkpointing
+        .as_ref()
+        .and_then(|c| c.resumed.as_ref())
+        .map(|c| c.kafka.clone())
+        .unwrap_or_default();
+    let kafka_assignment = Arc::new(match &plan.kafka {
+        Some(spec) => crate::connectors::kafka::plan(spec, workers, &checkpointed_offsets)
+            .map_err(RunError::External)?,
+        None => Vec::new(),
+    });
+    let kafka_sink = match &plan.topology.sink.kafka {
+        Some(spec) => {
+            let brokers = spec
+                .brokers
+                .clone()
+                .or(plan.kafka.as_ref().map(|k| k.brokers.clone()))
+                .expect("checked by the topology");
+            // Epochs a previous run of this lake already committed to the topic (only when resuming).
+            let lake_id = format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(lake.display().to_string().as_bytes())
+            );
+            crate::connectors::kafka_sink::ensure_topic(&brokers, &spec.topic, 4)
+                .map_err(RunError::External)?;
+            if spec.transactional {
+                let marker = crate::connectors::kafka_sink::marker_topic(&spec.topic);
+                crate::connectors::kafka_sink::ensure_topic(&brokers, &marker, 1)
+                    .map_err(RunError::External)?;
+            }
+            let committed = match (&start.checkpointing, spec.transactional) {
+                (Some(c), true) if c.resumed.is_some() => {
+                    crate::connectors::kafka_sink::committed_epochs(
+                        &brokers,
+                        &spec.librdkafka_options,
+                        &spec.topic,
+                        &lake_id,
+                    )
+                    .map_err(RunError::External)?
+                }
+                _ => BTreeMap::new(),
+            };
+            Some(crate::connectors::kafka_sink::KafkaSink {
+                spec: spec.clone(),
+                brokers,
+                pipeline: plan.topology.name.clone(),
+                lake_id,
+                committed,
+            })
+        }
+        None => None,
+    };
     let checkpointing = start.checkpointing;
     let restore = Arc::new(start.restore);
     let fault = Fault::default();
@@ -175,6 +228,8 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     totals: totals.clone(),
                     checkpointing: checkpointing.clone(),
                     restore: restore.clone(),
+                    kafka_assignment: kafka_assignment.clone(),
+                    kafka_sink: kafka_sink.clone(),
                 },
             )
         });
@@ -389,9 +444,13 @@ impl std::fmt::Display for RunSummary {
             "peak memory: {:.1} MB",
             self.peak_rss_bytes as f64 / 1_048_576.0
         )?;
+        if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == Table::Kafka) {
+            writeln!(f, "kafka: {rows} scored records produced ({bytes} bytes)")?;
+        }
         let tables: Vec<String> = self
             .committed
             .iter()
+            .filter(|c| c.0 != Table::Kafka)
             .map(|(t, files, rows, _)| format!("{} {rows} rows in {files} files", t.name()))
             .collect();
         write!(

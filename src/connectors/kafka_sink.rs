@@ -1,0 +1,349 @@
+//! `kafka_sink`: the scored stream to a Kafka topic.
+//!
+//! **In:** scored records (pipeline pact: every worker produces its own).
+//! **Out:** one [`Commit`] per epoch once the epoch's records are acknowledged.
+//! **Records:** JSON, keyed by the record key:
+//! `{"key", "event_time", "score", "label", "model_version", "source", "line", "epoch"}`.
+//! **Delivery:** the producer is always idempotent (`acks` configurable,
+//! `all` by default). With `transactional = true` (the default) each worker
+//! writes each epoch in one transaction (transactional id
+//! `millrace-<pipeline>-<topic>-w<worker>`), which also writes the epoch
+//! number to the marker topic `<topic>.millrace-epochs`; consumers reading
+//! with `isolation.level=read_committed` see whole epochs only. On restart a
+//! worker reads its last committed epoch from the marker topic and does not
+//! produce the replayed epochs up to it again: the engine is deterministic, so
+//! they are already there, byte for byte. Together with the checkpoint this is
+//! exactly-once. Without transactions (`transactional = false`, for brokers
+//! that lack them) delivery is at-least-once: a crash between the produce and
+//! the checkpoint repeats the epoch, with the same keys and `source`/`line`,
+//! for consumers to deduplicate on.
+//! **Failures:** librdkafka retries; a record not acknowledged within
+//! `message.timeout.ms` (30 s unless overridden) or a failed commit stops the
+//! engine with the error, before the epoch is checkpointed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use millrace_operators::record::Scored;
+use millrace_operators::Epoch;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use tracing::info;
+
+use crate::connectors::kafka::client_config;
+use crate::connectors::lake::Commit;
+use crate::runtime::write_behind::WriteBehind;
+use crate::runtime::Fault;
+use crate::topology::Table;
+
+/// `[sink.kafka]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSpec {
+    /// Bootstrap servers (default: the Kafka source's; `--brokers` overrides both).
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// The topic scored records go to.
+    pub topic: String,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    #[serde(default = "lz4")]
+    pub compression: String,
+    /// `all`, `1` or `0`.
+    #[serde(default = "all")]
+    pub acks: String,
+    /// One transaction per epoch and worker (exactly-once); off for brokers without transactions.
+    #[serde(default = "yes")]
+    pub transactional: bool,
+    /// librdkafka settings applied after millrace's own (the ones millrace owns are refused).
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+fn lz4() -> String {
+    "lz4".into()
+}
+
+fn all() -> String {
+    "all".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// librdkafka keys millrace sets itself on producers.
+pub const PRODUCER_OWNED: [&str; 4] = [
+    "bootstrap.servers",
+    "transactional.id",
+    "enable.idempotence",
+    "metadata.broker.list",
+];
+
+/// The marker topic of an output topic.
+pub fn marker_topic(topic: &str) -> String {
+    format!("{topic}.millrace-epochs")
+}
+
+/// The JSON of one scored record.
+pub fn render(s: &Scored, epoch: Epoch) -> String {
+    let r = &s.record;
+    serde_json::json!({
+        "key": r.key,
+        "event_time": r.event_time,
+        "score": s.score,
+        "label": r.label,
+        "model_version": s.model_version,
+        "source": &*r.source,
+        "line": r.pos.line,
+        "epoch": epoch,
+    })
+    .to_string()
+}
+
+/// Reads the marker topic: the last epoch each worker committed.
+pub fn committed_epochs(
+    brokers: &str,
+    options: &BTreeMap<String, String>,
+    topic: &str,
+    lake_id: &str,
+) -> Result<BTreeMap<String, Epoch>, String> {
+    let marker = marker_topic(topic);
+    ensure_topic(brokers, &marker, 1)?;
+    let mut c = client_config(brokers, options);
+    c.set(
+        "group.id",
+        format!("millrace-marker-reader-{}", std::process::id()),
+    )
+    .set("enable.auto.commit", "false")
+    .set("enable.partition.eof", "true")
+    .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&marker, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut last = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "timed out reading the marker topic `{marker}` at {brokers}"
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                if let Some((id, epoch)) = value.split_once(' ') {
+                    if let (true, Ok(e)) = (id == lake_id, epoch.parse::<Epoch>()) {
+                        last.insert(key, e);
+                    }
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
+            Some(Err(e)) => return Err(format!("cannot read the marker topic `{marker}`: {e}")),
+            None => {}
+        }
+    }
+}
+
+/// Creates `topic` with `partitions` if it is missing.
+pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, &BTreeMap::new())
+        .create()
+        .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
+    let created = block_on(admin.create_topics(
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new(),
+    ))
+    .map_err(|e| format!("cannot reach Kafka at {brokers} to create `{topic}`: {e}"))?;
+    for r in created {
+        if let Err((_, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(format!("cannot create topic `{topic}`: {code:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Produces every line of `text` (skipping a CSV header) to `topic`, keyed by
+/// the account (the second CSV field, or the JSON `account`) so one account's
+/// records keep their order in one partition. Returns the records produced.
+pub fn produce_lines(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    text: &[u8],
+    csv_header: bool,
+) -> Result<u64, String> {
+    ensure_topic(brokers, topic, partitions)?;
+    let mut c = client_config(brokers, &BTreeMap::new());
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "30000");
+    let p: BaseProducer = c
+        .create()
+        .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
+    let text = String::from_utf8_lossy(text);
+    let mut n = 0;
+    for line in text.lines().skip(usize::from(csv_header)) {
+        let key = if csv_header {
+            line.split(',').nth(1).unwrap_or(line).to_string()
+        } else {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| {
+                    v.get("account")
+                        .and_then(|a| a.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| line.to_string())
+        };
+        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(line);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    p.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(format!("cannot produce to `{topic}`: {e}")),
+            }
+        }
+        n += 1;
+    }
+    p.flush(Duration::from_secs(120))
+        .map_err(|e| format!("records to `{topic}` were not acknowledged: {e}"))?;
+    Ok(n)
+}
+
+/// Runs a future to completion on this thread (the admin client's calls are async).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// What a Kafka sink instance needs.
+#[derive(Clone, Debug)]
+pub struct KafkaSink {
+    /// `[sink.kafka]`.
+    pub spec: KafkaSinkSpec,
+    /// Resolved bootstrap servers.
+    pub brokers: String,
+    /// The pipeline name (part of the transactional id).
+    pub pipeline: String,
+    /// Identifies the lake, so markers of another lake's runs are ignored.
+    pub lake_id: String,
+    /// Per worker (`w<index>`): the last epoch already committed to the topic.
+    pub committed: BTreeMap<String, Epoch>,
+}
+
+/// The Kafka sink operator. See the module docs.
+pub trait KafkaScoredSink<'scope> {
+    /// Produces every scored record to the topic, one transaction per epoch.
+    fn sink_kafka(
+        self,
+        step_id: &str,
+        sink: KafkaSink,
+        fault: Fault,
+    ) -> Stream<'scope, Epoch, Vec<Commit>>;
+}
+
+impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
+    fn sink_kafka(
+        self,
+        step_id: &str,
+        sink: KafkaSink,
+        fault: Fault,
+    ) -> Stream<'scope, Epoch, Vec<Commit>> {
+        let worker = self.scope().index();
+        let step = step_id.to_string();
+        let me = format!("w{worker}");
+        let skip_until = sink.committed.get(&me).copied();
+        let mut producer: Option<BaseProducer> = None;
+        self.write_behind(step_id, fault, move |epoch, rows| {
+            let spec = &sink.spec;
+            let err = |what: &str, e: &dyn std::fmt::Display| format!("{step}: {what} (topic `{}`, epoch {epoch}): {e}", spec.topic);
+            if skip_until.is_some_and(|s| epoch <= s) {
+                info!(step_id = %step, epoch, "Epoch already in Kafka from before the restart; not producing it again.");
+                return Ok(vec![Commit { table: Table::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes: 0, parts: vec![] }]);
+            }
+            if producer.is_none() {
+                let mut c = client_config(&sink.brokers, &BTreeMap::new());
+                c.set("enable.idempotence", "true")
+                    .set("acks", &spec.acks)
+                    .set("compression.type", &spec.compression)
+                    .set("message.timeout.ms", "30000")
+                    .set("linger.ms", "5");
+                if spec.transactional {
+                    c.set("transactional.id", format!("millrace-{}-{}-{me}", sink.pipeline, spec.topic));
+                }
+                for (k, v) in &spec.librdkafka_options {
+                    c.set(k, v);
+                }
+                let p: BaseProducer = c.create().map_err(|e| err("cannot create the producer", &e))?;
+                if spec.transactional {
+                    p.init_transactions(Duration::from_secs(30)).map_err(|e| err("cannot initialise transactions", &e))?;
+                }
+                producer = Some(p);
+            }
+            let p = producer.as_ref().expect("created above");
+            if spec.transactional {
+                p.begin_transaction().map_err(|e| err("cannot begin a transaction", &e))?;
+            }
+            let mut bytes = 0u64;
+            for s in &rows {
+                let payload = render(s, epoch);
+                bytes += payload.len() as u64;
+                let mut record = BaseRecord::to(&spec.topic).key(s.record.key.as_str()).payload(payload.as_str());
+                loop {
+                    match p.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            record = r;
+                            p.poll(Duration::from_millis(10));
+                        }
+                        Err((e, _)) => return Err(err("cannot produce", &e)),
+                    }
+                }
+                p.poll(Duration::ZERO);
+            }
+            if spec.transactional {
+                let marker = marker_topic(&spec.topic);
+                let value = format!("{} {epoch}", sink.lake_id);
+                p.send(BaseRecord::to(&marker).key(me.as_str()).payload(value.as_str()).partition(0))
+                    .map_err(|(e, _)| err("cannot write the epoch marker", &e))?;
+                crate::crash_point!("kafka_before_commit");
+                p.commit_transaction(Duration::from_secs(60)).map_err(|e| err("cannot commit the transaction", &e))?;
+            } else {
+                p.flush(Duration::from_secs(60)).map_err(|e| err("records were not acknowledged", &e))?;
+            }
+            Ok(vec![Commit { table: Table::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
+        })
+    }
+}

@@ -1,0 +1,456 @@
+//! Kafka in and out, against a real Kafka-protocol broker over TCP (tansu,
+//! started per test on a free loopback port; `.ci/test` installs it and sets
+//! `MILLRACE_TANSU`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// A tansu broker on a free loopback port, stopped on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let tansu = std::env::var("MILLRACE_TANSU").unwrap_or_else(|_| "tansu".into());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the tansu broker `{tansu}` ({e}); run the suite with .ci/test, which installs it"));
+        let addr = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tansu did not start listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker { child, addr }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The fraud_kafka topology pointed at test topics.
+fn topology(dir: &Path, input: &str, output: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("topologies/fraud_kafka.toml"))
+        .unwrap()
+        .replace(
+            "topics = [\"transactions\"]",
+            &format!("topics = [\"{input}\"]"),
+        )
+        .replace("topic = \"scored\"", &format!("topic = \"{output}\""));
+    let path = dir.join("fraud_kafka.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Reads a topic to its end (read_committed): the JSON of every record, with its partition.
+fn consume(brokers: &str, topic: &str, group: Option<&str>) -> Vec<serde_json::Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group.unwrap_or("millrace-test-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut eof = BTreeSet::new();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while eof.len() < parts.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out reading `{topic}`"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                eof.remove(&m.partition());
+                out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The group's committed offsets and each partition's end (from a fetch), by partition.
+fn committed_and_end(brokers: &str, topic: &str, group: &str) -> BTreeMap<i32, (i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = consumer
+        .committed_offsets(tpl.clone(), Timeout::After(Duration::from_secs(10)))
+        .unwrap();
+    // The end: read each partition to its end and take the next offset.
+    let mut ends = BTreeMap::new();
+    let mut assign = TopicPartitionList::new();
+    for e in tpl.elements() {
+        assign
+            .add_partition_offset(topic, e.partition(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assign).unwrap();
+    let mut eof = BTreeSet::new();
+    let start = Instant::now();
+    while eof.len() < tpl.count() {
+        assert!(start.elapsed() < Duration::from_secs(60));
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                ends.insert(m.partition(), m.offset() + 1);
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            _ => {}
+        }
+    }
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let c = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            (e.partition(), (c, *ends.get(&e.partition()).unwrap_or(&0)))
+        })
+        .collect()
+}
+
+fn key_of(v: &serde_json::Value) -> (String, u64) {
+    (
+        v["source"].as_str().unwrap().to_string(),
+        v["line"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
+    let broker = Broker::start();
+    let dir = scratch("kafka-e2e");
+    let truth = gen(&dir, "unused.jsonl", 0, 1, &["--format", "jsonl"]);
+    assert_eq!(truth_u64(&truth, "rows_emitted"), 0);
+    let truth_path = dir.join("truth.json");
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "200000",
+            "--seed",
+            "61",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "4",
+            "--truth",
+            truth_path.to_str().unwrap(),
+        ],
+    );
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let topo = topology(&dir, "tx", "scored");
+    let out = millrace(
+        &dir,
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--workers",
+            "2",
+            "--brokers",
+            &broker.addr,
+            "--lake",
+            "lake",
+        ],
+    );
+
+    let emitted = truth_u64(&truth, "rows_emitted");
+    let (malformed, invalid, dups) = (
+        truth_u64(&truth, "malformed"),
+        truth_u64(&truth, "invalid"),
+        truth_u64(&truth, "duplicates"),
+    );
+    let clean = emitted - malformed - invalid - dups;
+    assert!(
+        out.contains(&format!(
+            "ledger: in {emitted} = clean {clean} + rejected {} + duplicate {dups}",
+            malformed + invalid
+        )),
+        "{out}"
+    );
+
+    // The scored topic: every clean record exactly once.
+    let records = consume(&broker.addr, "scored", None);
+    assert_eq!(records.len() as u64, clean, "{out}");
+    let keys: BTreeSet<(String, u64)> = records.iter().map(key_of).collect();
+    assert_eq!(keys.len(), records.len(), "a record was produced twice");
+    // The lake holds the same records with the same scores.
+    let lake: BTreeMap<(String, u64), f64> = scored(&dir.join("lake"))
+        .into_iter()
+        .map(|r| ((r.0, r.1), r.4))
+        .collect();
+    let topic: BTreeMap<(String, u64), f64> = records
+        .iter()
+        .map(|v| (key_of(v), v["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(lake.len(), topic.len());
+    // JSON text round-trips a score to within an ulp or two.
+    let differ = lake
+        .iter()
+        .filter(|(k, s)| topic.get(*k).is_none_or(|t| (*s - t).abs() > 1e-12))
+        .count();
+    assert_eq!(
+        differ, 0,
+        "{differ} records differ between the lake and the scored topic"
+    );
+    assert!(
+        lake.keys().all(|(src, _)| src.starts_with("tx/")),
+        "sources name topic/partition"
+    );
+    // Rejects name topic, partition and offset.
+    assert_eq!(
+        rows(&dir.join("lake"), "rejected") as u64,
+        malformed + invalid
+    );
+    // The group's committed offsets are the end of every partition.
+    let offsets = committed_and_end(&broker.addr, "tx", "millrace-fraud");
+    assert_eq!(offsets.len(), 4);
+    for (p, (committed, end)) in &offsets {
+        assert_eq!(
+            committed, end,
+            "partition {p}: committed offset is not the end"
+        );
+    }
+
+    // More records arrive; a second run resumes from its checkpoint and scores only them.
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "20000",
+            "--seed",
+            "62",
+            "--format",
+            "jsonl",
+            "--no-faults",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+        ],
+    );
+    let out2 = millrace(
+        &dir,
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--workers",
+            "2",
+            "--brokers",
+            &broker.addr,
+            "--lake",
+            "lake",
+        ],
+    );
+    assert!(
+        out2.contains("resumed from the checkpoint of epoch")
+            && out2.contains("ledger: in 20000 = clean 20000"),
+        "{out2}"
+    );
+    let records = consume(&broker.addr, "scored", None);
+    assert_eq!(records.len() as u64, clean + 20_000);
+    let keys: BTreeSet<(String, u64)> = records.iter().map(key_of).collect();
+    assert_eq!(
+        keys.len(),
+        records.len(),
+        "nothing is scored twice across runs"
+    );
+    assert_eq!(rows(&dir.join("lake"), "scored") as u64, clean + 20_000);
+}
+
+#[test]
+fn a_crash_between_the_kafka_commit_and_the_checkpoint_does_not_duplicate() {
+    let broker = Broker::start();
+    let dir = scratch("kafka-crash");
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "60000",
+            "--seed",
+            "63",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "2",
+        ],
+    );
+    let topo = topology(&dir, "tx", "scored");
+    let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args([
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            &broker.addr,
+            "--lake",
+            "lake",
+        ])
+        .current_dir(&dir)
+        .env("FAILPOINTS", "before_checkpoint=3*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run should crash");
+    let out = millrace(
+        &dir,
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            &broker.addr,
+            "--lake",
+            "lake",
+        ],
+    );
+    assert!(
+        out.contains("resumed from the checkpoint of epoch"),
+        "{out}"
+    );
+    let records = consume(&broker.addr, "scored", None);
+    let keys: BTreeSet<(String, u64)> = records.iter().map(key_of).collect();
+    assert_eq!(
+        keys.len(),
+        records.len(),
+        "an epoch committed to Kafka before the crash was produced again"
+    );
+    assert_eq!(
+        records.len(),
+        rows(&dir.join("lake"), "scored"),
+        "the topic and the lake agree after the crash"
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
+    let dir = scratch("kafka-down");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed again: nothing listens
+    let topo = topology(&dir, "tx", "scored");
+    let start = Instant::now();
+    let out = millrace_raw(
+        &dir,
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            &format!("127.0.0.1:{port}"),
+            "--lake",
+            "lake",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach Kafka at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn topology_refuses_owned_and_secret_librdkafka_options() {
+    let dir = scratch("kafka-options");
+    for (key, expect) in [
+        ("enable.auto.commit", "is set by millrace"),
+        ("sasl.password", "is a secret: set it in the environment"),
+    ] {
+        let text = std::fs::read_to_string(repo().join("topologies/fraud_kafka.toml"))
+            .unwrap()
+            .replace(
+                "\"fetch.max.bytes\" = \"52428800\"",
+                &format!("\"{key}\" = \"hunter2\""),
+            );
+        std::fs::write(dir.join("bad.toml"), &text).unwrap();
+        let out = millrace_raw(&dir, &["validate", "bad.toml"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!("source.kafka.librdkafka_options.{key}")) && err.contains(expect),
+            "{err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "a secret value is never printed: {err}"
+        );
+    }
+}
