@@ -9,5 +9,6 @@
 pub mod connectors;
 pub mod dataflow;
 pub mod gen;
+pub mod metrics;
 pub mod runtime;
 pub mod topology;

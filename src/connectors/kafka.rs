@@ -477,6 +477,7 @@ pub fn kafka<'scope>(
             while let Some(ev) = consumer.poll(Duration::ZERO) {
                 if let Err(e) = ev {
                     transport_errors += 1;
+                    metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
                     warn!(step_id = %step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
                 }
             }
@@ -511,6 +512,7 @@ pub fn kafka<'scope>(
                         }
                         Some(Err(e)) => {
                             transport_errors += 1;
+                            metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
                             warn!(step_id = %step, partition = %p.name, %e, "Kafka fetch error; librdkafka retries.");
                             break;
                         }
@@ -524,6 +526,8 @@ pub fn kafka<'scope>(
                 let mut chunks_handle = chunks_out.activate();
                 let mut session = chunks_handle.session(&c[0]);
                 for p in parts.iter_mut().filter(|p| p.taken > 0) {
+                    metrics::counter!(crate::metrics::RECORDS_IN, "step" => "kafka").increment(p.taken);
+                    metrics::counter!(crate::metrics::BYTES_IN, "step" => "kafka").increment(p.text.len() as u64);
                     session.give(Chunk {
                         source: p.name.clone(),
                         input: p.input,
@@ -540,6 +544,12 @@ pub fn kafka<'scope>(
                 let all_drained = cfg.once && parts.iter().all(Part::drained);
                 if any || all_drained || timed_out || stopping {
                     let offsets = parts.iter().filter(|p| p.next >= 0).map(|p| (p.name.to_string(), p.next)).collect();
+                    for (a, p) in cfg.assigned.iter().zip(parts.iter()) {
+                        if let Some(high) = cached_high_watermark(&consumer, &a.topic, a.partition) {
+                            let lag = (high - p.next.max(0)).max(0) as f64;
+                            metrics::gauge!(crate::metrics::KAFKA_LAG, "topic" => a.topic.clone(), "partition" => a.partition.to_string()).set(lag);
+                        }
+                    }
                     pos_out.activate().session(&c[2]).give(SourcePos { worker, position: None, offsets });
                     for cap in c.iter_mut() {
                         cap.downgrade(&(epoch + 1));

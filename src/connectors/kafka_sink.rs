@@ -157,6 +157,21 @@ pub fn committed_epochs(
 
 /// Creates `topic` with `partitions` if it is missing.
 pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    // Look first: creating is an admin call some brokers (and mocks) do not serve.
+    let probe: BaseConsumer = client_config(brokers, &BTreeMap::new())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+    let md = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("cannot reach Kafka at {brokers} to look up `{topic}`: {e}"))?;
+    if md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = client_config(brokers, &BTreeMap::new())
         .create()
         .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
@@ -326,9 +341,13 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
+                            metrics::counter!(crate::metrics::KAFKA_RETRIES, "step" => "kafka_scored").increment(1);
                             p.poll(Duration::from_millis(10));
                         }
-                        Err((e, _)) => return Err(err("cannot produce", &e)),
+                        Err((e, _)) => {
+                            metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka_scored", "kind" => "produce").increment(1);
+                            return Err(err("cannot produce", &e));
+                        }
                     }
                 }
                 p.poll(Duration::ZERO);

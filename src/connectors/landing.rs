@@ -532,6 +532,8 @@ pub fn landing<'scope>(
             let mut pos_handle = pos_out.activate();
             state.lines_in_epoch += lines;
             if let Some(chunk) = chunk {
+                metrics::counter!(crate::metrics::RECORDS_IN, "step" => "landing").increment(lines);
+                metrics::counter!(crate::metrics::BYTES_IN, "step" => "landing").increment(chunk.text.len() as u64);
                 chunks_handle.session(&c[0]).give(chunk);
                 if !eof {
                     crate::crash_point!("landing_mid_file");

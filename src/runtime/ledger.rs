@@ -238,6 +238,18 @@ impl RunTotals {
     }
 }
 
+/// Counts a completed epoch's ledger (once per epoch, on the coordinator).
+fn record_epoch_metrics(tally: &Tally, wall_s: f64) {
+    use crate::metrics::*;
+    metrics::counter!(RECORDS_CLEAN).increment(tally.clean);
+    metrics::counter!(RECORDS_DUPLICATE).increment(tally.duplicate);
+    for (reason, n) in tally.reasons() {
+        metrics::counter!(RECORDS_REJECTED, "reason" => reason).increment(n);
+    }
+    metrics::counter!(EPOCHS_COMMITTED).increment(1);
+    metrics::histogram!(EPOCH_COMMIT_SECONDS).record(wall_s);
+}
+
 #[derive(Default)]
 struct EpochAcc {
     tally: Tally,
@@ -325,6 +337,9 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             Event::Commit(c) => {
                                 acc.rows += c.rows;
                                 acc.bytes += c.bytes;
+                                let sink = c.table.name();
+                                metrics::counter!(crate::metrics::RECORDS_OUT, "sink" => sink).increment(c.rows);
+                                metrics::counter!(crate::metrics::BYTES_OUT, "sink" => sink).increment(c.bytes);
                                 acc.parts.extend(c.parts);
                                 let mut t = totals.borrow_mut();
                                 let entry = t.committed.entry(c.table).or_default();
@@ -431,6 +446,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             }
                         }
                     }
+                    record_epoch_metrics(&acc.tally, wall);
                     t.epochs += 1;
                     t.ledger.add(&acc.tally);
                     if !acc.tally.balanced() {

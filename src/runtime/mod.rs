@@ -131,6 +131,7 @@ pub struct RunSummary {
 pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let lake = plan.topology.lake.path.clone();
     let workers = opts.workers.max(1);
+    crate::metrics::install();
     let start = prepare(&plan, workers)?;
     let facts = manifest::load(&lake).map_err(|e| {
         RunError::External(format!(
