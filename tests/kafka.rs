@@ -437,7 +437,7 @@ fn topology_refuses_owned_and_secret_librdkafka_options() {
         let text = std::fs::read_to_string(repo().join("topologies/fraud_kafka.toml"))
             .unwrap()
             .replace(
-                "\"fetch.max.bytes\" = \"52428800\"",
+                "\"client.id\" = \"millrace-fraud\"",
                 &format!("\"{key}\" = \"hunter2\""),
             );
         std::fs::write(dir.join("bad.toml"), &text).unwrap();

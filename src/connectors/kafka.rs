@@ -273,7 +273,10 @@ fn consumer_config(spec: &KafkaSourceSpec) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
-        // Bound what librdkafka prefetches per consumer (its default is 64 MB).
+        // Bound what librdkafka prefetches (its defaults are 100,000 messages
+        // per partition and 64 MB per consumer): epochs hold back the source
+        // anyway, so a deep prefetch only costs memory.
+        .set("queued.min.messages", "20000")
         .set("queued.max.messages.kbytes", "16384")
         .set(
             "auto.offset.reset",
