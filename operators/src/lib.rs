@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod clean;
+pub mod detect;
 pub mod epochs;
 pub mod featurize;
 pub mod hash;
