@@ -149,6 +149,7 @@ fn parent(rows: u64) {
         );
     }
     let _ = broker.kill();
+    let _ = broker.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -173,7 +173,7 @@ fn child(mode: &str, dir: &Path) {
                 &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
             )
             .unwrap();
-            plan.landing.path = dir.join("landing");
+            plan.landing.as_mut().expect("the quickstart reads a landing folder").path = dir.join("landing");
             plan.topology.lake.path = lake;
             plan.topology.checkpoint.enabled = mode != "engine-nockpt";
             let workers = if mode == "engine-2w" { 2 } else { 1 };
