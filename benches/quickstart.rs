@@ -131,8 +131,8 @@ fn parent(rows: u64) {
     }
     let base = results[0].1["records_per_s"].as_f64().unwrap();
     println!(
-        "{:<10} {:>10} {:>14} {:>14} {:>12} {:>9}  {}",
-        "mode", "lines", "seconds", "records/s", "peak MB", "ratio", "AUC (scored, labelled)"
+        "{:<10} {:>10} {:>14} {:>14} {:>12} {:>9}  AUC (scored, labelled)",
+        "mode", "lines", "seconds", "records/s", "peak MB", "ratio"
     );
     for (mode, v) in &results {
         let rps = v["records_per_s"].as_f64().unwrap();
@@ -173,7 +173,10 @@ fn child(mode: &str, dir: &Path) {
                 &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
             )
             .unwrap();
-            plan.landing.as_mut().expect("the quickstart reads a landing folder").path = dir.join("landing");
+            plan.landing
+                .as_mut()
+                .expect("the quickstart reads a landing folder")
+                .path = dir.join("landing");
             plan.topology.lake.path = lake;
             plan.topology.checkpoint.enabled = mode != "engine-nockpt";
             let workers = if mode == "engine-2w" { 2 } else { 1 };

@@ -65,7 +65,9 @@ fn ledger_matches_the_generators_ground_truth() {
         .iter()
         .map(|(_, b)| {
             let l = b.column_by_name("imputed").unwrap().as_list::<i32>();
-            (0..b.num_rows()).filter(|i| l.value(*i).len() > 0).count()
+            (0..b.num_rows())
+                .filter(|i| !l.value(*i).is_empty())
+                .count()
         })
         .sum();
     let missing = truth_u64(&truth, "missing_rows");

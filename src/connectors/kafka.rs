@@ -491,11 +491,10 @@ pub fn kafka<'scope>(
                     match p.queue.poll(Duration::ZERO) {
                         None => break,
                         Some(Ok(m)) => {
-                            if cfg.once {
-                                if p.end.is_none() {
+                            if cfg.once
+                                && p.end.is_none() {
                                     p.end = cached_high_watermark(&consumer, m.topic(), m.partition());
                                 }
-                            }
                             // One message is one line: fold any newline inside it.
                             let payload = m.payload().unwrap_or_default();
                             match std::str::from_utf8(payload) {

@@ -276,7 +276,7 @@ impl State {
             if let Some(versions) = self.cfg.processed.get(&name) {
                 if versions.iter().any(|(s, _)| *s == size) {
                     let h = file_hash(&root.join(&name))?;
-                    if versions.iter().any(|v| *v == (size, h)) {
+                    if versions.contains(&(size, h)) {
                         self.known.insert(name, (size, modified_ms));
                         continue;
                     }

@@ -64,7 +64,7 @@ impl Adwin {
             self.window.pop_front();
         }
         self.ticks += 1;
-        if self.ticks % self.clock != 0 || self.window.len() < 2 * self.min_part {
+        if !self.ticks.is_multiple_of(self.clock) || self.window.len() < 2 * self.min_part {
             return Assessment::QUIET;
         }
         let n = self.window.len();

@@ -139,7 +139,7 @@ impl DriftMonitor {
         if self.current.len() > self.window {
             self.current.pop_front();
         }
-        if self.current.len() < self.window || self.seen % self.every != 0 {
+        if self.current.len() < self.window || !self.seen.is_multiple_of(self.every) {
             return Assessment::QUIET;
         }
         let cur: Vec<f64> = self.current.iter().copied().collect();
