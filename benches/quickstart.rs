@@ -15,7 +15,8 @@
 //! * `engine` — `millrace run topologies/quickstart.toml --once` in-process with
 //!   1 worker, checkpointing every epoch (the default); `engine-nockpt` the
 //!   same with checkpoints off (the cost of checkpointing is the ratio of the
-//!   two); `engine-2w` with 2 workers.
+//!   two); `engine-nomon` with the monitors off (the cost of monitoring);
+//!   `engine-2w` with 2 workers.
 //!
 //! It prints records/s and peak RSS for each, the ratio to the loop, and checks
 //! that the loop and the engine scored the same records with the same AUC.
@@ -108,7 +109,13 @@ fn parent(rows: u64) {
         truth.rows_emitted, rows, truth.duplicates
     );
     let mut results = Vec::new();
-    for mode in ["loop", "engine", "engine-nockpt", "engine-2w"] {
+    for mode in [
+        "loop",
+        "engine",
+        "engine-nockpt",
+        "engine-nomon",
+        "engine-2w",
+    ] {
         let _ = std::fs::remove_dir_all(dir.join(format!("lake-{mode}")));
         let out = Command::new(std::env::current_exe().unwrap())
             .env("MILLRACE_BENCH_MODE", mode)
@@ -179,6 +186,10 @@ fn child(mode: &str, dir: &Path) {
                 .path = dir.join("landing");
             plan.topology.lake.path = lake;
             plan.topology.checkpoint.enabled = mode != "engine-nockpt";
+            if mode == "engine-nomon" {
+                plan.topology.monitors.clear();
+                plan.watched = None;
+            }
             let workers = if mode == "engine-2w" { 2 } else { 1 };
             let s = millrace::runtime::run(
                 Arc::new(plan),

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use millrace_operators::clean::Clean;
 use millrace_operators::epochs::{StateError, StateIo};
 use millrace_operators::featurize::Featurize;
+use millrace_operators::monitor::Monitors;
 use millrace_operators::parse::Parse;
 use millrace_operators::score::{Score, Scorer};
 use millrace_operators::Epoch;
@@ -120,6 +121,7 @@ pub fn build<'scope>(
     let scoring = examples.score(
         "score",
         Scorer::new(&t.model, &plan.features),
+        plan.watched.clone(),
         state("score"),
     )?;
 
@@ -137,6 +139,9 @@ pub fn build<'scope>(
         cleaned.tallies.map(Event::Tally),
         scoring.evals.map(Event::Eval),
     ];
+    if plan.watched.is_some() {
+        events.push(scoring.windows.map(Event::Windows));
+    }
     let mut record_tables = Vec::new();
     if wants(Table::Clean) {
         record_tables.push(clean_table());
@@ -202,6 +207,14 @@ pub fn build<'scope>(
         },
         _ => None,
     };
+    let monitors = plan.watched.as_ref().map(|watched| {
+        Monitors::new(
+            &plan.schema,
+            &t.monitors,
+            watched,
+            t.alerts.allowed_lateness_ms,
+        )
+    });
     let coordinator = Coordinator {
         lake,
         metrics: wants(Table::Metrics),
@@ -209,6 +222,21 @@ pub fn build<'scope>(
         totals: ctx.totals,
         fault: ctx.fault,
         kafka_commit,
+        monitors,
+        alerts_table: wants(Table::Alerts),
+        alerts_jsonl: t.alerts.jsonl.as_ref().map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                t.lake.path.join(p)
+            }
+        }),
+        threshold: t.model.threshold,
+        notifiers: if worker == 0 {
+            notifiers(t)
+        } else {
+            Vec::new()
+        },
     };
     let done = ProbeHandle::new();
     scope
@@ -217,6 +245,24 @@ pub fn build<'scope>(
         .probe_with(&committed)
         .probe_with(&done);
     Ok(done)
+}
+
+/// The alert channels of a topology (checked when it was loaded).
+fn notifiers(t: &crate::topology::Topology) -> Vec<crate::connectors::notify::Notifier> {
+    use crate::connectors::notify::Notifier;
+    let mut out = Vec::new();
+    if let Some(spec) = &t.alerts.webhook {
+        out.push(Notifier::start(
+            crate::connectors::webhook::Webhook::new(spec.clone())
+                .expect("checked by the topology"),
+        ));
+    }
+    if let Some(spec) = &t.alerts.email {
+        out.push(Notifier::start(
+            crate::connectors::email::Email::new(spec.clone()).expect("checked by the topology"),
+        ));
+    }
+    out
 }
 
 /// A readable description of the dataflow `plan` builds (what `millrace validate` prints).

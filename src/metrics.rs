@@ -32,6 +32,10 @@ pub const EPOCH_COMMIT_SECONDS: &str = "millrace_epoch_commit_seconds";
 pub const KAFKA_LAG: &str = "millrace_kafka_consumer_lag_records";
 /// Kafka client errors that librdkafka retries (labels `step`, `kind`).
 pub const KAFKA_ERRORS: &str = "millrace_kafka_errors_total";
+/// Alerts raised (labels `rule`, `state`).
+pub const ALERTS: &str = "millrace_alerts_total";
+/// Alert deliveries by channel and outcome (`delivered`, `retried`, `failed`, `dropped`).
+pub const ALERT_DELIVERIES: &str = "millrace_alert_deliveries_total";
 /// Kafka records produced again after a queue-full back-off (label `step`).
 pub const KAFKA_RETRIES: &str = "millrace_kafka_produce_retries_total";
 
@@ -87,6 +91,12 @@ fn describe() {
         KAFKA_ERRORS,
         Unit::Count,
         "Kafka client errors (retried by librdkafka)."
+    );
+    describe_counter!(ALERTS, Unit::Count, "Alerts raised, by rule and state.");
+    describe_counter!(
+        ALERT_DELIVERIES,
+        Unit::Count,
+        "Alert deliveries by channel and outcome."
     );
     describe_counter!(
         KAFKA_RETRIES,

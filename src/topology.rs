@@ -49,6 +49,45 @@ pub struct Topology {
     /// Checkpoints (exactly-once recovery).
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// Windowed anomaly rules over the data, the model and the pipeline.
+    #[serde(default)]
+    pub monitors: Vec<millrace_operators::monitor::MonitorSpec>,
+    /// Where alerts go, and event-time lateness for the monitors' windows.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+}
+
+/// `[alerts]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSpec {
+    /// A JSON-lines file every alert is appended to (relative paths: to the lake).
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
+    /// How far behind the latest event time a monitor window may still receive records.
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness_ms: i64,
+    /// `[alerts.webhook]`: POST alerts as JSON.
+    #[serde(default)]
+    pub webhook: Option<crate::connectors::webhook::WebhookSpec>,
+    /// `[alerts.email]`: email alerts over SMTP.
+    #[serde(default)]
+    pub email: Option<crate::connectors::email::EmailSpec>,
+}
+
+fn default_lateness() -> i64 {
+    5_000
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        AlertsSpec {
+            jsonl: None,
+            allowed_lateness_ms: default_lateness(),
+            webhook: None,
+            email: None,
+        }
+    }
 }
 
 /// `[checkpoint]`.
@@ -178,6 +217,8 @@ pub enum Table {
     Rejected,
     /// Per-epoch ledger, throughput and model metrics.
     Metrics,
+    /// Alerts raised by the monitors (firing and resolved).
+    Alerts,
     /// Not a lake table: the Kafka sink's commits (for the run's accounting).
     Kafka,
 }
@@ -190,6 +231,7 @@ impl Table {
             Table::Scored => "scored",
             Table::Rejected => "rejected",
             Table::Metrics => "metrics",
+            Table::Alerts => "alerts",
             Table::Kafka => "kafka",
         }
     }
@@ -273,6 +315,8 @@ pub struct Compiled {
     pub landing: Option<LandingSpec>,
     /// The Kafka source, if the topology reads Kafka.
     pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
+    /// The series the monitors watch (`None` without monitors).
+    pub watched: Option<millrace_operators::monitor::Watched>,
     /// The compiled schema.
     pub schema: Arc<Schema>,
     /// The compiled features.
@@ -380,6 +424,14 @@ impl Topology {
                 });
             }
         }
+        if let Some(w) = &self.alerts.webhook {
+            crate::connectors::webhook::Webhook::new(w.clone())
+                .map_err(|m| e("alerts.webhook.url", &m))?;
+        }
+        if let Some(m) = &self.alerts.email {
+            crate::connectors::email::Email::new(m.clone())
+                .map_err(|msg| e("alerts.email", &msg))?;
+        }
         if self.lake.tables.contains(&Table::Kafka) {
             return Err(e(
                 "lake.tables",
@@ -430,9 +482,18 @@ impl Topology {
                 "expected at least one `[[features]]` entry for the model",
             ));
         }
+        let watched = if self.monitors.is_empty() {
+            None
+        } else {
+            Some(millrace_operators::monitor::Watched::new(
+                &schema,
+                &self.monitors,
+            )?)
+        };
         Ok(Compiled {
             landing,
             kafka,
+            watched,
             topology: self,
             schema,
             features,

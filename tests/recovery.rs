@@ -138,6 +138,36 @@ impl Rng {
     }
 }
 
+/// Starts `millrace ARGS` in `dir` again and again, SIGKILLing it after a random
+/// 20–420 ms, until it has been killed `kills` times mid-run. A run that
+/// finishes before its kill has its lake removed so the next start kills mid-run.
+fn kill_repeatedly(dir: &Path, args: &[String], lake: &str, kills: usize, seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let (mut killed, mut starts) = (0, 0);
+    while killed < kills {
+        starts += 1;
+        assert!(
+            starts < 60,
+            "seed {seed}: the run keeps finishing before it can be killed"
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            killed += 1;
+        } else {
+            std::fs::remove_dir_all(dir.join(lake)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let seed: u64 = std::env::var("MILLRACE_KILL_SEED")
@@ -148,32 +178,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let dir = input("kill", &[]);
     run_to_end(&dir, "lake-a");
 
-    let mut rng = Rng(seed | 1);
-    let mut kills = 0;
-    let mut starts = 0;
-    while kills < 6 {
-        starts += 1;
-        assert!(
-            starts < 60,
-            "seed {seed}: the run keeps finishing before it can be killed"
-        );
-        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
-            .args(run_args("lake-b"))
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            kills += 1;
-        } else {
-            // It finished: the lake is complete; start over to keep killing mid-run.
-            std::fs::remove_dir_all(dir.join("lake-b")).unwrap();
-        }
-    }
+    let kills = 6;
+    kill_repeatedly(&dir, &run_args("lake-b"), "lake-b", kills, seed);
     let out = run_to_end(&dir, "lake-b");
     assert!(
         out.contains("resumed from the checkpoint of epoch"),
@@ -440,28 +446,7 @@ fn two_workers_recover_from_kills_too() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    let mut rng = Rng(77);
-    let mut kills = 0;
-    let mut starts = 0;
-    while kills < 4 {
-        starts += 1;
-        assert!(starts < 60);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
-            .args(args("lake-b"))
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        } else {
-            std::fs::remove_dir_all(dir.join("lake-b")).unwrap();
-        }
-    }
+    kill_repeatedly(&dir, &args("lake-b"), "lake-b", 4, 77);
     let out = millrace(
         &dir,
         &args("lake-b")

@@ -26,6 +26,7 @@ pub mod featurize;
 pub mod hash;
 pub mod learn;
 pub mod ledger;
+pub mod monitor;
 pub mod parse;
 pub mod record;
 pub mod schema;

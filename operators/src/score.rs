@@ -27,6 +27,7 @@ use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::featurize::Features;
 use crate::learn::logistic::ModelSpec;
 use crate::learn::{EvalPartial, LogisticRegression, StandardScaler};
+use crate::monitor::{Watched, WindowPartial};
 use crate::record::{Example, Scored};
 use crate::Epoch;
 
@@ -89,6 +90,8 @@ pub struct ScoreStreams<'scope> {
     pub evals: Stream<'scope, Epoch, Vec<EvalPartial>>,
     /// State snapshots after each processed epoch (when checkpointing).
     pub snapshots: Stream<'scope, Epoch, Vec<Snapshot>>,
+    /// Per processed epoch, window aggregates of the monitored series (when watching).
+    pub windows: Stream<'scope, Epoch, Vec<WindowPartial>>,
 }
 
 /// The `score` operator. See the module docs.
@@ -98,6 +101,7 @@ pub trait Score<'scope> {
         self,
         step_id: &str,
         scorer: Scorer,
+        watched: Option<Watched>,
         state: StateIo,
     ) -> Result<ScoreStreams<'scope>, StateError>;
 }
@@ -107,6 +111,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         self,
         step_id: &str,
         mut scorer: Scorer,
+        watched: Option<Watched>,
         state: StateIo,
     ) -> Result<ScoreStreams<'scope>, StateError> {
         let worker = self.scope().index();
@@ -118,6 +123,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         let (scored_out, scored) = builder.new_output();
         let (eval_out, evals) = builder.new_output();
         let (snap_out, snapshots) = builder.new_output();
+        let (windows_out, windows) = builder.new_output();
+        let mut windows_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<WindowPartial>>>::from(windows_out);
         let mut scored_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(scored_out);
         let mut eval_out =
@@ -126,17 +134,32 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
         let step = step_id.to_string();
         builder.build(move |_caps| {
-            let mut stash = EpochStash::new(3);
+            let mut stash = EpochStash::new(4);
             move |frontiers| {
                 stash.ingest(&mut input);
                 let mut scored_handle = scored_out.activate();
                 let mut eval_handle = eval_out.activate();
                 let mut snap_handle = snap_out.activate();
+                let mut windows_handle = windows_out.activate();
                 while let Some((epoch, caps, batch)) = stash.next_ready(&frontiers[0]) {
-                    let mut eval = EvalPartial::default();
+                    let mut eval = EvalPartial {
+                        worker,
+                        ..EvalPartial::default()
+                    };
                     let mut session = scored_handle.session(&caps[0]);
+                    let mut partial = WindowPartial {
+                        worker,
+                        windows: Default::default(),
+                    };
                     for ex in batch {
-                        session.give(scorer.apply(ex, &mut eval));
+                        let s = scorer.apply(ex, &mut eval);
+                        if let Some(w) = &watched {
+                            partial.add(w, &s);
+                        }
+                        session.give(s);
+                    }
+                    if watched.is_some() {
+                        windows_handle.session(&caps[3]).give(partial);
                     }
                     eval_handle.session(&caps[1]).give(eval);
                     if state.snapshot {
@@ -154,6 +177,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             scored,
             evals,
             snapshots,
+            windows,
         })
     }
 }

@@ -4,7 +4,11 @@
 //! cuts epochs; a sink buffers an epoch and commits it once the frontier has
 //! passed it, then reports a [`lake::Commit`] downstream.
 
+pub mod alerts;
+pub mod email;
 pub mod kafka;
 pub mod kafka_sink;
 pub mod lake;
 pub mod landing;
+pub mod notify;
+pub mod webhook;

@@ -63,6 +63,9 @@ pub struct Checkpoint {
     /// Kafka source: the next offset of every partition (`topic/partition`).
     #[serde(default)]
     pub kafka: BTreeMap<String, i64>,
+    /// The monitors' state (bincode), when the topology has monitors.
+    #[serde(default)]
+    pub monitors: Option<Vec<u8>>,
 }
 
 /// Where one operator instance's snapshot is stored.
@@ -455,6 +458,7 @@ mod tests {
             files: vec![],
             latest_time_ms: 0,
             kafka: BTreeMap::new(),
+            monitors: None,
         }
     }
 

@@ -40,12 +40,14 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 use tracing::{error, info};
 
+use crate::connectors::alerts::{alerts_table, append_jsonl};
 use crate::connectors::lake::{write_epoch, Commit, Lake, TableFormat};
 use crate::connectors::landing::{FileFact, FilePos, SourcePos};
 use crate::runtime::checkpoint::{self, Checkpoint, StateRef};
 use crate::runtime::snapshots::StateSaved;
 use crate::runtime::{manifest, Fault};
 use crate::topology::Table;
+use millrace_operators::monitor::{Alert, AlertState, Monitors, WindowPartial};
 
 /// What workers report to the coordinator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,6 +64,8 @@ pub enum Event {
     Source(SourcePos),
     /// A worker's operator snapshots of the epoch are durable.
     State(StateSaved),
+    /// A worker's window aggregates of the epoch, for the monitors.
+    Windows(WindowPartial),
 }
 
 /// One row of the `metrics` table: an epoch's ledger, throughput and model quality.
@@ -201,6 +205,8 @@ pub struct RunTotals {
     pub files: Vec<FileFact>,
     /// Rows and bytes committed to the lake, by table.
     pub committed: BTreeMap<Table, (u64, u64, u64)>,
+    /// Alerts raised, in order.
+    pub alerts: Vec<Alert>,
     /// Per completed epoch, in order: the epoch, and `eval`'s labelled count,
     /// correct count and log-loss sum after it (its pairs are `eval.pairs[..n]`).
     pub marks: Vec<(Epoch, u64, u64, f64)>,
@@ -260,6 +266,8 @@ struct EpochAcc {
     parts: Vec<(String, String)>,
     positions: Vec<SourcePos>,
     saved: Vec<StateRef>,
+    evals: Vec<EvalPartial>,
+    windows: Vec<WindowPartial>,
 }
 
 /// How the coordinator checkpoints.
@@ -289,6 +297,16 @@ pub struct Coordinator {
     pub fault: Fault,
     /// Kafka source: a client to commit the group's offsets after each checkpoint.
     pub kafka_commit: Option<rdkafka::consumer::BaseConsumer>,
+    /// The monitors, fresh (the resumed checkpoint's state replaces them if it has one).
+    pub monitors: Option<Monitors>,
+    /// Write the `alerts` table.
+    pub alerts_table: bool,
+    /// The JSON-lines file alerts are appended to.
+    pub alerts_jsonl: Option<std::path::PathBuf>,
+    /// The model's decision threshold (errors for the `error_rate` monitor).
+    pub threshold: f64,
+    /// Alert channels (webhook, email) fed after each checkpoint.
+    pub notifiers: Vec<crate::connectors::notify::Notifier>,
 }
 
 /// The coordinator operator. See the module docs.
@@ -311,7 +329,14 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             totals,
             fault,
             kafka_commit,
+            monitors,
+            alerts_table: write_alerts,
+            alerts_jsonl,
+            threshold,
+            notifiers,
         } = c;
+        let alerts_format = alerts_table();
+        let alerts_arrow = (alerts_format.arrow_schema)(&lake.schema);
         let metrics_format = metrics_table();
         let metrics_arrow = (metrics_format.arrow_schema)(&lake.schema);
         let metrics_lake = lake.clone();
@@ -323,6 +348,16 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             // The latest source position per worker and snapshot per operator instance.
             let workers = checkpointing.as_ref().map_or(0, |c| c.workers);
             let mut sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.sources.clone());
+            let mut monitors = match resumed.as_ref().and_then(|r| r.monitors.as_ref()) {
+                Some(bytes) => match bincode::deserialize::<Monitors>(bytes) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        fault.raise(format!("{step}: cannot restore the monitors from the checkpoint: {e}"));
+                        None
+                    }
+                },
+                None => monitors,
+            };
             let mut kafka_offsets: BTreeMap<String, i64> = resumed.as_ref().map(|r| r.kafka.clone()).unwrap_or_default();
             let mut states: BTreeMap<(String, usize), StateRef> =
                 resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
@@ -333,7 +368,8 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     for event in data.flat_map(|d| d.drain(..)) {
                         match event {
                             Event::Tally(t) => acc.tally.add(&t),
-                            Event::Eval(e) => acc.eval.merge(&e),
+                            Event::Eval(e) => acc.evals.push(e),
+                            Event::Windows(w) => acc.windows.push(w),
                             Event::Commit(c) => {
                                 acc.rows += c.rows;
                                 acc.bytes += c.bytes;
@@ -362,6 +398,11 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     let epoch = *entry.key();
                     let (cap, mut acc) = entry.remove();
                     acc.files.sort_by(|a, b| a.name.cmp(&b.name));
+                    // Merge evaluations in worker order: pair order (and so every sum) is deterministic.
+                    acc.evals.sort_by_key(|e| e.worker);
+                    for e in std::mem::take(&mut acc.evals) {
+                        acc.eval.merge(&e);
+                    }
                     for p in acc.positions.drain(..) {
                         kafka_offsets.extend(p.offsets);
                         if p.worker >= sources.len() {
@@ -388,6 +429,34 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         log_loss: t.eval.log_loss_sum / t.eval.n.max(1) as f64,
                         auc: f64::NAN,
                     };
+                    // Monitors judge the epoch; their alerts are committed with it.
+                    let alerts = match monitors.as_mut() {
+                        Some(m) => {
+                            let errors: Vec<bool> = acc.eval.pairs.iter().map(|(p, y)| (*p > threshold) != *y).collect();
+                            let latest = (latest_time != i64::MIN).then_some(latest_time);
+                            m.epoch(epoch, std::mem::take(&mut acc.windows), &acc.tally, &errors, latest)
+                        }
+                        None => Vec::new(),
+                    };
+                    for a in &alerts {
+                        tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch, message = %a.message, "Alert.");
+                        metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => if a.state == AlertState::Firing { "firing" } else { "resolved" }).increment(1);
+                    }
+                    if write_alerts && !alerts.is_empty() {
+                        match write_epoch(&metrics_lake, &alerts_format, &alerts_arrow, &alerts, epoch, 0) {
+                            Ok(commit) => acc.parts.extend(commit.parts),
+                            Err(e) => {
+                                fault.raise(format!("{step}: cannot write the alerts of epoch {epoch} under {}: {e}", lake.root.display()));
+                                return;
+                            }
+                        }
+                    }
+                    if let Some(path) = &alerts_jsonl {
+                        if let Err(e) = append_jsonl(path, &alerts) {
+                            fault.raise(format!("{step}: cannot append alerts to {}: {e}", path.display()));
+                            return;
+                        }
+                    }
                     let row = MetricsRow {
                         epoch,
                         time_ms: if latest_time == i64::MIN { 0 } else { latest_time },
@@ -422,6 +491,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             files: acc.files.clone(),
                             latest_time_ms: latest_time,
                             kafka: kafka_offsets.clone(),
+                            monitors: monitors.as_ref().map(|m| bincode::serialize(m).expect("monitor state serializes")),
                         };
                         let written = checkpoint::write(root, &ckpt, || crate::crash_point!("checkpoint_before_rename"))
                             .and_then(|()| {
@@ -459,6 +529,11 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
                     }
                     t.files.extend(acc.files);
+                    // Channels hear of an epoch's alerts once it is committed.
+                    for n in &notifiers {
+                        n.send(&alerts);
+                    }
+                    t.alerts.extend(alerts);
                     output.session(&cap).give(row);
                 }
             }

@@ -125,6 +125,8 @@ pub struct RunSummary {
     pub resumed_from: Option<u64>,
     /// Peak resident memory of the process.
     pub peak_rss_bytes: u64,
+    /// Alerts raised by the monitors, in order.
+    pub alerts: Vec<millrace_operators::monitor::Alert>,
 }
 
 /// Runs `plan` to completion (with `once`) or until a fault.
@@ -286,6 +288,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         lake,
         resumed_from,
         peak_rss_bytes: peak_rss_bytes(),
+        alerts: t.alerts.clone(),
     })
 }
 
@@ -445,6 +448,19 @@ impl std::fmt::Display for RunSummary {
             "peak memory: {:.1} MB",
             self.peak_rss_bytes as f64 / 1_048_576.0
         )?;
+        if !self.alerts.is_empty() {
+            writeln!(f, "alerts: {} raised", self.alerts.len())?;
+            for a in &self.alerts {
+                writeln!(
+                    f,
+                    "  epoch {:>6}  {:<8} {:?} {}",
+                    a.epoch,
+                    format!("{:?}", a.state).to_lowercase(),
+                    a.severity,
+                    a.message
+                )?;
+            }
+        }
         if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == Table::Kafka) {
             writeln!(f, "kafka: {rows} scored records produced ({bytes} bytes)")?;
         }

@@ -55,9 +55,9 @@ impl SpikeDip {
         let median = median(&mut v);
         let mut dev: Vec<f64> = v.iter().map(|y| (y - median).abs()).collect();
         let mad = median_of(&mut dev) * 1.4826;
-        // A flat window: any change is infinitely surprising; use a floor so
-        // float noise is not.
-        let scale = mad.max(median.abs() * 1e-9).max(1e-12);
+        // A nearly flat window (a steady record rate, say) would make any
+        // wobble look infinite: the scale is at least 1% of the level.
+        let scale = mad.max(median.abs() * 0.01).max(1e-12);
         Some((x - median) / scale)
     }
 

@@ -22,6 +22,9 @@ pub struct EvalPartial {
     pub pairs: Vec<(f64, bool)>,
     /// Smallest and largest event time (ms) of the records scored, labelled or not.
     pub event_range: Option<(i64, i64)>,
+    /// The worker that scored them (partials merge in worker order, so pair order is deterministic).
+    #[serde(default)]
+    pub worker: usize,
 }
 
 /// Metrics computed from an [`EvalPartial`].

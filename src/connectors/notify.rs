@@ -1,0 +1,110 @@
+//! Alert delivery behind the dataflow: one thread and a bounded queue per channel.
+//!
+//! The coordinator hands each epoch's alerts to every channel with
+//! [`Notifier::send`], which never blocks: a full queue drops the batch,
+//! counted and logged (`outcome="dropped"`). The channel's thread delivers
+//! batches in order, retrying a failure with exponential backoff (0.2 s,
+//! doubling, at most 10 s between attempts) up to the channel's attempts;
+//! a batch that still fails is counted and logged with the alerts it carried.
+//! Dropping the notifier lets the thread finish what is queued (for at most
+//! 30 s), so a `--once` run delivers its last alerts before exiting.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use millrace_operators::monitor::Alert;
+use tracing::{error, warn};
+
+/// A delivery channel (webhook, email).
+pub trait Delivery: Send + 'static {
+    /// The channel's name (a metric label).
+    fn name(&self) -> &'static str;
+    /// Attempts per batch.
+    fn attempts(&self) -> u32;
+    /// Delivers one batch, or says why not.
+    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), String>;
+}
+
+/// A channel's queue and thread.
+pub struct Notifier {
+    name: &'static str,
+    queue: Option<SyncSender<Vec<Alert>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Notifier {
+    /// Starts the channel's thread.
+    pub fn start(mut channel: impl Delivery) -> Notifier {
+        let name = channel.name();
+        let (queue, rx) = sync_channel::<Vec<Alert>>(256);
+        let thread = std::thread::Builder::new()
+            .name(format!("millrace-alerts-{name}"))
+            .spawn(move || {
+                for batch in rx {
+                    let mut wait = Duration::from_millis(200);
+                    let attempts = channel.attempts();
+                    for attempt in 1..=attempts {
+                        match channel.deliver(&batch) {
+                            Ok(()) => {
+                                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "delivered").increment(1);
+                                break;
+                            }
+                            Err(e) if attempt < attempts => {
+                                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "retried").increment(1);
+                                warn!(channel = name, attempt, %e, "Alert delivery failed; retrying.");
+                                std::thread::sleep(wait);
+                                wait = (wait * 2).min(Duration::from_secs(10));
+                            }
+                            Err(e) => {
+                                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "failed").increment(1);
+                                let rules: Vec<String> = batch.iter().map(|a| format!("{}:{:?}", a.rule_id, a.state)).collect();
+                                error!(channel = name, attempts, %e, alerts = ?rules, "Alert delivery failed for good; the alerts are in the lake's alerts table.");
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("the alert thread starts");
+        Notifier {
+            name,
+            queue: Some(queue),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a batch; never blocks.
+    pub fn send(&self, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        if let Some(q) = &self.queue {
+            if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
+                q.try_send(alerts.to_vec())
+            {
+                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => self.name, "outcome" => "dropped").increment(1);
+                error!(channel = self.name, alerts = batch.len(), "Alert queue full; dropping a batch (the alerts are in the lake's alerts table).");
+            }
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(t) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                warn!(
+                    channel = self.name,
+                    "Alert deliveries still pending at exit."
+                );
+            }
+        }
+    }
+}

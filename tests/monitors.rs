@@ -1,0 +1,304 @@
+//! Monitors and alerts: the quickstart's rules on generated streams with known
+//! faults, and the webhook and email channels against real servers.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Alerts in the lake's JSON-lines file: (rule, state, window start, window end).
+fn alerts(lake: &Path) -> Vec<(String, String, i64, i64)> {
+    let text = std::fs::read_to_string(lake.join("alerts.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["rule_id"].as_str().unwrap().to_string(),
+                v["state"].as_str().unwrap().to_string(),
+                v["window_start_ms"].as_i64().unwrap(),
+                v["window_end_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn first(alerts: &[(String, String, i64, i64)], rule: &str, state: &str) -> Option<(i64, i64)> {
+    alerts
+        .iter()
+        .find(|a| a.0 == rule && a.1 == state)
+        .map(|a| (a.2, a.3))
+}
+
+#[test]
+fn the_quickstart_alerts_on_the_spike_the_gap_and_the_drift_and_resolves() {
+    let dir = scratch("monitors");
+    let truth = gen(&dir, "tx.csv", 300_000, 7, &[]);
+    settle(&dir);
+    let out = millrace(
+        &dir,
+        &[
+            "run",
+            &quickstart(),
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake",
+        ],
+    );
+    let lake = dir.join("lake");
+    let all = alerts(&lake);
+    let window = 10_000;
+    // The volume/amount spike: an alert whose window overlaps the spike, firing within two windows of it.
+    let spike = truth["spike_ms"][0].as_i64().unwrap();
+    let fired = first(&all, "amount_spike", "firing").or(first(&all, "volume", "firing"));
+    let (start, _) = fired.unwrap_or_else(|| panic!("no spike alert:\n{out}"));
+    assert!(
+        (spike - window..=spike + 2 * window).contains(&start),
+        "spike at {spike}, alert window at {start}:\n{out}"
+    );
+    assert!(
+        first(&all, "amount_spike", "resolved").is_some()
+            || first(&all, "volume", "resolved").is_some(),
+        "{out}"
+    );
+    // The silent gap: stale input while it lasts, resolved after it.
+    let (gap_start, gap_end) = (
+        truth["gap_ms"][0].as_i64().unwrap(),
+        truth["gap_ms"][1].as_i64().unwrap(),
+    );
+    let (s, _) = first(&all, "stale_input", "firing")
+        .unwrap_or_else(|| panic!("no staleness alert:\n{out}"));
+    assert!(
+        (gap_start..=gap_end).contains(&s),
+        "gap {gap_start}..{gap_end}, alert at {s}:\n{out}"
+    );
+    let (r, _) = first(&all, "stale_input", "resolved").expect("the staleness alert resolves");
+    assert!(r >= gap_end && r <= gap_end + 5 * window, "{out}");
+    // The lake's alerts table holds the same alerts.
+    assert_eq!(rows(&lake, "alerts"), all.len());
+    assert!(out.contains("alerts:"), "{out}");
+}
+
+#[test]
+fn a_stream_without_faults_raises_no_data_alert() {
+    let dir = scratch("monitors-quiet");
+    gen(&dir, "tx.csv", 300_000, 8, &["--no-faults"]);
+    settle(&dir);
+    let out = millrace(
+        &dir,
+        &[
+            "run",
+            &quickstart(),
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake",
+        ],
+    );
+    let all = alerts(&dir.join("lake"));
+    let data: Vec<_> = all
+        .iter()
+        .filter(|a| {
+            ["volume", "amount_spike", "stale_input", "rejected_rate"].contains(&a.0.as_str())
+        })
+        .collect();
+    assert!(data.is_empty(), "false alarms: {data:?}\n{out}");
+}
+
+/// A tiny HTTP server that answers the first `fail` requests with 500, then 200, and keeps the bodies.
+fn http_server(fail: usize) -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::new(Mutex::new(0usize));
+    let (b, r) = (bodies.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line.starts_with("Authorization:") {
+                    auth = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let n = {
+                let mut r = r.lock().unwrap();
+                *r += 1;
+                *r
+            };
+            if n <= fail {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+            } else {
+                b.lock()
+                    .unwrap()
+                    .push(format!("{auth}\n{}", String::from_utf8_lossy(&body)));
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        }
+    });
+    (addr, bodies, requests)
+}
+
+fn with_channel(dir: &Path, section: &str) -> String {
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace("[runtime]", &format!("{section}\n\n[runtime]"));
+    std::fs::write(dir.join("alerting.toml"), text).unwrap();
+    "alerting.toml".into()
+}
+
+#[test]
+fn webhook_retries_then_delivers_and_a_dead_endpoint_does_not_stop_the_run() {
+    let dir = scratch("webhook");
+    gen(&dir, "tx.csv", 100_000, 7, &[]);
+    settle(&dir);
+    let (addr, bodies, requests) = http_server(2);
+    let topo = with_channel(&dir, &format!("[alerts.webhook]\nurl = \"http://{addr}/hooks/millrace\"\nmax_attempts = 5\nbearer_token_env = \"TEST_HOOK_TOKEN\""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", &topo, "--once", "--lake", "lake"])
+        .current_dir(&dir)
+        .env("TEST_HOOK_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    while bodies.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = bodies.lock().unwrap().clone();
+    assert!(!got.is_empty(), "no webhook delivered");
+    assert!(
+        got[0].starts_with("Authorization: Bearer s3cret"),
+        "{}",
+        got[0]
+    );
+    let payload: serde_json::Value =
+        serde_json::from_str(got[0].split_once('\n').unwrap().1).unwrap();
+    assert!(
+        payload.as_array().is_some_and(|a| a
+            .iter()
+            .all(|x| x["rule_id"].is_string() && x["state"].is_string())),
+        "{payload}"
+    );
+    assert!(*requests.lock().unwrap() >= 3, "two failures were retried");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("s3cret"),
+        "the token is never logged"
+    );
+
+    // An endpoint that is down: the run completes; the failure is counted and logged.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir2 = scratch("webhook-down");
+    gen(&dir2, "tx.csv", 100_000, 7, &[]);
+    settle(&dir2);
+    let topo = with_channel(
+        &dir2,
+        &format!(
+            "[alerts.webhook]\nurl = \"http://{closed}/\"\nmax_attempts = 2\ntimeout_ms = 500"
+        ),
+    );
+    let out = millrace_raw(&dir2, &["run", &topo, "--once", "--lake", "lake"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Alert delivery failed for good"),
+        "{stderr}"
+    );
+    assert!(
+        !alerts(&dir2.join("lake")).is_empty(),
+        "the alerts are still in the lake"
+    );
+}
+
+#[test]
+fn email_is_delivered_through_a_real_smtp_server() {
+    let python = std::env::var("MILLRACE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = scratch("email");
+    let maildir = dir.join("mail");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(&python)
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            maildir.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start aiosmtpd with {python} ({e}); run the suite with .ci/test")
+        });
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "aiosmtpd did not start (is it installed? .ci/test installs it)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    gen(&dir, "tx.csv", 100_000, 7, &[]);
+    settle(&dir);
+    let topo = with_channel(&dir, &format!("[alerts.email]\nrelay = \"127.0.0.1:{port}\"\nfrom = \"millrace@example.com\"\nto = [\"oncall@example.com\"]"));
+    millrace(&dir, &["run", &topo, "--once", "--lake", "lake"]);
+    // Wait for the batch with the firing alerts (batches arrive as separate messages, in any file order).
+    let start = Instant::now();
+    let mut messages: Vec<String> = Vec::new();
+    while !messages.iter().any(|m| m.contains("Firing"))
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        if let Ok(entries) = std::fs::read_dir(maildir.join("new")) {
+            messages = entries
+                .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(!messages.is_empty(), "no email arrived");
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.contains("To: oncall@example.com") && m.contains("Subject: [millrace]")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("Firing") && m.contains("stale_input")),
+        "{messages:?}"
+    );
+}
