@@ -63,9 +63,48 @@ pub struct Checkpoint {
     /// Kafka source: the next offset of every partition (`topic/partition`).
     #[serde(default)]
     pub kafka: BTreeMap<String, i64>,
-    /// The monitors' state (bincode), when the topology has monitors.
-    #[serde(default)]
+    /// The monitors' state (bincode, base64 in the file), when the topology has monitors.
+    #[serde(default, with = "base64_bytes")]
     pub monitors: Option<Vec<u8>>,
+}
+
+/// Bytes as one base64 string in the checkpoint's JSON (an array of numbers
+/// would be several times larger and slow to write every epoch).
+mod base64_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(bytes) => s.serialize_some(&crate::connectors::email::base64(bytes)),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(text.len() * 3 / 4);
+        let mut acc = 0u32;
+        let mut bits = 0;
+        for c in text.bytes().filter(|c| *c != b'=') {
+            let v = T
+                .iter()
+                .position(|t| *t == c)
+                .ok_or_else(|| serde::de::Error::custom("invalid base64"))?
+                as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Ok(Some(out))
+    }
 }
 
 /// Where one operator instance's snapshot is stored.
@@ -548,6 +587,17 @@ mod tests {
         assert!(has_committed_data(&l));
         recover(&l, None).unwrap();
         assert!(std::fs::read_dir(&part_dir).unwrap().next().is_none());
+        std::fs::remove_dir_all(&l).unwrap();
+    }
+
+    #[test]
+    fn monitor_state_round_trips_as_base64() {
+        let l = lake("b64");
+        let mut c = ckpt(&l, 1);
+        c.monitors = Some((0..=255u8).chain([0, 1, 2]).collect());
+        write(&l, &c, || {}).unwrap();
+        let back = newest(&l).0.unwrap();
+        assert_eq!(back.monitors, c.monitors);
         std::fs::remove_dir_all(&l).unwrap();
     }
 
