@@ -215,6 +215,7 @@ pub fn build<'scope>(
             t.alerts.allowed_lateness_ms,
         )
     });
+    let fault = ctx.fault.clone();
     let coordinator = Coordinator {
         lake,
         metrics: wants(Table::Metrics),
@@ -233,7 +234,7 @@ pub fn build<'scope>(
         }),
         threshold: t.model.threshold,
         notifiers: if worker == 0 {
-            notifiers(t)
+            notifiers(t, plan.kafka.as_ref().map(|k| k.brokers.as_str()), &fault)
         } else {
             Vec::new()
         },
@@ -248,7 +249,11 @@ pub fn build<'scope>(
 }
 
 /// The alert channels of a topology (checked when it was loaded).
-fn notifiers(t: &crate::topology::Topology) -> Vec<crate::connectors::notify::Notifier> {
+fn notifiers(
+    t: &crate::topology::Topology,
+    kafka_brokers: Option<&str>,
+    fault: &Fault,
+) -> Vec<crate::connectors::notify::Notifier> {
     use crate::connectors::notify::Notifier;
     let mut out = Vec::new();
     if let Some(spec) = &t.alerts.webhook {
@@ -261,6 +266,17 @@ fn notifiers(t: &crate::topology::Topology) -> Vec<crate::connectors::notify::No
         out.push(Notifier::start(
             crate::connectors::email::Email::new(spec.clone()).expect("checked by the topology"),
         ));
+    }
+    if let Some(spec) = &t.alerts.kafka {
+        let brokers = spec
+            .brokers
+            .as_deref()
+            .or(kafka_brokers)
+            .expect("checked by the topology");
+        match crate::connectors::kafka_alerts::KafkaAlerts::new(spec, brokers) {
+            Ok(channel) => out.push(Notifier::start(channel)),
+            Err(e) => fault.raise(e),
+        }
     }
     out
 }
@@ -377,6 +393,35 @@ pub fn describe(plan: &Compiled) -> String {
             } else {
                 "idempotent producer: at-least-once"
             }
+        );
+    }
+    if !t.monitors.is_empty() {
+        let rules: Vec<String> = t
+            .monitors
+            .iter()
+            .map(|m| format!("{} ({:?})", m.id, m.kind).to_lowercase())
+            .collect();
+        let mut channels = Vec::new();
+        if t.lake.tables.contains(&Table::Alerts) {
+            channels.push("lake:alerts".to_string());
+        }
+        if let Some(p) = &t.alerts.jsonl {
+            channels.push(format!("jsonl:{}", p.display()));
+        }
+        if let Some(w) = &t.alerts.webhook {
+            channels.push(format!("webhook:{}", w.url));
+        }
+        if let Some(m) = &t.alerts.email {
+            channels.push(format!("email:{}", m.to.join("+")));
+        }
+        if let Some(k) = &t.alerts.kafka {
+            channels.push(format!("kafka:{}", k.topic));
+        }
+        let _ = writeln!(
+            out,
+            "  monitors   [{}] ─► alerts to [{}]",
+            rules.join(", "),
+            channels.join(", ")
         );
     }
     let _ = write!(

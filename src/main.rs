@@ -180,6 +180,15 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     }
                     None => {}
                 }
+                if let Some(alerts) = plan
+                    .topology
+                    .alerts
+                    .kafka
+                    .as_mut()
+                    .filter(|a| a.brokers.is_some())
+                {
+                    alerts.brokers = Some(b.clone());
+                }
                 if let Some(sink) = plan.topology.sink.kafka.as_mut() {
                     sink.brokers = Some(b);
                 }

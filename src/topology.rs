@@ -73,6 +73,9 @@ pub struct AlertsSpec {
     /// `[alerts.email]`: email alerts over SMTP.
     #[serde(default)]
     pub email: Option<crate::connectors::email::EmailSpec>,
+    /// `[alerts.kafka]`: alerts to a Kafka topic.
+    #[serde(default)]
+    pub kafka: Option<crate::connectors::kafka_alerts::KafkaAlertsSpec>,
 }
 
 fn default_lateness() -> i64 {
@@ -86,6 +89,7 @@ impl Default for AlertsSpec {
             allowed_lateness_ms: default_lateness(),
             webhook: None,
             email: None,
+            kafka: None,
         }
     }
 }
@@ -431,6 +435,14 @@ impl Topology {
         if let Some(m) = &self.alerts.email {
             crate::connectors::email::Email::new(m.clone())
                 .map_err(|msg| e("alerts.email", &msg))?;
+        }
+        if let Some(k) = &self.alerts.kafka {
+            if k.brokers.is_none() && kafka.is_none() {
+                return Err(e(
+                    "alerts.kafka.brokers",
+                    "expected `brokers` (there is no Kafka source to take them from)",
+                ));
+            }
         }
         if self.lake.tables.contains(&Table::Kafka) {
             return Err(e(

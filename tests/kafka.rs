@@ -265,6 +265,14 @@ fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
         lake.keys().all(|(src, _)| src.starts_with("tx/")),
         "sources name topic/partition"
     );
+    // The monitors' alerts reach the `alerts` topic too.
+    let alerts = consume(&broker.addr, "alerts", None);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["state"] == "firing" && a["rule_id"].is_string()),
+        "{alerts:?}"
+    );
     // Rejects name topic, partition and offset.
     assert_eq!(
         rows(&dir.join("lake"), "rejected") as u64,

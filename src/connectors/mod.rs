@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod email;
 pub mod kafka;
+pub mod kafka_alerts;
 pub mod kafka_sink;
 pub mod lake;
 pub mod landing;

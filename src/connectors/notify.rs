@@ -48,6 +48,7 @@ impl Notifier {
                         match channel.deliver(&batch) {
                             Ok(()) => {
                                 metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "delivered").increment(1);
+                                tracing::info!(channel = name, alerts = batch.len(), attempt, "Delivered alerts.");
                                 break;
                             }
                             Err(e) if attempt < attempts => {
