@@ -19,6 +19,8 @@
 //! Each runs in a child process of this binary; it prints records/s, peak RSS
 //! and the ratio to the bare consumer.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,34 +105,19 @@ fn parent(rows: u64) {
     let n =
         millrace::connectors::kafka_sink::produce_lines(&brokers, "tx", 4, &buf, false).unwrap();
     println!("kafka bench: {n} records ({rows} rows + {} duplicates) produced to a 4-partition topic in {:.1} s; tansu (memory engine) on loopback, 2 cores", truth.duplicates, t.elapsed().as_secs_f64());
-    let mut results = Vec::new();
-    for mode in [
-        "bare-consumer",
-        "bare-pipe",
-        "engine-nosink",
-        "engine",
-        "engine-2w",
-    ] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .env("MILLRACE_BENCH_MODE", mode)
-            .env("MILLRACE_BENCH_DIR", &dir)
-            .env("MILLRACE_BENCH_BROKERS", &brokers)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{mode}: {e}: {line}"));
-        results.push((mode, v));
-    }
+    let results = common::run_modes(
+        &[
+            "bare-consumer",
+            "bare-pipe",
+            "engine-nosink",
+            "engine",
+            "engine-2w",
+        ],
+        &[
+            ("MILLRACE_BENCH_DIR", dir.to_str().unwrap()),
+            ("MILLRACE_BENCH_BROKERS", &brokers),
+        ],
+    );
     let base = results[0].1["records_per_s"].as_f64().unwrap();
     println!(
         "{:<14} {:>10} {:>10} {:>12} {:>10} {:>7}",
@@ -171,7 +158,7 @@ fn child(mode: &str) {
     println!(
         "{}",
         serde_json::json!({"mode": mode, "records": records, "seconds": secs, "records_per_s": records as f64 / secs,
-            "peak_kb": millrace::runtime::peak_rss_bytes() / 1024})
+            "peak_kb": common::peak_rss_kb()})
     );
 }
 

@@ -21,10 +21,11 @@
 //! It prints records/s and peak RSS for each, the ratio to the loop, and checks
 //! that the loop and the engine scored the same records with the same AUC.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,16 +55,6 @@ const CATEGORIES: [&str; 10] = [
     "fashion",
     "gaming",
 ];
-
-fn peak_rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -108,34 +99,17 @@ fn parent(rows: u64) {
         "quickstart bench: {} lines ({} rows + {} duplicates), seed 7, 10,000 accounts, 2 cores",
         truth.rows_emitted, rows, truth.duplicates
     );
-    let mut results = Vec::new();
-    for mode in [
+    let modes = [
         "loop",
         "engine",
         "engine-nockpt",
         "engine-nomon",
         "engine-2w",
-    ] {
+    ];
+    for mode in modes {
         let _ = std::fs::remove_dir_all(dir.join(format!("lake-{mode}")));
-        let out = Command::new(std::env::current_exe().unwrap())
-            .env("MILLRACE_BENCH_MODE", mode)
-            .env("MILLRACE_BENCH_DIR", &dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{mode} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{mode}: {e}: {line}"));
-        results.push((mode, v));
     }
+    let results = common::run_modes(&modes, &[("MILLRACE_BENCH_DIR", dir.to_str().unwrap())]);
     let base = results[0].1["records_per_s"].as_f64().unwrap();
     println!(
         "{:<10} {:>10} {:>14} {:>14} {:>12} {:>9}  AUC (scored, labelled)",
@@ -207,7 +181,7 @@ fn child(mode: &str, dir: &Path) {
     println!(
         "{}",
         serde_json::json!({"mode": mode, "lines": lines, "seconds": secs, "records_per_s": lines as f64 / secs,
-            "peak_kb": peak_rss_kb(), "auc": eval.auc, "labelled": eval.n})
+            "peak_kb": common::peak_rss_kb(), "auc": eval.auc, "labelled": eval.n})
     );
 }
 
