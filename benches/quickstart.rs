@@ -43,18 +43,7 @@ use millrace_operators::hash::{line_hash, FxBuild};
 use millrace_operators::learn::logistic::ModelSpec;
 use millrace_operators::learn::{EvalPartial, LogisticRegression, StandardScaler};
 
-const CATEGORIES: [&str; 10] = [
-    "grocery",
-    "fuel",
-    "travel",
-    "online",
-    "dining",
-    "electronics",
-    "pharmacy",
-    "utilities",
-    "fashion",
-    "gaming",
-];
+use millrace::gen::CATEGORIES;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

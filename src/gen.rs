@@ -33,7 +33,7 @@ use std::io::{self, Write};
 const FEATURES: usize = 6;
 
 /// Merchant categories, in the reference generator's order.
-const CATEGORIES: [&str; 10] = [
+pub const CATEGORIES: [&str; 10] = [
     "grocery",
     "fuel",
     "travel",

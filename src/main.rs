@@ -56,63 +56,91 @@ enum Command {
         topology: PathBuf,
     },
     /// Write the synthetic transaction stream (with known faults) and its ground truth.
-    Gen {
-        /// Rows to generate (duplicates come on top).
-        #[arg(long, default_value_t = 100_000)]
-        rows: u64,
-        /// Random seed: the same seed gives the same bytes.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Output encoding.
-        #[arg(long, value_enum, default_value_t = Fmt::Csv)]
-        format: Fmt,
-        /// Output file (`-` for stdout). Written under a temporary name and renamed
-        /// into place, so it can go straight into a landing folder.
-        #[arg(long, default_value = "-")]
-        out: PathBuf,
-        /// Write the ground truth (what was injected, and where) as JSON here.
-        #[arg(long)]
-        truth: Option<PathBuf>,
-        /// Distinct accounts.
-        #[arg(long, default_value_t = 10_000)]
-        accounts: u32,
-        /// Event time of the first record (ms since the Unix epoch).
-        #[arg(long, default_value_t = 1_767_225_600_000)]
-        start_ms: i64,
-        /// Records per second of event time.
-        #[arg(long, default_value_t = 1000.0)]
-        rate: f64,
-        /// Where the concept drift starts, as a fraction of the rows.
-        #[arg(long, default_value_t = 0.6)]
-        drift_at: f64,
-        /// Fraction of rows with a missing value.
-        #[arg(long, default_value_t = 0.01)]
-        missing: f64,
-        /// Fraction of malformed rows.
-        #[arg(long, default_value_t = 0.002)]
-        malformed: f64,
-        /// Fraction of invalid rows.
-        #[arg(long, default_value_t = 0.002)]
-        invalid: f64,
-        /// Fraction of rows written twice.
-        #[arg(long, default_value_t = 0.001)]
-        duplicates: f64,
-        /// Largest out-of-order delay of event times (ms).
-        #[arg(long, default_value_t = 2000)]
-        max_lateness_ms: u64,
-        /// A clean stream: no missing, malformed, invalid or duplicate rows, no spike, no gap.
-        #[arg(long)]
-        no_faults: bool,
-        /// Produce the rows to Kafka (bootstrap servers) instead of writing a file.
-        #[arg(long, requires = "topic")]
-        to_kafka: Option<String>,
-        /// The topic for --to-kafka (created with --partitions if missing).
-        #[arg(long)]
-        topic: Option<String>,
-        /// Partitions of a topic --to-kafka creates.
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-    },
+    Gen(GenArgs),
+}
+
+/// `millrace gen` arguments.
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Rows to generate (duplicates come on top).
+    #[arg(long, default_value_t = 100_000)]
+    rows: u64,
+    /// Random seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Output encoding.
+    #[arg(long, value_enum, default_value_t = Fmt::Csv)]
+    format: Fmt,
+    /// Output file (`-` for stdout). Written under a temporary name and renamed
+    /// into place, so it can go straight into a landing folder.
+    #[arg(long, default_value = "-")]
+    out: PathBuf,
+    /// Write the ground truth (what was injected, and where) as JSON here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Distinct accounts.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u32,
+    /// Event time of the first record (ms since the Unix epoch).
+    #[arg(long, default_value_t = 1_767_225_600_000)]
+    start_ms: i64,
+    /// Records per second of event time.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Where the concept drift starts, as a fraction of the rows.
+    #[arg(long, default_value_t = 0.6)]
+    drift_at: f64,
+    /// Fraction of rows with a missing value.
+    #[arg(long, default_value_t = 0.01)]
+    missing: f64,
+    /// Fraction of malformed rows.
+    #[arg(long, default_value_t = 0.002)]
+    malformed: f64,
+    /// Fraction of invalid rows.
+    #[arg(long, default_value_t = 0.002)]
+    invalid: f64,
+    /// Fraction of rows written twice.
+    #[arg(long, default_value_t = 0.001)]
+    duplicates: f64,
+    /// Largest out-of-order delay of event times (ms).
+    #[arg(long, default_value_t = 2000)]
+    max_lateness_ms: u64,
+    /// A clean stream: no missing, malformed, invalid or duplicate rows, no spike, no gap.
+    #[arg(long)]
+    no_faults: bool,
+    /// Produce the rows to Kafka (bootstrap servers) instead of writing a file.
+    #[arg(long, requires = "topic")]
+    to_kafka: Option<String>,
+    /// The topic for --to-kafka (created with --partitions if missing).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Partitions of a topic --to-kafka creates.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+impl GenArgs {
+    /// The generator's options.
+    fn options(&self) -> GenOptions {
+        GenOptions {
+            rows: self.rows,
+            seed: self.seed,
+            format: match self.format {
+                Fmt::Csv => GenFormat::Csv,
+                Fmt::Jsonl => GenFormat::Jsonl,
+            },
+            accounts: self.accounts,
+            start_ms: self.start_ms,
+            rate: self.rate,
+            drift_at: self.drift_at,
+            missing: self.missing,
+            malformed: self.malformed,
+            invalid: self.invalid,
+            duplicates: self.duplicates,
+            max_lateness_ms: self.max_lateness_ms,
+            no_faults: self.no_faults,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -230,44 +258,17 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Gen {
-            rows,
-            seed,
-            format,
-            out,
-            truth,
-            accounts,
-            start_ms,
-            rate,
-            drift_at,
-            missing,
-            malformed,
-            invalid,
-            duplicates,
-            max_lateness_ms,
-            no_faults,
-            to_kafka,
-            topic,
-            partitions,
-        } => {
-            let opts = GenOptions {
-                rows,
-                seed,
-                format: match format {
-                    Fmt::Csv => GenFormat::Csv,
-                    Fmt::Jsonl => GenFormat::Jsonl,
-                },
-                accounts,
-                start_ms,
-                rate,
-                drift_at,
-                missing,
-                malformed,
-                invalid,
-                duplicates,
-                max_lateness_ms,
-                no_faults,
-            };
+        Command::Gen(args) => {
+            let opts = args.options();
+            let GenArgs {
+                format,
+                out,
+                truth,
+                to_kafka,
+                topic,
+                partitions,
+                ..
+            } = args;
             if let (Some(brokers), Some(topic)) = (&to_kafka, &topic) {
                 let mut buf = Vec::new();
                 let t = generate(&opts, &mut buf)?;
