@@ -61,6 +61,8 @@ pub struct Context {
     pub kafka_assignment: Arc<Vec<Vec<Assigned>>>,
     /// Kafka sink, if the topology has one.
     pub kafka_sink: Option<KafkaSink>,
+    /// Why the previous run did not finish cleanly, if it did not.
+    pub restart: Option<String>,
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
@@ -233,6 +235,7 @@ pub fn build<'scope>(
             }
         }),
         threshold: t.model.threshold,
+        restart: ctx.restart,
         notifiers: if worker == 0 {
             notifiers(t, plan.kafka.as_ref().map(|k| k.brokers.as_str()), &fault)
         } else {

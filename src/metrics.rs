@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Lines read by a source (label `step`).
 pub const RECORDS_IN: &str = "millrace_records_in_total";
@@ -39,12 +39,25 @@ pub const ALERT_DELIVERIES: &str = "millrace_alert_deliveries_total";
 /// Kafka records produced again after a queue-full back-off (label `step`).
 pub const KAFKA_RETRIES: &str = "millrace_kafka_produce_retries_total";
 
+/// End-to-end latency of records, from arrival to the commit of their epoch.
+pub const LATENCY_SECONDS: &str = "millrace_end_to_end_latency_seconds";
+/// Alert rules currently firing.
+pub const ALERTS_FIRING: &str = "millrace_alerts_firing";
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process (once; later calls are no-ops).
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new().install_recorder().ok()?;
+        let seconds = [
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            3600.0,
+        ];
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .ok()?
+            .install_recorder()
+            .ok()?;
         describe();
         Some(handle)
     });
@@ -93,6 +106,12 @@ fn describe() {
         "Kafka client errors (retried by librdkafka)."
     );
     describe_counter!(ALERTS, Unit::Count, "Alerts raised, by rule and state.");
+    describe_histogram!(
+        LATENCY_SECONDS,
+        Unit::Seconds,
+        "End-to-end latency of records, arrival to commit."
+    );
+    describe_gauge!(ALERTS_FIRING, Unit::Count, "Alert rules currently firing.");
     describe_counter!(
         ALERT_DELIVERIES,
         Unit::Count,

@@ -185,6 +185,14 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         out.contains("resumed from the checkpoint of epoch"),
         "seed {seed}: {out}"
     );
+    // The `restart` monitor reports that the previous run did not finish; a clean run has no such alert.
+    assert!(
+        out.contains("engine restarted `restart`"),
+        "seed {seed}: {out}"
+    );
+    let clean =
+        std::fs::read_to_string(dir.join("lake-a").join("alerts.jsonl")).unwrap_or_default();
+    assert!(!clean.contains(r#""rule_id":"restart""#), "{clean}");
     assert_same_lake(
         &dir.join("lake-a"),
         &dir.join("lake-b"),

@@ -1,28 +1,41 @@
 //! Monitors: windowed anomaly rules over the data, the model and the pipeline.
 //!
 //! Two halves. On every worker, `score` reduces the scored records of an
-//! epoch to per-event-time-window aggregates (count, sum, max) of the
-//! monitored fields with [`WindowPartial::add`] — one small message per epoch
-//! and worker, never one per record, and no copy of the records. On the coordinator, [`Monitors`] merges
-//! them (in worker order, so sums are deterministic), closes a window once
-//! the watermark (latest event time seen minus `allowed_lateness_ms`) has
-//! passed its end, feeds the closed windows in event-time order to each rule's
-//! detector (an empty window counts as zero records, so a silent gap is seen),
-//! and turns detections into [`Alert`]s with a lifecycle: `firing` once, then
-//! nothing while it keeps firing, then `resolved` after `resolve_after`
-//! windows without a detection. Per-epoch signals (rejected rate, model error
-//! stream) are fed as epochs complete. All of it is serializable: the
-//! coordinator checkpoints it with the epoch.
+//! epoch to per-event-time-window aggregates (count, sum, max of the
+//! monitored fields, counts per group, histograms for drift rules) and the
+//! records' arrival times with [`WindowPartial::add`] — one small message per
+//! epoch and worker, never one per record, and no copy of the records. On the
+//! coordinator, [`Monitors`] merges them (in worker order, so sums are
+//! deterministic), closes a window once the watermark (latest event time seen
+//! minus `allowed_lateness_ms`) has passed its end, feeds the closed windows
+//! in event-time order to each rule's detector (an empty window counts as
+//! zero records, so a silent gap is seen), and turns detections into
+//! [`Alert`]s with a lifecycle: `firing` once, then nothing while it keeps
+//! firing, then `resolved` after `resolve_after` windows (or epochs, or
+//! files) without a detection. Per-epoch signals — the rejected rate, the
+//! model's error stream, the end-to-end latency, sink batch sizes, landed
+//! files, a restart — are fed with each completed epoch ([`EpochFacts`]).
+//! All of it is serializable: the coordinator checkpoints it with the epoch.
 //!
 //! | `kind` | series | detector |
 //! |---|---|---|
-//! | `volume` | records per window | [`SpikeDip`] on the count (spikes and drops) |
+//! | `volume` | records per window, overall or per value of `group_by` | [`SpikeDip`] on the count (spikes and drops) |
 //! | `spike` | `aggregate` of `field` per window | [`SpikeDip`] |
 //! | `change_point` | `aggregate` of `field` per window | [`PageHinkley`] |
 //! | `staleness` | event-time gap between consecutive non-empty windows | fires when the gap exceeds `threshold` ms |
-//! | `drift` | `aggregate` of `field` per window (e.g. mean score) | [`DriftMonitor`] (PSI and KS) over window values |
+//! | `drift` | every record's `field` (or score), as a histogram per window | [`HistDrift`]: PSI and KS of the last `current` windows against the `history` windows before them |
 //! | `error_rate` | the model's 0/1 prequential errors, record by record | [`Adwin`], fires when the error rate rises |
 //! | `rejected_rate` | share of rejected lines per epoch | fires above `threshold` |
+//! | `latency` | `percentile` of record arrival → sink commit per epoch (processing time) | fires above `threshold` ms |
+//! | `file_size` | bytes of each landed file | [`SpikeDip`] on log-size (abnormally large or small) |
+//! | `batch_size` | rows committed to the sinks per epoch | [`SpikeDip`] on log-rows |
+//! | `restart` | the engine resumed after a run that did not finish cleanly | fires on the first epoch |
+//!
+//! Latency is measured from a record's arrival (the landed file's
+//! modification time; the Kafka message's timestamp) to the moment its epoch
+//! is complete at the coordinator, every sink having written it: the
+//! end-to-end figure a user feels, so a backfill of old files shows a high
+//! latency, by design.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::adwin::Adwin;
 use crate::detect::change_point::PageHinkley;
-use crate::detect::drift::DriftMonitor;
+use crate::detect::drift::{Binning, HistDrift, Histogram};
 use crate::detect::spike::{Direction, SpikeDip};
 use crate::detect::Assessment;
 use crate::ledger::LedgerCounts;
@@ -52,17 +65,29 @@ pub struct MonitorSpec {
     /// How a window's values become one number.
     #[serde(default)]
     pub aggregate: Aggregate,
+    /// `volume` only: a categorical field with a vocabulary; each value (and
+    /// "other") gets its own baseline and alerts.
+    #[serde(default)]
+    pub group_by: Option<String>,
     /// Event-time window length.
     #[serde(default = "default_window")]
     pub window_ms: i64,
-    /// The detector's threshold: robust z for `volume`/`spike`, λ (in standard
-    /// deviations) for `change_point`, PSI for `drift`, gap ms for `staleness`,
-    /// rejected share for `rejected_rate`; unused by `error_rate`.
+    /// The detector's threshold: robust z for `volume`/`spike`/`file_size`/
+    /// `batch_size`, λ (in standard deviations) for `change_point`, PSI for
+    /// `drift`, gap ms for `staleness`, rejected share for `rejected_rate`,
+    /// ms for `latency`; unused by `error_rate` and `restart`.
     #[serde(default)]
     pub threshold: Option<f64>,
-    /// Windows (or epochs) of history a detector compares against.
+    /// `latency` only: the percentile compared with the threshold (default 99).
+    #[serde(default)]
+    pub percentile: Option<f64>,
+    /// Windows (or epochs, or files) of history a detector compares against;
+    /// for `drift`, the reference windows.
     #[serde(default = "default_history")]
     pub history: usize,
+    /// `drift` only: the recent windows compared with the reference (default 3).
+    #[serde(default)]
+    pub current: Option<usize>,
     /// Quiet windows after which a firing alert resolves.
     #[serde(default = "default_resolve")]
     pub resolve_after: u32,
@@ -95,12 +120,34 @@ pub enum MonitorKind {
     ChangePoint,
     /// No records for longer than the threshold (event time).
     Staleness,
-    /// The distribution of a window aggregate shifts from its reference.
+    /// The distribution of a field or of the score shifts from its reference.
     Drift,
     /// The model's prequential error rate rises.
     ErrorRate,
     /// The share of rejected lines in an epoch exceeds the threshold.
     RejectedRate,
+    /// Records take longer than the threshold from arrival to sink commit.
+    Latency,
+    /// A landed file is abnormally large or small.
+    FileSize,
+    /// A sink batch (an epoch's committed rows) is abnormally large or small.
+    BatchSize,
+    /// The engine restarted after a run that did not finish cleanly.
+    Restart,
+}
+
+impl MonitorKind {
+    /// Judged once per closed event-time window (the others once per epoch or file).
+    fn windowed(self) -> bool {
+        matches!(
+            self,
+            MonitorKind::Volume
+                | MonitorKind::Spike
+                | MonitorKind::ChangePoint
+                | MonitorKind::Staleness
+                | MonitorKind::Drift
+        )
+    }
 }
 
 /// Window aggregates.
@@ -148,6 +195,9 @@ pub struct Alert {
     pub rule_id: String,
     /// Its kind.
     pub kind: MonitorKind,
+    /// The group it is about (`group_by` value, or the file), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Severity.
     pub severity: Severity,
     /// Firing or resolved.
@@ -173,23 +223,35 @@ pub struct Alert {
 pub struct WindowPartial {
     /// The worker that computed it (merges happen in worker order).
     pub worker: usize,
-    /// Window start (ms) → per monitored series: (count, sum, max). Series 0 is the record count.
+    /// Window start (ms) → per slot: (count, sum, max). Slot 0 is the record
+    /// count, then one per watched series, then the group counts.
     pub windows: BTreeMap<i64, Vec<(u64, f64, f64)>>,
+    /// Window start (ms) → one histogram per drift series.
+    pub hists: BTreeMap<i64, Vec<Histogram>>,
+    /// Records by arrival time (ms), run-length encoded in record order.
+    pub arrivals: Vec<(i64, u64)>,
 }
 
-/// What the monitored series are: the fields the value monitors read.
+/// What the monitors need from every record: the watched series, group counts and histograms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Watched {
     /// Window length shared by all value monitors (the smallest declared).
     pub window_ms: i64,
     /// Per series: `None` = the model score, `Some(i)` = numeric field `i`.
     pub series: Vec<Option<usize>>,
+    /// Series whose per-window histograms drift rules read.
+    pub hist: Vec<Option<usize>>,
+    /// `group_by` fields: categorical index and vocabulary; their counts
+    /// follow the series' slots, one per value and one for "other".
+    pub groups: Vec<(usize, Vec<String>)>,
 }
 
 impl Watched {
     /// The series a set of monitors needs.
     pub fn new(schema: &Schema, specs: &[MonitorSpec]) -> Result<Watched, SchemaError> {
         let mut series = Vec::new();
+        let mut hist = Vec::new();
+        let mut groups: Vec<(usize, Vec<String>)> = Vec::new();
         let mut window_ms = i64::MAX;
         let mut ids = BTreeMap::new();
         for (i, m) in specs.iter().enumerate() {
@@ -237,19 +299,66 @@ impl Watched {
                             )
                         })?)
                     };
-                    if !series.contains(&s) {
+                    if m.kind == MonitorKind::Drift {
+                        if !hist.contains(&s) {
+                            hist.push(s);
+                        }
+                    } else if !series.contains(&s) {
                         series.push(s);
                     }
                 }
                 (Some(_), false) => {
                     return Err(e(
                         "field",
-                        format!("`{:?}` monitors read no field", m.kind).to_lowercase(),
+                        format!("`{}` monitors read no field", kind_key(m.kind)),
                     ))
                 }
                 (None, false) => {}
             }
-            if !matches!(m.kind, MonitorKind::ErrorRate | MonitorKind::RejectedRate) {
+            if let Some(g) = &m.group_by {
+                if m.kind != MonitorKind::Volume {
+                    return Err(e(
+                        "group_by",
+                        format!("only `volume` monitors group, not `{}`", kind_key(m.kind)),
+                    ));
+                }
+                let Some(ci) = schema.categorical.iter().position(|c| &c.name == g) else {
+                    return Err(e(
+                        "group_by",
+                        format!("`{g}` is not a categorical field of the schema"),
+                    ));
+                };
+                let Some(vocab) = schema.categorical[ci].vocabulary.clone() else {
+                    return Err(e(
+                        "group_by",
+                        format!("`{g}` has no vocabulary: groups must be a declared, bounded set of values"),
+                    ));
+                };
+                if !groups.iter().any(|(c, _)| *c == ci) {
+                    groups.push((ci, vocab));
+                }
+            }
+            if m.percentile.is_some() && m.kind != MonitorKind::Latency {
+                return Err(e(
+                    "percentile",
+                    "only `latency` monitors take a percentile".into(),
+                ));
+            }
+            if let Some(p) = m.percentile {
+                if !(0.0..=100.0).contains(&p) || p == 0.0 {
+                    return Err(e(
+                        "percentile",
+                        format!("expected a percentile in (0, 100], found {p}"),
+                    ));
+                }
+            }
+            if m.current.is_some() && m.kind != MonitorKind::Drift {
+                return Err(e(
+                    "current",
+                    "only `drift` monitors take `current` windows".into(),
+                ));
+            }
+            if m.kind.windowed() {
                 window_ms = window_ms.min(m.window_ms);
             }
         }
@@ -260,19 +369,56 @@ impl Watched {
                 window_ms
             },
             series,
+            hist,
+            groups,
         })
     }
 
-    fn index(&self, field: &Option<String>, schema: &Schema) -> usize {
-        let s = match field.as_deref() {
+    fn field_of(field: &Option<String>, schema: &Schema) -> Option<usize> {
+        match field.as_deref() {
             Some("score") | None => None,
             Some(f) => schema.numeric_index(f),
-        };
+        }
+    }
+
+    fn index(&self, field: &Option<String>, schema: &Schema) -> usize {
+        let s = Self::field_of(field, schema);
         1 + self
             .series
             .iter()
             .position(|x| *x == s)
             .expect("validated by Watched::new")
+    }
+
+    fn hist_index(&self, field: &Option<String>, schema: &Schema) -> usize {
+        let s = Self::field_of(field, schema);
+        self.hist
+            .iter()
+            .position(|x| *x == s)
+            .expect("validated by Watched::new")
+    }
+
+    /// The first slot of group-by field `ci`'s counts.
+    fn group_offset(&self, ci: usize) -> usize {
+        let mut at = 1 + self.series.len();
+        for (c, vocab) in &self.groups {
+            if *c == ci {
+                return at;
+            }
+            at += vocab.len() + 1;
+        }
+        unreachable!("validated by Watched::new")
+    }
+
+    fn width(&self) -> usize {
+        1 + self.series.len() + self.groups.iter().map(|(_, v)| v.len() + 1).sum::<usize>()
+    }
+
+    fn binning(series: Option<usize>) -> Binning {
+        match series {
+            None => Binning::Unit,
+            Some(_) => Binning::Asinh,
+        }
     }
 }
 
@@ -280,24 +426,92 @@ impl WindowPartial {
     /// Adds one scored record to its event-time window (the per-worker half, called by `score`).
     #[inline]
     pub fn add(&mut self, watched: &Watched, s: &Scored) {
-        let width = watched.series.len() + 1;
         let start = s.record.event_time.div_euclid(watched.window_ms) * watched.window_ms;
         let w = self
             .windows
             .entry(start)
-            .or_insert_with(|| vec![(0, 0.0, f64::NEG_INFINITY); width]);
+            .or_insert_with(|| vec![(0, 0.0, f64::NEG_INFINITY); watched.width()]);
         w[0].0 += 1;
+        let value = |series: &Option<usize>| match series {
+            None => s.score,
+            Some(i) => s.record.nums[*i],
+        };
         for (k, series) in watched.series.iter().enumerate() {
-            let v = match series {
-                None => s.score,
-                Some(i) => s.record.nums[*i],
-            };
+            let v = value(series);
             let slot = &mut w[k + 1];
             slot.0 += 1;
             slot.1 += v;
             slot.2 = slot.2.max(v);
         }
+        let mut at = 1 + watched.series.len();
+        for (ci, vocab) in &watched.groups {
+            let v = s.record.cats.get(*ci).map_or("", String::as_str);
+            let k = vocab.iter().position(|x| x == v).unwrap_or(vocab.len());
+            w[at + k].0 += 1;
+            at += vocab.len() + 1;
+        }
+        if !watched.hist.is_empty() {
+            let hs = self
+                .hists
+                .entry(start)
+                .or_insert_with(|| vec![Histogram::new(); watched.hist.len()]);
+            for (h, series) in hs.iter_mut().zip(&watched.hist) {
+                *h.entry(Watched::binning(*series).bin(value(series)))
+                    .or_default() += 1;
+            }
+        }
+        match self.arrivals.last_mut() {
+            Some((t, n)) if *t == s.record.arrived_ms => *n += 1,
+            _ => self.arrivals.push((s.record.arrived_ms, 1)),
+        }
     }
+}
+
+/// The `p`-th percentiles (0–100) of `now - arrival` over records, in ms.
+pub fn latency_percentiles(arrivals: &[(i64, u64)], now_ms: i64, ps: &[f64]) -> Vec<f64> {
+    let mut lat: Vec<(i64, u64)> = arrivals
+        .iter()
+        .map(|(t, n)| ((now_ms - t).max(0), *n))
+        .collect();
+    lat.sort_unstable();
+    let total: u64 = lat.iter().map(|x| x.1).sum();
+    ps.iter()
+        .map(|p| {
+            if total == 0 {
+                return f64::NAN;
+            }
+            let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (l, n) in &lat {
+                seen += n;
+                if seen >= rank {
+                    return *l as f64;
+                }
+            }
+            lat.last().map_or(f64::NAN, |x| x.0 as f64)
+        })
+        .collect()
+}
+
+/// What the coordinator knows when an epoch completes.
+#[derive(Clone, Debug, Default)]
+pub struct EpochFacts<'a> {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Every worker's window aggregates of the epoch (any order).
+    pub partials: Vec<WindowPartial>,
+    /// The epoch's ledger.
+    pub tally: LedgerCounts,
+    /// The model's 0/1 errors, in record order.
+    pub errors: &'a [bool],
+    /// The latest event time seen so far.
+    pub latest_ms: Option<i64>,
+    /// Files that ended in the epoch: (name, bytes), in name order.
+    pub files: Vec<(String, u64)>,
+    /// Rows the sinks committed in the epoch.
+    pub rows_committed: u64,
+    /// Wall-clock time of the commit (ms since the Unix epoch).
+    pub now_ms: i64,
 }
 
 /// A rule's detector.
@@ -305,7 +519,7 @@ impl WindowPartial {
 enum Detector {
     Spike(SpikeDip),
     Change(PageHinkley),
-    Drift(DriftMonitor),
+    Drift(HistDrift),
     Adwin(Adwin),
     Threshold(f64),
 }
@@ -313,6 +527,9 @@ enum Detector {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Rule {
     spec: MonitorSpec,
+    /// The group this instance of the rule watches (`group_by` rules have one per value).
+    group: Option<String>,
+    /// Its slot in a window's aggregates (or drift histogram index).
     series: usize,
     detector: Detector,
     firing: bool,
@@ -329,11 +546,18 @@ pub struct Monitors {
     allowed_lateness_ms: i64,
     rules: Vec<Rule>,
     open: BTreeMap<i64, Vec<(u64, f64, f64)>>,
+    open_hists: BTreeMap<i64, Vec<Histogram>>,
     /// Windows before this start are closed.
     closed_until: Option<i64>,
     watermark: i64,
     width: usize,
+    hist_width: usize,
+    /// A restart to report with the next epoch.
+    restart: Option<String>,
 }
+
+/// Robust z above which `volume`, `spike`, `file_size` and `batch_size` fire by default.
+const DEFAULT_Z: f64 = 6.0;
 
 impl Monitors {
     /// Rules for `specs` over the `watched` series.
@@ -343,80 +567,114 @@ impl Monitors {
         watched: &Watched,
         allowed_lateness_ms: i64,
     ) -> Monitors {
-        let rules = specs
-            .iter()
-            .map(|m| {
-                let threshold = m.threshold;
-                let detector = match m.kind {
-                    MonitorKind::Volume => Detector::Spike(SpikeDip::new(
-                        m.history,
-                        threshold.unwrap_or(6.0),
-                        Direction::Both,
-                    )),
-                    MonitorKind::Spike => Detector::Spike(SpikeDip::new(
-                        m.history,
-                        threshold.unwrap_or(6.0),
-                        Direction::Both,
-                    )),
-                    MonitorKind::ChangePoint => Detector::Change(PageHinkley::new(
-                        0.5,
-                        threshold.unwrap_or(25.0),
-                        m.history as u64,
-                    )),
-                    MonitorKind::Drift => Detector::Drift(DriftMonitor::new(
-                        m.history,
-                        m.history,
-                        (m.history as u64 / 4).max(1),
-                        threshold.unwrap_or(0.25),
-                        1e-3,
-                    )),
-                    MonitorKind::ErrorRate => Detector::Adwin(Adwin::new(0.002, 256, 10_000)),
-                    MonitorKind::Staleness => {
-                        Detector::Threshold(threshold.unwrap_or(3.0 * m.window_ms as f64))
-                    }
-                    MonitorKind::RejectedRate => Detector::Threshold(threshold.unwrap_or(0.05)),
-                };
-                let series = match m.kind {
-                    MonitorKind::Spike | MonitorKind::ChangePoint | MonitorKind::Drift => {
-                        watched.index(&m.field, schema)
-                    }
-                    _ => 0,
-                };
-                Rule {
-                    spec: m.clone(),
-                    series,
-                    detector,
-                    firing: false,
-                    quiet: 0,
-                    last_seen_end: None,
-                    recent: Vec::new(),
+        let mut rules = Vec::new();
+        for m in specs {
+            let threshold = m.threshold;
+            let spike = || {
+                Detector::Spike(SpikeDip::new(
+                    m.history,
+                    threshold.unwrap_or(DEFAULT_Z),
+                    Direction::Both,
+                ))
+            };
+            let detector = match m.kind {
+                MonitorKind::Volume
+                | MonitorKind::Spike
+                | MonitorKind::FileSize
+                | MonitorKind::BatchSize => spike(),
+                MonitorKind::ChangePoint => Detector::Change(PageHinkley::new(
+                    0.5,
+                    threshold.unwrap_or(25.0),
+                    m.history as u64,
+                )),
+                MonitorKind::Drift => Detector::Drift(HistDrift::new(
+                    m.history,
+                    m.current.unwrap_or(3),
+                    threshold.unwrap_or(0.2),
+                    0.1,
+                )),
+                // A subtle concept drift moves a prequential error rate by less
+                // than a point: the window must hold a few hundred thousand errors.
+                MonitorKind::ErrorRate => Detector::Adwin(Adwin::new(0.002, 1024, 300_000)),
+                MonitorKind::Staleness => {
+                    Detector::Threshold(threshold.unwrap_or(3.0 * m.window_ms as f64))
                 }
-            })
-            .collect();
+                MonitorKind::RejectedRate => Detector::Threshold(threshold.unwrap_or(0.05)),
+                MonitorKind::Latency => Detector::Threshold(threshold.unwrap_or(60_000.0)),
+                MonitorKind::Restart => Detector::Threshold(0.0),
+            };
+            let rule = |group: Option<String>, series: usize| Rule {
+                spec: m.clone(),
+                group,
+                series,
+                detector: detector.clone(),
+                firing: false,
+                quiet: 0,
+                last_seen_end: None,
+                recent: Vec::new(),
+            };
+            match (m.kind, &m.group_by) {
+                (MonitorKind::Volume, Some(g)) => {
+                    let (ci, vocab) = watched
+                        .groups
+                        .iter()
+                        .find(|(c, _)| schema.categorical[*c].name == *g)
+                        .expect("validated by Watched::new");
+                    let at = watched.group_offset(*ci);
+                    for (k, v) in vocab
+                        .iter()
+                        .chain(std::iter::once(&"(other)".to_string()))
+                        .enumerate()
+                    {
+                        rules.push(rule(Some(v.clone()), at + k));
+                    }
+                }
+                (MonitorKind::Spike | MonitorKind::ChangePoint, _) => {
+                    rules.push(rule(None, watched.index(&m.field, schema)))
+                }
+                (MonitorKind::Drift, _) => {
+                    rules.push(rule(None, watched.hist_index(&m.field, schema)))
+                }
+                _ => rules.push(rule(None, 0)),
+            }
+        }
         Monitors {
             window_ms: watched.window_ms,
             allowed_lateness_ms,
             rules,
             open: BTreeMap::new(),
+            open_hists: BTreeMap::new(),
             closed_until: None,
             watermark: i64::MIN,
-            width: watched.series.len() + 1,
+            width: watched.width(),
+            hist_width: watched.hist.len(),
+            restart: None,
         }
     }
 
-    /// Feeds one completed epoch: its window partials (any worker order), its
-    /// ledger, the model's errors in record order, and the latest event time.
-    pub fn epoch(
-        &mut self,
-        epoch: Epoch,
-        mut partials: Vec<WindowPartial>,
-        tally: &LedgerCounts,
-        errors: &[bool],
-        latest_ms: Option<i64>,
-    ) -> Vec<Alert> {
+    /// The engine resumed after a run that did not finish cleanly: `restart`
+    /// rules fire with the next epoch, saying `why`.
+    pub fn restarted(&mut self, why: String) {
+        self.restart = Some(why);
+    }
+
+    /// Judges one completed epoch; returns the alerts it raises.
+    pub fn epoch(&mut self, facts: EpochFacts<'_>) -> Vec<Alert> {
+        let EpochFacts {
+            epoch,
+            mut partials,
+            tally,
+            errors,
+            latest_ms,
+            files,
+            rows_committed,
+            now_ms,
+        } = facts;
         let mut alerts = Vec::new();
         partials.sort_by_key(|p| p.worker);
+        let mut arrivals = Vec::new();
         for p in partials {
+            arrivals.extend(p.arrivals);
             for (start, w) in p.windows {
                 if self.closed_until.is_some_and(|c| start < c) {
                     continue; // Late for a closed window: already judged.
@@ -429,6 +687,20 @@ impl Monitors {
                     a.0 += b.0;
                     a.1 += b.1;
                     a.2 = a.2.max(b.2);
+                }
+            }
+            for (start, hs) in p.hists {
+                if self.closed_until.is_some_and(|c| start < c) {
+                    continue;
+                }
+                let slot = self
+                    .open_hists
+                    .entry(start)
+                    .or_insert_with(|| vec![Histogram::new(); self.hist_width]);
+                for (a, b) in slot.iter_mut().zip(hs) {
+                    for (bin, n) in b {
+                        *a.entry(bin).or_default() += n;
+                    }
                 }
             }
         }
@@ -449,59 +721,102 @@ impl Monitors {
                 .open
                 .remove(&next)
                 .unwrap_or_else(|| vec![(0, 0.0, f64::NEG_INFINITY); self.width]);
+            let hs = self.open_hists.remove(&next).unwrap_or_default();
             self.closed_until = Some(next + self.window_ms);
-            self.close_window(epoch, next, &w, &mut alerts);
+            self.close_window(epoch, next, &w, hs, &mut alerts);
         }
-        // Per-epoch rules.
+        // Per-epoch and per-file rules.
         let rejected = tally.rejected_total() as f64 / tally.input.max(1) as f64;
         let at = latest_ms.unwrap_or(0);
+        let restart = self.restart.take();
         for i in 0..self.rules.len() {
-            let kind = self.rules[i].spec.kind;
-            let found = match kind {
-                MonitorKind::RejectedRate if tally.input > 0 => {
-                    let Detector::Threshold(t) = self.rules[i].detector else {
-                        unreachable!()
-                    };
-                    Some((
-                        Assessment {
-                            score: crate::detect::squash(rejected, t),
-                            anomalous: rejected > t,
-                        },
-                        rejected,
-                        Some((0.0, t)),
-                    ))
-                }
-                MonitorKind::ErrorRate if !errors.is_empty() => {
-                    let Detector::Adwin(a) = &mut self.rules[i].detector else {
-                        unreachable!()
-                    };
-                    let mut worst = Assessment::QUIET;
-                    for e in errors {
-                        let r = a.update(f64::from(*e));
-                        // Only a rise in the error rate, by at least a tenth, is degradation
-                        // (small swings while the model is still learning are not).
-                        if r.anomalous
-                            && a.last_change
-                                .is_some_and(|(before, after)| after > before * 1.1)
-                            && r.score > worst.score
-                        {
-                            worst = r;
-                        }
-                    }
-                    let expected = a.last_change.map(|(before, _)| (0.0, before));
-                    Some((worst, a.mean(), expected))
-                }
-                _ => None,
+            let rule = &mut self.rules[i];
+            let threshold = match rule.detector {
+                Detector::Threshold(t) => t,
+                _ => f64::NAN,
             };
-            if let Some((assessment, observed, expected)) = found {
+            let over = |x: f64| Assessment {
+                score: crate::detect::squash(x, threshold),
+                anomalous: x > threshold,
+            };
+            let found: Vec<(Assessment, f64, Option<(f64, f64)>, Option<String>)> =
+                match rule.spec.kind {
+                    MonitorKind::RejectedRate if tally.input > 0 => {
+                        vec![(over(rejected), rejected, Some((0.0, threshold)), None)]
+                    }
+                    MonitorKind::ErrorRate if !errors.is_empty() => {
+                        let Detector::Adwin(a) = &mut rule.detector else {
+                            unreachable!()
+                        };
+                        let mut worst = Assessment::QUIET;
+                        for e in errors {
+                            let r = a.update(f64::from(*e));
+                            // Only a rise in the error rate, by at least a twentieth, is degradation
+                            // (small swings while the model is still learning are not).
+                            if r.anomalous
+                                && a.last_change
+                                    .is_some_and(|(before, after)| after > before * 1.05)
+                                && r.score > worst.score
+                            {
+                                worst = r;
+                            }
+                        }
+                        let expected = a.last_change.map(|(before, _)| (0.0, before));
+                        vec![(worst, a.mean(), expected, None)]
+                    }
+                    MonitorKind::Latency if !arrivals.is_empty() => {
+                        let p = rule.spec.percentile.unwrap_or(99.0);
+                        let l = latency_percentiles(&arrivals, now_ms, &[p])[0];
+                        vec![(over(l), l, Some((0.0, threshold)), None)]
+                    }
+                    MonitorKind::BatchSize if rows_committed > 0 => {
+                        let Detector::Spike(d) = &mut rule.detector else {
+                            unreachable!()
+                        };
+                        let a = d.update((rows_committed as f64).ln());
+                        vec![(a, rows_committed as f64, None, None)]
+                    }
+                    MonitorKind::FileSize => {
+                        let Detector::Spike(d) = &mut rule.detector else {
+                            unreachable!()
+                        };
+                        files
+                            .iter()
+                            .map(|(name, bytes)| {
+                                let a = d.update((*bytes as f64 + 1.0).ln());
+                                (a, *bytes as f64, None, Some(name.clone()))
+                            })
+                            .collect()
+                    }
+                    MonitorKind::Restart => {
+                        let fired = restart.is_some();
+                        vec![(
+                            Assessment {
+                                score: if fired { 1.0 } else { 0.0 },
+                                anomalous: fired,
+                            },
+                            if fired { 1.0 } else { 0.0 },
+                            None,
+                            restart.clone(),
+                        )]
+                    }
+                    _ => Vec::new(),
+                };
+            for (assessment, observed, expected, detail) in found {
+                let rule = &mut self.rules[i];
+                rule.recent.push(observed);
+                if rule.recent.len() > rule.spec.history.max(5) {
+                    rule.recent.remove(0);
+                }
+                let expected = expected.or_else(|| expected_range(&rule.recent));
                 self.lifecycle(
                     i,
                     epoch,
-                    at,
-                    at,
+                    (at, at),
                     assessment,
                     observed,
                     expected,
+                    detail,
                     &mut alerts,
                 );
             }
@@ -514,20 +829,23 @@ impl Monitors {
         epoch: Epoch,
         start: i64,
         w: &[(u64, f64, f64)],
+        mut hists: Vec<Histogram>,
         alerts: &mut Vec<Alert>,
     ) {
         let end = start + self.window_ms;
         for i in 0..self.rules.len() {
             let rule = &mut self.rules[i];
             let count = w[0].0;
+            let mut detail = None;
             let (observed, assessment) = match rule.spec.kind {
                 MonitorKind::Volume => {
                     let Detector::Spike(d) = &mut rule.detector else {
                         unreachable!()
                     };
-                    (count as f64, d.update(count as f64))
+                    let n = w[rule.series].0 as f64;
+                    (n, d.update(n))
                 }
-                MonitorKind::Spike | MonitorKind::ChangePoint | MonitorKind::Drift => {
+                MonitorKind::Spike | MonitorKind::ChangePoint => {
                     let (n, sum, max) = w[rule.series];
                     if n == 0 {
                         continue; // No values: nothing to say about their level.
@@ -541,10 +859,21 @@ impl Monitors {
                     let a = match &mut rule.detector {
                         Detector::Spike(d) => d.update(v),
                         Detector::Change(d) => d.update(v),
-                        Detector::Drift(d) => d.update(v),
                         _ => unreachable!(),
                     };
                     (v, a)
+                }
+                MonitorKind::Drift => {
+                    let Some(h) = hists.get_mut(rule.series).filter(|h| !h.is_empty()) else {
+                        continue; // No values in the window.
+                    };
+                    let Detector::Drift(d) = &mut rule.detector else {
+                        unreachable!()
+                    };
+                    let a = d.update(std::mem::take(h));
+                    let m = d.last.unwrap_or_default();
+                    detail = Some(format!("PSI {:.3}, KS {:.3}", m.psi, m.ks));
+                    (m.psi, a)
                 }
                 MonitorKind::Staleness => {
                     let Detector::Threshold(t) = rule.detector else {
@@ -565,14 +894,29 @@ impl Monitors {
                         (0.0, Assessment::QUIET)
                     }
                 }
-                MonitorKind::ErrorRate | MonitorKind::RejectedRate => continue,
+                _ => continue,
             };
             rule.recent.push(observed);
             if rule.recent.len() > rule.spec.history {
                 rule.recent.remove(0);
             }
-            let expected = expected_range(&rule.recent);
-            self.lifecycle(i, epoch, start, end, assessment, observed, expected, alerts);
+            let expected = if rule.spec.kind == MonitorKind::Drift {
+                Some((0.0, rule.spec.threshold.unwrap_or(0.2)))
+            } else {
+                expected_range(&rule.recent)
+            };
+            // The detail of a grouped rule is its group; a drift rule's, its measures.
+            let detail = detail.or_else(|| rule.group.clone());
+            self.lifecycle(
+                i,
+                epoch,
+                (start, end),
+                assessment,
+                observed,
+                expected,
+                detail,
+                alerts,
+            );
         }
     }
 
@@ -581,18 +925,24 @@ impl Monitors {
         &mut self,
         i: usize,
         epoch: Epoch,
-        start: i64,
-        end: i64,
+        (start, end): (i64, i64),
         a: Assessment,
         observed: f64,
         expected: Option<(f64, f64)>,
+        detail: Option<String>,
         alerts: &mut Vec<Alert>,
     ) {
         let rule = &mut self.rules[i];
         let spec = &rule.spec;
+        let group = rule.group.clone().or_else(|| {
+            (spec.kind == MonitorKind::FileSize)
+                .then(|| detail.clone())
+                .flatten()
+        });
         let make = |state: AlertState, message: String| Alert {
             rule_id: spec.id.clone(),
             kind: spec.kind,
+            group: group.clone(),
             severity: spec.severity,
             state,
             window_start_ms: start,
@@ -603,31 +953,50 @@ impl Monitors {
             message,
             epoch,
         };
+        let about = match (&rule.group, &detail) {
+            (Some(g), _) => format!(" for `{g}`"),
+            (None, Some(d)) if spec.kind == MonitorKind::FileSize => format!(" for file `{d}`"),
+            (None, Some(d)) if spec.kind == MonitorKind::Restart => format!(": {d}"),
+            (None, Some(d)) => format!(" ({d})"),
+            (None, None) => String::new(),
+        };
+        let unit = match spec.kind {
+            MonitorKind::Latency => " ms",
+            MonitorKind::FileSize => " bytes",
+            MonitorKind::BatchSize => " rows",
+            _ => "",
+        };
         if a.anomalous {
             rule.quiet = 0;
             if !rule.firing {
                 rule.firing = true;
                 let range = expected.map_or(String::new(), |(lo, hi)| {
-                    format!(", expected about {lo:.3}..{hi:.3}")
+                    format!(", expected about {lo:.3}..{hi:.3}{unit}")
                 });
-                alerts.push(make(
-                    AlertState::Firing,
+                let message = if spec.kind == MonitorKind::Restart {
+                    format!("{} `{}`{about}", kind_name(spec.kind), spec.id)
+                } else {
                     format!(
-                        "{} `{}`: observed {observed:.3}{range}",
+                        "{} `{}`{about}: observed {observed:.3}{unit}{range}",
                         kind_name(spec.kind),
                         spec.id
-                    ),
-                ));
+                    )
+                };
+                alerts.push(make(AlertState::Firing, message));
             }
         } else if rule.firing {
             rule.quiet += 1;
             if rule.quiet >= spec.resolve_after {
                 rule.firing = false;
                 rule.quiet = 0;
+                let about = rule
+                    .group
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(" for `{g}`"));
                 alerts.push(make(
                     AlertState::Resolved,
                     format!(
-                        "{} `{}` is back to normal (observed {observed:.3})",
+                        "{} `{}`{about} is back to normal (observed {observed:.3}{unit})",
                         kind_name(spec.kind),
                         spec.id
                     ),
@@ -636,14 +1005,25 @@ impl Monitors {
         }
     }
 
-    /// Rules currently firing.
-    pub fn firing(&self) -> Vec<&str> {
+    /// Rules currently firing (with their group, if any).
+    pub fn firing(&self) -> Vec<String> {
         self.rules
             .iter()
             .filter(|r| r.firing)
-            .map(|r| r.spec.id.as_str())
+            .map(|r| match &r.group {
+                Some(g) => format!("{}[{g}]", r.spec.id),
+                None => r.spec.id.clone(),
+            })
             .collect()
     }
+}
+
+/// The kind's name in the topology.
+pub fn kind_key(kind: MonitorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn kind_name(kind: MonitorKind) -> &'static str {
@@ -655,6 +1035,10 @@ fn kind_name(kind: MonitorKind) -> &'static str {
         MonitorKind::Drift => "distribution drift",
         MonitorKind::ErrorRate => "model error rising",
         MonitorKind::RejectedRate => "rejected records",
+        MonitorKind::Latency => "slow processing",
+        MonitorKind::FileSize => "abnormal file size",
+        MonitorKind::BatchSize => "abnormal batch size",
+        MonitorKind::Restart => "engine restarted",
     }
 }
 
@@ -698,10 +1082,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, (&n, &a)) in counts.iter().zip(amounts).enumerate() {
             let start = i as i64 * watched.window_ms;
-            let mut p = WindowPartial {
-                worker: 0,
-                windows: BTreeMap::new(),
-            };
+            let mut p = WindowPartial::default();
             if n > 0 {
                 p.windows
                     .insert(start, vec![(n, 0.0, 0.0), (n, a * n as f64, a)]);
@@ -711,13 +1092,13 @@ mod tests {
                 clean: n,
                 ..Default::default()
             };
-            out.extend(m.epoch(
-                i as u64,
-                vec![p],
-                &tally,
-                &[],
-                Some(start + watched.window_ms),
-            ));
+            out.extend(m.epoch(EpochFacts {
+                epoch: i as u64,
+                partials: vec![p],
+                tally,
+                latest_ms: Some(start + watched.window_ms),
+                ..Default::default()
+            }));
         }
         out
     }
@@ -830,5 +1211,152 @@ mod tests {
         assert_eq!(e.path, "monitors[0].field");
         let e = Watched::new(&s, &specs("[[monitors]]\nid = \"x\"\nkind = \"volume\"\n[[monitors]]\nid = \"x\"\nkind = \"volume\"\n")).unwrap_err();
         assert_eq!(e.path, "monitors[1].id");
+    }
+
+    fn cat_schema() -> Schema {
+        let spec: SchemaSpec = serde_json::from_str(
+            r#"{"key": "k", "event_time": {"field": "t"}, "numeric": [{"name": "amount"}],
+                "categorical": [{"name": "region", "vocabulary": ["north", "south"]}]}"#,
+        )
+        .unwrap();
+        Schema::new(&spec).unwrap()
+    }
+
+    fn scored(t: i64, region: &str, arrived_ms: i64) -> Scored {
+        Scored {
+            record: crate::record::Record {
+                pos: crate::record::Pos { input: 0, line: 0 },
+                source: "f".into(),
+                line_hash: 0,
+                key: "k".into(),
+                key_hash: 0,
+                event_time: t,
+                label: None,
+                nums: vec![1.0],
+                missing: 0,
+                cats: vec![region.into()],
+                arrived_ms,
+            },
+            score: 0.5,
+            model_version: 1,
+        }
+    }
+
+    #[test]
+    fn volume_per_group_alerts_only_the_group_that_moved() {
+        let s = cat_schema();
+        let sp = specs(
+            "[[monitors]]\nid = \"by_region\"\nkind = \"volume\"\ngroup_by = \"region\"\nwindow_ms = 1000\n",
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut m = Monitors::new(&s, &sp, &watched, 0);
+        let mut alerts = Vec::new();
+        for w in 0..60i64 {
+            let mut p = WindowPartial::default();
+            let south = if w == 40 { 10 } else { 100 + w % 7 };
+            for i in 0..(100 + (w * 3) % 11) {
+                p.add(&watched, &scored(w * 1000 + i, "north", 0));
+            }
+            for i in 0..south {
+                p.add(&watched, &scored(w * 1000 + i, "south", 0));
+            }
+            alerts.extend(m.epoch(EpochFacts {
+                epoch: w as u64,
+                partials: vec![p],
+                latest_ms: Some((w + 1) * 1000),
+                ..Default::default()
+            }));
+        }
+        let fired: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .collect();
+        assert_eq!(fired.len(), 1, "{alerts:#?}");
+        assert_eq!(fired[0].group.as_deref(), Some("south"));
+        assert_eq!(fired[0].epoch, 40);
+        assert!(alerts
+            .iter()
+            .any(|a| a.state == AlertState::Resolved && a.group.as_deref() == Some("south")));
+        let e = Watched::new(
+            &s,
+            &specs("[[monitors]]\nid = \"x\"\nkind = \"volume\"\ngroup_by = \"amount\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "monitors[0].group_by");
+    }
+
+    #[test]
+    fn latency_file_size_batch_size_and_restart_rules() {
+        let s = cat_schema();
+        let sp = specs(
+            r#"
+            [[monitors]]
+            id = "slow"
+            kind = "latency"
+            percentile = 50
+            threshold = 5000
+            [[monitors]]
+            id = "files"
+            kind = "file_size"
+            [[monitors]]
+            id = "batches"
+            kind = "batch_size"
+            [[monitors]]
+            id = "restart"
+            kind = "restart"
+            resolve_after = 2
+            "#,
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut m = Monitors::new(&s, &sp, &watched, 0);
+        m.restarted("killed".into());
+        let mut all = Vec::new();
+        for e in 0..40u64 {
+            let mut p = WindowPartial::default();
+            let now = 1_000_000 + e as i64 * 1000;
+            // Epoch 20: most records arrived 10 s before their commit; otherwise 1 s.
+            let lag = if e == 20 { 10_000 } else { 1_000 };
+            for i in 0..100 {
+                p.add(&watched, &scored(i, "north", now - lag));
+            }
+            let size = if e == 30 {
+                40_000_000
+            } else {
+                1_000_000 + e * 1000
+            };
+            let rows = if e == 35 { 20 } else { 10_000 + e };
+            all.extend(m.epoch(EpochFacts {
+                epoch: e,
+                partials: vec![p],
+                latest_ms: Some(100),
+                files: vec![(format!("f{e}.csv"), size)],
+                rows_committed: rows,
+                now_ms: now,
+                ..Default::default()
+            }));
+        }
+        let firing = |id: &str| {
+            all.iter()
+                .filter(|a| a.rule_id == id && a.state == AlertState::Firing)
+                .map(|a| (a.epoch, a.group.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(firing("slow"), vec![(20, None)], "{all:#?}");
+        assert_eq!(firing("files"), vec![(30, Some("f30.csv".to_string()))]);
+        assert_eq!(firing("batches"), vec![(35, None)]);
+        assert_eq!(firing("restart"), vec![(0, None)]);
+        assert!(all
+            .iter()
+            .any(|a| a.rule_id == "restart" && a.state == AlertState::Resolved && a.epoch == 2));
+        assert!(all
+            .iter()
+            .find(|a| a.rule_id == "restart")
+            .unwrap()
+            .message
+            .contains("killed"));
+        assert_eq!(
+            latency_percentiles(&[(0, 98), (-5000, 2)], 1000, &[50.0, 99.0]),
+            vec![1000.0, 6000.0]
+        );
     }
 }

@@ -149,7 +149,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     let mut session = scored_handle.session(&caps[0]);
                     let mut partial = WindowPartial {
                         worker,
-                        windows: Default::default(),
+                        ..WindowPartial::default()
                     };
                     for ex in batch {
                         let s = scorer.apply(ex, &mut eval);

@@ -5,8 +5,8 @@
 //! epoch's checkpoint, so it is exactly-once. The JSON-lines file is appended
 //! (and fsynced) just before the checkpoint: a crash in between repeats the
 //! epoch's lines on replay, never loses them; every line carries an `id`
-//! (`<rule>:<epoch>:<state>`) to deduplicate on. Webhook, email and Kafka
-//! channels are not built yet.
+//! (`<rule>:<epoch>:<state>`, with `[group]` for grouped rules) to
+//! deduplicate on. Webhook, email and Kafka channels are in `notify`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -46,6 +46,7 @@ fn alerts_schema(_schema: &Schema) -> SchemaRef {
     Arc::new(ArrowSchema::new(vec![
         Field::new("rule_id", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
+        Field::new("group", DataType::Utf8, true),
         Field::new("severity", DataType::Utf8, false),
         Field::new("state", DataType::Utf8, false),
         ts("window_start"),
@@ -89,6 +90,12 @@ fn alerts_batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Alert], _epoch: Epo
     let cols: Vec<ArrayRef> = vec![
         text(&|a| a.rule_id.clone()),
         text(&|a| name(&a.kind)),
+        {
+            let mut b = StringBuilder::new();
+            rows.iter()
+                .for_each(|a| b.append_option(a.group.as_deref()));
+            Arc::new(b.finish())
+        },
         text(&|a| name(&a.severity)),
         text(&|a| name(&a.state)),
         time(&|a| a.window_start_ms),
@@ -114,8 +121,10 @@ pub fn append_jsonl(path: &Path, alerts: &[Alert]) -> std::io::Result<()> {
     let mut text = String::new();
     for a in alerts {
         let mut v = serde_json::to_value(a).map_err(std::io::Error::other)?;
-        v["id"] =
-            serde_json::Value::String(format!("{}:{}:{}", a.rule_id, a.epoch, name(&a.state)));
+        v["id"] = serde_json::Value::String(match &a.group {
+            Some(g) => format!("{}[{g}]:{}:{}", a.rule_id, a.epoch, name(&a.state)),
+            None => format!("{}:{}:{}", a.rule_id, a.epoch, name(&a.state)),
+        });
         text.push_str(&v.to_string());
         text.push('\n');
     }

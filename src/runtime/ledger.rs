@@ -47,7 +47,9 @@ use crate::runtime::checkpoint::{self, Checkpoint, StateRef};
 use crate::runtime::snapshots::StateSaved;
 use crate::runtime::{manifest, Fault};
 use crate::topology::Table;
-use millrace_operators::monitor::{Alert, AlertState, Monitors, WindowPartial};
+use millrace_operators::monitor::{
+    latency_percentiles, Alert, AlertState, EpochFacts, Monitors, WindowPartial,
+};
 
 /// What workers report to the coordinator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +91,10 @@ pub struct MetricsRow {
     pub epoch_eval: EvalMetrics,
     /// Prequential accuracy and log loss of the run so far (AUC only for the epoch: exact AUC over the whole run is computed at the end).
     pub run_eval: EvalMetrics,
+    /// Median end-to-end latency of the epoch's records, arrival to commit (ms; NaN without records).
+    pub latency_p50_ms: f64,
+    /// 99th percentile of the same.
+    pub latency_p99_ms: f64,
 }
 
 /// The `metrics` table: one row per epoch.
@@ -135,6 +141,8 @@ fn metrics_schema(_schema: &Schema) -> SchemaRef {
         u("labelled_total"),
         f("accuracy_total"),
         f("log_loss_total"),
+        f("latency_p50_ms"),
+        f("latency_p99_ms"),
     ]);
     Arc::new(ArrowSchema::new(fields))
 }
@@ -186,6 +194,8 @@ fn metrics_batch(
         u(&|r| r.run_eval.n),
         f(&|r| r.run_eval.accuracy),
         f(&|r| r.run_eval.log_loss),
+        f(&|r| r.latency_p50_ms),
+        f(&|r| r.latency_p99_ms),
     ]);
     RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
 }
@@ -307,6 +317,8 @@ pub struct Coordinator {
     pub threshold: f64,
     /// Alert channels (webhook, email) fed after each checkpoint.
     pub notifiers: Vec<crate::connectors::notify::Notifier>,
+    /// Set when the previous run did not finish cleanly: why, for `restart` monitors.
+    pub restart: Option<String>,
 }
 
 /// The coordinator operator. See the module docs.
@@ -334,6 +346,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             alerts_jsonl,
             threshold,
             notifiers,
+            mut restart,
         } = c;
         let alerts_format = alerts_table();
         let alerts_arrow = (alerts_format.arrow_schema)(&lake.schema);
@@ -429,15 +442,39 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         log_loss: t.eval.log_loss_sum / t.eval.n.max(1) as f64,
                         auc: f64::NAN,
                     };
+                    // End-to-end latency: from each record's arrival to now, when every sink has written its epoch.
+                    let now_ms = unix_ms();
+                    let arrivals: Vec<(i64, u64)> = acc.windows.iter().flat_map(|w| w.arrivals.iter().copied()).collect();
+                    let latency = latency_percentiles(&arrivals, now_ms, &[50.0, 99.0]);
+                    let histogram = metrics::histogram!(crate::metrics::LATENCY_SECONDS);
+                    for (t, n) in &arrivals {
+                        let secs = (now_ms - t).max(0) as f64 / 1e3;
+                        for _ in 0..*n {
+                            histogram.record(secs); // A bucket increment: the recorder keeps buckets, not samples.
+                        }
+                    }
                     // Monitors judge the epoch; their alerts are committed with it.
                     let alerts = match monitors.as_mut() {
                         Some(m) => {
                             let errors: Vec<bool> = acc.eval.pairs.iter().map(|(p, y)| (*p > threshold) != *y).collect();
                             let latest = (latest_time != i64::MIN).then_some(latest_time);
-                            m.epoch(epoch, std::mem::take(&mut acc.windows), &acc.tally, &errors, latest)
+                            if let Some(why) = restart.take() {
+                                m.restarted(why);
+                            }
+                            m.epoch(EpochFacts {
+                                epoch,
+                                partials: std::mem::take(&mut acc.windows),
+                                tally: acc.tally,
+                                errors: &errors,
+                                latest_ms: latest,
+                                files: acc.files.iter().map(|f| (f.name.clone(), f.size_bytes)).collect(),
+                                rows_committed: acc.rows,
+                                now_ms,
+                            })
                         }
                         None => Vec::new(),
                     };
+                    metrics::gauge!(crate::metrics::ALERTS_FIRING).set(monitors.as_ref().map_or(0, |m| m.firing().len()) as f64);
                     for a in &alerts {
                         tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch, message = %a.message, "Alert.");
                         metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => if a.state == AlertState::Firing { "firing" } else { "resolved" }).increment(1);
@@ -467,6 +504,8 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         bytes_committed: acc.bytes,
                         epoch_eval: acc.eval.metrics(),
                         run_eval,
+                        latency_p50_ms: latency[0],
+                        latency_p99_ms: latency[1],
                     };
                     // The metrics part is written like any sink's: pending until the checkpoint.
                     if metrics {
@@ -539,4 +578,11 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             }
         })
     }
+}
+
+/// Wall-clock time, ms since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod ledger;
 pub mod manifest;
+pub mod running;
 pub mod snapshots;
 pub mod write_behind;
 
@@ -208,6 +209,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     };
     let checkpointing = start.checkpointing;
     let restore = Arc::new(start.restore);
+    let restart = running::claim(&lake)?;
     let fault = Fault::default();
     let started = Instant::now();
     let config = timely::Config::process(opts.workers.max(1));
@@ -233,6 +235,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     restore: restore.clone(),
                     kafka_assignment: kafka_assignment.clone(),
                     kafka_sink: kafka_sink.clone(),
+                    restart: restart.clone(),
                 },
             )
         });
@@ -270,6 +273,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         return Err(RunError::External(message));
     }
     let mut t = totals.ok_or_else(|| RunError::Internal("worker 0 reported nothing".into()))?;
+    running::release(&lake);
     let by_epochs = t.by_epoch_groups(10);
     Ok(RunSummary {
         workers: opts.workers.max(1),

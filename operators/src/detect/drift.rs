@@ -1,13 +1,19 @@
 //! Distribution drift: population stability index and the two-sample
-//! Kolmogorov–Smirnov test, between a reference window and the current one.
+//! Kolmogorov–Smirnov statistic, between a reference and the current data.
 //!
-//! [`DriftMonitor`] keeps the first `reference` values as the reference (or
-//! is given one) and a sliding window of the last `window` values; every
-//! `every` values it compares them. PSI bins by the reference's deciles, so
-//! it needs no knowledge of the scale; KS needs no bins at all. It fires when
-//! PSI exceeds `psi_threshold` (0.2 is the usual "significant shift") or the
-//! KS p-value falls below `alpha`.
+//! Two forms. [`HistDrift`] is what the `drift` monitors use: every record's
+//! value goes into a per-window [`Histogram`] (bins fixed in advance by a
+//! [`Binning`], so workers' histograms merge by adding counts and nothing
+//! per record is kept); the reference is the `reference` windows before the
+//! current `current` windows, sliding, so a drift fires and then resolves
+//! once the new distribution has become the reference. With thousands of
+//! records per window PSI and KS are precise: their noise is about
+//! `bins / records`. [`DriftMonitor`] compares raw values (kept in memory):
+//! for series of a few thousand values, such as one number per window. PSI
+//! bins by the reference's deciles there, and KS needs no bins. Both fire
+//! when PSI exceeds its threshold (0.2 is the usual "significant shift").
 
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
@@ -66,18 +72,7 @@ pub fn ks(a: &[f64], b: &[f64]) -> (f64, f64) {
     }
     let ne = (n * m) as f64 / (n + m) as f64;
     let lambda = (ne.sqrt() + 0.12 + 0.11 / ne.sqrt()) * d;
-    // Kolmogorov's distribution: Q(λ) = 2 Σ (-1)^(k-1) exp(-2 k² λ²).
-    let mut p = 0.0;
-    for k in 1..=100 {
-        let term = 2.0
-            * (-2.0 * (k * k) as f64 * lambda * lambda).exp()
-            * if k % 2 == 1 { 1.0 } else { -1.0 };
-        p += term;
-        if term.abs() < 1e-12 {
-            break;
-        }
-    }
-    (d, p.clamp(0.0, 1.0))
+    (d, kolmogorov_q(lambda))
 }
 
 /// Drift measures of the current window against the reference.
@@ -158,6 +153,139 @@ impl DriftMonitor {
     }
 }
 
+/// Counts per bin.
+pub type Histogram = BTreeMap<i32, u64>;
+
+/// How values are put in bins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Binning {
+    /// 20 equal bins over `[0, 1]` (probabilities, scores).
+    Unit,
+    /// `floor(8·asinh(x))`: linear near zero, logarithmic beyond, about 13%
+    /// wide relative bins for large values — any scale, no parameters.
+    Asinh,
+}
+
+impl Binning {
+    /// The bin of `x` (NaN goes to its own bin).
+    #[inline]
+    pub fn bin(self, x: f64) -> i32 {
+        if x.is_nan() {
+            return i32::MIN;
+        }
+        match self {
+            Binning::Unit => ((x * 20.0).floor() as i32).clamp(0, 19),
+            Binning::Asinh => (8.0 * x.asinh()).floor() as i32,
+        }
+    }
+}
+
+/// PSI and KS of `current` against `reference`, both histograms over the same bins.
+pub fn hist_measures(reference: &Histogram, current: &Histogram) -> DriftMeasures {
+    let (nr, nc) = (
+        reference.values().sum::<u64>() as f64,
+        current.values().sum::<u64>() as f64,
+    );
+    if nr == 0.0 || nc == 0.0 {
+        return DriftMeasures {
+            psi: 0.0,
+            ks: 0.0,
+            ks_p: 1.0,
+        };
+    }
+    let mut bins: Vec<i32> = reference.keys().chain(current.keys()).copied().collect();
+    bins.sort_unstable();
+    bins.dedup();
+    let (mut psi, mut ks, mut cr, mut cc) = (0.0, 0.0f64, 0.0, 0.0);
+    for b in bins {
+        let a = reference.get(&b).copied().unwrap_or(0) as f64;
+        let c = current.get(&b).copied().unwrap_or(0) as f64;
+        let (p, q) = ((a / nr).max(1e-4), (c / nc).max(1e-4));
+        psi += (q - p) * (q / p).ln();
+        cr += a / nr;
+        cc += c / nc;
+        ks = ks.max((cr - cc).abs());
+    }
+    let ne = nr * nc / (nr + nc);
+    DriftMeasures {
+        psi,
+        ks,
+        ks_p: kolmogorov_q((ne.sqrt() + 0.12 + 0.11 / ne.sqrt()) * ks),
+    }
+}
+
+/// Windowed histogram drift: the last `current` windows against the `reference` windows before them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistDrift {
+    reference: usize,
+    current: usize,
+    psi_threshold: f64,
+    ks_threshold: f64,
+    recent: VecDeque<Histogram>,
+    /// The latest measures.
+    pub last: Option<DriftMeasures>,
+}
+
+impl HistDrift {
+    /// Compares the last `current` windows with the `reference` windows before
+    /// them; fires when PSI exceeds `psi_threshold` or the KS distance exceeds
+    /// `ks_threshold` (a distance, not a p-value: with tens of thousands of
+    /// records every p-value is tiny, while a distance says how much moved).
+    pub fn new(reference: usize, current: usize, psi_threshold: f64, ks_threshold: f64) -> Self {
+        HistDrift {
+            reference: reference.max(1),
+            current: current.max(1),
+            psi_threshold,
+            ks_threshold,
+            recent: VecDeque::new(),
+            last: None,
+        }
+    }
+
+    /// Takes the next window's histogram (windows without values are not passed).
+    pub fn update(&mut self, window: Histogram) -> Assessment {
+        self.recent.push_back(window);
+        if self.recent.len() > self.reference + self.current {
+            self.recent.pop_front();
+        }
+        if self.recent.len() < self.reference + self.current {
+            return Assessment::QUIET;
+        }
+        let sum = |hs: &mut dyn Iterator<Item = &Histogram>| {
+            let mut out = Histogram::new();
+            for h in hs {
+                for (b, n) in h {
+                    *out.entry(*b).or_default() += n;
+                }
+            }
+            out
+        };
+        let reference = sum(&mut self.recent.iter().take(self.reference));
+        let current = sum(&mut self.recent.iter().skip(self.reference));
+        let m = hist_measures(&reference, &current);
+        self.last = Some(m);
+        Assessment {
+            score: squash(m.psi, self.psi_threshold).max(squash(m.ks, self.ks_threshold)),
+            anomalous: m.psi > self.psi_threshold || m.ks > self.ks_threshold,
+        }
+    }
+}
+
+/// Kolmogorov's distribution: `Q(λ) = 2 Σ (-1)^(k-1) exp(-2 k² λ²)`.
+fn kolmogorov_q(lambda: f64) -> f64 {
+    let mut p = 0.0;
+    for k in 1..=100 {
+        let term = 2.0
+            * (-2.0 * (k * k) as f64 * lambda * lambda).exp()
+            * if k % 2 == 1 { 1.0 } else { -1.0 };
+        p += term;
+        if term.abs() < 1e-12 {
+            break;
+        }
+    }
+    p.clamp(0.0, 1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::Noise;
@@ -199,5 +327,35 @@ mod tests {
         );
         assert!(fired.iter().all(|&f| f >= 5000));
         assert!(m.last.unwrap().psi > 0.2);
+    }
+
+    #[test]
+    fn histogram_drift_fires_on_a_shift_then_resolves_when_it_becomes_the_reference() {
+        let mut noise = Noise::new(23);
+        let mut d = HistDrift::new(10, 2, 0.2, 0.1);
+        let mut fired = Vec::new();
+        for w in 0..60 {
+            let shift = if w >= 30 { 1.0 } else { 0.0 };
+            let mut h = Histogram::new();
+            for _ in 0..2000 {
+                *h.entry(Binning::Asinh.bin(noise.normal() + 3.0 + shift))
+                    .or_default() += 1;
+            }
+            if d.update(h).anomalous {
+                fired.push(w);
+            }
+        }
+        assert_eq!(fired.first(), Some(&30), "{fired:?}");
+        assert!(fired.iter().all(|w| (30..44).contains(w)), "{fired:?}");
+        // Same distribution: PSI near zero; unit bins clamp.
+        let (mut a, mut b) = (Histogram::new(), Histogram::new());
+        for _ in 0..20_000 {
+            *a.entry(Binning::Asinh.bin(noise.normal())).or_default() += 1;
+            *b.entry(Binning::Asinh.bin(noise.normal())).or_default() += 1;
+        }
+        let m = hist_measures(&a, &b);
+        assert!(m.psi < 0.01 && m.ks < 0.02, "{m:?}");
+        assert_eq!(Binning::Unit.bin(1.0), 19);
+        assert_eq!(Binning::Unit.bin(0.0), 0);
     }
 }
