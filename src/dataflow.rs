@@ -30,6 +30,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
+use crate::connectors::csv::{header as csv_header, rejected_row, scored_row, CsvSink};
 use crate::connectors::kafka::{kafka, Assigned, KafkaSource};
 use crate::connectors::kafka_sink::{KafkaScoredSink, KafkaSink};
 use crate::connectors::lake::{clean_table, rejected_table, scored_table, Lake, LakeSink};
@@ -144,6 +145,24 @@ pub fn build<'scope>(
     if plan.watched.is_some() {
         events.push(scoring.windows.map(Event::Windows));
     }
+    // Series scores as CSV, one file per input, in input order (rejected lines keep their rows).
+    let mut csv_snapshots = None;
+    if let Some(spec) = &t.sink.csv {
+        let (a, b) = (plan.schema.clone(), plan.schema.clone());
+        let rows = scope.concatenate(vec![
+            scoring.scored.clone().map(move |s| scored_row(&a, &s)),
+            cleaned.rejected.clone().map(move |r| rejected_row(&b, &r)),
+        ]);
+        let (commits, snapshots) = rows.sink_csv(
+            "csv",
+            t.lake.path.join(&spec.path),
+            csv_header(&plan.schema, spec),
+            state("csv"),
+            ctx.fault.clone(),
+        )?;
+        events.push(commits.map(Event::Commit));
+        csv_snapshots = Some(snapshots);
+    }
     let mut record_tables = Vec::new();
     if wants(Table::Clean) {
         record_tables.push(clean_table());
@@ -187,11 +206,9 @@ pub fn build<'scope>(
         );
     }
     if snapshot {
-        let snapshots = scope.concatenate(vec![
-            cleaned.snapshots,
-            feature_snapshots,
-            scoring.snapshots,
-        ]);
+        let mut all = vec![cleaned.snapshots, feature_snapshots, scoring.snapshots];
+        all.extend(csv_snapshots);
+        let snapshots = scope.concatenate(all);
         events.push(
             snapshots
                 .persist_snapshots("checkpoint_state", t.lake.path.clone(), ctx.fault.clone())

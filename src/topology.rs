@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use millrace_operators::clean::CleanSpec;
 use millrace_operators::featurize::{FeatureSpec, Features};
-use millrace_operators::learn::logistic::ModelSpec;
+use millrace_operators::learn::logistic::{ModelKind, ModelSpec};
 use millrace_operators::schema::{Schema, SchemaError, SchemaSpec};
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +155,9 @@ pub struct SinkSpec {
     /// `[sink.kafka]`: scored records to a Kafka topic.
     #[serde(default)]
     pub kafka: Option<crate::connectors::kafka_sink::KafkaSinkSpec>,
+    /// `[sink.csv]`: scored rows as CSV, one file per input, in input order.
+    #[serde(default)]
+    pub csv: Option<crate::connectors::csv::CsvSinkSpec>,
 }
 
 /// `[source.landing]`.
@@ -225,6 +228,8 @@ pub enum Table {
     Alerts,
     /// Not a lake table: the Kafka sink's commits (for the run's accounting).
     Kafka,
+    /// Not a lake table: the CSV sink's commits.
+    Csv,
 }
 
 impl Table {
@@ -237,6 +242,7 @@ impl Table {
             Table::Metrics => "metrics",
             Table::Alerts => "alerts",
             Table::Kafka => "kafka",
+            Table::Csv => "csv",
         }
     }
 }
@@ -450,6 +456,12 @@ impl Topology {
                 "`kafka` is not a lake table; use `[sink.kafka]`",
             ));
         }
+        if self.lake.tables.contains(&Table::Csv) {
+            return Err(e(
+                "lake.tables",
+                "`csv` is not a lake table; use `[sink.csv]`",
+            ));
+        }
         if self.runtime.records_per_epoch == 0 {
             return Err(e(
                 "runtime.records_per_epoch",
@@ -481,7 +493,14 @@ impl Topology {
             return Err(e("lake.tables", "expected at least one table"));
         }
         let schema = Arc::new(Schema::new(&self.schema)?);
-        if schema.label.is_none() && !self.features.is_empty() {
+        let learns = self.model.kind != ModelKind::Feature;
+        if self.model.feature.is_some() && learns {
+            return Err(e(
+                "model.feature",
+                "only `kind = \"feature\"` models read a feature as the score",
+            ));
+        }
+        if learns && schema.label.is_none() && !self.features.is_empty() {
             return Err(e(
                 "schema.label",
                 "the model learns from labels: declare `label = { field = \"...\" }`",
@@ -493,6 +512,23 @@ impl Topology {
                 "features",
                 "expected at least one `[[features]]` entry for the model",
             ));
+        }
+        if !learns {
+            let Some(name) = &self.model.feature else {
+                return Err(e(
+                    "model.feature",
+                    "expected the dense feature whose value is the score",
+                ));
+            };
+            if !features.dense_names.contains(name) {
+                return Err(SchemaError {
+                    path: "model.feature".into(),
+                    message: format!(
+                        "`{name}` is not a dense feature (declared: {})",
+                        features.dense_names.join(", ")
+                    ),
+                });
+            }
         }
         let watched = if self.monitors.is_empty() {
             None

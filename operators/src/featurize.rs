@@ -29,6 +29,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 
 use crate::clean::PreHashed;
+use crate::detect::series::SeriesDetector;
 use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::record::{Example, Record};
 use crate::schema::{Schema, SchemaError};
@@ -52,6 +53,9 @@ pub struct FeatureSpec {
     /// Whether the model standardises this dense feature (default true).
     #[serde(default = "yes")]
     pub standardize: bool,
+    /// `anomaly` only: how many of the key's recent values a value is compared with (default 256).
+    #[serde(default)]
+    pub window: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -80,6 +84,9 @@ pub enum FeatureKind {
     OneHot,
     /// A categorical field hashed into `buckets` sparse slots.
     Hashed,
+    /// How anomalous the field's value is against the key's recent values, in
+    /// `[0, 1]`, from values up to this one ([`SeriesDetector`]).
+    Anomaly,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -89,8 +96,16 @@ enum Compiled {
     KeyCount,
     KeyMean(usize),
     KeyStd(usize),
-    Ratio { field: usize, tracked: usize },
-    Zscore { field: usize, tracked: usize },
+    Ratio {
+        field: usize,
+        tracked: usize,
+    },
+    Zscore {
+        field: usize,
+        tracked: usize,
+    },
+    /// The `k`-th anomaly detector's score.
+    Anomaly(usize),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +129,8 @@ pub struct Features {
     pub sparse_names: Vec<String>,
     /// Numeric fields (schema indices) whose per-key statistics are kept.
     tracked: Vec<usize>,
+    /// Per anomaly detector: the numeric field it reads and its window.
+    anomalies: Vec<(usize, usize)>,
 }
 
 impl Features {
@@ -127,6 +144,7 @@ impl Features {
             sparse: Vec::new(),
             sparse_names: Vec::new(),
             tracked: Vec::new(),
+            anomalies: Vec::new(),
         };
         let mut names = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
@@ -184,8 +202,22 @@ impl Features {
                         tracked: track(j),
                     })
                 }
+                FeatureKind::Anomaly => {
+                    let window = spec.window.unwrap_or(256);
+                    if window < 8 {
+                        return Err(e(
+                            "window",
+                            format!("expected at least 8 values, found {window}"),
+                        ));
+                    }
+                    f.anomalies.push((numeric(field)?, window));
+                    Some(Compiled::Anomaly(f.anomalies.len() - 1))
+                }
                 FeatureKind::OneHot | FeatureKind::Hashed => None,
             };
+            if spec.window.is_some() && spec.kind != FeatureKind::Anomaly {
+                return Err(e("window", "only `anomaly` features take a window".into()));
+            }
             let default_name = match spec.kind {
                 FeatureKind::KeyCount => Some("key_count".to_string()),
                 _ => field.map(str::to_string),
@@ -283,6 +315,20 @@ impl Features {
             state.mean[t] += delta / n;
             state.m2[t] += delta * (x - state.mean[t]);
         }
+        if state.detectors.len() < self.anomalies.len() {
+            let have = state.detectors.len();
+            state.detectors.extend(
+                self.anomalies[have..]
+                    .iter()
+                    .map(|(_, w)| SeriesDetector::new(*w)),
+            );
+        }
+        let anomaly: Vec<f64> = self
+            .anomalies
+            .iter()
+            .zip(state.detectors.iter_mut())
+            .map(|((j, _), d)| d.update(record.nums[*j]))
+            .collect();
         let std = |t: usize| (state.m2[t] / n).max(0.0).sqrt();
         let dense = self
             .dense
@@ -308,6 +354,7 @@ impl Features {
                         0.0
                     }
                 }
+                Compiled::Anomaly(k) => anomaly[k],
                 Compiled::Zscore { field, tracked } => {
                     let s = std(tracked);
                     if s > 0.0 {
@@ -360,6 +407,9 @@ pub struct KeyState {
     pub mean: Vec<f64>,
     /// Sum of squared deviations per tracked field (Welford's M2).
     pub m2: Vec<f64>,
+    /// Per `anomaly` feature: the key's series detector.
+    #[serde(default)]
+    pub detectors: Vec<SeriesDetector>,
 }
 
 /// All keys' state on one worker, keyed by the key's stable hash.

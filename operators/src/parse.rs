@@ -74,7 +74,7 @@ impl Parser {
             let layout = Layout {
                 width: header.len(),
                 time: find(&s.event_time.field),
-                key: find(&s.key),
+                key: if s.key.is_empty() { None } else { find(&s.key) },
                 label: s.label.as_ref().and_then(|l| find(&l.field)),
                 nums: s.numeric.iter().map(|f| find(&f.name)).collect(),
                 cats: s.categorical.iter().map(|f| find(&f.name)).collect(),
@@ -172,7 +172,7 @@ impl Parser {
                 }
             }
         };
-        if layout.time.is_none() || layout.key.is_none() {
+        if layout.time.is_none() || (layout.key.is_none() && !self.schema.key.is_empty()) {
             let missing = if layout.time.is_none() {
                 &self.schema.event_time.field
             } else {
@@ -251,7 +251,11 @@ impl Parser {
             }
         };
         owned.push(text(&s.event_time.field)?);
-        owned.push(text(&s.key)?);
+        owned.push(if s.key.is_empty() {
+            None
+        } else {
+            text(&s.key)?
+        });
         owned.push(match &s.label {
             Some(l) => text(&l.field)?,
             None => None,
@@ -347,6 +351,7 @@ fn build<'a>(
         })?,
     };
     let key = match key {
+        Field::Missing if schema.key.is_empty() => chunk.source.to_string(),
         Field::Missing => {
             return Err((
                 Reason::MissingField,
@@ -484,6 +489,44 @@ pub fn parse_time(text: &str, format: TimeFormat) -> Option<i64> {
         }
         TimeFormat::Rfc3339 => parse_datetime(text, true),
         TimeFormat::Datetime => parse_datetime(text, false),
+    }
+}
+
+/// Writes `ms` back in `format` (UTC), the inverse of [`parse_time`]:
+/// `parse_time(&format_time(t, f), f) == Some(t)`.
+pub fn format_time(ms: i64, format: TimeFormat) -> String {
+    match format {
+        TimeFormat::EpochMs => ms.to_string(),
+        TimeFormat::EpochS => {
+            if ms.rem_euclid(1000) == 0 {
+                ms.div_euclid(1000).to_string()
+            } else {
+                format!("{}", ms as f64 / 1000.0)
+            }
+        }
+        TimeFormat::Rfc3339 | TimeFormat::Datetime => {
+            let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+            let (y, m, d) = civil_from_days(days);
+            let (h, min, sec, milli) = (
+                rest / 3_600_000,
+                rest / 60_000 % 60,
+                rest / 1000 % 60,
+                rest % 1000,
+            );
+            let sep = if format == TimeFormat::Rfc3339 {
+                'T'
+            } else {
+                ' '
+            };
+            let mut out = format!("{y:04}-{m:02}-{d:02}{sep}{h:02}:{min:02}:{sec:02}");
+            if milli != 0 {
+                out.push_str(&format!(".{milli:03}"));
+            }
+            if format == TimeFormat::Rfc3339 {
+                out.push('Z');
+            }
+            out
+        }
     }
 }
 
@@ -802,6 +845,21 @@ mod tests {
             )),
             "bad_number"
         );
+    }
+
+    #[test]
+    fn times_format_back_to_what_was_read() {
+        for (text, f) in [
+            ("2014-04-01 00:05:00", TimeFormat::Datetime),
+            ("2014-04-01 23:59:59.250", TimeFormat::Datetime),
+            ("1969-12-31T23:59:59Z", TimeFormat::Rfc3339),
+            ("1767225600123", TimeFormat::EpochMs),
+            ("1767225600", TimeFormat::EpochS),
+            ("1767225600.5", TimeFormat::EpochS),
+        ] {
+            let t = parse_time(text, f).unwrap();
+            assert_eq!(format_time(t, f), text);
+        }
     }
 
     #[test]

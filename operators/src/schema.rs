@@ -16,6 +16,9 @@ pub struct SchemaSpec {
     /// The event-time field and its format.
     pub event_time: EventTimeSpec,
     /// The key field (e.g. `account`): keyed state is partitioned on it.
+    /// Left out, every input (landed file, Kafka partition) is its own key:
+    /// one series per file.
+    #[serde(default)]
     pub key: String,
     /// The label field, if the stream carries labels.
     #[serde(default)]
@@ -181,7 +184,7 @@ impl CategoricalField {
 pub struct Schema {
     /// The event-time field.
     pub event_time: EventTimeSpec,
-    /// The key field.
+    /// The key field; empty: the input's name is the key.
     pub key: String,
     /// The label, if any.
     pub label: Option<LabelSpec>,
@@ -209,6 +212,15 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SchemaError {
 }
 
 impl Schema {
+    /// The key's column name in the lake: the key field, or `series` when each input is its own key.
+    pub fn key_column(&self) -> &str {
+        if self.key.is_empty() {
+            "series"
+        } else {
+            &self.key
+        }
+    }
+
     /// Checks a spec: names present and unique, ranges ordered, vocabularies
     /// non-empty, at most 64 numeric fields (the imputation mask is a `u64`).
     pub fn new(spec: &SchemaSpec) -> Result<Schema, SchemaError> {
@@ -226,7 +238,9 @@ impl Schema {
             Ok(())
         };
         claim(&spec.event_time.field, "schema.event_time.field".into())?;
-        claim(&spec.key, "schema.key".into())?;
+        if !spec.key.is_empty() {
+            claim(&spec.key, "schema.key".into())?;
+        }
         if let Some(label) = &spec.label {
             claim(&label.field, "schema.label.field".into())?;
         }

@@ -41,6 +41,9 @@ pub struct Scorer {
     /// The version stamped on scored rows.
     pub version: u64,
     threshold: f64,
+    /// `kind = "feature"`: the dense feature that is the score.
+    #[serde(default)]
+    feature: Option<usize>,
     #[serde(skip)]
     scratch: Vec<f64>,
 }
@@ -59,12 +62,31 @@ impl Scorer {
             model: LogisticRegression::new(spec, features.dense_len(), features.sparse_len()),
             version: 1,
             threshold: spec.threshold,
+            feature: match spec.kind {
+                crate::learn::logistic::ModelKind::Feature => spec
+                    .feature
+                    .as_ref()
+                    .and_then(|f| features.dense_names.iter().position(|n| n == f)),
+                _ => None,
+            },
             scratch: Vec::new(),
         }
     }
 
     /// Scores `ex` and, if labelled, learns from it; records the evaluation in `eval`.
     pub fn apply(&mut self, ex: Example, eval: &mut EvalPartial) -> Scored {
+        if let Some(k) = self.feature {
+            let p = ex.dense[k];
+            eval.saw_event_time(ex.record.event_time);
+            if let Some(y) = ex.record.label {
+                eval.observe(p, y > 0.5, self.threshold);
+            }
+            return Scored {
+                record: ex.record,
+                score: p,
+                model_version: self.version,
+            };
+        }
         self.scaler.transform(&ex.dense, &mut self.scratch);
         let p = self.model.predict(&self.scratch, &ex.sparse);
         eval.saw_event_time(ex.record.event_time);

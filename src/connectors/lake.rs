@@ -197,7 +197,7 @@ pub fn clean_table() -> TableFormat<Scored> {
 fn clean_schema(schema: &Schema) -> SchemaRef {
     let mut fields = vec![
         ts(&schema.event_time.field, false),
-        Field::new(&schema.key, DataType::Utf8, false),
+        Field::new(schema.key_column(), DataType::Utf8, false),
     ];
     fields.extend(
         schema

@@ -5,6 +5,7 @@
 //! passed it, then reports a [`lake::Commit`] downstream.
 
 pub mod alerts;
+pub mod csv;
 pub mod email;
 pub mod kafka;
 pub mod kafka_alerts;

@@ -468,10 +468,13 @@ impl std::fmt::Display for RunSummary {
         if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == Table::Kafka) {
             writeln!(f, "kafka: {rows} scored records produced ({bytes} bytes)")?;
         }
+        if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == Table::Csv) {
+            writeln!(f, "csv: {rows} rows appended ({bytes} bytes)")?;
+        }
         let tables: Vec<String> = self
             .committed
             .iter()
-            .filter(|c| c.0 != Table::Kafka)
+            .filter(|c| c.0 != Table::Kafka && c.0 != Table::Csv)
             .map(|(t, files, rows, _)| format!("{} {rows} rows in {files} files", t.name()))
             .collect();
         write!(

@@ -20,6 +20,7 @@
 pub mod adwin;
 pub mod change_point;
 pub mod drift;
+pub mod series;
 pub mod spike;
 
 use serde::{Deserialize, Serialize};

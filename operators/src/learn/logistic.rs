@@ -29,6 +29,9 @@ pub struct ModelSpec {
     /// Probability above which a prediction counts as positive.
     #[serde(default = "default_threshold")]
     pub threshold: f64,
+    /// `kind = "feature"`: the dense feature whose value is the score (e.g. an `anomaly` feature).
+    #[serde(default)]
+    pub feature: Option<String>,
 }
 
 fn default_lr() -> f64 {
@@ -47,6 +50,7 @@ impl Default for ModelSpec {
             intercept_learning_rate: None,
             l2: 0.0,
             threshold: default_threshold(),
+            feature: None,
         }
     }
 }
@@ -58,6 +62,10 @@ pub enum ModelKind {
     /// Binary logistic regression with plain SGD.
     #[default]
     LogisticRegression,
+    /// No learner: the score is the value of the dense feature named by
+    /// `feature` (an `anomaly` feature, say), evaluated against the labels if
+    /// there are any.
+    Feature,
 }
 
 /// The logistic function, clamped like River's `utils.math.sigmoid`.
