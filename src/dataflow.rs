@@ -142,9 +142,8 @@ pub fn build<'scope>(
         cleaned.tallies.map(Event::Tally),
         scoring.evals.map(Event::Eval),
     ];
-    if plan.watched.is_some() {
-        events.push(scoring.windows.map(Event::Windows));
-    }
+    // Window aggregates for the monitors, and arrival times for the latency figures.
+    events.push(scoring.windows.map(Event::Windows));
     // Series scores as CSV, one file per input, in input order (rejected lines keep their rows).
     let mut csv_snapshots = None;
     if let Some(spec) = &t.sink.csv {

@@ -39,8 +39,11 @@ pub const ALERT_DELIVERIES: &str = "millrace_alert_deliveries_total";
 /// Kafka records produced again after a queue-full back-off (label `step`).
 pub const KAFKA_RETRIES: &str = "millrace_kafka_produce_retries_total";
 
-/// End-to-end latency of records, from arrival to the commit of their epoch.
+/// End-to-end latency from arrival to the commit of the epoch, one sample per
+/// group of records that arrived together (a landed file, a fetched batch).
 pub const LATENCY_SECONDS: &str = "millrace_end_to_end_latency_seconds";
+/// The latest completed epoch's 99th-percentile end-to-end latency (exact, over its records).
+pub const LATENCY_P99_SECONDS: &str = "millrace_end_to_end_latency_p99_seconds";
 /// Alert rules currently firing.
 pub const ALERTS_FIRING: &str = "millrace_alerts_firing";
 
@@ -112,6 +115,11 @@ fn describe() {
         "End-to-end latency of records, arrival to commit."
     );
     describe_gauge!(ALERTS_FIRING, Unit::Count, "Alert rules currently firing.");
+    describe_gauge!(
+        LATENCY_P99_SECONDS,
+        Unit::Seconds,
+        "99th-percentile end-to-end latency of the latest epoch's records."
+    );
     describe_counter!(
         ALERT_DELIVERIES,
         Unit::Count,

@@ -460,9 +460,15 @@ impl WindowPartial {
                     .or_default() += 1;
             }
         }
+        self.arrived(s.record.arrived_ms);
+    }
+
+    /// Counts one record's arrival time (all that is kept when no monitor is declared: the latency figures).
+    #[inline]
+    pub fn arrived(&mut self, arrived_ms: i64) {
         match self.arrivals.last_mut() {
-            Some((t, n)) if *t == s.record.arrived_ms => *n += 1,
-            _ => self.arrivals.push((s.record.arrived_ms, 1)),
+            Some((t, n)) if *t == arrived_ms => *n += 1,
+            _ => self.arrivals.push((arrived_ms, 1)),
         }
     }
 }

@@ -112,7 +112,7 @@ pub struct ScoreStreams<'scope> {
     pub evals: Stream<'scope, Epoch, Vec<EvalPartial>>,
     /// State snapshots after each processed epoch (when checkpointing).
     pub snapshots: Stream<'scope, Epoch, Vec<Snapshot>>,
-    /// Per processed epoch, window aggregates of the monitored series (when watching).
+    /// Per processed epoch: window aggregates of the monitored series (when watching) and arrival times.
     pub windows: Stream<'scope, Epoch, Vec<WindowPartial>>,
 }
 
@@ -175,14 +175,13 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     };
                     for ex in batch {
                         let s = scorer.apply(ex, &mut eval);
-                        if let Some(w) = &watched {
-                            partial.add(w, &s);
+                        match &watched {
+                            Some(w) => partial.add(w, &s),
+                            None => partial.arrived(s.record.arrived_ms),
                         }
                         session.give(s);
                     }
-                    if watched.is_some() {
-                        windows_handle.session(&caps[3]).give(partial);
-                    }
+                    windows_handle.session(&caps[3]).give(partial);
                     eval_handle.session(&caps[1]).give(eval);
                     if state.snapshot {
                         snap_handle.session(&caps[2]).give(Snapshot {

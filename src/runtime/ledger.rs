@@ -446,12 +446,15 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     let now_ms = unix_ms();
                     let arrivals: Vec<(i64, u64)> = acc.windows.iter().flat_map(|w| w.arrivals.iter().copied()).collect();
                     let latency = latency_percentiles(&arrivals, now_ms, &[50.0, 99.0]);
+                    // One sample per group of records that arrived together (a file, a
+                    // fetched batch): the recorder keeps every sample until a scrape, so
+                    // one per record would grow without bound in a job nobody scrapes.
                     let histogram = metrics::histogram!(crate::metrics::LATENCY_SECONDS);
-                    for (t, n) in &arrivals {
-                        let secs = (now_ms - t).max(0) as f64 / 1e3;
-                        for _ in 0..*n {
-                            histogram.record(secs); // A bucket increment: the recorder keeps buckets, not samples.
-                        }
+                    for (t, _) in &arrivals {
+                        histogram.record((now_ms - t).max(0) as f64 / 1e3);
+                    }
+                    if latency[1].is_finite() {
+                        metrics::gauge!(crate::metrics::LATENCY_P99_SECONDS).set(latency[1] / 1e3);
                     }
                     // Monitors judge the epoch; their alerts are committed with it.
                     let alerts = match monitors.as_mut() {
