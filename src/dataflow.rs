@@ -24,10 +24,11 @@ use millrace_operators::epochs::{StateError, StateIo};
 use millrace_operators::featurize::Featurize;
 use millrace_operators::monitor::Monitors;
 use millrace_operators::parse::Parse;
-use millrace_operators::score::{Score, Scorer};
+use millrace_operators::score::{ModelDelta, Refresh, Score, Scorer};
 use millrace_operators::Epoch;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::connectors::csv::{header as csv_header, rejected_row, scored_row, CsvSink};
@@ -121,12 +122,30 @@ pub fn build<'scope>(
         cleaned
             .clean
             .featurize("featurize", plan.features.clone(), state("featurize"))?;
+    // Several workers share one model: their published updates go to every
+    // worker and come back one epoch later (a feedback edge), to be merged.
+    let refresh = (scope.peers() > 1).then(|| scope.feedback::<Vec<ModelDelta>>(1));
+    let (loop_handle, refresh) = match refresh {
+        Some((handle, updates)) => (
+            Some(handle),
+            Some(Refresh {
+                updates,
+                spec: t.model.clone(),
+                resumed_after: resume.map(|r| r.epoch),
+            }),
+        ),
+        None => (None, None),
+    };
     let scoring = examples.score(
         "score",
         Scorer::new(&t.model, &plan.features),
         plan.watched.clone(),
         state("score"),
+        refresh,
     )?;
+    if let Some(handle) = loop_handle {
+        scoring.deltas.clone().broadcast().connect_loop(handle);
+    }
 
     let lake = Lake {
         root: t.lake.path.clone(),

@@ -49,6 +49,18 @@ enum Command {
         /// Use these Kafka bootstrap servers (host:port[,host:port]) instead of the topology's.
         #[arg(long)]
         brokers: Option<String>,
+        /// Processes in the cluster (timely's cluster mode; each runs --workers threads).
+        #[arg(long, default_value_t = 1, requires = "hostfile")]
+        processes: usize,
+        /// This process's index in the cluster (0 hosts the coordinator).
+        #[arg(long, default_value_t = 0)]
+        process: usize,
+        /// One host:port per process, in process order.
+        #[arg(long)]
+        hostfile: Option<PathBuf>,
+        /// Start this many local processes on loopback and wait for them (try the cluster on one machine).
+        #[arg(long, conflicts_with_all = ["hostfile", "process"])]
+        local_cluster: Option<usize>,
     },
     /// Check a topology and print the dataflow it builds.
     Validate {
@@ -161,6 +173,98 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// `run --local-cluster N`: this same command as N processes on loopback.
+/// Prints process 0's output; if any process fails, stops the others and
+/// reports which one failed and why.
+fn local_cluster_run(n: usize) -> anyhow::Result<()> {
+    if n == 0 {
+        bail!("--local-cluster: expected at least 1 process");
+    }
+    // The command line without --local-cluster.
+    let mut args: Vec<String> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--local-cluster" {
+            it.next();
+        } else if !a.starts_with("--local-cluster=") {
+            args.push(a);
+        }
+    }
+    // Free loopback ports (bound, read, released; the processes bind them next).
+    let addresses: Vec<String> = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.to_string())
+        })
+        .collect::<std::io::Result<_>>()
+        .context("cannot find free loopback ports")?;
+    let hostfile = std::env::temp_dir().join(format!("millrace-hosts-{}.txt", std::process::id()));
+    std::fs::write(&hostfile, addresses.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", hostfile.display()))?;
+    let exe = std::env::current_exe().context("cannot find the millrace binary")?;
+    let mut children = Vec::new();
+    for i in 0..n {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(&args)
+            .args(["--processes", &n.to_string(), "--process", &i.to_string()])
+            .arg("--hostfile")
+            .arg(&hostfile)
+            .stdout(std::process::Stdio::piped());
+        children.push(
+            cmd.spawn()
+                .with_context(|| format!("cannot start process {i}"))?,
+        );
+    }
+    // Each process's stdout, read on its own thread so none blocks on a full pipe.
+    let outputs: Vec<_> = children
+        .iter_mut()
+        .map(|c| {
+            let mut out = c.stdout.take().expect("piped");
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = std::io::Read::read_to_string(&mut out, &mut s);
+                s
+            })
+        })
+        .collect();
+    let mut status: Vec<Option<std::process::ExitStatus>> = vec![None; n];
+    let mut first_failure = None;
+    while status.iter().any(Option::is_none) {
+        for (i, c) in children.iter_mut().enumerate() {
+            if status[i].is_none() {
+                if let Some(s) = c.try_wait()? {
+                    status[i] = Some(s);
+                    if !s.success() && first_failure.is_none() {
+                        first_failure = Some((i, s));
+                    }
+                }
+            }
+        }
+        if first_failure.is_some() {
+            // Give the others a moment to notice and stop on their own, then stop them.
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            for (i, c) in children.iter_mut().enumerate() {
+                if status[i].is_none() {
+                    let _ = c.kill();
+                    status[i] = c.wait().ok();
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&hostfile);
+    let texts: Vec<String> = outputs
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .collect();
+    print!("{}", texts[0]);
+    if let Some((i, s)) = first_failure {
+        bail!("process {i} of the local cluster failed ({s}); the others were stopped (its error is above)");
+    }
+    Ok(())
+}
+
 fn load(path: &PathBuf) -> anyhow::Result<Compiled> {
     Ok(Topology::load(path)?)
 }
@@ -192,7 +296,14 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             landing,
             lake,
             brokers,
+            processes,
+            process,
+            hostfile,
+            local_cluster,
         } => {
+            if let Some(n) = local_cluster {
+                return local_cluster_run(n);
+            }
             let mut plan = load(&topology)?;
             if let Some(dir) = landing {
                 match plan.landing.as_mut() {
@@ -242,10 +353,18 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 eprintln!("millrace: stopping at the next epoch boundary (interrupt again to exit at once)");
             })
             .context("cannot install the signal handler")?;
+            let cluster = match &hostfile {
+                Some(path) => Some(
+                    runtime::Cluster::from_hostfile(path, processes, process)
+                        .map_err(anyhow::Error::msg)?,
+                ),
+                None => None,
+            };
             let summary = runtime::run(
                 Arc::new(plan),
                 &RunOptions {
                     workers,
+                    cluster,
                     once,
                     stop,
                 },

@@ -116,6 +116,11 @@ impl<D> EpochStash<D> {
         Some((*epoch, caps, data))
     }
 
+    /// The oldest buffered epoch, ready or not.
+    pub fn first(&self) -> Option<Epoch> {
+        self.pending.keys().next().copied()
+    }
+
     /// Epochs buffered.
     pub fn len(&self) -> usize {
         self.pending.len()

@@ -436,11 +436,16 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     last = now;
                     let mut t = totals.borrow_mut();
                     t.eval.merge(&acc.eval);
+                    let n = t.eval.n.max(1) as f64;
+                    let regression = t.eval.regression;
+                    let unless = |r: bool, v: f64| if r { f64::NAN } else { v };
                     let run_eval = EvalMetrics {
                         n: t.eval.n,
-                        accuracy: t.eval.correct as f64 / t.eval.n.max(1) as f64,
-                        log_loss: t.eval.log_loss_sum / t.eval.n.max(1) as f64,
+                        accuracy: unless(regression, t.eval.correct as f64 / n),
+                        log_loss: unless(regression, t.eval.log_loss_sum / n),
                         auc: f64::NAN,
+                        mae: unless(!regression, t.eval.abs_err_sum / n),
+                        rmse: unless(!regression, (t.eval.sq_err_sum / n).sqrt()),
                     };
                     // End-to-end latency: from each record's arrival to now, when every sink has written its epoch.
                     let now_ms = unix_ms();

@@ -69,11 +69,64 @@ impl Fault {
     }
 }
 
+/// This process's place in a multi-process timely cluster.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// This process's index (0 hosts the coordinator).
+    pub process: usize,
+    /// `host:port` of every process, in process order.
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// Reads a hostfile: one `host:port` per process, in process order (blank lines and `#` comments skipped).
+    pub fn from_hostfile(
+        path: &std::path::Path,
+        processes: usize,
+        process: usize,
+    ) -> Result<Cluster, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the hostfile {}: {e}", path.display()))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim())
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addresses.len() != processes {
+            return Err(format!(
+                "the hostfile {} lists {} address(es), but --processes is {processes}",
+                path.display(),
+                addresses.len()
+            ));
+        }
+        if let Some(bad) = addresses.iter().find(|a| {
+            a.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+        }) {
+            return Err(format!(
+                "the hostfile {}: `{bad}` is not host:port",
+                path.display()
+            ));
+        }
+        if process >= processes {
+            return Err(format!(
+                "--process {process}: expected 0..{}",
+                processes - 1
+            ));
+        }
+        Ok(Cluster { process, addresses })
+    }
+}
+
 /// How to run a topology.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Timely worker threads in this process.
     pub workers: usize,
+    /// Several processes over TCP (timely's cluster mode); `None`: this process alone.
+    pub cluster: Option<Cluster>,
     /// Read what is in the landing folder, then stop.
     pub once: bool,
     /// When set (e.g. by a signal handler), sources stop at their next epoch
@@ -102,8 +155,10 @@ pub enum RunError {
 /// What a finished run reports.
 #[derive(Clone, Debug)]
 pub struct RunSummary {
-    /// Worker threads.
+    /// Worker threads, over all processes.
     pub workers: usize,
+    /// This process's index and the number of processes.
+    pub process: (usize, usize),
     /// Epochs completed.
     pub epochs: u64,
     /// The run's ledger.
@@ -133,9 +188,13 @@ pub struct RunSummary {
 /// Runs `plan` to completion (with `once`) or until a fault.
 pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
     let lake = plan.topology.lake.path.clone();
-    let workers = opts.workers.max(1);
+    let processes = opts.cluster.as_ref().map_or(1, |c| c.addresses.len());
+    let process = opts.cluster.as_ref().map_or(0, |c| c.process);
+    // Every count of workers below is over the whole cluster: sources, keys and
+    // checkpoints are spread over all of them.
+    let workers = opts.workers.max(1) * processes;
     crate::metrics::install();
-    let start = prepare(&plan, workers)?;
+    let start = prepare(&plan, workers, process == 0)?;
     let facts = manifest::load(&lake).map_err(|e| {
         RunError::External(format!(
             "cannot read the manifest under {}: {e}",
@@ -209,10 +268,27 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     };
     let checkpointing = start.checkpointing;
     let restore = Arc::new(start.restore);
-    let restart = running::claim(&lake)?;
+    // One process speaks for the run: the coordinator's.
+    let restart = if process == 0 {
+        running::claim(&lake)?
+    } else {
+        None
+    };
     let fault = Fault::default();
     let started = Instant::now();
-    let config = timely::Config::process(opts.workers.max(1));
+    let config = match &opts.cluster {
+        None => timely::Config::process(opts.workers.max(1)),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: opts.workers.max(1),
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    };
     let once = opts.once;
     let stop = opts.stop.clone();
     let worker_fault = fault.clone();
@@ -262,21 +338,50 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     })
     .map_err(RunError::Startup)?;
     let mut totals = None;
-    for r in guards.join() {
+    let mut failed = None;
+    // Joining also joins the network threads, which panic if another process
+    // went away: that is an error to report, not a crash.
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
+        .unwrap_or_else(|_| {
+            vec![Err(
+                "timely communication error: a network thread failed".into()
+            )]
+        });
+    for r in joined {
         match r {
             Ok((0, t)) => totals = Some(t),
             Ok(_) => {}
-            Err(e) => return Err(RunError::Internal(e)),
+            Err(e) => failed = failed.or(Some(e)),
         }
     }
     if let Some(message) = fault.message() {
         return Err(RunError::External(message));
     }
-    let mut t = totals.ok_or_else(|| RunError::Internal("worker 0 reported nothing".into()))?;
-    running::release(&lake);
+    if let Some(e) = failed {
+        // A process that dies closes its connections: the others' network threads
+        // fail and poison the queues their workers read.
+        if processes > 1
+            && (e.contains("MergeQueue poisoned") || e.contains("timely communication error"))
+        {
+            return Err(RunError::External(format!(
+                "process {process}: lost the connection to another process of the cluster; every process stops (restart all of them to resume from the last checkpoint) [{e}]"
+            )));
+        }
+        return Err(RunError::Internal(e));
+    }
+    let mut t = match totals {
+        Some(t) => t,
+        // The coordinator is worker 0, in process 0: the others only report that they finished.
+        None if process > 0 => ledger::RunTotals::default(),
+        None => return Err(RunError::Internal("worker 0 reported nothing".into())),
+    };
+    if process == 0 {
+        running::release(&lake);
+    }
     let by_epochs = t.by_epoch_groups(10);
     Ok(RunSummary {
-        workers: opts.workers.max(1),
+        workers,
+        process: (process, processes),
         epochs: t.epochs,
         ledger: t.ledger,
         unbalanced_epochs: t.unbalanced_epochs,
@@ -302,9 +407,11 @@ struct Start {
     restore: BTreeMap<(String, usize), Vec<u8>>,
 }
 
-/// Finds the checkpoint to resume, brings the lake back to it, and loads its state.
-/// Refuses to start over a lake with committed data but no usable checkpoint.
-fn prepare(plan: &Compiled, workers: usize) -> Result<Start, RunError> {
+/// Finds the checkpoint to resume, brings the lake back to it (`recover`: only
+/// the coordinator's process changes the lake; the others read the same
+/// checkpoint, which recovery never removes), and loads its state. Refuses to
+/// start over a lake with committed data but no usable checkpoint.
+fn prepare(plan: &Compiled, workers: usize, recover: bool) -> Result<Start, RunError> {
     let t = &plan.topology;
     let lake = &t.lake.path;
     if !t.checkpoint.enabled {
@@ -339,8 +446,10 @@ fn prepare(plan: &Compiled, workers: usize) -> Result<Start, RunError> {
             for r in &rejected {
                 warn!(checkpoint = %r.file.display(), reason = %r.reason, "Falling back past an unusable checkpoint.");
             }
-            checkpoint::recover(lake, Some(&c))
-                .map_err(|e| io("roll the lake back to its checkpoint", e))?;
+            if recover {
+                checkpoint::recover(lake, Some(&c))
+                    .map_err(|e| io("roll the lake back to its checkpoint", e))?;
+            }
             Some(c)
         }
         None => {
@@ -360,7 +469,9 @@ fn prepare(plan: &Compiled, workers: usize) -> Result<Start, RunError> {
                     lake.display()
                 )));
             }
-            checkpoint::recover(lake, None).map_err(|e| io("clear uncommitted files", e))?;
+            if recover {
+                checkpoint::recover(lake, None).map_err(|e| io("clear uncommitted files", e))?;
+            }
             None
         }
     };
@@ -395,15 +506,27 @@ pub fn peak_rss_bytes() -> u64 {
 impl std::fmt::Display for RunSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
+        let (process, processes) = self.process;
+        if process > 0 {
+            return write!(
+                f,
+                "process {process} of {processes}: done in {secs:.2} s (process 0 hosts the coordinator and prints the run's summary)"
+            );
+        }
         if let Some(e) = self.resumed_from {
             writeln!(f, "resumed from the checkpoint of epoch {e}")?;
         }
         writeln!(
             f,
-            "run: {} file(s), {} epoch(s), {} worker(s), {:.2} s, {:.0} records/s",
+            "run: {} file(s), {} epoch(s), {} worker(s){}, {:.2} s, {:.0} records/s",
             self.files.len(),
             self.epochs,
             self.workers,
+            if processes > 1 {
+                format!(" in {processes} processes")
+            } else {
+                String::new()
+            },
             secs,
             self.ledger.input as f64 / secs.max(1e-9)
         )?;

@@ -25,6 +25,15 @@ pub struct EvalPartial {
     /// The worker that scored them (partials merge in worker order, so pair order is deterministic).
     #[serde(default)]
     pub worker: usize,
+    /// Regression: sum of absolute errors.
+    #[serde(default)]
+    pub abs_err_sum: f64,
+    /// Regression: sum of squared errors.
+    #[serde(default)]
+    pub sq_err_sum: f64,
+    /// Regression targets observed (the classification fields stay empty).
+    #[serde(default)]
+    pub regression: bool,
 }
 
 /// Metrics computed from an [`EvalPartial`].
@@ -38,6 +47,12 @@ pub struct EvalMetrics {
     pub log_loss: f64,
     /// Exact ROC AUC (ties count half); NaN without both classes.
     pub auc: f64,
+    /// Regression: mean absolute error (NaN for classifiers).
+    #[serde(default)]
+    pub mae: f64,
+    /// Regression: root mean squared error (NaN for classifiers).
+    #[serde(default)]
+    pub rmse: f64,
 }
 
 impl EvalPartial {
@@ -51,6 +66,14 @@ impl EvalPartial {
         self.log_loss_sum -= if y { pc.ln() } else { (1.0 - pc).ln() };
         self.positives += u64::from(y);
         self.pairs.push((p, y));
+    }
+
+    /// Records one prediction `p` of a regression target `y`.
+    pub fn observe_regression(&mut self, p: f64, y: f64) {
+        self.n += 1;
+        self.regression = true;
+        self.abs_err_sum += (p - y).abs();
+        self.sq_err_sum += (p - y) * (p - y);
     }
 
     /// Widens the event-time range to include `t`.
@@ -72,6 +95,9 @@ impl EvalPartial {
         self.log_loss_sum += other.log_loss_sum;
         self.positives += other.positives;
         self.pairs.extend_from_slice(&other.pairs);
+        self.abs_err_sum += other.abs_err_sum;
+        self.sq_err_sum += other.sq_err_sum;
+        self.regression |= other.regression;
     }
 
     /// The metrics. Sorts `pairs` (hence `&mut`).
@@ -82,6 +108,18 @@ impl EvalPartial {
                 accuracy: f64::NAN,
                 log_loss: f64::NAN,
                 auc: f64::NAN,
+                mae: f64::NAN,
+                rmse: f64::NAN,
+            };
+        }
+        if self.regression {
+            return EvalMetrics {
+                n: self.n,
+                accuracy: f64::NAN,
+                log_loss: f64::NAN,
+                auc: f64::NAN,
+                mae: self.abs_err_sum / self.n as f64,
+                rmse: (self.sq_err_sum / self.n as f64).sqrt(),
             };
         }
         EvalMetrics {
@@ -89,6 +127,8 @@ impl EvalPartial {
             accuracy: self.correct as f64 / self.n as f64,
             log_loss: self.log_loss_sum / self.n as f64,
             auc: exact_auc(&mut self.pairs),
+            mae: f64::NAN,
+            rmse: f64::NAN,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Logistic regression trained online by SGD (River's `LogisticRegression`
-//! with `optim.SGD`): predict first, then learn.
+//! with `optim.SGD`) or AdaGrad (`optim.AdaGrad`): predict first, then learn.
 //!
 //! Inputs are a dense vector (already standardised by the caller) and a set of
 //! active sparse slots with value 1. The gradient of the log loss at the raw
@@ -32,6 +32,45 @@ pub struct ModelSpec {
     /// `kind = "feature"`: the dense feature whose value is the score (e.g. an `anomaly` feature).
     #[serde(default)]
     pub feature: Option<String>,
+    /// `logistic_regression` and `linear_regression`: `sgd` or `adagrad`.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// `ftrl`: L1 penalty (sparsity).
+    #[serde(default)]
+    pub l1: f64,
+    /// `ftrl`: the per-coordinate learning rate's α (default 0.1).
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// `ftrl`: the per-coordinate learning rate's β (default 1).
+    #[serde(default)]
+    pub beta: Option<f64>,
+    /// With several workers: a worker publishes its update to the shared model
+    /// after learning this many labelled records (default 1,000; at most once per epoch)…
+    #[serde(default)]
+    pub refresh_records: Option<u64>,
+    /// …or once its event time has moved this many seconds since it last did.
+    #[serde(default)]
+    pub refresh_event_seconds: Option<f64>,
+    /// `hoeffding_tree`: labelled records a leaf sees between split attempts (default 200).
+    #[serde(default)]
+    pub grace_period: Option<u64>,
+    /// `hoeffding_tree`: the Hoeffding bound's confidence (default 1e-7).
+    #[serde(default)]
+    pub split_confidence: Option<f64>,
+    /// `hoeffding_tree`: deepest level (default 20).
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+}
+
+/// How a linear model's weights move.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// Plain SGD with a constant step (River's `optim.SGD`).
+    #[default]
+    Sgd,
+    /// Per-coordinate steps scaled by the root of the summed squared gradients (River's `optim.AdaGrad`).
+    Adagrad,
 }
 
 fn default_lr() -> f64 {
@@ -51,6 +90,15 @@ impl Default for ModelSpec {
             l2: 0.0,
             threshold: default_threshold(),
             feature: None,
+            optimizer: Optimizer::Sgd,
+            l1: 0.0,
+            alpha: None,
+            beta: None,
+            refresh_records: None,
+            refresh_event_seconds: None,
+            grace_period: None,
+            split_confidence: None,
+            max_depth: None,
         }
     }
 }
@@ -59,9 +107,15 @@ impl Default for ModelSpec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
-    /// Binary logistic regression with plain SGD.
+    /// Binary logistic regression (SGD or AdaGrad).
     #[default]
     LogisticRegression,
+    /// Binary logistic regression by FTRL-Proximal (McMahan et al. 2013): sparse, L1 and L2.
+    Ftrl,
+    /// Least-squares linear regression (SGD or AdaGrad), for `regression` labels.
+    LinearRegression,
+    /// A Hoeffding tree classifier (VFDT with Gaussian split estimation for numeric features).
+    HoeffdingTree,
     /// No learner: the score is the value of the dense feature named by
     /// `feature` (an `anomaly` feature, say), evaluated against the labels if
     /// there are any.
@@ -111,7 +165,13 @@ pub struct LogisticRegression {
     intercept_lr: f64,
     l2: f64,
     dense_len: usize,
+    /// AdaGrad: summed squared gradients per weight, then the intercept's (empty for SGD).
+    #[serde(default)]
+    pub g2: Vec<f64>,
 }
+
+/// AdaGrad's guard against dividing by zero (River's default).
+const ADAGRAD_EPS: f64 = 1e-8;
 
 impl LogisticRegression {
     /// A zero model for `dense_len` dense features and `sparse_len` sparse slots.
@@ -124,7 +184,27 @@ impl LogisticRegression {
             intercept_lr: spec.intercept_learning_rate.unwrap_or(spec.learning_rate),
             l2: spec.l2,
             dense_len,
+            g2: match spec.optimizer {
+                Optimizer::Sgd => Vec::new(),
+                Optimizer::Adagrad => vec![0.0; dense_len + sparse_len + 1],
+            },
         }
+    }
+
+    /// The learnable state as one vector: weights, intercept, then AdaGrad's accumulators.
+    pub fn params(&self) -> Vec<f64> {
+        let mut p = self.weights.clone();
+        p.push(self.intercept);
+        p.extend_from_slice(&self.g2);
+        p
+    }
+
+    /// Sets the state from [`params`](Self::params)' layout.
+    pub fn set_params(&mut self, p: &[f64]) {
+        let n = self.weights.len();
+        self.weights.copy_from_slice(&p[..n]);
+        self.intercept = p[n];
+        self.g2.copy_from_slice(&p[n + 1..]);
     }
 
     /// The raw margin `w·x + b`.
@@ -147,9 +227,53 @@ impl LogisticRegression {
         sigmoid(self.margin(dense, sparse))
     }
 
-    /// One SGD step on the log loss for label `y` (0 or 1).
+    /// One step on the log loss for label `y` (0 or 1).
     pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
         let g = log_loss_gradient(self.margin(dense, sparse), y).clamp(-1e12, 1e12);
+        if !self.g2.is_empty() {
+            self.adagrad_step(dense, sparse, g);
+            return;
+        }
+        self.intercept -= self.intercept_lr * g;
+        let (lr, l2) = (self.lr, self.l2);
+        for (w, x) in self.weights[..self.dense_len].iter_mut().zip(dense) {
+            *w -= lr * (x * g + l2 * *w);
+        }
+        for &s in sparse {
+            let w = &mut self.weights[self.dense_len + s as usize];
+            *w -= lr * (g + l2 * *w);
+        }
+        self.updates += 1;
+    }
+
+    /// An AdaGrad step for margin gradient `g`: each weight moves by
+    /// `lr · gᵢ / sqrt(Gᵢ + ε)` after adding `gᵢ²` to its accumulator.
+    pub(crate) fn adagrad_step(&mut self, dense: &[f64], sparse: &[u32], g: f64) {
+        let (lr, l2, n) = (self.lr, self.l2, self.weights.len());
+        let gi = g;
+        self.g2[n] += gi * gi;
+        self.intercept -= self.intercept_lr * gi / (self.g2[n] + ADAGRAD_EPS).sqrt();
+        for (i, x) in dense.iter().enumerate() {
+            let gi = x * g + l2 * self.weights[i];
+            self.g2[i] += gi * gi;
+            self.weights[i] -= lr * gi / (self.g2[i] + ADAGRAD_EPS).sqrt();
+        }
+        for &s in sparse {
+            let i = self.dense_len + s as usize;
+            let gi = g + l2 * self.weights[i];
+            self.g2[i] += gi * gi;
+            self.weights[i] -= lr * gi / (self.g2[i] + ADAGRAD_EPS).sqrt();
+        }
+        self.updates += 1;
+    }
+
+    /// One step on the squared loss for target `y` (linear regression: the margin is the prediction).
+    pub fn learn_squared(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
+        let g = (self.margin(dense, sparse) - y).clamp(-1e12, 1e12);
+        if !self.g2.is_empty() {
+            self.adagrad_step(dense, sparse, g);
+            return;
+        }
         self.intercept -= self.intercept_lr * g;
         let (lr, l2) = (self.lr, self.l2);
         for (w, x) in self.weights[..self.dense_len].iter_mut().zip(dense) {

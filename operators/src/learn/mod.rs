@@ -2,11 +2,99 @@
 //!
 //! Everything here is plain data plus arithmetic, serializable so a
 //! checkpoint can carry it, and free of timely so it can be tested alone.
+//! [`Learner`] is the one type `score` holds, whichever learner the topology
+//! chose; learners whose state is a vector of numbers expose it
+//! ([`Learner::params`]) so workers' updates can be merged into one model.
 
 pub mod eval;
+pub mod ftrl;
 pub mod logistic;
 pub mod scaler;
 
 pub use eval::EvalPartial;
+pub use ftrl::Ftrl;
 pub use logistic::LogisticRegression;
 pub use scaler::StandardScaler;
+
+use serde::{Deserialize, Serialize};
+
+use logistic::{ModelKind, ModelSpec};
+
+/// The learner of a topology's `[model]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Learner {
+    /// Logistic regression, SGD or AdaGrad.
+    Logistic(LogisticRegression),
+    /// Linear regression (the same weights, squared loss, no link).
+    Linear(LogisticRegression),
+    /// FTRL-Proximal logistic regression.
+    Ftrl(Ftrl),
+}
+
+impl Learner {
+    /// A fresh learner of `spec.kind` for `dense_len` dense features and `sparse_len` sparse slots.
+    pub fn new(spec: &ModelSpec, dense_len: usize, sparse_len: usize) -> Learner {
+        match spec.kind {
+            ModelKind::Ftrl => Learner::Ftrl(Ftrl::new(spec, dense_len, sparse_len)),
+            ModelKind::LinearRegression => {
+                Learner::Linear(LogisticRegression::new(spec, dense_len, sparse_len))
+            }
+            _ => Learner::Logistic(LogisticRegression::new(spec, dense_len, sparse_len)),
+        }
+    }
+
+    /// The prediction: a probability for classifiers, a value for regression.
+    #[inline]
+    pub fn predict(&self, dense: &[f64], sparse: &[u32]) -> f64 {
+        match self {
+            Learner::Logistic(m) => m.predict(dense, sparse),
+            Learner::Linear(m) => m.margin(dense, sparse),
+            Learner::Ftrl(m) => m.predict(dense, sparse),
+        }
+    }
+
+    /// Learns one labelled example.
+    #[inline]
+    pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
+        match self {
+            Learner::Logistic(m) => m.learn(dense, sparse, y),
+            Learner::Linear(m) => m.learn_squared(dense, sparse, y),
+            Learner::Ftrl(m) => m.learn(dense, sparse, y),
+        }
+    }
+
+    /// Whether predictions are probabilities of a binary label.
+    pub fn is_classifier(&self) -> bool {
+        !matches!(self, Learner::Linear(_))
+    }
+
+    /// Labelled examples learned from.
+    pub fn updates(&self) -> u64 {
+        match self {
+            Learner::Logistic(m) | Learner::Linear(m) => m.updates,
+            Learner::Ftrl(m) => m.updates,
+        }
+    }
+
+    /// The learnable state as one vector, if it merges by adding updates.
+    pub fn params(&self) -> Option<Vec<f64>> {
+        Some(match self {
+            Learner::Logistic(m) | Learner::Linear(m) => m.params(),
+            Learner::Ftrl(m) => m.params(),
+        })
+    }
+
+    /// Sets the state from [`params`](Self::params)' layout and the merged update count.
+    pub fn set_params(&mut self, p: &[f64], updates: u64) {
+        match self {
+            Learner::Logistic(m) | Learner::Linear(m) => {
+                m.set_params(p);
+                m.updates = updates;
+            }
+            Learner::Ftrl(m) => {
+                m.set_params(p);
+                m.updates = updates;
+            }
+        }
+    }
+}
