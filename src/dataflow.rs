@@ -65,6 +65,8 @@ pub struct Context {
     pub kafka_sink: Option<KafkaSink>,
     /// Why the previous run did not finish cleanly, if it did not.
     pub restart: Option<String>,
+    /// A registry version to start the model from (no checkpoint to resume).
+    pub warm_start: Option<millrace_operators::score::ModelRelease>,
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
@@ -124,21 +126,23 @@ pub fn build<'scope>(
             .featurize("featurize", plan.features.clone(), state("featurize"))?;
     // Several workers share one model: their published updates go to every
     // worker and come back one epoch later (a feedback edge), to be merged.
-    let refresh = (scope.peers() > 1).then(|| scope.feedback::<Vec<ModelDelta>>(1));
-    let (loop_handle, refresh) = match refresh {
-        Some((handle, updates)) => (
-            Some(handle),
-            Some(Refresh {
-                updates,
-                spec: t.model.clone(),
-                resumed_after: resume.map(|r| r.epoch),
-            }),
-        ),
-        None => (None, None),
+    let (loop_handle, updates) =
+        match (scope.peers() > 1).then(|| scope.feedback::<Vec<ModelDelta>>(1)) {
+            Some((handle, updates)) => (Some(handle), Some(updates)),
+            None => (None, None),
+        };
+    let refresh = Refresh {
+        updates,
+        spec: t.model.clone(),
+        resumed_after: resume.map(|r| r.epoch),
     };
+    let mut scorer = Scorer::new(&t.model, &plan.features);
+    if let Some(release) = ctx.warm_start.clone() {
+        scorer.warm_start(release);
+    }
     let scoring = examples.score(
         "score",
-        Scorer::new(&t.model, &plan.features),
+        scorer,
         plan.watched.clone(),
         state("score"),
         refresh,
@@ -160,6 +164,7 @@ pub fn build<'scope>(
         read.map(Event::Tally),
         cleaned.tallies.map(Event::Tally),
         scoring.evals.map(Event::Eval),
+        scoring.releases.clone().map(Event::Model),
     ];
     // Window aggregates for the monitors, and arrival times for the latency figures.
     events.push(scoring.windows.map(Event::Windows));
@@ -271,6 +276,20 @@ pub fn build<'scope>(
         }),
         threshold: t.model.threshold,
         restart: ctx.restart,
+        registry: (worker == 0
+            && t.model.kind != millrace_operators::learn::logistic::ModelKind::Feature)
+            .then(|| crate::runtime::ledger::RegistryCtx {
+                name: t.name.clone(),
+                config: serde_json::to_value(&t.model).expect("serializes"),
+                features: plan
+                    .features
+                    .dense_names
+                    .iter()
+                    .chain(&plan.features.sparse_names)
+                    .cloned()
+                    .collect(),
+                fingerprint: t.state_fingerprint(),
+            }),
         notifiers: if worker == 0 {
             notifiers(t, plan.kafka.as_ref().map(|k| k.brokers.as_str()), &fault)
         } else {
@@ -398,13 +417,33 @@ pub fn describe(plan: &Compiled) -> String {
         plan.features.sparse_len()
     );
     let m = &t.model;
+    use millrace_operators::learn::logistic::ModelKind;
+    let learner = match m.kind {
+        ModelKind::LogisticRegression | ModelKind::LinearRegression => format!(
+            "{:?} ({:?} lr {}, intercept lr {}, l2 {})",
+            m.kind,
+            m.optimizer,
+            m.learning_rate,
+            m.intercept_learning_rate.unwrap_or(m.learning_rate),
+            m.l2
+        ),
+        ModelKind::Ftrl => format!(
+            "FTRL-Proximal (alpha {}, beta {}, l1 {}, l2 {})",
+            m.alpha.unwrap_or(0.1),
+            m.beta.unwrap_or(1.0),
+            m.l1,
+            m.l2
+        ),
+        ModelKind::HoeffdingTree => "Hoeffding tree".to_string(),
+        ModelKind::Feature => format!(
+            "the feature `{}` as the score",
+            m.feature.as_deref().unwrap_or("")
+        ),
+    };
     let _ = writeln!(
         out,
-        "  score      {:?} (SGD lr {}, intercept lr {}, l2 {}), standardised, predict then learn",
-        m.kind,
-        m.learning_rate,
-        m.intercept_learning_rate.unwrap_or(m.learning_rate),
-        m.l2
+        "  score      {learner}, standardised, predict then learn; with several workers one shared model, refreshed every {} records per worker",
+        m.refresh_records.unwrap_or(1000)
     );
     let tables: Vec<&str> = t.lake.tables.iter().map(|t| t.name()).collect();
     let _ = writeln!(

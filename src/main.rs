@@ -69,6 +69,147 @@ enum Command {
     },
     /// Write the synthetic transaction stream (with known faults) and its ground truth.
     Gen(GenArgs),
+    /// The model registry of a lake: published versions and the champion.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// List the published versions (the champion is marked).
+    List {
+        /// The lake.
+        lake: PathBuf,
+        /// The model (pipeline) name; needed when the lake has several.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Print a version's model.json (`champion`, `latest` or `v<N>`).
+    Show {
+        /// The lake.
+        lake: PathBuf,
+        /// Which version.
+        version: String,
+        /// The model (pipeline) name.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Make a version the champion (warm starts with `champion` take it).
+    Promote {
+        /// The lake.
+        lake: PathBuf,
+        /// Which version.
+        version: String,
+        /// The model (pipeline) name.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Go back to the previous champion.
+    Rollback {
+        /// The lake.
+        lake: PathBuf,
+        /// The model (pipeline) name.
+        #[arg(long)]
+        model: Option<String>,
+    },
+}
+
+/// The one model in `lake`, or the named one.
+fn model_name(lake: &std::path::Path, model: Option<String>) -> anyhow::Result<String> {
+    use millrace::runtime::registry;
+    if let Some(m) = model {
+        return Ok(m);
+    }
+    let all = registry::models(lake);
+    match all.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no model is published in {}", lake.display()),
+        many => bail!(
+            "{} holds several models ({}); pass --model NAME",
+            lake.display(),
+            many.join(", ")
+        ),
+    }
+}
+
+fn models(action: ModelsAction) -> anyhow::Result<()> {
+    use millrace::runtime::registry;
+    match action {
+        ModelsAction::List { lake, model } => {
+            let name = model_name(&lake, model)?;
+            let reg = registry::load(&lake, &name).map_err(anyhow::Error::msg)?;
+            let champion = reg.champion();
+            println!(
+                "model `{name}` in {}: {} version(s)",
+                lake.display(),
+                reg.versions.len()
+            );
+            println!("  version     epoch    records   labelled   accuracy   log loss    ROC AUC");
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.5}"));
+            for v in &reg.versions {
+                println!(
+                    "{} v{:<8} {:>7} {:>10} {:>10}   {:>8}   {:>8}   {:>8}",
+                    if Some(v.version) == champion {
+                        "*"
+                    } else {
+                        " "
+                    },
+                    v.version,
+                    v.epoch,
+                    v.records,
+                    v.metrics.n,
+                    f(v.metrics.accuracy),
+                    f(v.metrics.log_loss),
+                    f(v.metrics.auc)
+                );
+            }
+            if let Some(c) = champion {
+                println!(
+                    "champion: v{c}{}",
+                    if reg.pinned.is_some() {
+                        " (promoted)"
+                    } else {
+                        " (newest)"
+                    }
+                );
+            }
+        }
+        ModelsAction::Show {
+            lake,
+            version,
+            model,
+        } => {
+            let name = model_name(&lake, model)?;
+            let reg = registry::load(&lake, &name).map_err(anyhow::Error::msg)?;
+            let v = registry::resolve(&reg, &version).map_err(anyhow::Error::msg)?;
+            let p = registry::dir(&lake, &name)
+                .join(format!("v{v}"))
+                .join("model.json");
+            print!(
+                "{}",
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?
+            );
+            println!();
+        }
+        ModelsAction::Promote {
+            lake,
+            version,
+            model,
+        } => {
+            let name = model_name(&lake, model)?;
+            let v = registry::promote(&lake, &name, &version).map_err(anyhow::Error::msg)?;
+            println!("champion of `{name}`: v{v}");
+        }
+        ModelsAction::Rollback { lake, model } => {
+            let name = model_name(&lake, model)?;
+            let v = registry::rollback(&lake, &name).map_err(anyhow::Error::msg)?;
+            println!("champion of `{name}`: v{v} (rolled back)");
+        }
+    }
+    Ok(())
 }
 
 /// `millrace gen` arguments.
@@ -285,6 +426,7 @@ fn main() -> ExitCode {
 
 fn real_main(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Models { action } => models(action)?,
         Command::Validate { topology } => {
             let plan = load(&topology)?;
             println!("{}", millrace::dataflow::describe(&plan));

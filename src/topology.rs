@@ -128,7 +128,17 @@ impl Topology {
     /// A fingerprint of what shapes operator state (schema, cleaning, features,
     /// model): a checkpoint only resumes under the same fingerprint.
     pub fn state_fingerprint(&self) -> String {
-        let parts = serde_json::json!([self.schema, self.clean, self.features, self.model]);
+        // How often versions are made and published, and where the model starts,
+        // do not shape the state: leave them out.
+        let model = ModelSpec {
+            refresh_records: None,
+            refresh_event_seconds: None,
+            publish_every_versions: None,
+            warm_start: None,
+            registry: None,
+            ..self.model.clone()
+        };
+        let parts = serde_json::json!([self.schema, self.clean, self.features, model]);
         format!(
             "{:016x}",
             xxhash_rust::xxh3::xxh3_64(parts.to_string().as_bytes())
@@ -471,6 +481,38 @@ impl Topology {
         if self.runtime.max_epochs_in_flight == 0 {
             return Err(e("runtime.max_epochs_in_flight", "expected at least 1"));
         }
+        let m = &self.model;
+        if m.alpha.is_some_and(|a| !(a > 0.0)) {
+            return Err(e("model.alpha", "expected a positive α"));
+        }
+        if m.beta.is_some_and(|b| !(b >= 0.0)) {
+            return Err(e("model.beta", "expected β ≥ 0"));
+        }
+        if !(m.l1 >= 0.0) {
+            return Err(e("model.l1", "expected a penalty ≥ 0"));
+        }
+        if m.refresh_records == Some(0) {
+            return Err(e("model.refresh_records", "expected at least 1 record"));
+        }
+        if m.refresh_event_seconds.is_some_and(|s| !(s > 0.0)) {
+            return Err(e(
+                "model.refresh_event_seconds",
+                "expected a positive number of seconds",
+            ));
+        }
+        let ftrl_only = [
+            ("alpha", m.alpha.is_some()),
+            ("beta", m.beta.is_some()),
+            ("l1", m.l1 != 0.0),
+        ];
+        if m.kind != ModelKind::Ftrl {
+            if let Some((key, _)) = ftrl_only.iter().find(|(_, set)| *set) {
+                return Err(e(
+                    &format!("model.{key}"),
+                    "only `kind = \"ftrl\"` takes this",
+                ));
+            }
+        }
         if !(self.model.learning_rate > 0.0) {
             return Err(e(
                 "model.learning_rate",
@@ -494,6 +536,25 @@ impl Topology {
         }
         let schema = Arc::new(Schema::new(&self.schema)?);
         let learns = self.model.kind != ModelKind::Feature;
+        let regression = schema
+            .label
+            .as_ref()
+            .is_some_and(|l| l.kind == millrace_operators::schema::LabelKind::Regression);
+        match (self.model.kind, regression) {
+            (ModelKind::LinearRegression, false) if schema.label.is_some() => {
+                return Err(e(
+                    "model.kind",
+                    "`linear_regression` predicts a number: declare the label with `kind = \"regression\"`",
+                ))
+            }
+            (ModelKind::LogisticRegression | ModelKind::Ftrl | ModelKind::HoeffdingTree, true) => {
+                return Err(e(
+                    "model.kind",
+                    "this learner is a binary classifier; a `regression` label needs `kind = \"linear_regression\"`",
+                ))
+            }
+            _ => {}
+        }
         if self.model.feature.is_some() && learns {
             return Err(e(
                 "model.feature",

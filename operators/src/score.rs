@@ -84,6 +84,22 @@ struct Shared {
     latest_ms: Option<i64>,
     /// The update published last (resent on restore if its merge was not checkpointed).
     outbox: Option<ModelDelta>,
+    /// One worker: nothing to merge; a new version every `every_records` records all the same.
+    #[serde(default)]
+    solo: bool,
+}
+
+/// A version of the shared model, for the registry (emitted by worker 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRelease {
+    /// The version.
+    pub version: u64,
+    /// The epoch after which it is the model.
+    pub epoch: Epoch,
+    /// The learner.
+    pub model: Learner,
+    /// The standardisation it scores with.
+    pub scaler: StandardScaler,
 }
 
 /// The model state of `score` on one worker.
@@ -135,8 +151,13 @@ impl Scorer {
     }
 
     /// Shares the model with other workers (see the module docs); the current state is the shared model.
-    pub fn enable_refresh(&mut self, spec: &ModelSpec) {
-        if self.shared.is_some() || self.feature.is_some() {
+    /// `solo`: this is the only worker — versions only.
+    pub fn enable_refresh(&mut self, spec: &ModelSpec, solo: bool) {
+        if let Some(s) = self.shared.as_mut() {
+            s.solo = solo;
+            return;
+        }
+        if self.feature.is_some() {
             return;
         }
         let Some(params) = self.model.params() else {
@@ -152,6 +173,7 @@ impl Scorer {
             last_published_ms: None,
             latest_ms: None,
             outbox: None,
+            solo,
         });
     }
 
@@ -210,6 +232,13 @@ impl Scorer {
         if s.since < s.every_records && !by_time {
             return None;
         }
+        if s.solo {
+            // Nothing to merge with: the worker's model is the shared one, in a new version.
+            s.since = 0;
+            s.last_published_ms = s.latest_ms;
+            self.version += 1;
+            return None;
+        }
         let now = self.model.params().expect("shared learners have params");
         let params = now
             .iter()
@@ -229,6 +258,32 @@ impl Scorer {
         s.last_published_ms = s.latest_ms;
         s.outbox = Some(delta.clone());
         Some(delta)
+    }
+
+    /// The shared model as it stands, for the registry.
+    pub fn release(&self, epoch: Epoch) -> ModelRelease {
+        let (model, scaler) = match self.shared.as_ref().filter(|s| !s.solo) {
+            Some(s) => {
+                let mut m = self.model.clone();
+                m.set_params(&s.params, s.updates);
+                (m, s.scaler.clone())
+            }
+            None => (self.model.clone(), self.scaler.clone()),
+        };
+        ModelRelease {
+            version: self.version,
+            epoch,
+            model,
+            scaler,
+        }
+    }
+
+    /// Starts from a published version (warm start).
+    pub fn warm_start(&mut self, release: ModelRelease) {
+        self.model = release.model;
+        self.scaler = release.scaler.restored();
+        self.version = release.version;
+        self.shared = None;
     }
 
     /// The update to publish again when resuming right after `epoch` (see the module docs).
@@ -342,12 +397,14 @@ pub struct ScoreStreams<'scope> {
     pub windows: Stream<'scope, Epoch, Vec<WindowPartial>>,
     /// This worker's published model updates (to broadcast back into `refresh`).
     pub deltas: Stream<'scope, Epoch, Vec<ModelDelta>>,
+    /// New versions of the shared model for the registry (worker 0).
+    pub releases: Stream<'scope, Epoch, Vec<ModelRelease>>,
 }
 
-/// How `score` shares its model with the other workers.
+/// How `score` versions its model and shares it with the other workers.
 pub struct Refresh<'scope> {
-    /// Every worker's published updates, one epoch later.
-    pub updates: Stream<'scope, Epoch, Vec<ModelDelta>>,
+    /// Every worker's published updates, one epoch later (`None`: one worker, nothing to merge).
+    pub updates: Option<Stream<'scope, Epoch, Vec<ModelDelta>>>,
     /// When to publish.
     pub spec: ModelSpec,
     /// Resuming after this epoch: publish again an update from it (see the module docs).
@@ -363,7 +420,7 @@ pub trait Score<'scope> {
         scorer: Scorer,
         watched: Option<Watched>,
         state: StateIo,
-        refresh: Option<Refresh<'scope>>,
+        refresh: Refresh<'scope>,
     ) -> Result<ScoreStreams<'scope>, StateError>;
 }
 
@@ -374,7 +431,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         mut scorer: Scorer,
         watched: Option<Watched>,
         state: StateIo,
-        refresh: Option<Refresh<'scope>>,
+        refresh: Refresh<'scope>,
     ) -> Result<ScoreStreams<'scope>, StateError> {
         let worker = self.scope().index();
         let peers = self.scope().peers();
@@ -383,13 +440,14 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         }
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
-        let (mut updates_in, resend) = match refresh {
-            Some(r) => {
-                scorer.enable_refresh(&r.spec);
-                let resend = r
+        scorer.enable_refresh(&refresh.spec, refresh.updates.is_none());
+        let publish_every = refresh.spec.publish_every_versions.unwrap_or(10).max(1);
+        let (mut updates_in, resend) = match refresh.updates {
+            Some(updates) => {
+                let resend = refresh
                     .resumed_after
                     .and_then(|e| scorer.unmerged_outbox(e).map(|d| (e, d)));
-                (Some(builder.new_input(r.updates, Pipeline)), resend)
+                (Some(builder.new_input(updates, Pipeline)), resend)
             }
             None => (None, None),
         };
@@ -398,6 +456,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         let (snap_out, snapshots) = builder.new_output();
         let (windows_out, windows) = builder.new_output();
         let (deltas_out, deltas) = builder.new_output();
+        let (releases_out, releases) = builder.new_output();
         let mut windows_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<WindowPartial>>>::from(windows_out);
         let mut scored_out =
@@ -408,13 +467,15 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
         let mut deltas_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<ModelDelta>>>::from(deltas_out);
+        let mut releases_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<ModelRelease>>>::from(releases_out);
         let step = step_id.to_string();
         builder.build(move |caps| {
             // Publish again the update whose merge the checkpoint did not see.
             let mut resend = resend.map(|(epoch, d)| (caps[4].delayed(&epoch), d));
             drop(caps);
-            let mut stash = EpochStash::new(5);
-            let mut merges: EpochStash<ModelDelta> = EpochStash::new(5);
+            let mut stash = EpochStash::new(6);
+            let mut merges: EpochStash<ModelDelta> = EpochStash::new(6);
             move |frontiers| {
                 if let Some((cap, d)) = resend.take() {
                     deltas_out.activate().session(&cap).give(d);
@@ -428,6 +489,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                 let mut snap_handle = snap_out.activate();
                 let mut windows_handle = windows_out.activate();
                 let mut deltas_handle = deltas_out.activate();
+                let mut releases_handle = releases_out.activate();
                 loop {
                     // The oldest epoch with work, once every input has passed it; merges before examples.
                     let epoch = match (stash.first(), merges.first()) {
@@ -438,6 +500,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     if frontiers.iter().any(|f| f.less_equal(&epoch)) {
                         break;
                     }
+                    let version = scorer.version;
                     let mut caps = None;
                     if merges.first() == Some(epoch) {
                         let (_, c, deltas) = merges.next_ready(&frontiers[1]).expect("passed");
@@ -477,6 +540,15 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     if let Some(d) = scorer.publish(worker, epoch, peers) {
                         deltas_handle.session(&caps[4]).give(d);
                     }
+                    // Every `publish_every` versions, worker 0 hands the shared model to the registry.
+                    if worker == 0
+                        && scorer.version != version
+                        && (scorer.version - 1) % publish_every == 0
+                    {
+                        releases_handle
+                            .session(&caps[5])
+                            .give(scorer.release(epoch));
+                    }
                     if state.snapshot {
                         snap_handle.session(&caps[2]).give(Snapshot {
                             step_id: step.clone(),
@@ -494,6 +566,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             snapshots,
             windows,
             deltas,
+            releases,
         })
     }
 }
@@ -583,8 +656,8 @@ mod tests {
             ..Default::default()
         };
         let (mut a, mut b) = (base.clone(), base.clone());
-        a.enable_refresh(&spec);
-        b.enable_refresh(&spec);
+        a.enable_refresh(&spec, false);
+        b.enable_refresh(&spec, false);
         let mut eval = EvalPartial::default();
         for x in [1.0, 2.0, 3.0] {
             a.apply(example(x, Some(1.0)), &mut eval);

@@ -68,6 +68,8 @@ pub enum Event {
     State(StateSaved),
     /// A worker's window aggregates of the epoch, for the monitors.
     Windows(WindowPartial),
+    /// A new version of the shared model, for the registry.
+    Model(millrace_operators::score::ModelRelease),
 }
 
 /// One row of the `metrics` table: an epoch's ledger, throughput and model quality.
@@ -278,6 +280,20 @@ struct EpochAcc {
     saved: Vec<StateRef>,
     evals: Vec<EvalPartial>,
     windows: Vec<WindowPartial>,
+    releases: Vec<millrace_operators::score::ModelRelease>,
+}
+
+/// What the coordinator needs to publish model versions to the lake's registry.
+#[derive(Clone, Debug)]
+pub struct RegistryCtx {
+    /// The pipeline's name (the model's name in the registry).
+    pub name: String,
+    /// The `[model]` table, as published with each version.
+    pub config: serde_json::Value,
+    /// Dense feature names, then sparse slot names (the weights' order).
+    pub features: Vec<String>,
+    /// The state fingerprint: a version can warm-start only a topology with the same one.
+    pub fingerprint: String,
 }
 
 /// How the coordinator checkpoints.
@@ -319,6 +335,8 @@ pub struct Coordinator {
     pub notifiers: Vec<crate::connectors::notify::Notifier>,
     /// Set when the previous run did not finish cleanly: why, for `restart` monitors.
     pub restart: Option<String>,
+    /// Publish model versions to the lake's registry.
+    pub registry: Option<RegistryCtx>,
 }
 
 /// The coordinator operator. See the module docs.
@@ -347,7 +365,10 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             threshold,
             notifiers,
             mut restart,
+            registry,
         } = c;
+        // Prequential evaluation since the last published version: the published version's metrics.
+        let mut since_release = EvalPartial::default();
         let alerts_format = alerts_table();
         let alerts_arrow = (alerts_format.arrow_schema)(&lake.schema);
         let metrics_format = metrics_table();
@@ -383,6 +404,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             Event::Tally(t) => acc.tally.add(&t),
                             Event::Eval(e) => acc.evals.push(e),
                             Event::Windows(w) => acc.windows.push(w),
+                            Event::Model(r) => acc.releases.push(r),
                             Event::Commit(c) => {
                                 acc.rows += c.rows;
                                 acc.bytes += c.bytes;
@@ -576,6 +598,19 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
                     }
                     t.files.extend(acc.files);
+                    // New model versions go to the registry once their epoch is committed.
+                    since_release.merge(&acc.eval);
+                    if let Some(reg) = &registry {
+                        for r in &acc.releases {
+                            let range = since_release.event_range;
+                            let metrics = std::mem::take(&mut since_release).metrics();
+                            if let Err(e) = crate::runtime::registry::publish(&lake.root, &reg.name, r, &reg.config, &reg.features, &reg.fingerprint, range, metrics, now_ms) {
+                                fault.raise(format!("{step}: cannot publish model version {}: {e}", r.version));
+                                return;
+                            }
+                            info!(step_id = %step, version = r.version, epoch, "Published a model version to the registry.");
+                        }
+                    }
                     // Channels hear of an epoch's alerts once it is committed.
                     for n in &notifiers {
                         n.send(&alerts);

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod ledger;
 pub mod manifest;
+pub mod registry;
 pub mod running;
 pub mod snapshots;
 pub mod write_behind;
@@ -266,6 +267,26 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         }
         None => None,
     };
+    // Warm start: a published version instead of zero, unless a checkpoint is resumed.
+    let warm_start = match (&plan.topology.model.warm_start, resumed_from) {
+        (Some(which), None) => {
+            let name = &plan.topology.name;
+            let from = plan
+                .topology
+                .model
+                .registry
+                .clone()
+                .unwrap_or_else(|| lake.clone());
+            let reg = registry::load(&from, name).map_err(RunError::External)?;
+            let v = registry::resolve(&reg, which)
+                .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
+            let release = registry::load_state(&from, name, v, &plan.topology.state_fingerprint())
+                .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
+            tracing::info!(model = %name, version = v, "Warm start from a published version.");
+            Some(release)
+        }
+        _ => None,
+    };
     let checkpointing = start.checkpointing;
     let restore = Arc::new(start.restore);
     // One process speaks for the run: the coordinator's.
@@ -312,6 +333,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     kafka_assignment: kafka_assignment.clone(),
                     kafka_sink: kafka_sink.clone(),
                     restart: restart.clone(),
+                    warm_start: warm_start.clone(),
                 },
             )
         });
@@ -545,7 +567,13 @@ impl std::fmt::Display for RunSummary {
                 reasons.join(", ")
             )?;
         }
-        if self.eval.n > 0 {
+        if self.eval.n > 0 && self.eval.mae.is_finite() {
+            writeln!(
+                f,
+                "model (prequential, {} labelled): MAE {:.5}  RMSE {:.5}",
+                self.eval.n, self.eval.mae, self.eval.rmse
+            )?;
+        } else if self.eval.n > 0 {
             writeln!(
                 f,
                 "model (prequential, {} labelled): accuracy {:.5}  log loss {:.5}  ROC AUC {:.5}",

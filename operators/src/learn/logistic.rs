@@ -51,6 +51,16 @@ pub struct ModelSpec {
     /// …or once its event time has moved this many seconds since it last did.
     #[serde(default)]
     pub refresh_event_seconds: Option<f64>,
+    /// Every this many versions the shared model is published to the lake's registry (default 10).
+    #[serde(default)]
+    pub publish_every_versions: Option<u64>,
+    /// Start from a version in the lake's registry instead of from zero (when
+    /// there is no checkpoint): `champion`, `latest`, or `v<N>`.
+    #[serde(default)]
+    pub warm_start: Option<String>,
+    /// The lake whose registry `warm_start` reads (default: this topology's lake).
+    #[serde(default)]
+    pub registry: Option<std::path::PathBuf>,
     /// `hoeffding_tree`: labelled records a leaf sees between split attempts (default 200).
     #[serde(default)]
     pub grace_period: Option<u64>,
@@ -96,6 +106,9 @@ impl Default for ModelSpec {
             beta: None,
             refresh_records: None,
             refresh_event_seconds: None,
+            publish_every_versions: None,
+            warm_start: None,
+            registry: None,
             grace_period: None,
             split_confidence: None,
             max_depth: None,

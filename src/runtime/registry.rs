@@ -1,0 +1,306 @@
+//! `registry`: published model versions in the lake, and which one is the champion.
+//!
+//! ```text
+//! <lake>/models/<pipeline>/registry.json          versions, champion, promotion history
+//! <lake>/models/<pipeline>/v<N>/model.json        the version: learner, weights by feature name,
+//!                                                  scaler, config, data range, metrics
+//! <lake>/models/<pipeline>/v<N>/state.bin         the exact state, for warm starts
+//! ```
+//!
+//! The coordinator publishes a version after the checkpoint of the epoch that
+//! produced it (so the registry never holds a model the lake does not), every
+//! `publish_every_versions` versions. Its metrics are the prequential metrics
+//! of the records scored since the previous publication — how the model
+//! family did on data it had not seen. The champion is the newest version
+//! unless one was promoted; `millrace models promote` pins one, `rollback`
+//! goes back to the previous champion. A topology with `[model] warm_start`
+//! starts from the champion, the latest or a named version instead of from
+//! zero, when there is no checkpoint to resume.
+
+use std::path::{Path, PathBuf};
+
+use millrace_operators::learn::eval::EvalMetrics;
+use millrace_operators::learn::Learner;
+use millrace_operators::score::ModelRelease;
+use millrace_operators::Epoch;
+use serde::{Deserialize, Serialize};
+
+/// One published version, as listed in `registry.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    /// The version number.
+    pub version: u64,
+    /// The epoch after which it was the model.
+    pub epoch: Epoch,
+    /// Labelled records it learned from, in total.
+    pub records: u64,
+    /// Event-time range (ms) of the records scored since the previous publication.
+    pub event_range: Option<(i64, i64)>,
+    /// Prequential metrics over those records.
+    pub metrics: VersionMetrics,
+    /// When it was published (ms since the Unix epoch).
+    pub published_ms: i64,
+}
+
+/// Prequential metrics of a version (absent where they do not apply).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionMetrics {
+    /// Labelled records.
+    pub n: u64,
+    /// Accuracy at the threshold.
+    pub accuracy: Option<f64>,
+    /// Mean log loss.
+    pub log_loss: Option<f64>,
+    /// Exact ROC AUC.
+    pub auc: Option<f64>,
+    /// Regression: mean absolute error.
+    pub mae: Option<f64>,
+    /// Regression: root mean squared error.
+    pub rmse: Option<f64>,
+}
+
+impl From<EvalMetrics> for VersionMetrics {
+    fn from(m: EvalMetrics) -> Self {
+        let f = |v: f64| v.is_finite().then_some(v);
+        VersionMetrics {
+            n: m.n,
+            accuracy: f(m.accuracy),
+            log_loss: f(m.log_loss),
+            auc: f(m.auc),
+            mae: f(m.mae),
+            rmse: f(m.rmse),
+        }
+    }
+}
+
+/// `registry.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// The pipeline (model) name.
+    pub model: String,
+    /// Published versions, oldest first.
+    pub versions: Vec<VersionEntry>,
+    /// A promoted version; `None`: the newest is the champion.
+    pub pinned: Option<u64>,
+    /// Earlier champions, most recent last (for `rollback`).
+    pub history: Vec<u64>,
+}
+
+impl Registry {
+    /// The champion: the promoted version, else the newest.
+    pub fn champion(&self) -> Option<u64> {
+        self.pinned.or(self.versions.last().map(|v| v.version))
+    }
+}
+
+/// `<lake>/models/<name>`.
+pub fn dir(lake: &Path, name: &str) -> PathBuf {
+    lake.join("models").join(name)
+}
+
+/// The registry of `name` in `lake` (empty if nothing was published).
+pub fn load(lake: &Path, name: &str) -> Result<Registry, String> {
+    let p = dir(lake, name).join("registry.json");
+    match std::fs::read(&p) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry {
+            model: name.to_string(),
+            ..Registry::default()
+        }),
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Saves the registry atomically.
+pub fn save(lake: &Path, reg: &Registry) -> Result<(), String> {
+    let d = dir(lake, &reg.model);
+    std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    let p = d.join("registry.json");
+    write_atomic(&p, &serde_json::to_vec_pretty(reg).expect("serializes"))
+        .map_err(|e| format!("cannot write {}: {e}", p.display()))
+}
+
+/// What `model.json` holds besides the entry.
+#[derive(Serialize)]
+struct ModelFile<'a> {
+    model: &'a str,
+    #[serde(flatten)]
+    entry: &'a VersionEntry,
+    learner: &'a str,
+    config: &'a serde_json::Value,
+    features: &'a [String],
+    weights: Option<Vec<(String, f64)>>,
+    intercept: Option<f64>,
+    scaler: serde_json::Value,
+}
+
+/// Publishes `release` under `<lake>/models/<name>/v<N>/` and lists it in the registry.
+#[allow(clippy::too_many_arguments)]
+pub fn publish(
+    lake: &Path,
+    name: &str,
+    release: &ModelRelease,
+    config: &serde_json::Value,
+    feature_names: &[String],
+    fingerprint: &str,
+    event_range: Option<(i64, i64)>,
+    metrics: EvalMetrics,
+    now_ms: i64,
+) -> Result<(), String> {
+    let vdir = dir(lake, name).join(format!("v{}", release.version));
+    std::fs::create_dir_all(&vdir).map_err(|e| format!("cannot create {}: {e}", vdir.display()))?;
+    let entry = VersionEntry {
+        version: release.version,
+        epoch: release.epoch,
+        records: release.model.updates(),
+        event_range,
+        metrics: metrics.into(),
+        published_ms: now_ms,
+    };
+    let (learner, weights, intercept) = match &release.model {
+        Learner::Logistic(m) | Learner::Linear(m) => (
+            if matches!(release.model, Learner::Logistic(_)) {
+                "logistic_regression"
+            } else {
+                "linear_regression"
+            },
+            Some(m.weights.clone()),
+            Some(m.intercept),
+        ),
+        Learner::Ftrl(m) => {
+            let mut w = m.weights();
+            let b = w.pop();
+            ("ftrl", Some(w), b)
+        }
+    };
+    let named = weights.map(|w| {
+        w.into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    feature_names
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{i}")),
+                    v,
+                )
+            })
+            .collect()
+    });
+    let file = ModelFile {
+        model: name,
+        entry: &entry,
+        learner,
+        config,
+        features: feature_names,
+        weights: named,
+        intercept,
+        scaler: serde_json::json!({
+            "count": release.scaler.count,
+            "mean": release.scaler.mean,
+            "var": release.scaler.var,
+        }),
+    };
+    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+    let state = (fingerprint.to_string(), release.clone());
+    let p = vdir.join("state.bin");
+    write_atomic(&p, &bincode::serialize(&state).expect("serializes")).map_err(|e| io(&p, e))?;
+    let p = vdir.join("model.json");
+    write_atomic(&p, &serde_json::to_vec_pretty(&file).expect("serializes"))
+        .map_err(|e| io(&p, e))?;
+    let mut reg = load(lake, name)?;
+    reg.versions.retain(|v| v.version != release.version); // a replayed epoch publishes the same version again
+    reg.versions.push(entry);
+    reg.versions.sort_by_key(|v| v.version);
+    save(lake, &reg)
+}
+
+/// Resolves `champion`, `latest` or `v<N>` to a version number.
+pub fn resolve(reg: &Registry, which: &str) -> Result<u64, String> {
+    let v = match which {
+        "champion" => reg.champion(),
+        "latest" => reg.versions.last().map(|v| v.version),
+        other => Some(
+            other
+                .trim_start_matches('v')
+                .parse::<u64>()
+                .map_err(|_| format!("`{other}`: expected `champion`, `latest` or `v<N>`"))?,
+        ),
+    };
+    let v = v.ok_or_else(|| format!("no version of `{}` is published yet", reg.model))?;
+    if !reg.versions.iter().any(|e| e.version == v) {
+        return Err(format!("`{}` has no version {v}", reg.model));
+    }
+    Ok(v)
+}
+
+/// Loads a version's exact state, checking it was trained on the same features and model.
+pub fn load_state(
+    lake: &Path,
+    name: &str,
+    version: u64,
+    fingerprint: &str,
+) -> Result<ModelRelease, String> {
+    let p = dir(lake, name)
+        .join(format!("v{version}"))
+        .join("state.bin");
+    let bytes = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let (fp, release): (String, ModelRelease) =
+        bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    if fp != fingerprint {
+        return Err(format!(
+            "version {version} of `{name}` was trained with other features or another model; it cannot start this topology"
+        ));
+    }
+    Ok(ModelRelease {
+        scaler: release.scaler.restored(),
+        ..release
+    })
+}
+
+/// Makes `version` the champion; the previous champion goes to the history.
+pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, String> {
+    let mut reg = load(lake, name)?;
+    let v = resolve(&reg, which)?;
+    if let Some(c) = reg.champion() {
+        if c != v {
+            reg.history.push(c);
+        }
+    }
+    reg.pinned = Some(v);
+    save(lake, &reg)?;
+    Ok(v)
+}
+
+/// Goes back to the previous champion.
+pub fn rollback(lake: &Path, name: &str) -> Result<u64, String> {
+    let mut reg = load(lake, name)?;
+    let v = reg
+        .history
+        .pop()
+        .ok_or_else(|| format!("`{name}` has no earlier champion to roll back to"))?;
+    reg.pinned = Some(v);
+    save(lake, &reg)?;
+    Ok(v)
+}
+
+/// The models published in a lake.
+pub fn models(lake: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lake.join("models"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("registry.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}

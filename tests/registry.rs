@@ -1,0 +1,112 @@
+//! The model registry through the CLI: versions published by a run, listed,
+//! shown, promoted, rolled back, and used to warm-start another run.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn publish_list_promote_rollback_and_warm_start() {
+    let dir = scratch("registry");
+    gen(&dir, "tx.csv", 350_000, 51, &[]);
+    settle(&dir);
+    let q = quickstart();
+    millrace(
+        &dir,
+        &[
+            "run",
+            &q,
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-a",
+        ],
+    );
+    // Published every 10 versions (a version per epoch here): v11, v21, v31.
+    let list = millrace(&dir, &["models", "list", "lake-a"]);
+    assert!(list.contains("model `quickstart`"), "{list}");
+    for v in ["v11 ", "v21 ", "v31 "] {
+        assert!(list.contains(v), "{v} missing:\n{list}");
+    }
+    assert!(list.contains("champion: v31 (newest)"), "{list}");
+    let shown = millrace(&dir, &["models", "show", "lake-a", "v21"]);
+    let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(json["version"], 21);
+    assert_eq!(json["learner"], "logistic_regression");
+    assert!(json["metrics"]["auc"].as_f64().unwrap() > 0.7, "{shown}");
+    assert!(json["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w[0] == "acct_mean"));
+    // Promote, promote again, roll back.
+    let out = millrace(&dir, &["models", "promote", "lake-a", "v11"]);
+    assert!(out.contains("champion of `quickstart`: v11"), "{out}");
+    millrace(&dir, &["models", "promote", "lake-a", "v21"]);
+    let out = millrace(&dir, &["models", "rollback", "lake-a"]);
+    assert!(out.contains("v11 (rolled back)"), "{out}");
+    let list = millrace(&dir, &["models", "list", "lake-a"]);
+    assert!(list.contains("champion: v11 (promoted)"), "{list}");
+    let bad = millrace_raw(&dir, &["models", "promote", "lake-a", "v9999"]);
+    assert!(!bad.status.success());
+    // Warm start: a new lake whose model starts from the champion of lake-a.
+    let warm = std::fs::read_to_string(&q).unwrap().replace(
+        "l2 = 0.0\n",
+        "l2 = 0.0\nwarm_start = \"champion\"\nregistry = \"lake-a\"\n",
+    );
+    std::fs::write(dir.join("warm.toml"), warm).unwrap();
+    millrace(
+        &dir,
+        &[
+            "run",
+            "warm.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-b",
+        ],
+    );
+    let b = scored(&dir.join("lake-b"));
+    let a = scored(&dir.join("lake-a"));
+    let first = b.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap();
+    assert_eq!(
+        first.6, 11,
+        "the first record is scored by the champion, v11"
+    );
+    // Not a cold start: the first records get other scores than in lake-a's cold start.
+    let same = a
+        .iter()
+        .zip(&b)
+        .take(100)
+        .filter(|(x, y)| x.4 == y.4)
+        .count();
+    assert!(
+        same < 10,
+        "{same} of the first 100 scores equal a cold start's"
+    );
+    // A version that does not exist is refused with the key named.
+    let bad = std::fs::read_to_string(&q).unwrap().replace(
+        "l2 = 0.0\n",
+        "l2 = 0.0\nwarm_start = \"v9999\"\nregistry = \"lake-a\"\n",
+    );
+    std::fs::write(dir.join("bad.toml"), bad).unwrap();
+    let out = millrace_raw(
+        &dir,
+        &[
+            "run",
+            "bad.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-c",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("model.warm_start"),
+        "{out:?}"
+    );
+}
