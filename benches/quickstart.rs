@@ -60,40 +60,56 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    let files: u64 = args
+        .iter()
+        .position(|a| a == "--files")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
         Some(mode) => child(
             mode,
             Path::new(&std::env::var("MILLRACE_BENCH_DIR").unwrap()),
         ),
-        None => parent(rows, repeat.max(1)),
+        None => parent(rows, repeat.max(1), files.max(1)),
     }
 }
 
-fn parent(rows: u64, repeat: usize) {
+fn parent(rows: u64, repeat: usize, files: u64) {
     let dir = std::env::temp_dir().join(format!("millrace-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("landing")).unwrap();
-    let opts = millrace::gen::GenOptions {
-        rows,
-        seed: 7,
-        ..Default::default()
-    };
-    let path = dir.join("landing/tx.csv");
-    let truth = millrace::gen::generate(
-        &opts,
-        std::io::BufWriter::new(std::fs::File::create(&path).unwrap()),
-    )
-    .unwrap();
-    // Let the file settle so the landing source takes it at once.
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(old)
+    // One file (seed 7), or `files` files of rows/files each (seeds 7, 8, …): files
+    // are spread over workers, so several let two workers read in parallel.
+    let (mut emitted, mut duplicates) = (0, 0);
+    for k in 0..files {
+        let opts = millrace::gen::GenOptions {
+            rows: rows / files,
+            seed: 7 + k,
+            ..Default::default()
+        };
+        let path = if files == 1 {
+            dir.join("landing/tx.csv")
+        } else {
+            dir.join(format!("landing/tx-{k:02}.csv"))
+        };
+        let truth = millrace::gen::generate(
+            &opts,
+            std::io::BufWriter::new(std::fs::File::create(&path).unwrap()),
+        )
         .unwrap();
+        emitted += truth.rows_emitted;
+        duplicates += truth.duplicates;
+        // Let the file settle so the landing source takes it at once.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
     println!(
-        "quickstart bench: {} lines ({} rows + {} duplicates), seed 7, 10,000 accounts, 2 cores",
-        truth.rows_emitted, rows, truth.duplicates
+        "quickstart bench: {emitted} lines ({rows} rows + {duplicates} duplicates) in {files} file(s), seed 7, 10,000 accounts, 2 cores"
     );
     let modes = [
         "loop",
@@ -163,7 +179,15 @@ fn child(mode: &str, dir: &Path) {
     let started = Instant::now();
     let lake = dir.join(format!("lake-{mode}"));
     let (lines, eval) = match mode {
-        "loop" => hand_loop(&dir.join("landing/tx.csv"), &lake),
+        "loop" => {
+            // Every file, in name order: the order one worker reads them in.
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("landing"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            paths.sort();
+            hand_loop(&paths, &lake)
+        }
         _ => {
             let mut plan = Topology::load(
                 &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
@@ -216,22 +240,16 @@ struct Batch {
 }
 
 /// The hand-written loop: the quickstart's work without the engine.
-fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval::EvalMetrics) {
+fn hand_loop(
+    paths: &[PathBuf],
+    lake: &Path,
+) -> (u64, millrace_operators::learn::eval::EvalMetrics) {
     let plan = Topology::load(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
     )
     .unwrap();
     let schema = plan.schema.clone();
-    let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-    let arrived = std::fs::metadata(path)
-        .unwrap()
-        .modified()
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap(); // header
     let mut dedup = Dedup::new(100_000);
     let (mut imp_n, mut imp_m) = ([0u64; 7], [0f64; 7]);
     let mut accounts: HashMap<String, (u64, f64), FxBuild> = HashMap::default();
@@ -239,7 +257,7 @@ fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval:
     let mut model = LogisticRegression::new(&ModelSpec::default(), 10, 10);
     let mut eval = EvalPartial::default();
     let mut batch = Batch::default();
-    let (mut lineno, mut lines, mut epoch) = (1u64, 0u64, 0u64);
+    let (mut lines, mut epoch) = (0u64, 0u64);
     let mut x = [0f64; 10];
     let mut xs = Vec::with_capacity(10);
     let formats = (clean_table(), scored_table(), rejected_table());
@@ -248,123 +266,142 @@ fn hand_loop(path: &Path, lake: &Path) -> (u64, millrace_operators::learn::eval:
         (formats.1.arrow_schema)(&schema),
         (formats.2.arrow_schema)(&schema),
     );
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        lineno += 1;
-        lines += 1;
-        let l = line.trim_end_matches(['\n', '\r']);
-        if !dedup.is_duplicate(line_hash(l.as_bytes())) {
-            let f: Vec<&str> = l.split(',').collect();
-            let parsed = (|| {
-                if f.len() != 11 {
-                    return Err((
-                        "field_count",
-                        true,
-                        format!("expected 11 fields, found {}", f.len()),
-                        None,
-                    ));
-                }
-                let t: i64 = f[0].parse().map_err(|_| {
-                    (
-                        "bad_time",
-                        true,
-                        format!("`event_time`: cannot read `{}`", f[0]),
-                        None,
-                    )
-                })?;
-                let mut v = [0f64; 7];
-                let mut missing = 0u8;
-                for j in 0..7 {
-                    if f[3 + j].is_empty() {
-                        missing |= 1 << j;
-                    } else {
-                        v[j] = f[3 + j].parse().map_err(|_| {
-                            (
-                                "bad_number",
-                                true,
-                                format!("cannot read `{}` as a number", f[3 + j]),
-                                Some(t),
-                            )
-                        })?;
+    for path in paths {
+        let source = path.file_name().unwrap().to_string_lossy().to_string();
+        let mut reader = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+        let arrived = std::fs::metadata(path)
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        reader.read_line(&mut line).unwrap(); // header
+        let (mut lineno, mut in_epoch) = (1u64, 0u64);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            lineno += 1;
+            lines += 1;
+            in_epoch += 1;
+            let l = line.trim_end_matches(['\n', '\r']);
+            if !dedup.is_duplicate(line_hash(l.as_bytes())) {
+                let f: Vec<&str> = l.split(',').collect();
+                let parsed = (|| {
+                    if f.len() != 11 {
+                        return Err((
+                            "field_count",
+                            true,
+                            format!("expected 11 fields, found {}", f.len()),
+                            None,
+                        ));
                     }
-                }
-                let y: f64 = f[10]
-                    .parse()
-                    .map_err(|_| ("bad_label", true, String::new(), Some(t)))?;
-                if y != 0.0 && y != 1.0 {
-                    return Err((
-                        "invalid_label",
-                        false,
-                        format!("label: expected 0 or 1, found `{}`", f[10]),
-                        Some(t),
-                    ));
-                }
-                if missing & 1 == 0 && v[0] < 0.0 {
-                    return Err((
-                        "out_of_range",
-                        false,
-                        format!("`amount` = {} is outside [0, +inf]", v[0]),
-                        Some(t),
-                    ));
-                }
-                let cat = CATEGORIES.iter().position(|c| *c == f[2]).ok_or((
-                    "unknown_category",
-                    false,
-                    String::new(),
-                    Some(t),
-                ))?;
-                Ok((t, v, missing, cat as u8, y))
-            })();
-            match parsed {
-                Err((reason, malformed, detail, t)) => {
-                    batch
-                        .rejects
-                        .push((reason, malformed, detail, l.to_string(), t, lineno))
-                }
-                Ok((t, mut v, missing, cat, y)) => {
+                    let t: i64 = f[0].parse().map_err(|_| {
+                        (
+                            "bad_time",
+                            true,
+                            format!("`event_time`: cannot read `{}`", f[0]),
+                            None,
+                        )
+                    })?;
+                    let mut v = [0f64; 7];
+                    let mut missing = 0u8;
                     for j in 0..7 {
-                        if missing & (1 << j) != 0 {
-                            v[j] = imp_m[j];
+                        if f[3 + j].is_empty() {
+                            missing |= 1 << j;
                         } else {
-                            imp_n[j] += 1;
-                            imp_m[j] += (v[j] - imp_m[j]) / imp_n[j] as f64;
+                            v[j] = f[3 + j].parse().map_err(|_| {
+                                (
+                                    "bad_number",
+                                    true,
+                                    format!("cannot read `{}` as a number", f[3 + j]),
+                                    Some(t),
+                                )
+                            })?;
                         }
                     }
-                    let st = accounts.entry(f[1].to_string()).or_default();
-                    st.0 += 1;
-                    st.1 += (v[0] - st.1) / st.0 as f64;
-                    x[0] = st.0 as f64;
-                    x[1] = st.1;
-                    x[2] = if st.1 > 0.0 { v[0] / st.1 } else { 0.0 };
-                    x[3] = v[0].ln_1p();
-                    x[4..].copy_from_slice(&v[1..]);
-                    let sparse = [u32::from(cat)];
-                    scaler.transform(&x, &mut xs);
-                    let p = model.predict(&xs, &sparse);
-                    eval.observe(p, y > 0.5, 0.5);
-                    scaler.learn(&x);
-                    scaler.transform(&x, &mut xs);
-                    model.learn(&xs, &sparse, y);
-                    batch.time.push(t);
-                    batch.account.push(f[1].to_string());
-                    batch.nums.push(v);
-                    batch.missing.push(missing);
-                    batch.category.push(cat);
-                    batch.label.push(y as i32);
-                    batch.line.push(lineno);
-                    batch.score.push(p);
+                    let y: f64 = f[10]
+                        .parse()
+                        .map_err(|_| ("bad_label", true, String::new(), Some(t)))?;
+                    if y != 0.0 && y != 1.0 {
+                        return Err((
+                            "invalid_label",
+                            false,
+                            format!("label: expected 0 or 1, found `{}`", f[10]),
+                            Some(t),
+                        ));
+                    }
+                    if missing & 1 == 0 && v[0] < 0.0 {
+                        return Err((
+                            "out_of_range",
+                            false,
+                            format!("`amount` = {} is outside [0, +inf]", v[0]),
+                            Some(t),
+                        ));
+                    }
+                    let cat = CATEGORIES.iter().position(|c| *c == f[2]).ok_or((
+                        "unknown_category",
+                        false,
+                        String::new(),
+                        Some(t),
+                    ))?;
+                    Ok((t, v, missing, cat as u8, y))
+                })();
+                match parsed {
+                    Err((reason, malformed, detail, t)) => {
+                        batch
+                            .rejects
+                            .push((reason, malformed, detail, l.to_string(), t, lineno))
+                    }
+                    Ok((t, mut v, missing, cat, y)) => {
+                        for j in 0..7 {
+                            if missing & (1 << j) != 0 {
+                                v[j] = imp_m[j];
+                            } else {
+                                imp_n[j] += 1;
+                                imp_m[j] += (v[j] - imp_m[j]) / imp_n[j] as f64;
+                            }
+                        }
+                        let st = accounts.entry(f[1].to_string()).or_default();
+                        st.0 += 1;
+                        st.1 += (v[0] - st.1) / st.0 as f64;
+                        x[0] = st.0 as f64;
+                        x[1] = st.1;
+                        x[2] = if st.1 > 0.0 { v[0] / st.1 } else { 0.0 };
+                        x[3] = v[0].ln_1p();
+                        x[4..].copy_from_slice(&v[1..]);
+                        let sparse = [u32::from(cat)];
+                        scaler.transform(&x, &mut xs);
+                        let p = model.predict(&xs, &sparse);
+                        eval.observe(p, y > 0.5, 0.5);
+                        scaler.learn(&x);
+                        scaler.transform(&x, &mut xs);
+                        model.learn(&xs, &sparse, y);
+                        batch.time.push(t);
+                        batch.account.push(f[1].to_string());
+                        batch.nums.push(v);
+                        batch.missing.push(missing);
+                        batch.category.push(cat);
+                        batch.label.push(y as i32);
+                        batch.line.push(lineno);
+                        batch.score.push(p);
+                    }
                 }
             }
+            // An epoch ends after 10,000 lines or at the end of a file, as in the engine.
+            if in_epoch == 10_000 {
+                flush(&mut batch, lake, epoch, arrived, &source, &arrows);
+                epoch += 1;
+                in_epoch = 0;
+            }
         }
-        if lines % 10_000 == 0 {
-            flush(&mut batch, lake, epoch, arrived, &arrows);
+        if in_epoch > 0 {
+            flush(&mut batch, lake, epoch, arrived, &source, &arrows);
             epoch += 1;
         }
     }
-    flush(&mut batch, lake, epoch, arrived, &arrows);
     (lines, eval.metrics())
 }
 
@@ -383,6 +420,7 @@ fn lineage(
     lines: &dyn Fn(usize) -> u64,
     epoch: u64,
     arrived: i64,
+    source: &str,
 ) -> [ArrayRef; 4] {
     let n = rows.len();
     let (mut s, mut l, mut a, mut e) = (
@@ -392,7 +430,7 @@ fn lineage(
         UInt64Builder::with_capacity(n),
     );
     for &i in rows {
-        s.append_value("tx.csv");
+        s.append_value(source);
         l.append_value(lines(i));
         a.append_value(arrived);
         e.append_value(epoch);
@@ -405,7 +443,7 @@ fn lineage(
     ]
 }
 
-fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) {
+fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, source: &str, arrows: &Arrows) {
     const NAMES: [&str; 7] = ["amount", "f0", "f1", "f2", "f3", "f4", "f5"];
     let mut parts: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, t) in b.time.iter().enumerate() {
@@ -444,7 +482,7 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) 
             Arc::new(acct.finish()) as ArrayRef,
             Arc::new(label.finish()) as ArrayRef,
         );
-        let lin = lineage(rows, &|i| b.line[i], epoch, arrived);
+        let lin = lineage(rows, &|i| b.line[i], epoch, arrived, source);
         let mut clean: Vec<ArrayRef> = vec![time.clone(), acct.clone()];
         clean.extend(
             nums.into_iter()
@@ -511,7 +549,7 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, arrows: &Arrows) 
             Arc::new(raw.finish()),
             Arc::new(time.finish()),
         ];
-        cols.extend(lineage(rows, &|i| b.rejects[i].5, epoch, arrived));
+        cols.extend(lineage(rows, &|i| b.rejects[i].5, epoch, arrived, source));
         write_atomic(
             &lake.join("rejected").join(part),
             &part_name(epoch, 0),

@@ -4,6 +4,8 @@
 #
 #   benches/river_parity.sh                 # 1M rows, seed 7, --no-faults
 #   ROWS=200000 FAULTS= benches/river_parity.sh
+#   MODEL=ftrl benches/river_parity.sh      # FTRL-Proximal on both sides
+#   MODEL=hoeffding_tree benches/river_parity.sh   # River's HoeffdingTreeClassifier vs millrace's
 #
 # Installs River 0.26.1 (and duckdb, to export the scored table in input order)
 # into a venv under ~/.cache/millrace on first use. River takes about a minute
@@ -24,10 +26,40 @@ fi
 mkdir -p "$work/landing"
 python3 "$shared/data/gen_transactions.py" --rows "$rows" --seed "$seed" $faults --truth "$work/truth.json" > "$work/landing/tx.csv"
 touch -d '1 minute ago' "$work/landing/tx.csv"
-echo "== River (PYTHONHASHSEED=0 fixes River's feature summation order)"
-PYTHONHASHSEED=0 "$venv/bin/python" "$shared/peers/river_pipeline.py" "$work/landing/tx.csv" "$work/river_out.csv" "$work/river_summary.json"
-echo "== millrace"
-(cd "$work" && "$repo/target/release/millrace" run "$repo/topologies/quickstart.toml" --once)
+model=${MODEL:-logistic_regression}
+echo "== River, $model (PYTHONHASHSEED=0 fixes River's feature summation order)"
+# The peer's pipeline with its learner swapped for River's equivalent of $model.
+PYTHONHASHSEED=0 MODEL=$model PYTHONPATH="$shared/peers" "$venv/bin/python" - "$work/landing/tx.csv" "$work/river_out.csv" "$work/river_summary.json" <<'PY'
+import os, sys, runpy
+import pipeline_common
+model = os.environ["MODEL"]
+if model != "logistic_regression":
+    def build_model():
+        from river import compose, linear_model, optim, preprocessing, tree
+        num = compose.Select(*pipeline_common.NUM_FEATS) | preprocessing.StandardScaler()
+        cat = compose.Select("category") | preprocessing.OneHotEncoder()
+        if model == "ftrl":
+            learner = linear_model.LogisticRegression(
+                optimizer=optim.FTRLProximal(alpha=0.1, beta=1.0, l1=0.0, l2=0.0), intercept_lr=0.0)
+        elif model == "hoeffding_tree":
+            class Tree(tree.HoeffdingTreeClassifier):
+                # An empty or one-class answer (before the first split) as a full distribution.
+                def predict_proba_one(self, x, **kw):
+                    p = super().predict_proba_one(x, **kw)
+                    t, f = p.get(True, 0.0), p.get(False, 0.0)
+                    return {True: t / (t + f), False: f / (t + f)} if t + f > 0 else {True: 0.5, False: 0.5}
+            learner = Tree(grace_period=200, delta=1e-7)
+        else:
+            raise SystemExit(f"unknown MODEL {model}")
+        return (num + cat) | learner
+    pipeline_common.build_model = build_model
+sys.argv = ["river_pipeline.py"] + sys.argv[1:]
+runpy.run_path(os.path.join(os.path.dirname(pipeline_common.__file__), "river_pipeline.py"), run_name="__main__")
+PY
+echo "== millrace, $model"
+sed "s/^kind = \"logistic_regression\"/kind = \"$model\"/" "$repo/topologies/quickstart.toml" \
+  | { if [ "$model" = logistic_regression ]; then cat; else sed '/^learning_rate = /d'; fi; } > "$work/topology.toml"
+(cd "$work" && "$repo/target/release/millrace" run topology.toml --once)
 "$venv/bin/python" - "$work" <<'PY'
 import sys, duckdb
 work = sys.argv[1]

@@ -179,6 +179,7 @@ pub fn publish(
             let b = w.pop();
             ("ftrl", Some(w), b)
         }
+        Learner::Tree(_) => ("hoeffding_tree", None, None),
     };
     let named = weights.map(|w| {
         w.into_iter()

@@ -8,11 +8,13 @@
 
 pub mod eval;
 pub mod ftrl;
+pub mod hoeffding;
 pub mod logistic;
 pub mod scaler;
 
 pub use eval::EvalPartial;
 pub use ftrl::Ftrl;
+pub use hoeffding::HoeffdingTree;
 pub use logistic::LogisticRegression;
 pub use scaler::StandardScaler;
 
@@ -29,6 +31,8 @@ pub enum Learner {
     Linear(LogisticRegression),
     /// FTRL-Proximal logistic regression.
     Ftrl(Ftrl),
+    /// A Hoeffding tree classifier (not merged across workers: each keeps its own).
+    Tree(Box<HoeffdingTree>),
 }
 
 impl Learner {
@@ -36,6 +40,9 @@ impl Learner {
     pub fn new(spec: &ModelSpec, dense_len: usize, sparse_len: usize) -> Learner {
         match spec.kind {
             ModelKind::Ftrl => Learner::Ftrl(Ftrl::new(spec, dense_len, sparse_len)),
+            ModelKind::HoeffdingTree => {
+                Learner::Tree(Box::new(HoeffdingTree::new(spec, dense_len, sparse_len)))
+            }
             ModelKind::LinearRegression => {
                 Learner::Linear(LogisticRegression::new(spec, dense_len, sparse_len))
             }
@@ -50,6 +57,7 @@ impl Learner {
             Learner::Logistic(m) => m.predict(dense, sparse),
             Learner::Linear(m) => m.margin(dense, sparse),
             Learner::Ftrl(m) => m.predict(dense, sparse),
+            Learner::Tree(m) => m.predict(dense, sparse),
         }
     }
 
@@ -60,6 +68,7 @@ impl Learner {
             Learner::Logistic(m) => m.learn(dense, sparse, y),
             Learner::Linear(m) => m.learn_squared(dense, sparse, y),
             Learner::Ftrl(m) => m.learn(dense, sparse, y),
+            Learner::Tree(m) => m.learn(dense, sparse, y),
         }
     }
 
@@ -73,6 +82,7 @@ impl Learner {
         match self {
             Learner::Logistic(m) | Learner::Linear(m) => m.updates,
             Learner::Ftrl(m) => m.updates,
+            Learner::Tree(m) => m.updates,
         }
     }
 
@@ -81,6 +91,7 @@ impl Learner {
         Some(match self {
             Learner::Logistic(m) | Learner::Linear(m) => m.params(),
             Learner::Ftrl(m) => m.params(),
+            Learner::Tree(_) => return None,
         })
     }
 
@@ -95,6 +106,7 @@ impl Learner {
                 m.set_params(p);
                 m.updates = updates;
             }
+            Learner::Tree(_) => {}
         }
     }
 }

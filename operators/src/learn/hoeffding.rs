@@ -1,0 +1,481 @@
+//! A Hoeffding tree classifier (VFDT: Domingos & Hulten 2000) for binary
+//! labels, with Gaussian split estimation for numeric inputs and adaptive
+//! naive-Bayes leaves, and a drift guard at the root.
+//!
+//! **Growing.** Each leaf keeps, per class, the count and, per input and
+//! class, a Gaussian (count, mean, M2, min, max). Every `grace_period`
+//! labelled records a leaf that has seen both classes evaluates binary splits
+//! `x ≤ t` at 10 thresholds per input between the smallest and largest value
+//! seen, estimating each side's class counts from the Gaussians, by
+//! information gain. It splits on the best input when its gain beats the
+//! second best input's by more than the Hoeffding bound
+//! `ε = sqrt(R²·ln(1/δ) / 2n)` (R = 1 bit for two classes), or when ε has
+//! fallen below the tie threshold 0.05: with probability 1 − δ the same split
+//! a batch learner would choose on infinite data. Children start from the
+//! class counts the split estimated.
+//! **Predicting.** A leaf answers with naive Bayes over its Gaussians or with
+//! its (Laplace-smoothed) class distribution, whichever has been right more
+//! often on the records it has seen (River's `nba`).
+//! **Drift.** ADWIN watches the tree's 0/1 errors; when the error rate rises,
+//! a fresh tree starts learning beside the current one, and replaces it once
+//! it has been right more often over 1,000 records (the root-level form of a
+//! Hoeffding adaptive tree). A concept drift then costs the time a new tree
+//! needs to grow, instead of the time an old tree needs to unlearn.
+//! **Inputs.** Dense features as given (a tree does not need them
+//! standardised, and is not hurt by it), and sparse slots as 0/1 inputs when
+//! there are at most 256 of them (one-hot categoricals); more (large hashed
+//! spaces) are left to linear learners.
+
+use serde::{Deserialize, Serialize};
+
+use super::logistic::ModelSpec;
+use crate::detect::adwin::Adwin;
+
+/// Inputs beyond which sparse slots are not used by the tree.
+const MAX_SPARSE: usize = 256;
+/// Candidate thresholds per input.
+const CANDIDATES: usize = 10;
+/// Records the alternate tree and the current one are compared over.
+const TRIAL: u64 = 1_000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Gauss {
+    n: f64,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Gauss {
+    fn add(&mut self, x: f64) {
+        if self.n == 0.0 {
+            self.min = x;
+            self.max = x;
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        self.n += 1.0;
+        let d = x - self.mean;
+        self.mean += d / self.n;
+        self.m2 += d * (x - self.mean);
+    }
+
+    fn sd(&self) -> f64 {
+        if self.n > 1.0 {
+            (self.m2 / (self.n - 1.0)).sqrt()
+        } else {
+            0.0
+        }
+    }
+
+    /// P(X ≤ t) under this Gaussian (a step when it has no spread).
+    fn cdf(&self, t: f64) -> f64 {
+        let sd = self.sd();
+        if sd <= 1e-12 {
+            return if t >= self.mean { 1.0 } else { 0.0 };
+        }
+        0.5 * (1.0 + erf((t - self.mean) / (sd * std::f64::consts::SQRT_2)))
+    }
+
+    fn log_pdf(&self, x: f64) -> f64 {
+        let sd = self.sd().max(1e-3);
+        let z = (x - self.mean) / sd;
+        -0.5 * z * z - sd.ln() - 0.918_938_533_204_672_8
+    }
+}
+
+/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
+            + 0.254_829_592)
+            * t
+            * (-x * x).exp();
+    if x >= 0.0 {
+        y
+    } else {
+        -y
+    }
+}
+
+fn entropy(a: f64, b: f64) -> f64 {
+    let n = a + b;
+    if n <= 0.0 {
+        return 0.0;
+    }
+    let h = |p: f64| if p > 0.0 { -p * p.log2() } else { 0.0 };
+    h(a / n) + h(b / n)
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Leaf {
+    depth: u32,
+    /// Class counts (from the split estimate, then observed).
+    counts: [f64; 2],
+    /// Per input: a Gaussian per class.
+    stats: Vec<[Gauss; 2]>,
+    since_attempt: u64,
+    nb_right: f64,
+    mc_right: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Node {
+    Split {
+        input: usize,
+        threshold: f64,
+        left: usize,
+        right: usize,
+    },
+    Leaf(Leaf),
+}
+
+/// One tree (an arena of nodes; 0 is the root).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Tree {
+    nodes: Vec<Node>,
+}
+
+/// The tree's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    inputs: usize,
+    dense_len: usize,
+    grace_period: u64,
+    delta: f64,
+    tie: f64,
+    max_depth: u32,
+}
+
+impl Tree {
+    fn new(s: &Settings) -> Tree {
+        Tree {
+            nodes: vec![Node::Leaf(Leaf::new(0, [0.0, 0.0], s.inputs))],
+        }
+    }
+
+    fn leaf_of(&self, x: &[f64]) -> usize {
+        let mut at = 0;
+        loop {
+            match &self.nodes[at] {
+                Node::Split {
+                    input,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    at = if x[*input] <= *threshold {
+                        *left
+                    } else {
+                        *right
+                    };
+                }
+                Node::Leaf(_) => return at,
+            }
+        }
+    }
+
+    fn predict(&self, x: &[f64]) -> f64 {
+        let Node::Leaf(l) = &self.nodes[self.leaf_of(x)] else {
+            unreachable!()
+        };
+        l.predict(x)
+    }
+
+    fn learn(&mut self, x: &[f64], y: usize, s: &Settings) {
+        let at = self.leaf_of(x);
+        let Node::Leaf(l) = &mut self.nodes[at] else {
+            unreachable!()
+        };
+        l.learn(x, y);
+        if l.since_attempt >= s.grace_period
+            && l.depth < s.max_depth
+            && l.counts[0] > 0.0
+            && l.counts[1] > 0.0
+        {
+            l.since_attempt = 0;
+            if let Some((input, threshold, left, right)) = l.best_split(s) {
+                let depth = l.depth + 1;
+                let li = self.nodes.len();
+                self.nodes
+                    .push(Node::Leaf(Leaf::new(depth, left, s.inputs)));
+                self.nodes
+                    .push(Node::Leaf(Leaf::new(depth, right, s.inputs)));
+                self.nodes[at] = Node::Split {
+                    input,
+                    threshold,
+                    left: li,
+                    right: li + 1,
+                };
+            }
+        }
+    }
+}
+
+impl Leaf {
+    fn new(depth: u32, counts: [f64; 2], inputs: usize) -> Leaf {
+        Leaf {
+            depth,
+            counts,
+            stats: vec![[Gauss::default(); 2]; inputs],
+            since_attempt: 0,
+            nb_right: 0.0,
+            mc_right: 0.0,
+        }
+    }
+
+    fn majority(&self) -> f64 {
+        (self.counts[1] + 1.0) / (self.counts[0] + self.counts[1] + 2.0)
+    }
+
+    fn naive_bayes(&self, x: &[f64]) -> f64 {
+        let n = self.counts[0] + self.counts[1];
+        if self.counts[0] <= 0.0 || self.counts[1] <= 0.0 {
+            return self.majority();
+        }
+        let mut lp = [(self.counts[0] / n).ln(), (self.counts[1] / n).ln()];
+        for (j, g) in self.stats.iter().enumerate() {
+            for c in 0..2 {
+                if g[c].n > 1.0 {
+                    lp[c] += g[c].log_pdf(x[j]);
+                }
+            }
+        }
+        1.0 / (1.0 + (lp[0] - lp[1]).clamp(-50.0, 50.0).exp())
+    }
+
+    fn predict(&self, x: &[f64]) -> f64 {
+        if self.nb_right > self.mc_right {
+            self.naive_bayes(x)
+        } else {
+            self.majority()
+        }
+    }
+
+    fn learn(&mut self, x: &[f64], y: usize) {
+        // Which leaf predictor would have been right (before learning the record).
+        let right = |p: f64| f64::from((p > 0.5) == (y == 1));
+        self.mc_right += right(self.majority());
+        self.nb_right += right(self.naive_bayes(x));
+        self.counts[y] += 1.0;
+        for (g, &v) in self.stats.iter_mut().zip(x) {
+            g[y].add(v);
+        }
+        self.since_attempt += 1;
+    }
+
+    /// The split to make, if the Hoeffding bound allows one: input, threshold and the children's class counts.
+    fn best_split(&self, s: &Settings) -> Option<(usize, f64, [f64; 2], [f64; 2])> {
+        let n = self.counts[0] + self.counts[1];
+        let parent = entropy(self.counts[0], self.counts[1]);
+        // Best gain per input.
+        let mut per_input: Vec<(f64, usize, f64, [f64; 2], [f64; 2])> = Vec::new();
+        for (j, g) in self.stats.iter().enumerate() {
+            let (lo, hi) = (
+                g[0].min.min(if g[1].n > 0.0 { g[1].min } else { g[0].min }),
+                g[0].max.max(if g[1].n > 0.0 { g[1].max } else { g[0].max }),
+            );
+            if !(hi > lo) {
+                continue;
+            }
+            let mut best: Option<(f64, usize, f64, [f64; 2], [f64; 2])> = None;
+            for k in 1..=CANDIDATES {
+                let t = lo + (hi - lo) * k as f64 / (CANDIDATES + 1) as f64;
+                let mut left = [0.0; 2];
+                for c in 0..2 {
+                    left[c] = if g[c].n > 0.0 {
+                        self.counts[c] * g[c].cdf(t)
+                    } else {
+                        0.0
+                    };
+                }
+                let right = [self.counts[0] - left[0], self.counts[1] - left[1]];
+                let (nl, nr) = (left[0] + left[1], right[0] + right[1]);
+                if nl < 1.0 || nr < 1.0 {
+                    continue;
+                }
+                let gain = parent
+                    - (nl / n) * entropy(left[0], left[1])
+                    - (nr / n) * entropy(right[0], right[1]);
+                if best.as_ref().is_none_or(|b| gain > b.0) {
+                    best = Some((gain, j, t, left, right));
+                }
+            }
+            per_input.extend(best);
+        }
+        per_input.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let first = per_input.first()?;
+        let second = per_input.get(1).map_or(0.0, |x| x.0);
+        let eps = ((1.0 / s.delta).ln() / (2.0 * n)).sqrt();
+        (first.0 > 0.0 && (first.0 - second > eps || eps < s.tie))
+            .then(|| (first.1, first.2, first.3, first.4))
+    }
+}
+
+/// The Hoeffding tree learner. See the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HoeffdingTree {
+    tree: Tree,
+    alternate: Option<(Tree, u64, f64, f64)>,
+    drift: Adwin,
+    settings: Settings,
+    /// Labelled examples learned from.
+    pub updates: u64,
+    /// Times a fresh tree replaced the current one after a drift.
+    pub replaced: u64,
+    #[serde(skip)]
+    x: Vec<f64>,
+}
+
+impl HoeffdingTree {
+    /// A tree over `dense_len` dense inputs and `sparse_len` sparse slots.
+    pub fn new(spec: &ModelSpec, dense_len: usize, sparse_len: usize) -> Self {
+        let sparse = if sparse_len <= MAX_SPARSE {
+            sparse_len
+        } else {
+            0
+        };
+        let settings = Settings {
+            inputs: dense_len + sparse,
+            dense_len,
+            grace_period: spec.grace_period.unwrap_or(200).max(1),
+            delta: spec.split_confidence.unwrap_or(1e-7),
+            tie: 0.05,
+            max_depth: spec.max_depth.unwrap_or(20),
+        };
+        HoeffdingTree {
+            tree: Tree::new(&settings),
+            alternate: None,
+            drift: Adwin::new(0.002, 256, 100_000),
+            settings,
+            updates: 0,
+            replaced: 0,
+            x: Vec::new(),
+        }
+    }
+
+    fn inputs(&self, dense: &[f64], sparse: &[u32], x: &mut Vec<f64>) {
+        x.clear();
+        x.extend_from_slice(dense);
+        x.resize(self.settings.inputs, 0.0);
+        for &s in sparse {
+            let j = self.settings.dense_len + s as usize;
+            if j < self.settings.inputs {
+                x[j] = 1.0;
+            }
+        }
+    }
+
+    /// Probability of the positive class.
+    pub fn predict(&self, dense: &[f64], sparse: &[u32]) -> f64 {
+        let mut x = Vec::with_capacity(self.settings.inputs);
+        self.inputs(dense, sparse, &mut x);
+        self.tree.predict(&x)
+    }
+
+    /// Learns one labelled example (label 0 or 1).
+    pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
+        let mut x = std::mem::take(&mut self.x);
+        self.inputs(dense, sparse, &mut x);
+        let y = usize::from(y > 0.5);
+        let right = |p: f64| f64::from((p > 0.5) == (y == 1));
+        let main_right = right(self.tree.predict(&x));
+        let a = self.drift.update(1.0 - main_right);
+        let rising = a.anomalous && self.drift.last_change.is_some_and(|(b, after)| after > b);
+        if rising && self.alternate.is_none() {
+            self.alternate = Some((Tree::new(&self.settings), 0, 0.0, 0.0));
+        }
+        let s = self.settings;
+        if let Some((alt, seen, alt_right, cur_right)) = self.alternate.as_mut() {
+            *alt_right += right(alt.predict(&x));
+            *cur_right += main_right;
+            *seen += 1;
+            alt.learn(&x, y, &s);
+        }
+        self.tree.learn(&x, y, &s);
+        if let Some((_, seen, alt_right, cur_right)) = self.alternate {
+            if seen >= TRIAL {
+                let (alt, ..) = self.alternate.take().expect("checked");
+                if alt_right > cur_right {
+                    self.tree = alt;
+                    self.replaced += 1;
+                }
+            }
+        }
+        self.updates += 1;
+        self.x = x;
+    }
+
+    /// Nodes in the current tree.
+    pub fn size(&self) -> usize {
+        self.tree.nodes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// x0, x1 uniform in [0, 1); the label is an XOR of x0 > 0.5 and x1 > 0.5 (not linearly separable).
+    fn xor(n: usize, seed: u64) -> Vec<([f64; 2], f64)> {
+        let mut s = seed;
+        let mut u = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let x = [u(), u()];
+                (x, f64::from((x[0] > 0.5) != (x[1] > 0.5)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learns_xor_which_a_linear_model_cannot() {
+        let mut t = HoeffdingTree::new(&ModelSpec::default(), 2, 0);
+        for (x, y) in xor(20_000, 3) {
+            t.learn(&x, &[], y);
+        }
+        let test = xor(2_000, 4);
+        let right = test
+            .iter()
+            .filter(|(x, y)| (t.predict(x, &[]) > 0.5) == (*y > 0.5))
+            .count();
+        assert!(right > 1_800, "{right} of 2000 right; {} nodes", t.size());
+        assert!(t.size() >= 5, "it split: {} nodes", t.size());
+    }
+
+    #[test]
+    fn a_reversed_concept_is_relearned_by_a_fresh_tree() {
+        let mut t = HoeffdingTree::new(&ModelSpec::default(), 2, 0);
+        let data = xor(40_000, 5);
+        for (i, (x, y)) in data.iter().enumerate() {
+            let y = if i >= 20_000 { 1.0 - y } else { *y };
+            t.learn(x, &[], y);
+        }
+        assert!(t.replaced >= 1, "the drift replaced the tree");
+        let right = xor(2_000, 6)
+            .iter()
+            .filter(|(x, y)| (t.predict(x, &[]) > 0.5) == (*y < 0.5))
+            .count();
+        assert!(right > 1_700, "the new concept: {right} of 2000");
+    }
+
+    #[test]
+    fn erf_is_accurate() {
+        for (x, v) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_8),
+            (1.0, 0.842_700_792_9),
+            (-2.0, -0.995_322_265),
+        ] {
+            assert!((erf(x) - v).abs() < 2e-7, "{x}");
+        }
+    }
+}
