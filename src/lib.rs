@@ -9,6 +9,9 @@
 pub mod connectors;
 pub mod dataflow;
 pub mod gen;
+pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod runtime;
+pub mod svg;
 pub mod topology;

@@ -61,7 +61,23 @@ enum Command {
         /// Start this many local processes on loopback and wait for them (try the cluster on one machine).
         #[arg(long, conflicts_with_all = ["hostfile", "process"])]
         local_cluster: Option<usize>,
+        /// Serve the live view (/, /metrics, /healthz, /dataflow) here, e.g. 127.0.0.1:9898.
+        #[arg(long)]
+        http_addr: Option<String>,
     },
+    /// Write the HTML report of a lake (charts of input, rejects, model quality, alerts, latency).
+    Report {
+        /// The lake.
+        lake: PathBuf,
+        /// The page to write.
+        #[arg(short, long, default_value = "report.html")]
+        out: PathBuf,
+        /// The page's title.
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Print a Grafana dashboard (JSON) for the metrics millrace exports.
+    Grafana,
     /// Check a topology and print the dataflow it builds.
     Validate {
         /// The topology file.
@@ -427,6 +443,12 @@ fn main() -> ExitCode {
 fn real_main(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Models { action } => models(action)?,
+        Command::Report { lake, out, title } => {
+            let title = title.unwrap_or_else(|| format!("millrace · {}", lake.display()));
+            millrace::report::write(&lake, &out, &title).map_err(anyhow::Error::msg)?;
+            println!("report: {}", out.display());
+        }
+        Command::Grafana => println!("{}", millrace::metrics::grafana_dashboard()),
         Command::Validate { topology } => {
             let plan = load(&topology)?;
             println!("{}", millrace::dataflow::describe(&plan));
@@ -442,6 +464,7 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             process,
             hostfile,
             local_cluster,
+            http_addr,
         } => {
             if let Some(n) = local_cluster {
                 return local_cluster_run(n);
@@ -495,6 +518,38 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 eprintln!("millrace: stopping at the next epoch boundary (interrupt again to exit at once)");
             })
             .context("cannot install the signal handler")?;
+            let fault = millrace::runtime::Fault::default();
+            if let Some(addr) = &http_addr {
+                // Only the coordinator's process has the lake's whole picture and the job's metrics.
+                if process == 0 {
+                    let bound = millrace::http::serve(
+                        addr,
+                        millrace::http::LiveView {
+                            lake: plan.topology.lake.path.clone(),
+                            name: plan.topology.name.clone(),
+                            dataflow: millrace::dataflow::describe(&plan),
+                            fault: fault.clone(),
+                        },
+                    )
+                    .map_err(anyhow::Error::msg)?;
+                    eprintln!(
+                        "millrace: live view on http://{bound}/ (/metrics, /healthz, /dataflow)"
+                    );
+                }
+            }
+            let report = plan
+                .topology
+                .report
+                .as_ref()
+                .filter(|_| once && process == 0)
+                .map(|r| {
+                    if r.path.is_absolute() {
+                        r.path.clone()
+                    } else {
+                        plan.topology.lake.path.join(&r.path)
+                    }
+                });
+            let (lake_dir, name) = (plan.topology.lake.path.clone(), plan.topology.name.clone());
             let cluster = match &hostfile {
                 Some(path) => Some(
                     runtime::Cluster::from_hostfile(path, processes, process)
@@ -509,9 +564,15 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     cluster,
                     once,
                     stop,
+                    fault: Some(fault),
                 },
             )?;
             println!("{summary}");
+            if let Some(path) = report {
+                millrace::report::write(&lake_dir, &path, &format!("millrace · {name}"))
+                    .map_err(anyhow::Error::msg)?;
+                println!("report: {}", path.display());
+            }
             if summary.unbalanced_epochs > 0 {
                 bail!(
                     "{} epoch(s) did not balance their ledger",

@@ -47,6 +47,107 @@ pub const LATENCY_P99_SECONDS: &str = "millrace_end_to_end_latency_p99_seconds";
 /// Alert rules currently firing.
 pub const ALERTS_FIRING: &str = "millrace_alerts_firing";
 
+/// Every metric millrace exports, with its Prometheus type.
+pub const ALL: [(&str, &str); 20] = [
+    (RECORDS_IN, "counter"),
+    (BYTES_IN, "counter"),
+    (RECORDS_CLEAN, "counter"),
+    (RECORDS_REJECTED, "counter"),
+    (RECORDS_DUPLICATE, "counter"),
+    (RECORDS_OUT, "counter"),
+    (BYTES_OUT, "counter"),
+    (EPOCHS_COMMITTED, "counter"),
+    (EPOCH_COMMIT_SECONDS, "histogram"),
+    (KAFKA_LAG, "gauge"),
+    (KAFKA_ERRORS, "counter"),
+    (ALERTS, "counter"),
+    (ALERT_DELIVERIES, "counter"),
+    (KAFKA_RETRIES, "counter"),
+    (LATENCY_SECONDS, "histogram"),
+    (ALERTS_FIRING, "gauge"),
+    (LATENCY_P99_SECONDS, "gauge"),
+    (MODEL_ACCURACY, "gauge"),
+    (MODEL_AUC, "gauge"),
+    (MODEL_VERSION, "gauge"),
+];
+
+/// A Grafana dashboard over the metrics in [`ALL`]: throughput, ledger, rejects by reason,
+/// sinks, epoch commit time, end-to-end latency, model quality, Kafka lag and
+/// alerts. Every query names only metrics this module defines (tested).
+pub fn grafana_dashboard() -> String {
+    let panel = |id: usize, title: &str, unit: &str, exprs: &[(&str, &str)], x: usize, y: usize| {
+        serde_json::json!({
+            "id": id,
+            "type": "timeseries",
+            "title": title,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": exprs.iter().enumerate().map(|(i, (expr, legend))| serde_json::json!({
+                "refId": ((b'A' + i as u8) as char).to_string(),
+                "expr": expr,
+                "legendFormat": legend,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let panels = vec![
+        panel(1, "Records in / clean / out per second", "ops", &[
+            (&format!("sum(rate({RECORDS_IN}[1m]))"), "in"),
+            (&format!("sum(rate({RECORDS_CLEAN}[1m]))"), "clean"),
+            (&format!("sum by (sink) (rate({RECORDS_OUT}[1m]))"), "out: {{sink}}"),
+        ], 0, 0),
+        panel(2, "Rejected and duplicate lines per second", "ops", &[
+            (&format!("sum by (reason) (rate({RECORDS_REJECTED}[1m]))"), "{{reason}}"),
+            (&format!("sum(rate({RECORDS_DUPLICATE}[1m]))"), "duplicate"),
+        ], 12, 0),
+        panel(3, "End-to-end latency (arrival to commit)", "s", &[
+            (&format!("histogram_quantile(0.5, sum by (le) (rate({LATENCY_SECONDS}_bucket[5m])))"), "p50"),
+            (&format!("histogram_quantile(0.99, sum by (le) (rate({LATENCY_SECONDS}_bucket[5m])))"), "p99"),
+            (LATENCY_P99_SECONDS, "p99, latest epoch"),
+        ], 0, 8),
+        panel(4, "Epoch commit time", "s", &[
+            (&format!("histogram_quantile(0.99, sum by (le) (rate({EPOCH_COMMIT_SECONDS}_bucket[5m])))"), "p99"),
+            (&format!("rate({EPOCHS_COMMITTED}[1m])"), "epochs / s"),
+        ], 12, 8),
+        panel(5, "Model quality (prequential, latest epoch)", "percentunit", &[
+            (MODEL_ACCURACY, "accuracy"),
+            (MODEL_AUC, "ROC AUC"),
+        ], 0, 16),
+        panel(6, "Alerts", "short", &[
+            (ALERTS_FIRING, "firing"),
+            (&format!("sum by (rule, state) (increase({ALERTS}[5m]))"), "{{rule}} {{state}}"),
+            (&format!("sum by (channel, outcome) (increase({ALERT_DELIVERIES}[5m]))"), "{{channel}} {{outcome}}"),
+        ], 12, 16),
+        panel(7, "Kafka consumer lag", "short", &[
+            (&format!("sum by (topic, partition) ({KAFKA_LAG})"), "{{topic}}/{{partition}}"),
+            (&format!("sum(rate({KAFKA_ERRORS}[1m]))"), "errors / s"),
+            (&format!("sum(rate({KAFKA_RETRIES}[1m]))"), "produce retries / s"),
+        ], 0, 24),
+        panel(9, "Model version", "short", &[(MODEL_VERSION, "version")], 0, 32),
+        panel(8, "Bytes in / out per second", "Bps", &[
+            (&format!("sum(rate({BYTES_IN}[1m]))"), "in"),
+            (&format!("sum by (sink) (rate({BYTES_OUT}[1m]))"), "out: {{sink}}"),
+        ], 12, 24),
+    ];
+    serde_json::to_string_pretty(&serde_json::json!({
+        "title": "millrace",
+        "uid": "millrace",
+        "schemaVersion": 39,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "10s",
+        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
+        "panels": panels,
+    }))
+    .expect("serializes")
+}
+
+/// Prequential accuracy of the latest epoch.
+pub const MODEL_ACCURACY: &str = "millrace_model_accuracy_ratio";
+/// Exact ROC AUC of the latest epoch.
+pub const MODEL_AUC: &str = "millrace_model_auc_ratio";
+/// The model version that scored the latest epoch.
+pub const MODEL_VERSION: &str = "millrace_model_version";
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process (once; later calls are no-ops).
@@ -115,6 +216,12 @@ fn describe() {
         "End-to-end latency of records, arrival to commit."
     );
     describe_gauge!(ALERTS_FIRING, Unit::Count, "Alert rules currently firing.");
+    describe_gauge!(MODEL_ACCURACY, "Prequential accuracy of the latest epoch.");
+    describe_gauge!(MODEL_AUC, "Exact ROC AUC of the latest epoch.");
+    describe_gauge!(
+        MODEL_VERSION,
+        "The model version that scored the latest epoch."
+    );
     describe_gauge!(
         LATENCY_P99_SECONDS,
         Unit::Seconds,

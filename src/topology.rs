@@ -55,6 +55,22 @@ pub struct Topology {
     /// Where alerts go, and event-time lateness for the monitors' windows.
     #[serde(default)]
     pub alerts: AlertsSpec,
+    /// `[report]`: the HTML report written at the end of every `--once` run.
+    #[serde(default)]
+    pub report: Option<ReportSpec>,
+}
+
+/// `[report]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    /// The page, relative to the lake (default `report.html`).
+    #[serde(default = "default_report_path")]
+    pub path: PathBuf,
+}
+
+fn default_report_path() -> PathBuf {
+    PathBuf::from("report.html")
 }
 
 /// `[alerts]`.

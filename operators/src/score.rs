@@ -194,6 +194,7 @@ impl Scorer {
         self.scaler.transform(&ex.dense, &mut self.scratch);
         let p = self.model.predict(&self.scratch, &ex.sparse);
         eval.saw_event_time(ex.record.event_time);
+        eval.version = eval.version.max(self.version);
         if let Some(y) = ex.record.label {
             if self.model.is_classifier() {
                 eval.observe(p, y > 0.5, self.threshold);

@@ -586,6 +586,14 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         }
                     }
                     record_epoch_metrics(&acc.tally, wall);
+                    // Model metrics without a version label (versions are unbounded); the version is its own gauge.
+                    if row.epoch_eval.n > 0 && row.epoch_eval.accuracy.is_finite() {
+                        metrics::gauge!(crate::metrics::MODEL_VERSION).set(acc.eval.version as f64);
+                        metrics::gauge!(crate::metrics::MODEL_ACCURACY).set(row.epoch_eval.accuracy);
+                        if row.epoch_eval.auc.is_finite() {
+                            metrics::gauge!(crate::metrics::MODEL_AUC).set(row.epoch_eval.auc);
+                        }
+                    }
                     t.epochs += 1;
                     t.ledger.add(&acc.tally);
                     if !acc.tally.balanced() {

@@ -133,6 +133,8 @@ pub struct RunOptions {
     /// When set (e.g. by a signal handler), sources stop at their next epoch
     /// boundary and the run finishes committing what it has read.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the run reports its fault (shared with the live view); a fresh one if `None`.
+    pub fault: Option<Fault>,
 }
 
 /// Why a run failed.
@@ -295,7 +297,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     } else {
         None
     };
-    let fault = Fault::default();
+    let fault = opts.fault.clone().unwrap_or_default();
     let started = Instant::now();
     let config = match &opts.cluster {
         None => timely::Config::process(opts.workers.max(1)),

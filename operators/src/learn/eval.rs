@@ -34,6 +34,9 @@ pub struct EvalPartial {
     /// Regression targets observed (the classification fields stay empty).
     #[serde(default)]
     pub regression: bool,
+    /// The newest model version that scored these records.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// Metrics computed from an [`EvalPartial`].
@@ -98,6 +101,7 @@ impl EvalPartial {
         self.abs_err_sum += other.abs_err_sum;
         self.sq_err_sum += other.sq_err_sum;
         self.regression |= other.regression;
+        self.version = self.version.max(other.version);
     }
 
     /// The metrics. Sorts `pairs` (hence `&mut`).

@@ -1,0 +1,560 @@
+//! `report`: one self-contained HTML page about a lake — what the pipeline
+//! took in and rejected, what the model predicted and how its quality moved,
+//! which alerts fired — with server-side SVG charts (no script, no network:
+//! the file opens anywhere, and the live view serves the same page).
+//!
+//! It reads the lake's tables (`metrics`, `scored`, `rejected`, `alerts`)
+//! with the Parquet reader; every chart is computed from them:
+//!
+//! | chart | from |
+//! |---|---|
+//! | records per minute (event time) | `scored` and `rejected` event times |
+//! | ledger per epoch: clean / rejected / duplicate | `metrics` |
+//! | rejected records by reason | `metrics` `rejected_<reason>` |
+//! | prequential accuracy, log loss and AUC per epoch, model versions marked | `metrics` and `scored.model_version` |
+//! | score distribution, latest windows against the earliest, with PSI and KS | `scored` |
+//! | alerts on a timeline, firing and resolved | `alerts` |
+//! | end-to-end latency p50 / p99 per epoch | `metrics` |
+//! | top keys by volume | `scored` |
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt64Type};
+use millrace_operators::detect::drift::{hist_measures, Binning, Histogram};
+use millrace_operators::record::Reason;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::svg::{self, Series, XAxis};
+
+/// One epoch's row of the `metrics` table (what the report uses).
+#[derive(Clone, Debug, Default)]
+pub struct EpochRow {
+    /// The epoch.
+    pub epoch: u64,
+    /// Latest event time (ms).
+    pub time_ms: i64,
+    /// Ledger.
+    pub input: u64,
+    /// Clean lines.
+    pub clean: u64,
+    /// Rejected lines.
+    pub rejected: u64,
+    /// Duplicates dropped.
+    pub duplicate: u64,
+    /// Rejected per reason code.
+    pub reasons: Vec<(String, u64)>,
+    /// Labelled records.
+    pub labelled: u64,
+    /// Prequential metrics of the epoch.
+    pub accuracy: f64,
+    /// Mean log loss.
+    pub log_loss: f64,
+    /// Exact AUC.
+    pub auc: f64,
+    /// Latency percentiles (ms).
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// An alert row.
+#[derive(Clone, Debug)]
+pub struct AlertRow {
+    /// Rule (and group).
+    pub rule: String,
+    /// `firing` or `resolved`.
+    pub state: String,
+    /// Window start (ms).
+    pub start_ms: i64,
+    /// Window end (ms).
+    pub end_ms: i64,
+    /// The message.
+    pub message: String,
+    /// Severity.
+    pub severity: String,
+}
+
+/// Everything the page shows, read from a lake.
+#[derive(Clone, Debug, Default)]
+pub struct ReportData {
+    /// The lake.
+    pub lake: PathBuf,
+    /// Per epoch, in epoch order.
+    pub epochs: Vec<EpochRow>,
+    /// Scored records: (event time, score, model version, epoch).
+    pub scores: Vec<(i64, f64, u64, u64)>,
+    /// Records by key.
+    pub keys: BTreeMap<String, u64>,
+    /// Rejected lines' event times (where known).
+    pub rejected_times: Vec<i64>,
+    /// Alerts, in epoch order.
+    pub alerts: Vec<AlertRow>,
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !name.starts_with('.') && name.ends_with(".parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn batches(lake: &Path, table: &str) -> Result<Vec<RecordBatch>, String> {
+    let mut out = Vec::new();
+    for f in files(&lake.join(table)) {
+        let file = File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+        for b in reader {
+            out.push(b.map_err(|e| format!("{}: {e}", f.display()))?);
+        }
+    }
+    Ok(out)
+}
+
+fn u64s(b: &RecordBatch, name: &str) -> Option<Vec<u64>> {
+    let c = b.column_by_name(name)?.as_primitive_opt::<UInt64Type>()?;
+    Some(
+        (0..c.len())
+            .map(|i| if c.is_null(i) { 0 } else { c.value(i) })
+            .collect(),
+    )
+}
+
+fn f64s(b: &RecordBatch, name: &str) -> Option<Vec<f64>> {
+    let c = b.column_by_name(name)?.as_primitive_opt::<Float64Type>()?;
+    Some(
+        (0..c.len())
+            .map(|i| if c.is_null(i) { f64::NAN } else { c.value(i) })
+            .collect(),
+    )
+}
+
+fn times(b: &RecordBatch, name: &str) -> Option<Vec<Option<i64>>> {
+    let c = b
+        .column_by_name(name)?
+        .as_primitive_opt::<TimestampMillisecondType>()?;
+    Some(
+        (0..c.len())
+            .map(|i| (!c.is_null(i)).then(|| c.value(i)))
+            .collect(),
+    )
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Option<Vec<String>> {
+    let c = b.column_by_name(name)?.as_string_opt::<i32>()?;
+    Some(
+        (0..c.len())
+            .map(|i| {
+                if c.is_null(i) {
+                    String::new()
+                } else {
+                    c.value(i).to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Reads what the report shows from `lake`.
+pub fn load(lake: &Path) -> Result<ReportData, String> {
+    let mut data = ReportData {
+        lake: lake.to_path_buf(),
+        ..ReportData::default()
+    };
+    let mut epochs: BTreeMap<u64, EpochRow> = BTreeMap::new();
+    for b in batches(lake, "metrics")? {
+        let get = |n: &str| u64s(&b, n).unwrap_or_else(|| vec![0; b.num_rows()]);
+        let getf = |n: &str| f64s(&b, n).unwrap_or_else(|| vec![f64::NAN; b.num_rows()]);
+        let (epoch, input, clean, rejected, duplicate, labelled) = (
+            get("epoch"),
+            get("input"),
+            get("clean"),
+            get("rejected"),
+            get("duplicate"),
+            get("labelled"),
+        );
+        let (acc, ll, auc, p50, p99) = (
+            getf("accuracy"),
+            getf("log_loss"),
+            getf("auc"),
+            getf("latency_p50_ms"),
+            getf("latency_p99_ms"),
+        );
+        let time = times(&b, "time").unwrap_or_default();
+        let reasons: Vec<(String, Vec<u64>)> = Reason::ALL
+            .iter()
+            .map(|r| (r.code().to_string(), get(&format!("rejected_{}", r.code()))))
+            .collect();
+        for i in 0..b.num_rows() {
+            // A replayed epoch rewrites its row: the last one read wins (they are equal).
+            epochs.insert(
+                epoch[i],
+                EpochRow {
+                    epoch: epoch[i],
+                    time_ms: time.get(i).copied().flatten().unwrap_or(0),
+                    input: input[i],
+                    clean: clean[i],
+                    rejected: rejected[i],
+                    duplicate: duplicate[i],
+                    reasons: reasons.iter().map(|(c, v)| (c.clone(), v[i])).collect(),
+                    labelled: labelled[i],
+                    accuracy: acc[i],
+                    log_loss: ll[i],
+                    auc: auc[i],
+                    p50_ms: p50[i],
+                    p99_ms: p99[i],
+                },
+            );
+        }
+    }
+    data.epochs = epochs.into_values().collect();
+    for b in batches(lake, "scored")? {
+        let (Some(t), Some(s), Some(v), Some(e), Some(k)) = (
+            times(&b, "event_time"),
+            f64s(&b, "score"),
+            u64s(&b, "model_version"),
+            u64s(&b, "epoch"),
+            b.column_by_name("key")
+                .and_then(|c| c.as_string_opt::<i32>())
+                .map(|c| c.clone()),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            data.scores.push((t[i].unwrap_or(0), s[i], v[i], e[i]));
+            *data.keys.entry(k.value(i).to_string()).or_default() += 1;
+        }
+    }
+    data.scores.sort_unstable_by_key(|x| (x.0, x.3));
+    for b in batches(lake, "rejected")? {
+        if let Some(t) = times(&b, "event_time") {
+            data.rejected_times.extend(t.into_iter().flatten());
+        }
+    }
+    let mut alerts = Vec::new();
+    for b in batches(lake, "alerts")? {
+        let (Some(rule), Some(state), Some(s), Some(e), Some(msg), Some(sev), Some(ep)) = (
+            strings(&b, "rule_id"),
+            strings(&b, "state"),
+            times(&b, "window_start"),
+            times(&b, "window_end"),
+            strings(&b, "message"),
+            strings(&b, "severity"),
+            u64s(&b, "epoch"),
+        ) else {
+            continue;
+        };
+        let group = strings(&b, "group").unwrap_or_else(|| vec![String::new(); b.num_rows()]);
+        for i in 0..b.num_rows() {
+            let rule = if group[i].is_empty() {
+                rule[i].clone()
+            } else {
+                format!("{}[{}]", rule[i], group[i])
+            };
+            alerts.push((
+                ep[i],
+                AlertRow {
+                    rule,
+                    state: state[i].clone(),
+                    start_ms: s[i].unwrap_or(0),
+                    end_ms: e[i].unwrap_or(0),
+                    message: msg[i].clone(),
+                    severity: sev[i].clone(),
+                },
+            ));
+        }
+    }
+    alerts.sort_by_key(|a| (a.0, a.1.start_ms));
+    data.alerts = alerts.into_iter().map(|a| a.1).collect();
+    Ok(data)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The score histogram (20 bins over [0, 1]) of the given records.
+fn score_hist(scores: &[(i64, f64, u64, u64)]) -> Vec<f64> {
+    let mut h = vec![0.0; 20];
+    for s in scores {
+        h[Binning::Unit.bin(s.1) as usize] += 1.0;
+    }
+    h
+}
+
+/// The page.
+pub fn render(data: &ReportData, title: &str) -> String {
+    let e = &data.epochs;
+    let t = |r: &EpochRow| r.time_ms as f64;
+    let mut charts = Vec::new();
+    // Records per minute of event time: clean (scored) and rejected.
+    let per_minute = |ts: &mut dyn Iterator<Item = i64>| {
+        let mut m: BTreeMap<i64, f64> = BTreeMap::new();
+        for x in ts {
+            *m.entry(x.div_euclid(60_000) * 60_000).or_default() += 1.0;
+        }
+        m.into_iter()
+            .map(|(k, v)| (k as f64, v))
+            .collect::<Vec<_>>()
+    };
+    charts.push(svg::line_chart(
+        "records-per-minute",
+        "Records per minute",
+        XAxis::TimeMs,
+        "event time (UTC)",
+        "records / minute",
+        &[
+            Series {
+                name: "clean".into(),
+                points: per_minute(&mut data.scores.iter().map(|s| s.0)),
+            },
+            Series {
+                name: "rejected".into(),
+                points: per_minute(&mut data.rejected_times.iter().copied()),
+            },
+        ],
+        &[],
+        true,
+    ));
+    charts.push(svg::stacked_bars(
+        "ledger",
+        "Ledger per epoch: every input line is clean, rejected or a duplicate",
+        XAxis::Number,
+        "epoch",
+        "lines",
+        &[
+            Series {
+                name: "clean".into(),
+                points: e.iter().map(|r| (r.epoch as f64, r.clean as f64)).collect(),
+            },
+            Series {
+                name: "rejected".into(),
+                points: e
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.rejected as f64))
+                    .collect(),
+            },
+            Series {
+                name: "duplicate".into(),
+                points: e
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.duplicate as f64))
+                    .collect(),
+            },
+        ],
+    ));
+    let mut reasons: BTreeMap<String, f64> = BTreeMap::new();
+    for r in e {
+        for (c, n) in &r.reasons {
+            *reasons.entry(c.clone()).or_default() += *n as f64;
+        }
+    }
+    let mut reasons: Vec<(String, f64)> = reasons.into_iter().filter(|r| r.1 > 0.0).collect();
+    reasons.sort_by(|a, b| b.1.total_cmp(&a.1));
+    charts.push(svg::bar_chart(
+        "rejects",
+        "Rejected records by reason",
+        "lines rejected",
+        &reasons,
+    ));
+    // Model versions: where each version first scored, by epoch.
+    let mut first_epoch_of: BTreeMap<u64, u64> = BTreeMap::new();
+    for s in &data.scores {
+        let f = first_epoch_of.entry(s.2).or_insert(s.3);
+        *f = (*f).min(s.3);
+    }
+    let epoch_time: BTreeMap<u64, f64> = e.iter().map(|r| (r.epoch, t(r))).collect();
+    let marks: Vec<(f64, String)> = first_epoch_of
+        .iter()
+        .filter_map(|(v, ep)| epoch_time.get(ep).map(|x| (*x, format!("v{v}"))))
+        .collect();
+    // Too many marks clutter: keep about 12.
+    let step = marks.len().div_ceil(12).max(1);
+    let marks: Vec<(f64, String)> = marks.into_iter().step_by(step).collect();
+    let labelled: Vec<&EpochRow> = e.iter().filter(|r| r.labelled > 0).collect();
+    let quality =
+        |f: fn(&EpochRow) -> f64| labelled.iter().map(|r| (t(r), f(r))).collect::<Vec<_>>();
+    charts.push(svg::line_chart(
+        "quality",
+        "Prequential quality per epoch (dashed lines: model versions)",
+        XAxis::TimeMs,
+        "event time (UTC)",
+        "accuracy / ROC AUC",
+        &[
+            Series {
+                name: "accuracy".into(),
+                points: quality(|r| r.accuracy),
+            },
+            Series {
+                name: "ROC AUC".into(),
+                points: quality(|r| r.auc),
+            },
+        ],
+        &marks,
+        false,
+    ));
+    charts.push(svg::line_chart(
+        "log-loss",
+        "Prequential log loss per epoch",
+        XAxis::TimeMs,
+        "event time (UTC)",
+        "log loss (nats)",
+        &[Series {
+            name: "log loss".into(),
+            points: quality(|r| r.log_loss),
+        }],
+        &marks,
+        true,
+    ));
+    // Scores now against a reference window: the last tenth of the records against the first tenth.
+    let n = data.scores.len();
+    let tenth = (n / 10).max(1).min(n);
+    let (reference, now) = (
+        &data.scores[..tenth.min(n)],
+        &data.scores[n - tenth.min(n)..],
+    );
+    let to_hist = |v: &[f64]| -> Histogram {
+        v.iter()
+            .enumerate()
+            .map(|(i, c)| (i as i32, *c as u64))
+            .collect()
+    };
+    let (hr, hn) = (score_hist(reference), score_hist(now));
+    let m = hist_measures(&to_hist(&hr), &to_hist(&hn));
+    let edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+    charts.push(svg::histogram_compare(
+        "score-drift",
+        &format!(
+            "Score distribution: latest tenth vs first tenth (PSI {:.3}, KS {:.3})",
+            m.psi, m.ks
+        ),
+        "score",
+        &edges,
+        ("first tenth (reference)", &hr),
+        ("latest tenth", &hn),
+    ));
+    // Alerts on a timeline.
+    let mut rows: BTreeMap<String, Vec<(f64, Option<f64>)>> = BTreeMap::new();
+    for a in &data.alerts {
+        let spans = rows.entry(a.rule.clone()).or_default();
+        match a.state.as_str() {
+            "firing" => spans.push((a.start_ms as f64, None)),
+            _ => {
+                if let Some(open) = spans.iter_mut().rev().find(|s| s.1.is_none()) {
+                    open.1 = Some(a.end_ms as f64);
+                }
+            }
+        }
+    }
+    let (x0, x1) = (
+        data.scores.first().map_or(0.0, |s| s.0 as f64),
+        data.scores.last().map_or(1.0, |s| s.0 as f64),
+    );
+    charts.push(svg::timeline(
+        "alerts",
+        "Alerts (event time)",
+        &rows.into_iter().collect::<Vec<_>>(),
+        x0,
+        x1,
+    ));
+    charts.push(svg::line_chart(
+        "latency",
+        "End-to-end latency per epoch (arrival to commit)",
+        XAxis::Number,
+        "epoch",
+        "latency (s)",
+        &[
+            Series {
+                name: "p50".into(),
+                points: e.iter().map(|r| (r.epoch as f64, r.p50_ms / 1e3)).collect(),
+            },
+            Series {
+                name: "p99".into(),
+                points: e.iter().map(|r| (r.epoch as f64, r.p99_ms / 1e3)).collect(),
+            },
+        ],
+        &[],
+        true,
+    ));
+    let mut keys: Vec<(String, f64)> = data
+        .keys
+        .iter()
+        .map(|(k, v)| (k.clone(), *v as f64))
+        .collect();
+    keys.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    keys.truncate(10);
+    charts.push(svg::bar_chart(
+        "top-keys",
+        "Top 10 keys by volume",
+        "records scored",
+        &keys,
+    ));
+
+    let total = |f: fn(&EpochRow) -> u64| e.iter().map(f).sum::<u64>();
+    let mut html = String::new();
+    html.push_str(&format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{t}</title><style>body{{font-family:sans-serif;margin:24px;max-width:1600px;color:#222}}h1{{font-size:22px}}.grid{{display:flex;flex-wrap:wrap;gap:16px}}.chart{{border:1px solid #ddd}}table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ddd;padding:3px 8px;text-align:left}}.kpi{{display:inline-block;margin-right:24px}}.kpi b{{font-size:20px;display:block}}</style></head><body><h1>{t}</h1><p>Lake <code>{lake}</code> · {n_e} epoch(s) · generated from the lake's tables</p>"#,
+        t = esc(title),
+        lake = esc(&data.lake.display().to_string()),
+        n_e = e.len()
+    ));
+    let last_auc = labelled.last().map_or(f64::NAN, |r| r.auc);
+    html.push_str(&format!(
+        r#"<div id="kpis"><span class="kpi"><b id="kpi-input">{}</b>lines in</span><span class="kpi"><b id="kpi-clean">{}</b>clean</span><span class="kpi"><b id="kpi-rejected">{}</b>rejected</span><span class="kpi"><b id="kpi-duplicate">{}</b>duplicates</span><span class="kpi"><b id="kpi-alerts">{}</b>alerts</span><span class="kpi"><b id="kpi-auc">{:.4}</b>latest epoch AUC</span></div><div class="grid">"#,
+        total(|r| r.input),
+        total(|r| r.clean),
+        total(|r| r.rejected),
+        total(|r| r.duplicate),
+        data.alerts.len(),
+        last_auc
+    ));
+    for c in charts {
+        html.push_str(&c);
+    }
+    html.push_str("</div><h2>Alerts</h2><table id=\"alert-table\"><tr><th>rule</th><th>state</th><th>severity</th><th>window start (UTC)</th><th>message</th></tr>");
+    for a in &data.alerts {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&a.rule),
+            esc(&a.state),
+            esc(&a.severity),
+            svg::fmt_time(a.start_ms as f64, false),
+            esc(&a.message)
+        ));
+    }
+    html.push_str("</table></body></html>\n");
+    html
+}
+
+/// Reads `lake` and writes the page to `out` (atomically).
+pub fn write(lake: &Path, out: &Path, title: &str) -> Result<(), String> {
+    let data = load(lake)?;
+    let html = render(&data, title);
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tmp = out.with_extension("html.tmp");
+    std::fs::write(&tmp, html).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("cannot write {}: {e}", out.display()))
+}
