@@ -67,6 +67,10 @@ pub struct Context {
     pub restart: Option<String>,
     /// A registry version to start the model from (no checkpoint to resume).
     pub warm_start: Option<millrace_operators::score::ModelRelease>,
+    /// Progress counters (a `--once` run over a landing folder).
+    pub progress: Option<Arc<crate::runtime::progress::Progress>>,
+    /// Sample records into these rings (the live view's `/tap`).
+    pub taps: Option<Arc<crate::tap::Taps>>,
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
@@ -123,6 +127,7 @@ pub fn build<'scope>(
     let (examples, feature_snapshots) =
         cleaned
             .clean
+            .clone()
             .featurize("featurize", plan.features.clone(), state("featurize"))?;
     // Several workers share one model: their published updates go to every
     // worker and come back one epoch later (a feedback edge), to be merged.
@@ -168,6 +173,31 @@ pub fn build<'scope>(
     ];
     // Window aggregates for the monitors, and arrival times for the latency figures.
     events.push(scoring.windows.map(Event::Windows));
+    // Taps: one record in N of a step, rendered as JSON only when sampled, into the live view's ring.
+    if let Some(taps) = &ctx.taps {
+        use timely::dataflow::operators::Inspect;
+        let (tp, mut n) = (taps.clone(), 0u64);
+        cleaned.clean.clone().inspect(move |r| {
+            n += 1;
+            if tp.sampled(n) {
+                tp.push("clean", serde_json::to_string(r).unwrap_or_default());
+            }
+        });
+        let (tp, mut n) = (taps.clone(), 0u64);
+        cleaned.rejected.clone().inspect(move |r| {
+            n += 1;
+            if tp.sampled(n) {
+                tp.push("rejected", serde_json::to_string(r).unwrap_or_default());
+            }
+        });
+        let (tp, mut n) = (taps.clone(), 0u64);
+        scoring.scored.clone().inspect(move |s| {
+            n += 1;
+            if tp.sampled(n) {
+                tp.push("score", serde_json::to_string(s).unwrap_or_default());
+            }
+        });
+    }
     // Series scores as CSV, one file per input, in input order (rejected lines keep their rows).
     let mut csv_snapshots = None;
     if let Some(spec) = &t.sink.csv {
@@ -276,6 +306,7 @@ pub fn build<'scope>(
         }),
         threshold: t.model.threshold,
         restart: ctx.restart,
+        progress: ctx.progress.clone(),
         registry: (worker == 0
             && t.model.kind != millrace_operators::learn::logistic::ModelKind::Feature)
             .then(|| crate::runtime::ledger::RegistryCtx {

@@ -6,6 +6,7 @@
 //! | `/metrics` | Prometheus text exposition of every `millrace_*` metric |
 //! | `/healthz` | `ok` while the job runs, `503` with the fault once it has one |
 //! | `/dataflow` | the topology's dataflow as a graph (SVG) and as text |
+//! | `/tap/<step>?after=N` | sampled records leaving `clean`, `rejected` or `score`, as JSON lines (see `tap`) |
 //!
 //! A plain HTTP/1.1 server on one thread: the views are read-mostly and
 //! small, and a scrape must never slow the dataflow.
@@ -27,6 +28,8 @@ pub struct LiveView {
     pub dataflow: String,
     /// The run's fault, for `/healthz`.
     pub fault: Fault,
+    /// Sampled records per step, for `/tap/<step>`.
+    pub taps: Arc<crate::tap::Taps>,
 }
 
 /// Binds `addr` and serves on a background thread; returns the bound address.
@@ -78,6 +81,33 @@ fn handle(mut stream: TcpStream, view: &LiveView) -> std::io::Result<()> {
             ),
         },
         "/dataflow" => ("200 OK", "text/html; charset=utf-8", dataflow_page(view)),
+        p if p.starts_with("/tap/") => {
+            let after = request
+                .split_whitespace()
+                .nth(1)
+                .and_then(|u| u.split_once("?after="))
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(0);
+            match view.taps.since(&p[5..], after, 200) {
+                Some(lines) => (
+                    "200 OK",
+                    "application/x-ndjson",
+                    lines
+                        .iter()
+                        .map(|(n, l)| format!("{{\"seq\":{n},\"record\":{l}}}\n"))
+                        .collect(),
+                ),
+                None => (
+                    "404 Not Found",
+                    "text/plain",
+                    format!(
+                        "no step `{}` to tap; steps: {}\n",
+                        &p[5..],
+                        crate::tap::STEPS.join(", ")
+                    ),
+                ),
+            }
+        }
         "/" => match crate::report::load(&view.lake) {
             Ok(data) => {
                 let html =

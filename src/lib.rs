@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod report;
 pub mod runtime;
 pub mod svg;
+pub mod tap;
 pub mod topology;

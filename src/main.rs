@@ -78,6 +78,19 @@ enum Command {
     },
     /// Print a Grafana dashboard (JSON) for the metrics millrace exports.
     Grafana,
+    /// Print sampled records leaving a step of a running job (`clean`, `rejected`, `score`).
+    Tap {
+        /// The topology of the running job (its `[runtime] http_addr` says where it is).
+        topology: PathBuf,
+        /// The step.
+        step: String,
+        /// The job's live view, if not the topology's `http_addr`.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Stop after this many records.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Check a topology and print the dataflow it builds.
     Validate {
         /// The topology file.
@@ -330,6 +343,52 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// `millrace tap`: polls the job's `/tap/<step>` and prints new samples until `limit`.
+fn tap(topology: &PathBuf, step: &str, addr: Option<String>, limit: usize) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let plan = load(topology)?;
+    let addr = addr.or(plan.topology.runtime.http_addr.clone()).context(
+        "the topology has no `[runtime] http_addr` and no --addr was given: where is the job?",
+    )?;
+    if !millrace::tap::STEPS.contains(&step) {
+        bail!(
+            "no step `{step}` to tap; steps: {}",
+            millrace::tap::STEPS.join(", ")
+        );
+    }
+    let (mut after, mut shown) = (0u64, 0usize);
+    let started = std::time::Instant::now();
+    while shown < limit {
+        let mut s = std::net::TcpStream::connect(&addr)
+            .with_context(|| format!("cannot reach the job's live view at {addr}"))?;
+        write!(
+            s,
+            "GET /tap/{step}?after={after} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let body = out.split_once("\r\n\r\n").map_or("", |x| x.1);
+        if !out.starts_with("HTTP/1.1 200") {
+            bail!("{addr}: {}", body.trim());
+        }
+        for line in body.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).context("a tap line is not JSON")?;
+            after = after.max(v["seq"].as_u64().unwrap_or(0));
+            println!("{}", v["record"]);
+            shown += 1;
+            if shown >= limit {
+                break;
+            }
+        }
+        if started.elapsed() > std::time::Duration::from_secs(600) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    Ok(())
+}
+
 /// `run --local-cluster N`: this same command as N processes on loopback.
 /// Prints process 0's output; if any process fails, stops the others and
 /// reports which one failed and why.
@@ -449,6 +508,12 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             println!("report: {}", out.display());
         }
         Command::Grafana => println!("{}", millrace::metrics::grafana_dashboard()),
+        Command::Tap {
+            topology,
+            step,
+            addr,
+            limit,
+        } => tap(&topology, &step, addr, limit)?,
         Command::Validate { topology } => {
             let plan = load(&topology)?;
             println!("{}", millrace::dataflow::describe(&plan));
@@ -519,6 +584,10 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             })
             .context("cannot install the signal handler")?;
             let fault = millrace::runtime::Fault::default();
+            let http_addr = http_addr.or(plan.topology.runtime.http_addr.clone());
+            let taps = http_addr
+                .as_ref()
+                .map(|_| Arc::new(millrace::tap::Taps::new(100)));
             if let Some(addr) = &http_addr {
                 // Only the coordinator's process has the lake's whole picture and the job's metrics.
                 if process == 0 {
@@ -529,6 +598,7 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                             name: plan.topology.name.clone(),
                             dataflow: millrace::dataflow::describe(&plan),
                             fault: fault.clone(),
+                            taps: taps.clone().expect("with an address"),
                         },
                     )
                     .map_err(anyhow::Error::msg)?;
@@ -565,6 +635,8 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     once,
                     stop,
                     fault: Some(fault),
+                    show_progress: true,
+                    taps,
                 },
             )?;
             println!("{summary}");

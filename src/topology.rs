@@ -298,6 +298,9 @@ pub struct RuntimeSpec {
     /// A source waits while this many of its epochs are not yet committed by the sinks.
     #[serde(default = "default_in_flight")]
     pub max_epochs_in_flight: u64,
+    /// Serve the live view here (`--http-addr` overrides); `millrace tap` finds the job through it.
+    #[serde(default)]
+    pub http_addr: Option<String>,
 }
 
 fn default_epoch_records() -> u64 {
@@ -313,6 +316,7 @@ impl Default for RuntimeSpec {
         RuntimeSpec {
             records_per_epoch: default_epoch_records(),
             max_epochs_in_flight: default_in_flight(),
+            http_addr: None,
         }
     }
 }

@@ -290,6 +290,51 @@ fn the_live_view_serves_metrics_that_agree_with_the_ledger() {
         );
     }
     assert_eq!(get(&addr, "/nope").0, 404);
+    // `millrace tap`: sampled records leaving a step of the running job.
+    let tapped = millrace(
+        &dir,
+        &[
+            "tap",
+            &quickstart(),
+            "score",
+            "--addr",
+            &addr,
+            "--limit",
+            "5",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = tapped
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "{tapped}");
+    assert!(
+        lines.iter().all(|v| v["score"]
+            .as_f64()
+            .is_some_and(|p| (0.0..=1.0).contains(&p))
+            && v["record"]["key"].is_string()),
+        "{tapped}"
+    );
+    let rejected = millrace(
+        &dir,
+        &[
+            "tap",
+            &quickstart(),
+            "rejected",
+            "--addr",
+            &addr,
+            "--limit",
+            "2",
+        ],
+    );
+    assert!(
+        rejected.lines().all(|l| l.contains("\"reason\"")),
+        "{rejected}"
+    );
+    let bad = millrace_raw(&dir, &["tap", &quickstart(), "nope", "--addr", &addr]);
+    assert!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("no step `nope`")
+    );
     let dom = browse(&format!("http://{addr}/"), "live");
     assert!(dom.contains(r#"id="quality""#));
     let (_, metrics) = get(&addr, "/metrics");

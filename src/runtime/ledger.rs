@@ -337,6 +337,8 @@ pub struct Coordinator {
     pub restart: Option<String>,
     /// Publish model versions to the lake's registry.
     pub registry: Option<RegistryCtx>,
+    /// Progress counters of a `--once` run.
+    pub progress: Option<Arc<crate::runtime::progress::Progress>>,
 }
 
 /// The coordinator operator. See the module docs.
@@ -366,6 +368,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             notifiers,
             mut restart,
             registry,
+            progress,
         } = c;
         // Prequential evaluation since the last published version: the published version's metrics.
         let mut since_release = EvalPartial::default();
@@ -606,6 +609,14 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
                     }
                     t.files.extend(acc.files);
+                    if let Some(p) = &progress {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        p.files_done.store(t.files.len() as u64, Relaxed);
+                        p.records.fetch_add(acc.tally.input, Relaxed);
+                        let done: u64 = t.files.iter().map(|f| f.size_bytes).sum();
+                        let reading: u64 = sources.iter().flatten().map(|s| s.offset).sum();
+                        p.bytes_done.store(done + reading, Relaxed);
+                    }
                     // New model versions go to the registry once their epoch is committed.
                     since_release.merge(&acc.eval);
                     if let Some(reg) = &registry {

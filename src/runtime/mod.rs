@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod ledger;
 pub mod manifest;
+pub mod progress;
 pub mod registry;
 pub mod running;
 pub mod snapshots;
@@ -135,6 +136,10 @@ pub struct RunOptions {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// Where the run reports its fault (shared with the live view); a fresh one if `None`.
     pub fault: Option<Fault>,
+    /// Show a `--once` run's progress on stderr.
+    pub show_progress: bool,
+    /// Sample records of the tappable steps here (the live view).
+    pub taps: Option<Arc<crate::tap::Taps>>,
 }
 
 /// Why a run failed.
@@ -289,6 +294,18 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         }
         _ => None,
     };
+    // Progress of a backfill, on stderr.
+    let progress = match (&plan.landing, opts.once, process) {
+        (Some(l), true, 0) if opts.show_progress => Some(Arc::new(progress::Progress::for_folder(
+            &l.path, l.format, &processed,
+        ))),
+        _ => None,
+    };
+    let taps = opts.taps.clone();
+    let progress_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress_thread = progress
+        .clone()
+        .map(|p| progress::report(p, progress_done.clone()));
     let checkpointing = start.checkpointing;
     let restore = Arc::new(start.restore);
     // One process speaks for the run: the coordinator's.
@@ -336,6 +353,8 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     kafka_sink: kafka_sink.clone(),
                     restart: restart.clone(),
                     warm_start: warm_start.clone(),
+                    progress: progress.clone(),
+                    taps: taps.clone(),
                 },
             )
         });
@@ -371,6 +390,10 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                 "timely communication error: a network thread failed".into()
             )]
         });
+    progress_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = progress_thread {
+        let _ = t.join();
+    }
     for r in joined {
         match r {
             Ok((0, t)) => totals = Some(t),
