@@ -336,3 +336,53 @@ fn email_is_delivered_through_a_real_smtp_server() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn a_live_job_whose_input_stops_raises_idle_source_and_resolves_when_it_resumes() {
+    let dir = scratch("monitors-idle");
+    gen(&dir, "a.csv", 20_000, 3, &[]);
+    settle(&dir);
+    let topology = std::fs::read_to_string(quickstart()).unwrap()
+        + "\n[[monitors]]\nid = \"idle\"\nkind = \"idle_source\"\nthreshold = 1500\nresolve_after = 1\n";
+    std::fs::write(dir.join("idle.toml"), topology).unwrap();
+    let mut job = std::process::Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", "idle.toml", "--landing", "landing", "--lake", "lake"])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |state: &str| {
+        let start = Instant::now();
+        loop {
+            let all = alerts(&dir.join("lake"));
+            if all.iter().any(|a| a.0 == "idle" && a.1 == state) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "no idle {state} alert: {all:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The first file is read, then nothing comes: the rule fires (processing time, no epoch needed).
+    wait_for("firing");
+    // More input: it resolves.
+    gen(&dir, "b.csv", 5_000, 4, &[]);
+    settle(&dir);
+    wait_for("resolved");
+    std::process::Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let mut out = String::new();
+    job.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(job.wait().unwrap().success(), "{out}");
+    // The lake's table has them too, committed with the epochs that followed.
+    let table = counts(&dir.join("lake"), "alerts", "rule_id");
+    assert!(
+        table.get("idle").is_some_and(|n| *n >= 1),
+        "{table:?}\n{out}"
+    );
+}

@@ -30,6 +30,7 @@
 //! | `file_size` | bytes of each landed file | [`SpikeDip`] on log-size (abnormally large or small) |
 //! | `batch_size` | rows committed to the sinks per epoch | [`SpikeDip`] on log-rows |
 //! | `restart` | the engine resumed after a run that did not finish cleanly | fires on the first epoch |
+//! | `idle_source` | processing time since input was last read, checked every second by the coordinator even when nothing arrives | fires past `threshold` ms (300,000) |
 //!
 //! Latency is measured from a record's arrival (the landed file's
 //! modification time; the Kafka message's timestamp) to the moment its epoch
@@ -134,6 +135,8 @@ pub enum MonitorKind {
     BatchSize,
     /// The engine restarted after a run that did not finish cleanly.
     Restart,
+    /// No input read for longer than the threshold, in processing time (a live job whose upstream went quiet).
+    IdleSource,
 }
 
 impl MonitorKind {
@@ -560,6 +563,10 @@ pub struct Monitors {
     hist_width: usize,
     /// A restart to report with the next epoch.
     restart: Option<String>,
+    /// When input was last read (processing time, ms): not checkpointed, a
+    /// resumed run starts counting from its own start.
+    #[serde(skip)]
+    last_input_ms: Option<i64>,
 }
 
 /// Robust z above which `volume`, `spike`, `file_size` and `batch_size` fire by default.
@@ -608,6 +615,7 @@ impl Monitors {
                 MonitorKind::RejectedRate => Detector::Threshold(threshold.unwrap_or(0.05)),
                 MonitorKind::Latency => Detector::Threshold(threshold.unwrap_or(60_000.0)),
                 MonitorKind::Restart => Detector::Threshold(0.0),
+                MonitorKind::IdleSource => Detector::Threshold(threshold.unwrap_or(300_000.0)),
             };
             let rule = |group: Option<String>, series: usize| Rule {
                 spec: m.clone(),
@@ -655,7 +663,56 @@ impl Monitors {
             width: watched.width(),
             hist_width: watched.hist.len(),
             restart: None,
+            last_input_ms: None,
         }
+    }
+
+    /// Whether any rule needs the coordinator to look at the clock while nothing arrives.
+    pub fn has_idle_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.spec.kind == MonitorKind::IdleSource)
+    }
+
+    /// Input was read (or the run started) at `now_ms`.
+    pub fn saw_input(&mut self, now_ms: i64) {
+        self.last_input_ms = Some(now_ms);
+    }
+
+    /// The processing-time check of `idle_source` rules, at `now_ms`; `epoch` is the last completed one.
+    pub fn idle_check(&mut self, now_ms: i64, epoch: Epoch) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let Some(last) = self.last_input_ms else {
+            return alerts;
+        };
+        let idle = (now_ms - last).max(0) as f64;
+        for i in 0..self.rules.len() {
+            if self.rules[i].spec.kind != MonitorKind::IdleSource {
+                continue;
+            }
+            let Detector::Threshold(t) = self.rules[i].detector else {
+                unreachable!()
+            };
+            let a = Assessment {
+                score: crate::detect::squash(idle, t),
+                anomalous: idle > t,
+            };
+            // Quiet checks only count once input is flowing again.
+            if !a.anomalous && idle > t / 2.0 {
+                continue;
+            }
+            self.lifecycle(
+                i,
+                epoch,
+                (last, now_ms),
+                a,
+                idle,
+                Some((0.0, t)),
+                None,
+                &mut alerts,
+            );
+        }
+        alerts
     }
 
     /// The engine resumed after a run that did not finish cleanly: `restart`
@@ -967,7 +1024,7 @@ impl Monitors {
             (None, None) => String::new(),
         };
         let unit = match spec.kind {
-            MonitorKind::Latency => " ms",
+            MonitorKind::Latency | MonitorKind::IdleSource => " ms",
             MonitorKind::FileSize => " bytes",
             MonitorKind::BatchSize => " rows",
             _ => "",
@@ -1045,6 +1102,7 @@ fn kind_name(kind: MonitorKind) -> &'static str {
         MonitorKind::FileSize => "abnormal file size",
         MonitorKind::BatchSize => "abnormal batch size",
         MonitorKind::Restart => "engine restarted",
+        MonitorKind::IdleSource => "no input",
     }
 }
 

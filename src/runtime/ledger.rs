@@ -377,7 +377,14 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
         let metrics_format = metrics_table();
         let metrics_arrow = (metrics_format.arrow_schema)(&lake.schema);
         let metrics_lake = lake.clone();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, _| {
+        let scope = self.scope();
+        self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, info| {
+            // `idle_source` rules look at the clock even when no epoch completes.
+            let activator = scope.activator_for(info.address.clone());
+            let mut idle_started = false;
+            let mut last_epoch: Epoch = 0;
+            // Alerts raised between epochs: delivered at once, written to the table with the next epoch.
+            let mut between: Vec<Alert> = Vec::new();
             let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();
             let mut last = Instant::now();
             let resumed = checkpointing.as_ref().and_then(|c| c.resumed.clone());
@@ -399,6 +406,31 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             let mut states: BTreeMap<(String, usize), StateRef> =
                 resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
             move |(input, frontier), output| {
+                if let Some(m) = monitors.as_mut().filter(|m| m.has_idle_rules() && !fault.is_raised()) {
+                    let now = unix_ms();
+                    if !idle_started {
+                        m.saw_input(now);
+                        idle_started = true;
+                    }
+                    let alerts = m.idle_check(now, last_epoch);
+                    if !alerts.is_empty() {
+                        for a in &alerts {
+                            tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, message = %a.message, "Alert.");
+                            metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => if a.state == AlertState::Firing { "firing" } else { "resolved" }).increment(1);
+                        }
+                        if let Some(path) = &alerts_jsonl {
+                            if let Err(e) = append_jsonl(path, &alerts) {
+                                fault.raise(format!("{step}: cannot append alerts to {}: {e}", path.display()));
+                                return;
+                            }
+                        }
+                        for n in &notifiers {
+                            n.send(&alerts);
+                        }
+                        between.extend(alerts);
+                    }
+                    activator.activate_after(std::time::Duration::from_secs(1));
+                }
                 input.for_each_stamp(|cap, data| {
                     let Some(&epoch) = cap.least() else { return };
                     let acc = &mut stash.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), EpochAcc::default())).1;
@@ -507,13 +539,21 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         }
                         None => Vec::new(),
                     };
+                    last_epoch = epoch;
+                    if acc.tally.input > 0 {
+                        if let Some(m) = monitors.as_mut() {
+                            m.saw_input(now_ms);
+                        }
+                    }
                     metrics::gauge!(crate::metrics::ALERTS_FIRING).set(monitors.as_ref().map_or(0, |m| m.firing().len()) as f64);
                     for a in &alerts {
                         tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch, message = %a.message, "Alert.");
                         metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => if a.state == AlertState::Firing { "firing" } else { "resolved" }).increment(1);
                     }
-                    if write_alerts && !alerts.is_empty() {
-                        match write_epoch(&metrics_lake, &alerts_format, &alerts_arrow, &alerts, epoch, 0) {
+                    // The table also gets the alerts raised between epochs (already delivered).
+                    let table_alerts: Vec<Alert> = between.drain(..).chain(alerts.iter().cloned()).collect();
+                    if write_alerts && !table_alerts.is_empty() {
+                        match write_epoch(&metrics_lake, &alerts_format, &alerts_arrow, &table_alerts, epoch, 0) {
                             Ok(commit) => acc.parts.extend(commit.parts),
                             Err(e) => {
                                 fault.raise(format!("{step}: cannot write the alerts of epoch {epoch} under {}: {e}", lake.root.display()));
