@@ -148,6 +148,14 @@ pub const MODEL_AUC: &str = "millrace_model_auc_ratio";
 /// The model version that scored the latest epoch.
 pub const MODEL_VERSION: &str = "millrace_model_version";
 
+/// Source and sink errors and retries, process-wide: the `errors` monitor reads its growth per epoch.
+pub static IO_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one source or sink error or retry for the `errors` monitor (the labelled counters are kept separately).
+pub fn io_error() {
+    IO_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process (once; later calls are no-ops).

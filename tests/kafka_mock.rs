@@ -81,4 +81,10 @@ fn a_broker_down_for_seconds_mid_stream_loses_nothing() {
         metrics.contains("millrace_kafka_consumer_lag_records"),
         "{metrics}"
     );
+    // The `errors` monitor turned the outage into an alert.
+    assert!(
+        summary.alerts.iter().any(|a| a.rule_id == "kafka_errors"),
+        "{:#?}",
+        summary.alerts
+    );
 }

@@ -30,7 +30,9 @@
 //! | `file_size` | bytes of each landed file | [`SpikeDip`] on log-size (abnormally large or small) |
 //! | `batch_size` | rows committed to the sinks per epoch | [`SpikeDip`] on log-rows |
 //! | `restart` | the engine resumed after a run that did not finish cleanly | fires on the first epoch |
-//! | `idle_source` | processing time since input was last read, checked every second by the coordinator even when nothing arrives | fires past `threshold` ms (300,000) |
+//! | `idle_source` | processing time since input was last read (overall; with `group_by = "partition"` also per Kafka partition), checked every second by the coordinator even when nothing arrives | fires past `threshold` ms (300,000) |
+//! | `watermark_stall` | processing time during which records arrived but the latest event time did not advance | fires past `threshold` ms (60,000) |
+//! | `errors` | source and sink errors and retries per epoch (Kafka fetch, consumer and produce errors, produce retries) | fires above `threshold` (0) |
 //!
 //! Latency is measured from a record's arrival (the landed file's
 //! modification time; the Kafka message's timestamp) to the moment its epoch
@@ -137,6 +139,10 @@ pub enum MonitorKind {
     Restart,
     /// No input read for longer than the threshold, in processing time (a live job whose upstream went quiet).
     IdleSource,
+    /// Records keep coming but the event-time watermark has not moved for longer than the threshold.
+    WatermarkStall,
+    /// Source or sink errors and retries in an epoch above the threshold.
+    Errors,
 }
 
 impl MonitorKind {
@@ -318,11 +324,19 @@ impl Watched {
                 }
                 (None, false) => {}
             }
-            if let Some(g) = &m.group_by {
+            if let Some(g) = m.group_by.as_ref().filter(|_| {
+                m.kind != MonitorKind::IdleSource || m.group_by.as_deref() != Some("partition")
+            }) {
+                if m.kind == MonitorKind::IdleSource {
+                    return Err(e(
+                        "group_by",
+                        format!("`idle_source` groups only by `partition` (Kafka), not `{g}`"),
+                    ));
+                }
                 if m.kind != MonitorKind::Volume {
                     return Err(e(
                         "group_by",
-                        format!("only `volume` monitors group, not `{}`", kind_key(m.kind)),
+                        format!("only `volume` (by a categorical field) and `idle_source` (by `partition`) monitors group, not `{}`", kind_key(m.kind)),
                     ));
                 }
                 let Some(ci) = schema.categorical.iter().position(|c| &c.name == g) else {
@@ -521,6 +535,8 @@ pub struct EpochFacts<'a> {
     pub rows_committed: u64,
     /// Wall-clock time of the commit (ms since the Unix epoch).
     pub now_ms: i64,
+    /// Source and sink errors and retries during the epoch.
+    pub io_errors: u64,
 }
 
 /// A rule's detector.
@@ -543,9 +559,12 @@ struct Rule {
     detector: Detector,
     firing: bool,
     quiet: u32,
-    /// Last non-empty window end (staleness).
+    /// Last non-empty window end (staleness); the watermark last seen (watermark stall).
     last_seen_end: Option<i64>,
     recent: Vec<f64>,
+    /// Watermark stall: since when (processing time) the watermark has not moved.
+    #[serde(default)]
+    since_ms: Option<i64>,
 }
 
 /// The coordinator's half: rules, open windows, watermark. See the module docs.
@@ -567,6 +586,9 @@ pub struct Monitors {
     /// resumed run starts counting from its own start.
     #[serde(skip)]
     last_input_ms: Option<i64>,
+    /// When each Kafka partition last moved (processing time, ms; not checkpointed).
+    #[serde(skip)]
+    partitions: BTreeMap<String, i64>,
 }
 
 /// Robust z above which `volume`, `spike`, `file_size` and `batch_size` fire by default.
@@ -616,6 +638,8 @@ impl Monitors {
                 MonitorKind::Latency => Detector::Threshold(threshold.unwrap_or(60_000.0)),
                 MonitorKind::Restart => Detector::Threshold(0.0),
                 MonitorKind::IdleSource => Detector::Threshold(threshold.unwrap_or(300_000.0)),
+                MonitorKind::WatermarkStall => Detector::Threshold(threshold.unwrap_or(60_000.0)),
+                MonitorKind::Errors => Detector::Threshold(threshold.unwrap_or(0.0)),
             };
             let rule = |group: Option<String>, series: usize| Rule {
                 spec: m.clone(),
@@ -626,6 +650,7 @@ impl Monitors {
                 quiet: 0,
                 last_seen_end: None,
                 recent: Vec::new(),
+                since_ms: None,
             };
             match (m.kind, &m.group_by) {
                 (MonitorKind::Volume, Some(g)) => {
@@ -664,7 +689,13 @@ impl Monitors {
             hist_width: watched.hist.len(),
             restart: None,
             last_input_ms: None,
+            partitions: BTreeMap::new(),
         }
+    }
+
+    /// Kafka partition `key` (`topic/partition`) moved at `now_ms`.
+    pub fn saw_partition(&mut self, key: &str, now_ms: i64) {
+        self.partitions.insert(key.to_string(), now_ms);
     }
 
     /// Whether any rule needs the coordinator to look at the clock while nothing arrives.
@@ -682,14 +713,44 @@ impl Monitors {
     /// The processing-time check of `idle_source` rules, at `now_ms`; `epoch` is the last completed one.
     pub fn idle_check(&mut self, now_ms: i64, epoch: Epoch) -> Vec<Alert> {
         let mut alerts = Vec::new();
-        let Some(last) = self.last_input_ms else {
+        let Some(overall) = self.last_input_ms else {
             return alerts;
         };
-        let idle = (now_ms - last).max(0) as f64;
+        // Per-partition instances of rules grouped by partition, made as partitions appear.
+        let grouped: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| {
+                let r = &self.rules[i];
+                r.spec.kind == MonitorKind::IdleSource
+                    && r.group.is_none()
+                    && r.spec.group_by.as_deref() == Some("partition")
+            })
+            .collect();
+        for i in grouped {
+            let keys: Vec<String> = self.partitions.keys().cloned().collect();
+            for key in keys {
+                let id = self.rules[i].spec.id.clone();
+                if !self
+                    .rules
+                    .iter()
+                    .any(|r| r.spec.id == id && r.group.as_deref() == Some(key.as_str()))
+                {
+                    let mut r = self.rules[i].clone();
+                    r.group = Some(key);
+                    r.firing = false;
+                    r.quiet = 0;
+                    self.rules.push(r);
+                }
+            }
+        }
         for i in 0..self.rules.len() {
             if self.rules[i].spec.kind != MonitorKind::IdleSource {
                 continue;
             }
+            let last = match &self.rules[i].group {
+                None => overall,
+                Some(p) => self.partitions.get(p).copied().unwrap_or(overall),
+            };
+            let idle = (now_ms - last).max(0) as f64;
             let Detector::Threshold(t) = self.rules[i].detector else {
                 unreachable!()
             };
@@ -732,6 +793,7 @@ impl Monitors {
             files,
             rows_committed,
             now_ms,
+            io_errors,
         } = facts;
         let mut alerts = Vec::new();
         partials.sort_by_key(|p| p.worker);
@@ -850,6 +912,20 @@ impl Monitors {
                                 (a, *bytes as f64, None, Some(name.clone()))
                             })
                             .collect()
+                    }
+                    MonitorKind::Errors => {
+                        let n = io_errors as f64;
+                        vec![(over(n), n, Some((0.0, threshold)), None)]
+                    }
+                    MonitorKind::WatermarkStall if tally.input > 0 => {
+                        // Records arrived; has the watermark moved since the last time they did?
+                        let wm = latest_ms.unwrap_or(i64::MIN);
+                        if rule.last_seen_end.is_none_or(|seen| wm > seen) {
+                            rule.last_seen_end = Some(wm);
+                            rule.since_ms = Some(now_ms);
+                        }
+                        let stalled = (now_ms - rule.since_ms.unwrap_or(now_ms)).max(0) as f64;
+                        vec![(over(stalled), stalled, Some((0.0, threshold)), None)]
                     }
                     MonitorKind::Restart => {
                         let fired = restart.is_some();
@@ -1024,7 +1100,7 @@ impl Monitors {
             (None, None) => String::new(),
         };
         let unit = match spec.kind {
-            MonitorKind::Latency | MonitorKind::IdleSource => " ms",
+            MonitorKind::Latency | MonitorKind::IdleSource | MonitorKind::WatermarkStall => " ms",
             MonitorKind::FileSize => " bytes",
             MonitorKind::BatchSize => " rows",
             _ => "",
@@ -1103,6 +1179,8 @@ fn kind_name(kind: MonitorKind) -> &'static str {
         MonitorKind::BatchSize => "abnormal batch size",
         MonitorKind::Restart => "engine restarted",
         MonitorKind::IdleSource => "no input",
+        MonitorKind::WatermarkStall => "event time stalled",
+        MonitorKind::Errors => "source or sink errors",
     }
 }
 
@@ -1422,5 +1500,88 @@ mod tests {
             latency_percentiles(&[(0, 98), (-5000, 2)], 1000, &[50.0, 99.0]),
             vec![1000.0, 6000.0]
         );
+    }
+
+    #[test]
+    fn errors_watermark_stall_and_idle_partitions() {
+        let s = cat_schema();
+        let sp = specs(
+            r#"
+            [[monitors]]
+            id = "errors"
+            kind = "errors"
+            resolve_after = 1
+            [[monitors]]
+            id = "stall"
+            kind = "watermark_stall"
+            threshold = 5000
+            resolve_after = 1
+            [[monitors]]
+            id = "idle"
+            kind = "idle_source"
+            group_by = "partition"
+            threshold = 3000
+            resolve_after = 1
+            "#,
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut m = Monitors::new(&s, &sp, &watched, 0);
+        let tally = LedgerCounts {
+            input: 100,
+            clean: 100,
+            ..Default::default()
+        };
+        let mut all = Vec::new();
+        for e in 0..20u64 {
+            let now = 1_000_000 + e as i64 * 1000;
+            // Event time moves until epoch 8, then stays while records keep coming; errors in epoch 3.
+            let latest = 50_000 + e.min(8) as i64 * 1000;
+            all.extend(m.epoch(EpochFacts {
+                epoch: e,
+                tally,
+                latest_ms: Some(latest),
+                now_ms: now,
+                io_errors: if e == 3 { 7 } else { 0 },
+                ..Default::default()
+            }));
+        }
+        let fired = |id: &str| {
+            all.iter()
+                .filter(|a| a.rule_id == id && a.state == AlertState::Firing)
+                .map(|a| a.epoch)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fired("errors"), vec![3]);
+        assert!(all
+            .iter()
+            .any(|a| a.rule_id == "errors" && a.state == AlertState::Resolved && a.epoch == 4));
+        assert_eq!(
+            fired("stall"),
+            vec![14],
+            "stalled since epoch 8 (t = 1,008,000), > 5 s at 1,014,000"
+        );
+        // Idle: partition p1 keeps moving, p0 stops; only p0 fires.
+        m.saw_input(0);
+        m.saw_partition("t/0", 0);
+        m.saw_partition("t/1", 0);
+        let mut idle = Vec::new();
+        for k in 1..=10 {
+            let now = k * 1000;
+            m.saw_input(now);
+            m.saw_partition("t/1", now);
+            idle.extend(m.idle_check(now, 0));
+        }
+        let groups: Vec<_> = idle
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| a.group.clone())
+            .collect();
+        assert_eq!(groups, vec![Some("t/0".to_string())], "{idle:#?}");
+        let e = Watched::new(
+            &s,
+            &specs("[[monitors]]\nid = \"x\"\nkind = \"idle_source\"\ngroup_by = \"region\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "monitors[0].group_by");
     }
 }

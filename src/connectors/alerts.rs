@@ -103,7 +103,17 @@ fn alerts_batch(_schema: &Schema, arrow: SchemaRef, rows: &[&Alert], _epoch: Epo
         num(&|a| Some(a.observed)),
         num(&|a| a.expected.map(|e| e.0)),
         num(&|a| a.expected.map(|e| e.1)),
-        num(&|a| Some(a.score)),
+        {
+            let mut b = Float64Builder::with_capacity(n);
+            rows.iter().for_each(|a| {
+                b.append_value(if a.score.is_nan() {
+                    1.0
+                } else {
+                    a.score.clamp(0.0, 1.0)
+                })
+            });
+            Arc::new(b.finish()) as ArrayRef
+        },
         text(&|a| a.message.clone()),
         Arc::new(epoch.finish()),
     ];

@@ -481,6 +481,7 @@ pub fn kafka<'scope>(
                 if let Err(e) = ev {
                     transport_errors += 1;
                     metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
+                    crate::metrics::io_error();
                     warn!(step_id = %step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
                 }
             }
@@ -518,6 +519,7 @@ pub fn kafka<'scope>(
                         Some(Err(e)) => {
                             transport_errors += 1;
                             metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
+                            crate::metrics::io_error();
                             warn!(step_id = %step, partition = %p.name, %e, "Kafka fetch error; librdkafka retries.");
                             break;
                         }

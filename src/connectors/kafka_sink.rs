@@ -364,10 +364,12 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
                             metrics::counter!(crate::metrics::KAFKA_RETRIES, "step" => "kafka_scored").increment(1);
+                            crate::metrics::io_error();
                             p.poll(Duration::from_millis(10));
                         }
                         Err((e, _)) => {
                             metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka_scored", "kind" => "produce").increment(1);
+                            crate::metrics::io_error();
                             return Err(err("cannot produce", &e));
                         }
                     }

@@ -382,6 +382,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             // `idle_source` rules look at the clock even when no epoch completes.
             let activator = scope.activator_for(info.address.clone());
             let mut idle_started = false;
+            let mut io_errors_seen = crate::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
             let mut last_epoch: Epoch = 0;
             // Alerts raised between epochs: delivered at once, written to the table with the next epoch.
             let mut between: Vec<Alert> = Vec::new();
@@ -473,7 +474,15 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     for e in std::mem::take(&mut acc.evals) {
                         acc.eval.merge(&e);
                     }
+                    let moved_ms = unix_ms();
                     for p in acc.positions.drain(..) {
+                        if let Some(m) = monitors.as_mut() {
+                            for (key, offset) in &p.offsets {
+                                if kafka_offsets.get(key) != Some(offset) {
+                                    m.saw_partition(key, moved_ms);
+                                }
+                            }
+                        }
                         kafka_offsets.extend(p.offsets);
                         if p.worker >= sources.len() {
                             sources.resize(p.worker + 1, None);
@@ -535,6 +544,12 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                                 files: acc.files.iter().map(|f| (f.name.clone(), f.size_bytes)).collect(),
                                 rows_committed: acc.rows,
                                 now_ms,
+                                io_errors: {
+                                    let all = crate::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
+                                    let n = all - io_errors_seen;
+                                    io_errors_seen = all;
+                                    n
+                                },
                             })
                         }
                         None => Vec::new(),

@@ -368,8 +368,21 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                 return (index, totals.borrow().clone());
             }
         };
-        while !fault.is_raised() && !done.done() {
-            worker.step_or_park(Some(Duration::from_millis(50)));
+        // A panic in an operator (a bug) must stop every worker, not leave the
+        // others waiting for progress that will never come.
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while !fault.is_raised() && !done.done() {
+                worker.step_or_park(Some(Duration::from_millis(50)));
+            }
+        }));
+        if let Err(p) = stepped {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            fault.raise(format!("worker {index} failed (a bug): {what}"));
+            return (index, totals.borrow().clone());
         }
         if fault.is_raised() {
             for id in worker.installed_dataflows() {

@@ -47,6 +47,9 @@ pub fn squash(statistic: f64, threshold: f64) -> f64 {
     if !statistic.is_finite() || statistic <= 0.0 {
         return if statistic.is_infinite() { 1.0 } else { 0.0 };
     }
+    if !(threshold > 0.0) {
+        return 1.0; // Any positive value is past a zero threshold.
+    }
     let x = statistic / threshold;
     x * x / (1.0 + x * x)
 }
