@@ -307,6 +307,7 @@ pub fn build<'scope>(
         threshold: t.model.threshold,
         restart: ctx.restart,
         progress: ctx.progress.clone(),
+        max_per_rule_per_hour: t.alerts.max_per_rule_per_hour,
         registry: (worker == 0
             && t.model.kind != millrace_operators::learn::logistic::ModelKind::Feature)
             .then(|| crate::runtime::ledger::RegistryCtx {

@@ -44,11 +44,13 @@ pub const KAFKA_RETRIES: &str = "millrace_kafka_produce_retries_total";
 pub const LATENCY_SECONDS: &str = "millrace_end_to_end_latency_seconds";
 /// The latest completed epoch's 99th-percentile end-to-end latency (exact, over its records).
 pub const LATENCY_P99_SECONDS: &str = "millrace_end_to_end_latency_p99_seconds";
+/// Alerts kept from the channels by `[alerts] max_per_rule_per_hour` (label `rule`).
+pub const ALERTS_RATE_LIMITED: &str = "millrace_alerts_rate_limited_total";
 /// Alert rules currently firing.
 pub const ALERTS_FIRING: &str = "millrace_alerts_firing";
 
 /// Every metric millrace exports, with its Prometheus type.
-pub const ALL: [(&str, &str); 20] = [
+pub const ALL: [(&str, &str); 21] = [
     (RECORDS_IN, "counter"),
     (BYTES_IN, "counter"),
     (RECORDS_CLEAN, "counter"),
@@ -69,6 +71,7 @@ pub const ALL: [(&str, &str); 20] = [
     (MODEL_ACCURACY, "gauge"),
     (MODEL_AUC, "gauge"),
     (MODEL_VERSION, "gauge"),
+    (ALERTS_RATE_LIMITED, "counter"),
 ];
 
 /// A Grafana dashboard over the metrics in [`ALL`]: throughput, ledger, rejects by reason,
@@ -224,6 +227,11 @@ fn describe() {
         "End-to-end latency of records, arrival to commit."
     );
     describe_gauge!(ALERTS_FIRING, Unit::Count, "Alert rules currently firing.");
+    describe_counter!(
+        ALERTS_RATE_LIMITED,
+        Unit::Count,
+        "Alerts kept from the channels by the per-rule rate limit."
+    );
     describe_gauge!(MODEL_ACCURACY, "Prequential accuracy of the latest epoch.");
     describe_gauge!(MODEL_AUC, "Exact ROC AUC of the latest epoch.");
     describe_gauge!(

@@ -92,6 +92,15 @@ pub struct AlertsSpec {
     /// `[alerts.kafka]`: alerts to a Kafka topic.
     #[serde(default)]
     pub kafka: Option<crate::connectors::kafka_alerts::KafkaAlertsSpec>,
+    /// At most this many alerts per rule per hour go to the channels (webhook,
+    /// email, Kafka); the rest are counted and logged, and stay in the lake
+    /// table and the JSON-lines file.
+    #[serde(default = "default_rate")]
+    pub max_per_rule_per_hour: u32,
+}
+
+fn default_rate() -> u32 {
+    20
 }
 
 fn default_lateness() -> i64 {
@@ -106,6 +115,7 @@ impl Default for AlertsSpec {
             webhook: None,
             email: None,
             kafka: None,
+            max_per_rule_per_hour: default_rate(),
         }
     }
 }

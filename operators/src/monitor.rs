@@ -782,6 +782,32 @@ impl Monitors {
         self.restart = Some(why);
     }
 
+    /// The engine resumed after a run that did not finish cleanly: `restart`
+    /// rules fire now (even if no epoch follows), saying `why`; `epoch` is
+    /// the last committed one. They resolve with the epochs that follow.
+    pub fn restart_alerts(&mut self, why: &str, epoch: Epoch, now_ms: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for i in 0..self.rules.len() {
+            if self.rules[i].spec.kind == MonitorKind::Restart {
+                let a = Assessment {
+                    score: 1.0,
+                    anomalous: true,
+                };
+                self.lifecycle(
+                    i,
+                    epoch,
+                    (now_ms, now_ms),
+                    a,
+                    1.0,
+                    None,
+                    Some(why.to_string()),
+                    &mut alerts,
+                );
+            }
+        }
+        alerts
+    }
+
     /// Judges one completed epoch; returns the alerts it raises.
     pub fn epoch(&mut self, facts: EpochFacts<'_>) -> Vec<Alert> {
         let EpochFacts {

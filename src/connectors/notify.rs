@@ -26,6 +26,47 @@ pub trait Delivery: Send + 'static {
     fn deliver(&mut self, alerts: &[Alert]) -> Result<(), String>;
 }
 
+/// At most `per_hour` alerts per rule (and group) reach the channels in any hour of processing time.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    per_hour: usize,
+    sent: std::collections::HashMap<String, std::collections::VecDeque<i64>>,
+}
+
+impl RateLimit {
+    /// A limit of `per_hour` alerts per rule.
+    pub fn new(per_hour: u32) -> Self {
+        RateLimit {
+            per_hour: per_hour as usize,
+            sent: Default::default(),
+        }
+    }
+
+    /// The alerts that may go out at `now_ms`; the others are counted and logged (they stay in the lake).
+    pub fn admit(&mut self, alerts: &[Alert], now_ms: i64) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for a in alerts {
+            let key = match &a.group {
+                Some(g) => format!("{}[{g}]", a.rule_id),
+                None => a.rule_id.clone(),
+            };
+            let q = self.sent.entry(key.clone()).or_default();
+            while q.front().is_some_and(|t| now_ms - t >= 3_600_000) {
+                q.pop_front();
+            }
+            if q.len() < self.per_hour {
+                q.push_back(now_ms);
+                out.push(a.clone());
+            } else {
+                metrics::counter!(crate::metrics::ALERTS_RATE_LIMITED, "rule" => a.rule_id.clone())
+                    .increment(1);
+                tracing::warn!(rule_id = %key, message = %a.message, "Alert not sent to the channels: more than max_per_rule_per_hour this hour (it is in the lake).");
+            }
+        }
+        out
+    }
+}
+
 /// A channel's queue and thread.
 pub struct Notifier {
     name: &'static str,
@@ -107,5 +148,46 @@ impl Drop for Notifier {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use millrace_operators::monitor::{AlertState, MonitorKind, Severity};
+
+    fn alert(rule: &str) -> Alert {
+        Alert {
+            rule_id: rule.into(),
+            kind: MonitorKind::Volume,
+            group: None,
+            severity: Severity::Warning,
+            state: AlertState::Firing,
+            window_start_ms: 0,
+            window_end_ms: 0,
+            observed: 1.0,
+            expected: None,
+            score: 1.0,
+            message: String::new(),
+            epoch: 0,
+        }
+    }
+
+    #[test]
+    fn at_most_n_per_rule_per_hour_reach_the_channels() {
+        let mut r = RateLimit::new(2);
+        let flapping: Vec<Alert> = (0..5).map(|_| alert("volume")).collect();
+        assert_eq!(r.admit(&flapping, 0).len(), 2);
+        assert_eq!(
+            r.admit(&[alert("other")], 1).len(),
+            1,
+            "limits are per rule"
+        );
+        assert_eq!(r.admit(&[alert("volume")], 3_599_999).len(), 0);
+        assert_eq!(
+            r.admit(&[alert("volume")], 3_600_000).len(),
+            1,
+            "an hour later the first ones have aged out"
+        );
     }
 }

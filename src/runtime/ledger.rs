@@ -339,6 +339,8 @@ pub struct Coordinator {
     pub registry: Option<RegistryCtx>,
     /// Progress counters of a `--once` run.
     pub progress: Option<Arc<crate::runtime::progress::Progress>>,
+    /// The channels' per-rule rate limit (alerts per hour).
+    pub max_per_rule_per_hour: u32,
 }
 
 /// The coordinator operator. See the module docs.
@@ -369,6 +371,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             mut restart,
             registry,
             progress,
+            max_per_rule_per_hour,
         } = c;
         // Prequential evaluation since the last published version: the published version's metrics.
         let mut since_release = EvalPartial::default();
@@ -381,7 +384,9 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
         self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, info| {
             // `idle_source` rules look at the clock even when no epoch completes.
             let activator = scope.activator_for(info.address.clone());
+            let mut rate = crate::connectors::notify::RateLimit::new(max_per_rule_per_hour);
             let mut idle_started = false;
+            let resumed_epoch = checkpointing.as_ref().and_then(|c| c.resumed.as_ref()).map_or(0, |r| r.epoch);
             let mut io_errors_seen = crate::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
             let mut last_epoch: Epoch = 0;
             // Alerts raised between epochs: delivered at once, written to the table with the next epoch.
@@ -407,13 +412,21 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             let mut states: BTreeMap<(String, usize), StateRef> =
                 resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
             move |(input, frontier), output| {
-                if let Some(m) = monitors.as_mut().filter(|m| m.has_idle_rules() && !fault.is_raised()) {
+                // A restart is reported at once: the run may have nothing left to commit.
+                let restart_alerts = match (restart.take(), monitors.as_mut()) {
+                    (Some(why), Some(m)) => m.restart_alerts(&why, resumed_epoch, unix_ms()),
+                    _ => Vec::new(),
+                };
+                if let Some(m) = monitors.as_mut().filter(|m| (m.has_idle_rules() || !restart_alerts.is_empty()) && !fault.is_raised()) {
                     let now = unix_ms();
                     if !idle_started {
                         m.saw_input(now);
                         idle_started = true;
                     }
-                    let alerts = m.idle_check(now, last_epoch);
+                    let mut alerts = restart_alerts;
+                    if m.has_idle_rules() {
+                        alerts.extend(m.idle_check(now, last_epoch));
+                    }
                     if !alerts.is_empty() {
                         for a in &alerts {
                             tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, message = %a.message, "Alert.");
@@ -425,12 +438,16 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                                 return;
                             }
                         }
-                        for n in &notifiers {
-                            n.send(&alerts);
+                        let admitted = rate.admit(&alerts, now);
+                        for n in notifiers.iter().filter(|_| !admitted.is_empty()) {
+                            n.send(&admitted);
                         }
+                        totals.borrow_mut().alerts.extend(alerts.iter().cloned());
                         between.extend(alerts);
                     }
-                    activator.activate_after(std::time::Duration::from_secs(1));
+                    if m.has_idle_rules() {
+                        activator.activate_after(std::time::Duration::from_secs(1));
+                    }
                 }
                 input.for_each_stamp(|cap, data| {
                     let Some(&epoch) = cap.least() else { return };
@@ -532,9 +549,6 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         Some(m) => {
                             let errors: Vec<bool> = acc.eval.pairs.iter().map(|(p, y)| (*p > threshold) != *y).collect();
                             let latest = (latest_time != i64::MIN).then_some(latest_time);
-                            if let Some(why) = restart.take() {
-                                m.restarted(why);
-                            }
                             m.epoch(EpochFacts {
                                 epoch,
                                 partials: std::mem::take(&mut acc.windows),
@@ -686,8 +700,9 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         }
                     }
                     // Channels hear of an epoch's alerts once it is committed.
-                    for n in &notifiers {
-                        n.send(&alerts);
+                    let admitted = rate.admit(&alerts, unix_ms());
+                    for n in notifiers.iter().filter(|_| !admitted.is_empty()) {
+                        n.send(&admitted);
                     }
                     t.alerts.extend(alerts);
                     output.session(&cap).give(row);

@@ -381,7 +381,14 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            fault.raise(format!("worker {index} failed (a bug): {what}"));
+            // A process that went away poisons the queues its peers read: not a bug.
+            if what.contains("MergeQueue poisoned") || what.contains("timely communication error") {
+                fault.raise(format!(
+                    "lost the connection to another process of the cluster; every process stops (restart all of them to resume from the last checkpoint) [{what}]"
+                ));
+            } else {
+                fault.raise(format!("worker {index} failed (a bug): {what}"));
+            }
             return (index, totals.borrow().clone());
         }
         if fault.is_raised() {
