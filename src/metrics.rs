@@ -44,13 +44,15 @@ pub const KAFKA_RETRIES: &str = "millrace_kafka_produce_retries_total";
 pub const LATENCY_SECONDS: &str = "millrace_end_to_end_latency_seconds";
 /// The latest completed epoch's 99th-percentile end-to-end latency (exact, over its records).
 pub const LATENCY_P99_SECONDS: &str = "millrace_end_to_end_latency_p99_seconds";
+/// Bytes of an operator's checkpointed state (labels `step`, `worker`).
+pub const STATE_BYTES: &str = "millrace_state_bytes";
 /// Alerts kept from the channels by `[alerts] max_per_rule_per_hour` (label `rule`).
 pub const ALERTS_RATE_LIMITED: &str = "millrace_alerts_rate_limited_total";
 /// Alert rules currently firing.
 pub const ALERTS_FIRING: &str = "millrace_alerts_firing";
 
 /// Every metric millrace exports, with its Prometheus type.
-pub const ALL: [(&str, &str); 21] = [
+pub const ALL: [(&str, &str); 22] = [
     (RECORDS_IN, "counter"),
     (BYTES_IN, "counter"),
     (RECORDS_CLEAN, "counter"),
@@ -72,6 +74,7 @@ pub const ALL: [(&str, &str); 21] = [
     (MODEL_AUC, "gauge"),
     (MODEL_VERSION, "gauge"),
     (ALERTS_RATE_LIMITED, "counter"),
+    (STATE_BYTES, "gauge"),
 ];
 
 /// A Grafana dashboard over the metrics in [`ALL`]: throughput, ledger, rejects by reason,
@@ -127,6 +130,9 @@ pub fn grafana_dashboard() -> String {
             (&format!("sum(rate({KAFKA_RETRIES}[1m]))"), "produce retries / s"),
         ], 0, 24),
         panel(9, "Model version", "short", &[(MODEL_VERSION, "version")], 0, 32),
+        panel(10, "Operator state (checkpointed)", "bytes", &[
+            (&format!("sum by (step) ({STATE_BYTES})"), "{{step}}"),
+        ], 12, 32),
         panel(8, "Bytes in / out per second", "Bps", &[
             (&format!("sum(rate({BYTES_IN}[1m]))"), "in"),
             (&format!("sum by (sink) (rate({BYTES_OUT}[1m]))"), "out: {{sink}}"),
@@ -231,6 +237,11 @@ fn describe() {
         ALERTS_RATE_LIMITED,
         Unit::Count,
         "Alerts kept from the channels by the per-rule rate limit."
+    );
+    describe_gauge!(
+        STATE_BYTES,
+        Unit::Bytes,
+        "Bytes of an operator's checkpointed state."
     );
     describe_gauge!(MODEL_ACCURACY, "Prequential accuracy of the latest epoch.");
     describe_gauge!(MODEL_AUC, "Exact ROC AUC of the latest epoch.");

@@ -376,6 +376,10 @@ fn the_live_view_serves_metrics_that_agree_with_the_ledger() {
     );
     assert!(metric(&metrics, "millrace_end_to_end_latency_seconds_count") > 0.0);
     assert!(metric(&metrics, "millrace_model_auc_ratio") > 0.5);
+    assert!(
+        metric(&metrics, "millrace_state_bytes") > 0.0,
+        "state sizes are exported"
+    );
 }
 
 #[test]

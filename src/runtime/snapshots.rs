@@ -52,6 +52,10 @@ impl<'scope> PersistSnapshots<'scope> for Stream<'scope, Epoch, Vec<Snapshot>> {
                         lake.display()
                     )
                 })?;
+            for s in &snapshots {
+                metrics::gauge!(crate::metrics::STATE_BYTES, "step" => s.step_id.clone(), "worker" => worker.to_string())
+                    .set(s.bytes.len() as f64);
+            }
             let refs = snapshots
                 .iter()
                 .map(|s| StateRef {
