@@ -95,6 +95,94 @@ impl Learner {
         })
     }
 
+    /// Parameter `i` of [`params`](Self::params)' layout.
+    pub fn param(&self, i: usize) -> f64 {
+        match self {
+            Learner::Logistic(m) | Learner::Linear(m) => {
+                let n = m.weights.len();
+                match i.cmp(&n) {
+                    std::cmp::Ordering::Less => m.weights[i],
+                    std::cmp::Ordering::Equal => m.intercept,
+                    std::cmp::Ordering::Greater => m.g2[i - n - 1],
+                }
+            }
+            Learner::Ftrl(m) => {
+                let k = m.z.len();
+                if i < k {
+                    m.z[i]
+                } else {
+                    m.n[i - k]
+                }
+            }
+            Learner::Tree(_) => 0.0,
+        }
+    }
+
+    /// Sets parameter `i` of [`params`](Self::params)' layout.
+    pub fn set_param(&mut self, i: usize, v: f64) {
+        match self {
+            Learner::Logistic(m) | Learner::Linear(m) => {
+                let n = m.weights.len();
+                match i.cmp(&n) {
+                    std::cmp::Ordering::Less => m.weights[i] = v,
+                    std::cmp::Ordering::Equal => m.intercept = v,
+                    std::cmp::Ordering::Greater => m.g2[i - n - 1] = v,
+                }
+            }
+            Learner::Ftrl(m) => {
+                let k = m.z.len();
+                if i < k {
+                    m.z[i] = v
+                } else {
+                    m.n[i - k] = v
+                }
+            }
+            Learner::Tree(_) => {}
+        }
+    }
+
+    /// Appends the indices (in [`params`](Self::params)' layout) that learning an
+    /// example with `dense_len` dense values and these sparse slots changes.
+    pub fn touched(&self, dense_len: usize, sparse: &[u32], out: &mut Vec<u32>) {
+        let coords = (0..dense_len as u32).chain(sparse.iter().map(|s| dense_len as u32 + s));
+        match self {
+            Learner::Logistic(m) | Learner::Linear(m) => {
+                let n = m.weights.len() as u32;
+                let start = out.len();
+                out.extend(coords);
+                out.push(n);
+                if !m.g2.is_empty() {
+                    let end = out.len();
+                    for j in start..end {
+                        let i = out[j];
+                        out.push(n + 1 + i);
+                    }
+                }
+            }
+            Learner::Ftrl(m) => {
+                let k = m.z.len() as u32;
+                let start = out.len();
+                out.extend(coords);
+                out.push(k - 1);
+                let end = out.len();
+                for j in start..end {
+                    let i = out[j];
+                    out.push(k + i);
+                }
+            }
+            Learner::Tree(_) => {}
+        }
+    }
+
+    /// Sets the count of examples learned.
+    pub fn set_updates(&mut self, updates: u64) {
+        match self {
+            Learner::Logistic(m) | Learner::Linear(m) => m.updates = updates,
+            Learner::Ftrl(m) => m.updates = updates,
+            Learner::Tree(m) => m.updates = updates,
+        }
+    }
+
     /// Sets the state from [`params`](Self::params)' layout and the merged update count.
     pub fn set_params(&mut self, p: &[f64], updates: u64) {
         match self {
