@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::runtime::Fault;
+use crate::svg::esc;
 
 /// What the server shows.
 pub struct LiveView {
@@ -180,10 +181,4 @@ fn dataflow_page(view: &LiveView) -> String {
         esc(&view.dataflow),
         n = esc(&view.name)
     )
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -27,7 +27,7 @@ use millrace_operators::detect::drift::{hist_measures, Binning, Histogram};
 use millrace_operators::record::Reason;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::svg::{self, Series, XAxis};
+use crate::svg::{self, esc, Series, XAxis};
 
 /// One epoch's row of the `metrics` table (what the report uses).
 #[derive(Clone, Debug, Default)]
@@ -285,12 +285,6 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
     alerts.sort_by_key(|a| (a.0, a.1.start_ms));
     data.alerts = alerts.into_iter().map(|a| a.1).collect();
     Ok(data)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The score histogram (20 bins over [0, 1]) of the given records.

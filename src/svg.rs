@@ -35,7 +35,8 @@ pub enum XAxis {
     TimeMs,
 }
 
-fn esc(s: &str) -> String {
+/// `s` escaped for HTML and SVG text and attribute values.
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

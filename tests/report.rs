@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -149,7 +149,7 @@ fn the_report_shows_the_lake_and_renders_in_a_browser() {
     let cli = millrace(&dir, &["report", "lake", "-o", "r.html", "--title", "t"]);
     assert!(cli.contains("report: r.html"));
     let html = std::fs::read_to_string(dir.join("r.html")).unwrap();
-    assert_eq!(html.replace("<title>t</title>", "").len() > 10_000, true);
+    assert!(html.contains("<title>t</title>"), "--title names the page");
     for id in CHARTS {
         assert!(
             html.contains(&format!(r#"<svg id="{id}""#)),
@@ -407,5 +407,4 @@ fn the_grafana_board_is_generated_from_the_exported_names() {
         }
     }
     assert!(used >= 15, "{used}");
-    let _ = Path::new(".");
 }

@@ -428,20 +428,14 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         alerts.extend(m.idle_check(now, last_epoch));
                     }
                     if !alerts.is_empty() {
-                        for a in &alerts {
-                            tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, message = %a.message, "Alert.");
-                            metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => if a.state == AlertState::Firing { "firing" } else { "resolved" }).increment(1);
-                        }
+                        announce(&step, &alerts);
                         if let Some(path) = &alerts_jsonl {
                             if let Err(e) = append_jsonl(path, &alerts) {
                                 fault.raise(format!("{step}: cannot append alerts to {}: {e}", path.display()));
                                 return;
                             }
                         }
-                        let admitted = rate.admit(&alerts, now);
-                        for n in notifiers.iter().filter(|_| !admitted.is_empty()) {
-                            n.send(&admitted);
-                        }
+                        deliver(&mut rate, &notifiers, &alerts, now);
                         totals.borrow_mut().alerts.extend(alerts.iter().cloned());
                         between.extend(alerts);
                     }
@@ -575,10 +569,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         }
                     }
                     metrics::gauge!(crate::metrics::ALERTS_FIRING).set(monitors.as_ref().map_or(0, |m| m.firing().len()) as f64);
-                    for a in &alerts {
-                        tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch, message = %a.message, "Alert.");
-                        metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => if a.state == AlertState::Firing { "firing" } else { "resolved" }).increment(1);
-                    }
+                    announce(&step, &alerts);
                     // The table also gets the alerts raised between epochs (already delivered).
                     let table_alerts: Vec<Alert> = between.drain(..).chain(alerts.iter().cloned()).collect();
                     if write_alerts && !table_alerts.is_empty() {
@@ -700,10 +691,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         }
                     }
                     // Channels hear of an epoch's alerts once it is committed.
-                    let admitted = rate.admit(&alerts, unix_ms());
-                    for n in notifiers.iter().filter(|_| !admitted.is_empty()) {
-                        n.send(&admitted);
-                    }
+                    deliver(&mut rate, &notifiers, &alerts, unix_ms());
                     t.alerts.extend(alerts);
                     output.session(&cap).give(row);
                 }
@@ -717,4 +705,34 @@ fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Logs and counts alerts as they are raised.
+fn announce(step: &str, alerts: &[Alert]) {
+    for a in alerts {
+        tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch = a.epoch, message = %a.message, "Alert.");
+        let state = if a.state == AlertState::Firing {
+            "firing"
+        } else {
+            "resolved"
+        };
+        metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => state)
+            .increment(1);
+    }
+}
+
+/// Hands alerts to the channels, within the per-rule rate limit.
+fn deliver(
+    rate: &mut crate::connectors::notify::RateLimit,
+    notifiers: &[crate::connectors::notify::Notifier],
+    alerts: &[Alert],
+    now_ms: i64,
+) {
+    let admitted = rate.admit(alerts, now_ms);
+    if admitted.is_empty() {
+        return;
+    }
+    for n in notifiers {
+        n.send(&admitted);
+    }
 }

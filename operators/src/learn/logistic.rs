@@ -243,6 +243,17 @@ impl LogisticRegression {
     /// One step on the log loss for label `y` (0 or 1).
     pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
         let g = log_loss_gradient(self.margin(dense, sparse), y).clamp(-1e12, 1e12);
+        self.step(dense, sparse, g);
+    }
+
+    /// One step on the squared loss for target `y` (linear regression: the margin is the prediction).
+    pub fn learn_squared(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
+        let g = (self.margin(dense, sparse) - y).clamp(-1e12, 1e12);
+        self.step(dense, sparse, g);
+    }
+
+    /// Moves the weights for margin gradient `g`, by SGD or AdaGrad.
+    fn step(&mut self, dense: &[f64], sparse: &[u32], g: f64) {
         if !self.g2.is_empty() {
             self.adagrad_step(dense, sparse, g);
             return;
@@ -261,11 +272,10 @@ impl LogisticRegression {
 
     /// An AdaGrad step for margin gradient `g`: each weight moves by
     /// `lr · gᵢ / sqrt(Gᵢ + ε)` after adding `gᵢ²` to its accumulator.
-    pub(crate) fn adagrad_step(&mut self, dense: &[f64], sparse: &[u32], g: f64) {
+    fn adagrad_step(&mut self, dense: &[f64], sparse: &[u32], g: f64) {
         let (lr, l2, n) = (self.lr, self.l2, self.weights.len());
-        let gi = g;
-        self.g2[n] += gi * gi;
-        self.intercept -= self.intercept_lr * gi / (self.g2[n] + ADAGRAD_EPS).sqrt();
+        self.g2[n] += g * g;
+        self.intercept -= self.intercept_lr * g / (self.g2[n] + ADAGRAD_EPS).sqrt();
         for (i, x) in dense.iter().enumerate() {
             let gi = x * g + l2 * self.weights[i];
             self.g2[i] += gi * gi;
@@ -276,25 +286,6 @@ impl LogisticRegression {
             let gi = g + l2 * self.weights[i];
             self.g2[i] += gi * gi;
             self.weights[i] -= lr * gi / (self.g2[i] + ADAGRAD_EPS).sqrt();
-        }
-        self.updates += 1;
-    }
-
-    /// One step on the squared loss for target `y` (linear regression: the margin is the prediction).
-    pub fn learn_squared(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
-        let g = (self.margin(dense, sparse) - y).clamp(-1e12, 1e12);
-        if !self.g2.is_empty() {
-            self.adagrad_step(dense, sparse, g);
-            return;
-        }
-        self.intercept -= self.intercept_lr * g;
-        let (lr, l2) = (self.lr, self.l2);
-        for (w, x) in self.weights[..self.dense_len].iter_mut().zip(dense) {
-            *w -= lr * (x * g + l2 * *w);
-        }
-        for &s in sparse {
-            let w = &mut self.weights[self.dense_len + s as usize];
-            *w -= lr * (g + l2 * *w);
         }
         self.updates += 1;
     }
