@@ -54,6 +54,7 @@ fn example(rng: &mut u64, buckets: u32) -> Example {
         line_hash: 0,
         key: "k".into(),
         key_hash: 0,
+        id: None,
         event_time: 0,
         label: Some(y),
         nums: dense.clone(),

@@ -22,13 +22,15 @@ use std::sync::Arc;
 use millrace_operators::clean::Clean;
 use millrace_operators::epochs::{StateError, StateIo};
 use millrace_operators::featurize::Featurize;
+use millrace_operators::hash::{key_hash, owner};
+use millrace_operators::labels::LabelLines;
 use millrace_operators::monitor::Monitors;
 use millrace_operators::parse::Parse;
 use millrace_operators::score::{ModelDelta, Refresh, Score, Scorer};
 use millrace_operators::Epoch;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, ConnectLoop, Feedback, Probe};
+use timely::dataflow::operators::{Concatenate, ConnectLoop, Exchange, Feedback, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::connectors::csv::{header as csv_header, rejected_row, scored_row, CsvSink};
@@ -40,6 +42,9 @@ use crate::runtime::ledger::{Checkpointing, Coordinator, Event, Ledger, RunTotal
 use crate::runtime::snapshots::PersistSnapshots;
 use crate::runtime::Fault;
 use crate::topology::{Compiled, Table};
+
+/// Where the delayed-label source's files go in the manifest (a prefix no landed name has).
+pub const LABEL_FILES: &str = "labels/";
 
 /// What a worker's dataflow shares with the runtime.
 pub struct Context {
@@ -88,6 +93,26 @@ pub fn build<'scope>(
     };
     let committed = ProbeHandle::new();
     let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
+    // The delayed-label source: a landing folder of its own, its files in the
+    // manifest under `labels/` so the two folders never share a name.
+    let label_source = plan.labels.as_ref().map(|(spec, _)| LandingSource {
+        spec: spec.landing(),
+        once: ctx.once,
+        records_per_epoch: t.runtime.records_per_epoch,
+        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+        processed: ctx
+            .processed
+            .iter()
+            .filter_map(|(name, v)| {
+                name.strip_prefix(LABEL_FILES)
+                    .map(|n| (n.to_string(), v.clone()))
+            })
+            .collect(),
+        first_epoch: ctx.first_epoch,
+        fault: ctx.fault.clone(),
+        stop: ctx.stop.clone(),
+        resume: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
+    });
     let (chunks, facts, positions) = match (&plan.landing, &plan.kafka) {
         (Some(spec), _) => {
             let source = LandingSource {
@@ -124,11 +149,42 @@ pub fn build<'scope>(
     };
     let (parsed, read) = chunks.parse(plan.schema.clone());
     let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean, state("clean"))?;
-    let (examples, feature_snapshots) =
+    let (mut examples, feature_snapshots) =
         cleaned
             .clean
             .clone()
             .featurize("featurize", plan.features.clone(), state("featurize"))?;
+    let mut label_events = Vec::new();
+    let mut label_rejects = None;
+    let mut late_labels = None;
+    if let (Some(source), Some((spec, schema))) = (label_source, &plan.labels) {
+        let (chunks, facts, positions) = landing(scope, "labels", source, committed.clone());
+        let (parsed, read) = chunks.parse(schema.clone());
+        let lines = parsed.label_lines("label_lines");
+        let peers = scope.peers();
+        // Labels and the records they belong to meet on the worker that owns the id.
+        late_labels = Some((
+            lines
+                .labels
+                .exchange(move |l| owner(l.id_hash, peers) as u64),
+            spec.horizon_ms,
+        ));
+        examples = examples.exchange(move |ex| {
+            let h = ex.record.id.as_deref().map_or(ex.record.key_hash, key_hash);
+            owner(h, peers) as u64
+        });
+        label_events.push(facts.map(|mut f| {
+            f.name = format!("{LABEL_FILES}{}", f.name);
+            Event::File(f)
+        }));
+        label_events.push(positions.map(|mut p| {
+            p.labels = true;
+            Event::Source(p)
+        }));
+        label_events.push(read.map(Event::Tally));
+        label_events.push(lines.tallies.map(Event::Tally));
+        label_rejects = Some(lines.rejected);
+    }
     // Several workers share one model: their published updates go to every
     // worker and come back one epoch later (a feedback edge), to be merged.
     let (loop_handle, updates) =
@@ -140,6 +196,7 @@ pub fn build<'scope>(
         updates,
         spec: t.model.clone(),
         resumed_after: resume.map(|r| r.epoch),
+        labels: late_labels,
     };
     let mut scorer = Scorer::new(&t.model, &plan.features);
     if let Some(release) = ctx.warm_start.clone() {
@@ -173,6 +230,11 @@ pub fn build<'scope>(
     ];
     // Window aggregates for the monitors, and arrival times for the latency figures.
     events.push(scoring.windows.map(Event::Windows));
+    events.extend(label_events);
+    let rejected = match label_rejects {
+        Some(late) => scope.concatenate(vec![cleaned.rejected, late]),
+        None => cleaned.rejected,
+    };
     // Taps: one record in N of a step, rendered as JSON only when sampled, into the live view's ring.
     if let Some(taps) = &ctx.taps {
         use timely::dataflow::operators::Inspect;
@@ -184,7 +246,7 @@ pub fn build<'scope>(
             }
         });
         let (tp, mut n) = (taps.clone(), 0u64);
-        cleaned.rejected.clone().inspect(move |r| {
+        rejected.clone().inspect(move |r| {
             n += 1;
             if tp.sampled(n) {
                 tp.push("rejected", serde_json::to_string(r).unwrap_or_default());
@@ -204,7 +266,7 @@ pub fn build<'scope>(
         let (a, b) = (plan.schema.clone(), plan.schema.clone());
         let rows = scope.concatenate(vec![
             scoring.scored.clone().map(move |s| scored_row(&a, &s)),
-            cleaned.rejected.clone().map(move |r| rejected_row(&b, &r)),
+            rejected.clone().map(move |r| rejected_row(&b, &r)),
         ]);
         let (commits, snapshots) = rows.sink_csv(
             "csv",
@@ -247,8 +309,7 @@ pub fn build<'scope>(
     }
     if wants(Table::Rejected) {
         events.push(
-            cleaned
-                .rejected
+            rejected
                 .sink_lake(
                     "lake_rejected",
                     lake.clone(),
@@ -409,6 +470,20 @@ pub fn describe(plan: &Compiled) -> String {
             if options.is_empty() { String::new() } else { format!("; librdkafka {}", options.join(" ")) }
         );
     }
+    if let Some((l, _)) = &plan.labels {
+        let _ = writeln!(
+            out,
+            "  labels     source: folder {} ({:?} files); joined to records by `{}`; {}; predictions wait {} ms of event time for their label",
+            l.path.display(),
+            l.format,
+            s.id,
+            match &l.time {
+                Some(t) => format!("learned once the scored stream reaches `{t}`"),
+                None => "learned as soon as they meet their prediction".to_string(),
+            },
+            l.horizon_ms
+        );
+    }
     let label = s.label.as_ref().map_or("none".to_string(), |l| {
         format!("{} ({:?})", l.field, l.kind)
     });
@@ -535,7 +610,8 @@ pub fn describe(plan: &Compiled) -> String {
     }
     let _ = write!(
         out,
-        "  ledger     in = clean + rejected + duplicate per epoch; manifest {}",
+        "  ledger     in = clean + rejected + duplicate{} per epoch; manifest {}",
+        if plan.labels.is_some() { " + labels" } else { "" },
         crate::runtime::manifest::path(&t.lake.path).display()
     );
     out

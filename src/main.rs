@@ -145,6 +145,23 @@ enum ModelsAction {
     },
 }
 
+/// Writes `bytes` to `path` through a temporary name in the same folder (a
+/// landing folder never sees a half-written file).
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .context("expected a file path")?
+        .to_string_lossy()
+        .to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} into place", tmp.display()))
+}
+
 /// The one model in `lake`, or the named one.
 fn model_name(lake: &std::path::Path, model: Option<String>) -> anyhow::Result<String> {
     use millrace::runtime::registry;
@@ -299,6 +316,16 @@ struct GenArgs {
     /// Partitions of a topic --to-kafka creates.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// Delayed labels: write the labels to this CSV (`tx_id,label[,labelled_at]`)
+    /// instead of inline; the records get a `tx_id` column (CSV only).
+    #[arg(long)]
+    labels_out: Option<PathBuf>,
+    /// With --labels-out: a label becomes known this many records after its record.
+    #[arg(long, default_value_t = 0, requires = "labels_out")]
+    label_delay: u64,
+    /// With --labels-out: the fraction of labels that never come.
+    #[arg(long, default_value_t = 0.0, requires = "labels_out")]
+    label_missing: f64,
 }
 
 impl GenArgs {
@@ -661,8 +688,34 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 to_kafka,
                 topic,
                 partitions,
+                labels_out,
+                label_delay,
+                label_missing,
                 ..
             } = args;
+            if let Some(labels_path) = labels_out {
+                anyhow::ensure!(
+                    format == Fmt::Csv && out.as_os_str() != "-" && to_kafka.is_none(),
+                    "--labels-out: expected CSV written to a file with --out"
+                );
+                let mut buf = Vec::new();
+                let t = generate(&opts, &mut buf)?;
+                let (records, labels, split) =
+                    millrace::gen::split_labels(&buf, label_delay, label_missing);
+                write_atomically(&out, &records)?;
+                write_atomically(&labels_path, &labels)?;
+                eprintln!(
+                    "labels: {} written to {}, {} left out",
+                    split.labels,
+                    labels_path.display(),
+                    split.dropped
+                );
+                if let Some(path) = truth {
+                    std::fs::write(&path, t.to_json())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                return Ok(());
+            }
             if let (Some(brokers), Some(topic)) = (&to_kafka, &topic) {
                 let mut buf = Vec::new();
                 let t = generate(&opts, &mut buf)?;

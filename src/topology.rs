@@ -164,7 +164,11 @@ impl Topology {
             registry: None,
             ..self.model.clone()
         };
-        let parts = serde_json::json!([self.schema, self.clean, self.features, model]);
+        let mut parts = serde_json::json!([self.schema, self.clean, self.features, model]);
+        if let (Some(l), Some(all)) = (&self.source.labels, parts.as_array_mut()) {
+            // Predictions waiting for labels are state.
+            all.push(serde_json::json!({"labels": l.horizon_ms}));
+        }
         format!(
             "{:016x}",
             xxhash_rust::xxh3::xxh3_64(parts.to_string().as_bytes())
@@ -182,6 +186,60 @@ pub struct SourceSpec {
     /// `[source.kafka]`: one or more Kafka topics.
     #[serde(default)]
     pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
+    /// `[source.labels]`: labels arriving later than their records, on their own.
+    #[serde(default)]
+    pub labels: Option<LabelSourceSpec>,
+}
+
+/// `[source.labels]`: a second landing folder of label lines (`id,label[,time]`),
+/// joined to the scored records by the record id (`[schema] id`). A
+/// prediction waits for its label up to `horizon_ms` of event time, then
+/// expires (counted); a label that finds no prediction within the horizon is
+/// counted as orphaned. Without `time`, a label is learned as soon as it
+/// meets its prediction; with it, once the scored stream's event time
+/// reaches it (so a replay learns in the order the labels became known).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelSourceSpec {
+    /// The folder label files land in.
+    pub path: PathBuf,
+    /// How files are encoded: `csv`, `jsonl`, or `auto` (by file extension).
+    #[serde(default)]
+    pub format: FileFormat,
+    /// How often to look for new files when not running `--once`.
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    /// A file is complete once unchanged for this long.
+    #[serde(default = "default_settle")]
+    pub settle_ms: u64,
+    /// The id field of a label line (default: `[schema] id`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The label field of a label line (default: `[schema.label] field`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// When the label became known, in the event-time format of `[schema]`.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Event time (ms) a prediction waits for its label, and a label for its prediction.
+    #[serde(default = "default_horizon")]
+    pub horizon_ms: i64,
+}
+
+fn default_horizon() -> i64 {
+    24 * 3600 * 1000
+}
+
+impl LabelSourceSpec {
+    /// The landing-folder settings of the label source.
+    pub fn landing(&self) -> LandingSpec {
+        LandingSpec {
+            path: self.path.clone(),
+            format: self.format,
+            poll_interval_ms: self.poll_interval_ms,
+            settle_ms: self.settle_ms,
+        }
+    }
 }
 
 /// `[sink]`: outputs besides the lake.
@@ -365,6 +423,9 @@ pub struct Compiled {
     pub landing: Option<LandingSpec>,
     /// The Kafka source, if the topology reads Kafka.
     pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
+    /// Delayed labels: their source and the schema label lines are parsed with
+    /// (the id is its key, the label time its event time).
+    pub labels: Option<(LabelSourceSpec, Arc<Schema>)>,
     /// The series the monitors watch (`None` without monitors).
     pub watched: Option<millrace_operators::monitor::Watched>,
     /// The compiled schema.
@@ -629,9 +690,66 @@ impl Topology {
                 &self.monitors,
             )?)
         };
+        let labels = match &self.source.labels {
+            None => None,
+            Some(l) => {
+                if schema.id.is_empty() {
+                    return Err(e(
+                        "schema.id",
+                        "`[source.labels]` joins labels to records by id: expected `id = \"...\"` naming the record id field",
+                    ));
+                }
+                let Some(label) = &schema.label else {
+                    return Err(e(
+                        "schema.label",
+                        "`[source.labels]` needs the label declared: `label = { field = \"...\" }`",
+                    ));
+                };
+                if l.horizon_ms <= 0 {
+                    return Err(e(
+                        "source.labels.horizon_ms",
+                        "expected a positive number of milliseconds",
+                    ));
+                }
+                if l.path
+                    == landing
+                        .as_ref()
+                        .map_or_else(Default::default, |s| s.path.clone())
+                {
+                    return Err(e(
+                        "source.labels.path",
+                        "expected a folder of its own, not the records' landing folder",
+                    ));
+                }
+                let id = l.id.clone().unwrap_or_else(|| schema.id.clone());
+                let field = l.label.clone().unwrap_or_else(|| label.field.clone());
+                if id == field || l.time.as_ref().is_some_and(|t| *t == id || *t == field) {
+                    return Err(e(
+                        "source.labels",
+                        "expected distinct `id`, `label` and `time` fields",
+                    ));
+                }
+                let ls = Schema {
+                    event_time: millrace_operators::schema::EventTimeSpec {
+                        field: l.time.clone().unwrap_or_default(),
+                        ..schema.event_time.clone()
+                    },
+                    key: id,
+                    id: String::new(),
+                    label: Some(millrace_operators::schema::LabelSpec {
+                        field,
+                        ..label.clone()
+                    }),
+                    numeric: Vec::new(),
+                    categorical: Vec::new(),
+                };
+                Some((l.clone(), Arc::new(ls)))
+            }
+        };
         Ok(Compiled {
             landing,
             kafka,
+            labels,
             watched,
             topology: self,
             schema,
@@ -667,7 +785,10 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
             None => (part, None),
         };
         if !name.is_empty() {
-            let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+            // A key that is not there (yet) is placed at its nearest ancestor.
+            let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name) else {
+                break;
+            };
             best = Some(k.span().start);
             value = Some(v);
         }
@@ -734,6 +855,30 @@ path = "lake"
         assert_eq!(c.features.dense_names, ["amount"]);
         assert_eq!(c.topology.lake.tables.len(), 4);
         assert_eq!(c.topology.runtime.records_per_epoch, 10_000);
+    }
+
+    #[test]
+    fn delayed_labels_need_an_id_and_a_folder_of_their_own() {
+        let labels = GOOD.replace(
+            "[schema]",
+            "[source.labels]\npath = \"labels\"\ntime = \"labelled_at\"\n\n[schema]",
+        );
+        let (line, path, message) = error(&labels);
+        assert_eq!((line, path.as_str()), (Some(10), "schema.id"), "{message}");
+        assert!(message.contains("expected `id"), "{message}");
+        let ok = Topology::parse(
+            "t.toml",
+            &labels.replace("key = \"account\"", "key = \"account\"\nid = \"tx_id\""),
+        )
+        .unwrap();
+        let (spec, schema) = ok.labels.expect("labels compiled");
+        assert_eq!(
+            (schema.key.as_str(), schema.event_time.field.as_str()),
+            ("tx_id", "labelled_at")
+        );
+        assert_eq!(spec.horizon_ms, 24 * 3600 * 1000);
+        let (_, path, _) = error(&labels.replace("path = \"labels\"", "path = \"landing\""));
+        assert_eq!(path, "schema.id", "the id is checked first");
     }
 
     #[test]

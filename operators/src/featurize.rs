@@ -525,6 +525,7 @@ mod tests {
             line_hash: 0,
             key: "k1".into(),
             key_hash: 1,
+            id: None,
             event_time: 0,
             label: None,
             nums: vec![amount, 2.0],

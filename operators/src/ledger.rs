@@ -1,7 +1,7 @@
 //! The ledger: where every input line ended up.
 //!
-//! Every input line ends in exactly one of `clean`, `rejected` (by reason) or
-//! `duplicate`. `parse` counts the lines it read and `clean` counts where they
+//! Every input line ends in exactly one of `clean`, `rejected` (by reason),
+//! `duplicate` or — a line of the delayed-label source — `labels`. `parse` counts the lines it read and `clean` counts where they
 //! went, each as a [`Tally`] at the line's epoch; the runtime sums tallies per
 //! epoch across workers and checks [`LedgerCounts::balanced`] when the epoch
 //! completes.
@@ -21,6 +21,9 @@ pub struct LedgerCounts {
     pub duplicate: u64,
     /// Rejected lines, indexed like [`Reason::ALL`].
     pub rejected: [u64; Reason::ALL.len()],
+    /// Lines of the label source that became labels (their fate: [`crate::labels::LabelCounts`]).
+    #[serde(default)]
+    pub labels: u64,
 }
 
 /// A partial ledger sent by one operator on one worker for one epoch.
@@ -32,6 +35,7 @@ impl LedgerCounts {
         self.input += other.input;
         self.clean += other.clean;
         self.duplicate += other.duplicate;
+        self.labels += other.labels;
         for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
             *a += b;
         }
@@ -61,9 +65,9 @@ impl LedgerCounts {
         self.rejected_total() - self.malformed()
     }
 
-    /// Whether every input line is accounted for: `input = clean + rejected + duplicate`.
+    /// Whether every input line is accounted for: `input = clean + rejected + duplicate + labels`.
     pub fn balanced(&self) -> bool {
-        self.input == self.clean + self.rejected_total() + self.duplicate
+        self.input == self.clean + self.rejected_total() + self.duplicate + self.labels
     }
 
     /// Non-zero rejection counts by reason code.
@@ -85,6 +89,9 @@ impl std::fmt::Display for LedgerCounts {
             self.rejected_total(),
             self.duplicate
         )?;
+        if self.labels > 0 {
+            write!(f, " + labels {}", self.labels)?;
+        }
         if !self.balanced() {
             write!(f, " (UNBALANCED)")?;
         }

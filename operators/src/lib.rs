@@ -24,6 +24,7 @@ pub mod detect;
 pub mod epochs;
 pub mod featurize;
 pub mod hash;
+pub mod labels;
 pub mod learn;
 pub mod ledger;
 pub mod monitor;

@@ -1398,6 +1398,7 @@ mod tests {
                 line_hash: 0,
                 key: "k".into(),
                 key_hash: 0,
+                id: None,
                 event_time: t,
                 label: None,
                 nums: vec![1.0],

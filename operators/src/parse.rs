@@ -33,6 +33,7 @@ struct Layout {
     width: usize,
     time: Option<usize>,
     key: Option<usize>,
+    id: Option<usize>,
     label: Option<usize>,
     nums: Vec<Option<usize>>,
     cats: Vec<Option<usize>>,
@@ -75,6 +76,7 @@ impl Parser {
                 width: header.len(),
                 time: find(&s.event_time.field),
                 key: if s.key.is_empty() { None } else { find(&s.key) },
+                id: if s.id.is_empty() { None } else { find(&s.id) },
                 label: s.label.as_ref().and_then(|l| find(&l.field)),
                 nums: s.numeric.iter().map(|f| find(&f.name)).collect(),
                 cats: s.categorical.iter().map(|f| find(&f.name)).collect(),
@@ -172,12 +174,15 @@ impl Parser {
                 }
             }
         };
-        if layout.time.is_none() || (layout.key.is_none() && !self.schema.key.is_empty()) {
-            let missing = if layout.time.is_none() {
-                &self.schema.event_time.field
-            } else {
-                &self.schema.key
-            };
+        let s = &self.schema;
+        let absent = [
+            (layout.time, &s.event_time.field),
+            (layout.key, &s.key),
+            (layout.id, &s.id),
+        ]
+        .into_iter()
+        .find(|(col, name)| col.is_none() && !name.is_empty());
+        if let Some((_, missing)) = absent {
             return Err((
                 Reason::MissingField,
                 format!("header has no column `{missing}`"),
@@ -191,6 +196,7 @@ impl Parser {
             lh,
             get(layout.time),
             get(layout.key),
+            get(layout.id),
             layout.label.map(|c| get(Some(c))).unwrap_or(Field::Missing),
             layout.nums.iter().map(|c| get(*c)),
             layout.cats.iter().map(|c| get(*c)),
@@ -260,6 +266,7 @@ impl Parser {
             Some(l) => text(&l.field)?,
             None => None,
         });
+        owned.push(if s.id.is_empty() { None } else { text(&s.id)? });
         for f in &s.numeric {
             owned.push(text(&f.name)?);
         }
@@ -280,9 +287,10 @@ impl Parser {
             lh,
             field(0),
             field(1),
+            field(3),
             field(2),
-            (0..nn).map(|i| field(3 + i)),
-            (0..s.categorical.len()).map(|i| field(3 + nn + i)),
+            (0..nn).map(|i| field(4 + i)),
+            (0..s.categorical.len()).map(|i| field(4 + nn + i)),
         )
     }
 }
@@ -329,12 +337,15 @@ fn build<'a>(
     lh: u64,
     time: Field<'a>,
     key: Field<'a>,
+    id: Field<'a>,
     label: Field<'a>,
     nums: impl Iterator<Item = Field<'a>>,
     cats: impl Iterator<Item = Field<'a>>,
 ) -> Result<Record, (Reason, String, Option<i64>)> {
     let tf = &schema.event_time;
     let event_time = match time {
+        // A stream without event time (a label stream that says only what, not when).
+        Field::Missing if tf.field.is_empty() => i64::MIN,
         Field::Missing => {
             return Err((Reason::BadTime, format!("`{}` is missing", tf.field), None))
         }
@@ -360,6 +371,17 @@ fn build<'a>(
             ))
         }
         Field::Text(k) => k.to_string(),
+    };
+    let id = match id {
+        Field::Missing if schema.id.is_empty() => None,
+        Field::Missing => {
+            return Err((
+                Reason::MissingField,
+                format!("id `{}` is missing", schema.id),
+                Some(event_time),
+            ))
+        }
+        Field::Text(v) => Some(v.to_string()),
     };
     let label = match (label, &schema.label) {
         (Field::Text(t), Some(spec)) => {
@@ -422,6 +444,7 @@ fn build<'a>(
         line_hash: lh,
         key,
         key_hash,
+        id,
         event_time,
         label,
         nums: values,

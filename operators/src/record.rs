@@ -70,6 +70,9 @@ pub struct Record {
     pub key: String,
     /// Stable hash of `key`; the record lives on the worker that owns it.
     pub key_hash: u64,
+    /// The record's id (`[schema] id`), if the schema declares one.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Event time, ms since the Unix epoch.
     pub event_time: i64,
     /// The label, if the record carries one.

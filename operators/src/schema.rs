@@ -20,6 +20,10 @@ pub struct SchemaSpec {
     /// one series per file.
     #[serde(default)]
     pub key: String,
+    /// The record id field (e.g. `tx_id`): what labels arriving later on
+    /// their own source (`[source.labels]`) are joined by. Optional.
+    #[serde(default)]
+    pub id: String,
     /// The label field, if the stream carries labels.
     #[serde(default)]
     pub label: Option<LabelSpec>,
@@ -186,6 +190,8 @@ pub struct Schema {
     pub event_time: EventTimeSpec,
     /// The key field; empty: the input's name is the key.
     pub key: String,
+    /// The record id field; empty: records have no id.
+    pub id: String,
     /// The label, if any.
     pub label: Option<LabelSpec>,
     /// Numeric fields in order.
@@ -240,6 +246,9 @@ impl Schema {
         claim(&spec.event_time.field, "schema.event_time.field".into())?;
         if !spec.key.is_empty() {
             claim(&spec.key, "schema.key".into())?;
+        }
+        if !spec.id.is_empty() {
+            claim(&spec.id, "schema.id".into())?;
         }
         if let Some(label) = &spec.label {
             claim(&label.field, "schema.label.field".into())?;
@@ -344,6 +353,7 @@ impl Schema {
         Ok(Schema {
             event_time: spec.event_time.clone(),
             key: spec.key.clone(),
+            id: spec.id.clone(),
             label: spec.label.clone(),
             numeric,
             categorical,

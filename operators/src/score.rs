@@ -49,6 +49,7 @@ use timely::dataflow::Stream;
 
 use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::featurize::Features;
+use crate::labels::{Label, Pending, Prediction};
 use crate::learn::logistic::ModelSpec;
 use crate::learn::{EvalPartial, Learner, StandardScaler};
 use crate::monitor::{Watched, WindowPartial};
@@ -140,6 +141,9 @@ pub struct Scorer {
     feature: Option<usize>,
     #[serde(default)]
     shared: Option<Shared>,
+    /// Delayed labels: predictions waiting for their label, and the reverse.
+    #[serde(default)]
+    pending: Option<Pending>,
     #[serde(skip)]
     scratch: Vec<f64>,
     #[serde(skip)]
@@ -171,8 +175,16 @@ impl Scorer {
                 _ => None,
             },
             shared: None,
+            pending: None,
             scratch: Vec::new(),
             touched: Vec::new(),
+        }
+    }
+
+    /// Labels come late on their own stream: keep predictions up to `horizon_ms` for them.
+    pub fn expect_labels(&mut self, horizon_ms: i64) {
+        if self.pending.is_none() && self.feature.is_none() {
+            self.pending = Some(Pending::new(horizon_ms));
         }
     }
 
@@ -219,28 +231,32 @@ impl Scorer {
                 model_version: self.version,
             };
         }
+        let t = ex.record.event_time;
+        if self.pending.is_some() {
+            // Labels known by now are learned before this record is scored.
+            self.learn_due(t, eval);
+        }
         self.scaler.transform(&ex.dense, &mut self.scratch);
         let p = self.model.predict(&self.scratch, &ex.sparse);
-        eval.saw_event_time(ex.record.event_time);
+        eval.saw_event_time(t);
         eval.version = eval.version.max(self.version);
         if let Some(y) = ex.record.label {
-            if self.model.is_classifier() {
-                eval.observe(p, y > 0.5, self.threshold);
-            } else {
-                eval.observe_regression(p, y);
-            }
-            self.scaler.learn(&ex.dense);
-            self.scaler.transform(&ex.dense, &mut self.scratch);
-            self.model.learn(&self.scratch, &ex.sparse, y);
-            if let Some(s) = self.shared.as_mut() {
-                s.since += 1;
-                if !s.solo {
-                    self.touched.clear();
-                    self.model
-                        .touched(ex.dense.len(), &ex.sparse, &mut self.touched);
-                    s.mark(&self.touched);
-                }
-            }
+            self.observe(eval, p, y);
+            self.learn(&ex.dense, &ex.sparse, y);
+        } else if let (Some(pending), Some(id)) = (self.pending.as_mut(), ex.record.id.as_deref()) {
+            pending.predicted(
+                id,
+                Prediction {
+                    event_time: t,
+                    dense: ex.dense,
+                    sparse: ex.sparse,
+                    score: p,
+                    version: self.version,
+                },
+            );
+        }
+        if let Some(pending) = self.pending.as_mut() {
+            pending.saw(t);
         }
         if let Some(s) = self.shared.as_mut() {
             s.latest_ms = Some(
@@ -253,6 +269,58 @@ impl Scorer {
             score: p,
             model_version: self.version,
         }
+    }
+
+    fn observe(&self, eval: &mut EvalPartial, p: f64, y: f64) {
+        if self.model.is_classifier() {
+            eval.observe(p, y > 0.5, self.threshold);
+        } else {
+            eval.observe_regression(p, y);
+        }
+    }
+
+    /// Learns one labelled example (River's order: the scaler first, then the model).
+    fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
+        self.scaler.learn(dense);
+        self.scaler.transform(dense, &mut self.scratch);
+        self.model.learn(&self.scratch, sparse, y);
+        if let Some(s) = self.shared.as_mut() {
+            s.since += 1;
+            if !s.solo {
+                self.touched.clear();
+                self.model.touched(dense.len(), sparse, &mut self.touched);
+                s.mark(&self.touched);
+            }
+        }
+    }
+
+    /// Evaluates and learns every joined prediction whose label was known by `t`.
+    fn learn_due(&mut self, t: i64, eval: &mut EvalPartial) {
+        while let Some((p, y)) = self.pending.as_mut().and_then(|q| q.due(t)) {
+            self.observe(eval, p.score, y);
+            self.learn(&p.dense, &p.sparse, y);
+        }
+    }
+
+    /// Late labels of an epoch, before its records: joined, and learned if already known.
+    pub fn labels(&mut self, labels: Vec<Label>, eval: &mut EvalPartial) {
+        let Some(q) = self.pending.as_mut() else {
+            return;
+        };
+        for l in labels {
+            q.label(l);
+        }
+        let w = q.watermark();
+        self.learn_due(w, eval);
+    }
+
+    /// After an epoch's records: learns what is known by now, expires what waited too long.
+    pub fn end_epoch(&mut self, eval: &mut EvalPartial) {
+        let Some(w) = self.pending.as_ref().map(|q| q.watermark()) else {
+            return;
+        };
+        self.learn_due(w, eval);
+        eval.labels = self.pending.as_mut().expect("checked").end_epoch();
     }
 
     /// After `epoch`: this worker's update, if it is due.
@@ -456,6 +524,9 @@ pub struct Refresh<'scope> {
     pub spec: ModelSpec,
     /// Resuming after this epoch: publish again an update from it (see the module docs).
     pub resumed_after: Option<Epoch>,
+    /// Delayed labels, already on the worker that owns their id (a learn-only
+    /// input, see [`crate::labels`]), and how long predictions wait for them.
+    pub labels: Option<(Stream<'scope, Epoch, Vec<Label>>, i64)>,
 }
 
 /// The `score` operator. See the module docs.
@@ -488,6 +559,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         scorer.enable_refresh(&refresh.spec, refresh.updates.is_none());
+        let delayed = refresh.labels.is_some();
         let publish_every = refresh.spec.publish_every_versions.unwrap_or(10).max(1);
         let (mut updates_in, resend) = match refresh.updates {
             Some(updates) => {
@@ -498,6 +570,11 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             }
             None => (None, None),
         };
+        let labels_ix = 1 + usize::from(updates_in.is_some());
+        let mut labels_in = refresh.labels.map(|(labels, horizon)| {
+            scorer.expect_labels(horizon);
+            builder.new_input(labels, Pipeline)
+        });
         let (scored_out, scored) = builder.new_output();
         let (eval_out, evals) = builder.new_output();
         let (snap_out, snapshots) = builder.new_output();
@@ -523,6 +600,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             drop(caps);
             let mut stash = EpochStash::new(6);
             let mut merges: EpochStash<ModelDelta> = EpochStash::new(6);
+            let mut late: EpochStash<Label> = EpochStash::new(6);
             move |frontiers| {
                 if let Some((cap, d)) = resend.take() {
                     deltas_out.activate().session(&cap).give(d);
@@ -530,6 +608,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                 stash.ingest(&mut input);
                 if let Some(u) = updates_in.as_mut() {
                     merges.ingest(u);
+                }
+                if let Some(l) = labels_in.as_mut() {
+                    late.ingest(l);
                 }
                 let mut scored_handle = scored_out.activate();
                 let mut eval_handle = eval_out.activate();
@@ -539,10 +620,12 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                 let mut releases_handle = releases_out.activate();
                 loop {
                     // The oldest epoch with work, once every input has passed it; merges before examples.
-                    let epoch = match (stash.first(), merges.first()) {
-                        (None, None) => break,
-                        (Some(a), Some(b)) => a.min(b),
-                        (Some(a), None) | (None, Some(a)) => a,
+                    let Some(epoch) = [stash.first(), merges.first(), late.first()]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                    else {
+                        break;
                     };
                     if frontiers.iter().any(|f| f.less_equal(&epoch)) {
                         break;
@@ -554,17 +637,29 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                         scorer.merge(worker, &deltas);
                         caps = Some(c);
                     }
+                    let mut eval = EvalPartial {
+                        worker,
+                        ..EvalPartial::default()
+                    };
+                    if late.first() == Some(epoch) {
+                        let (_, c, mut labels) =
+                            late.next_ready(&frontiers[labels_ix]).expect("passed");
+                        // Labels come from every worker: their order is made deterministic.
+                        labels.sort_by_key(|l| l.pos);
+                        scorer.labels(labels, &mut eval);
+                        caps = Some(c);
+                    }
                     let mut batch = Vec::new();
                     if stash.first() == Some(epoch) {
                         let (_, c, b) = stash.next_ready(&frontiers[0]).expect("passed");
                         batch = b;
                         caps = Some(c);
                     }
+                    if delayed && peers > 1 {
+                        // Records were routed by id from every worker: input order, deterministically.
+                        batch.sort_by_key(|ex| ex.record.pos);
+                    }
                     let caps = caps.expect("an epoch with work");
-                    let mut eval = EvalPartial {
-                        worker,
-                        ..EvalPartial::default()
-                    };
                     let mut partial = WindowPartial {
                         worker,
                         ..WindowPartial::default()
@@ -580,8 +675,11 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                             session.give(s);
                         }
                     }
+                    scorer.end_epoch(&mut eval);
                     if eval.event_range.is_some() {
                         windows_handle.session(&caps[3]).give(partial);
+                    }
+                    if eval.event_range.is_some() || eval.n > 0 || !eval.labels.is_empty() {
                         eval_handle.session(&caps[1]).give(eval);
                     }
                     if let Some(d) = scorer.publish(worker, epoch, peers) {
@@ -653,6 +751,7 @@ mod tests {
             line_hash: 0,
             key: "k".into(),
             key_hash: 0,
+            id: None,
             event_time: 7,
             label,
             nums: vec![x],

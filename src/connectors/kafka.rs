@@ -557,7 +557,7 @@ pub fn kafka<'scope>(
                             metrics::gauge!(crate::metrics::KAFKA_LAG, "topic" => a.topic.clone(), "partition" => a.partition.to_string()).set(lag);
                         }
                     }
-                    pos_out.activate().session(&c[2]).give(SourcePos { worker, position: None, offsets });
+                    pos_out.activate().session(&c[2]).give(SourcePos { worker, position: None, offsets, labels: false });
                     for cap in c.iter_mut() {
                         cap.downgrade(&(epoch + 1));
                     }

@@ -404,6 +404,7 @@ mod tests {
             line_hash: 0,
             key: "a\"b\\c\u{1}".into(),
             key_hash: 0,
+            id: None,
             event_time: 1_767_225_600_000,
             label: Some(1.0),
             nums: vec![],

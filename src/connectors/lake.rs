@@ -199,6 +199,9 @@ fn clean_schema(schema: &Schema) -> SchemaRef {
         ts(&schema.event_time.field, false),
         Field::new(schema.key_column(), DataType::Utf8, false),
     ];
+    if !schema.id.is_empty() {
+        fields.push(Field::new(&schema.id, DataType::Utf8, true));
+    }
     fields.extend(
         schema
             .numeric
@@ -227,6 +230,7 @@ fn clean_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch
     let n = rows.len();
     let mut time = ts_builder(n);
     let mut key = StringBuilder::new();
+    let mut id = StringBuilder::new();
     let mut nums: Vec<Float64Builder> = schema
         .numeric
         .iter()
@@ -242,6 +246,7 @@ fn clean_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch
     for r in rows.iter().map(|s| &s.record) {
         time.append_value(r.event_time);
         key.append_value(&r.key);
+        id.append_option(r.id.as_deref());
         for (i, b) in nums.iter_mut().enumerate() {
             b.append_value(r.nums[i]);
         }
@@ -258,6 +263,9 @@ fn clean_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoch
         imputed.append(true);
     }
     let mut cols: Vec<ArrayRef> = vec![Arc::new(time.finish()), Arc::new(key.finish())];
+    if !schema.id.is_empty() {
+        cols.push(Arc::new(id.finish()));
+    }
     cols.extend(
         nums.into_iter()
             .map(|mut b| Arc::new(b.finish()) as ArrayRef),
@@ -297,6 +305,9 @@ fn scored_schema(schema: &Schema) -> SchemaRef {
         Field::new("label", label_type(schema), true),
         Field::new("model_version", DataType::UInt64, false),
     ];
+    if !schema.id.is_empty() {
+        fields.push(Field::new("id", DataType::Utf8, true));
+    }
     fields.extend(lineage_fields());
     Arc::new(ArrowSchema::new(fields))
 }
@@ -308,8 +319,10 @@ fn scored_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoc
     let mut score = Float64Builder::with_capacity(n);
     let mut label = LabelCol::new(schema, n);
     let mut version = UInt64Builder::with_capacity(n);
+    let mut id = StringBuilder::new();
     for s in rows {
         key.append_value(&s.record.key);
+        id.append_option(s.record.id.as_deref());
         time.append_value(s.record.event_time);
         score.append_value(s.score);
         label.append(s.record.label);
@@ -322,6 +335,9 @@ fn scored_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoc
         label.finish(),
         Arc::new(version.finish()),
     ];
+    if !schema.id.is_empty() {
+        cols.push(Arc::new(id.finish()));
+    }
     cols.extend(lineage_columns(
         rows.iter()
             .map(|s| (&*s.record.source, s.record.pos.line, s.record.arrived_ms)),

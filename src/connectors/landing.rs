@@ -94,6 +94,9 @@ pub struct SourcePos {
     /// Kafka sources: the next offset of each of the worker's partitions (`topic/partition`).
     #[serde(default)]
     pub offsets: BTreeMap<String, i64>,
+    /// A position of the delayed-label source (`[source.labels]`).
+    #[serde(default)]
+    pub labels: bool,
 }
 
 /// Names with these endings are files still being written.
@@ -557,7 +560,7 @@ pub fn landing<'scope>(
             }
             if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {
                 let position = state.current.as_ref().map(OpenFile::position);
-                pos_handle.session(&c[2]).give(SourcePos { worker: state.worker, position, offsets: BTreeMap::new() });
+                pos_handle.session(&c[2]).give(SourcePos { worker: state.worker, position, offsets: BTreeMap::new(), labels: false });
                 for cap in c.iter_mut() {
                     cap.downgrade(&(epoch + 1));
                 }

@@ -52,6 +52,9 @@ pub struct Checkpoint {
     pub topology: String,
     /// Per worker: the file it was in the middle of, if any.
     pub sources: Vec<Option<FilePos>>,
+    /// The same for the delayed-label source.
+    #[serde(default)]
+    pub label_sources: Vec<Option<FilePos>>,
     /// Per operator instance: where its latest snapshot is.
     pub states: Vec<StateRef>,
     /// Lake parts of this epoch: pending name → visible name (relative to the lake).
@@ -485,6 +488,7 @@ mod tests {
             workers: 1,
             topology: "t".into(),
             sources: vec![None],
+            label_sources: Vec::new(),
             states: vec![StateRef {
                 step_id: "score".into(),
                 worker: 0,

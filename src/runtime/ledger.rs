@@ -97,6 +97,9 @@ pub struct MetricsRow {
     pub latency_p50_ms: f64,
     /// 99th percentile of the same.
     pub latency_p99_ms: f64,
+    /// Delayed labels in this epoch (levels at its end).
+    #[serde(default)]
+    pub labels: millrace_operators::labels::LabelCounts,
 }
 
 /// The `metrics` table: one row per epoch.
@@ -145,6 +148,10 @@ fn metrics_schema(_schema: &Schema) -> SchemaRef {
         f("log_loss_total"),
         f("latency_p50_ms"),
         f("latency_p99_ms"),
+        u("labels_learned"),
+        u("predictions_expired"),
+        u("labels_orphaned"),
+        u("predictions_waiting"),
     ]);
     Arc::new(ArrowSchema::new(fields))
 }
@@ -198,6 +205,10 @@ fn metrics_batch(
         f(&|r| r.run_eval.log_loss),
         f(&|r| r.latency_p50_ms),
         f(&|r| r.latency_p99_ms),
+        u(&|r| r.labels.learned),
+        u(&|r| r.labels.expired),
+        u(&|r| r.labels.orphaned),
+        u(&|r| r.labels.waiting + r.labels.due),
     ]);
     RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
 }
@@ -398,6 +409,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             // The latest source position per worker and snapshot per operator instance.
             let workers = checkpointing.as_ref().map_or(0, |c| c.workers);
             let mut sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.sources.clone());
+            let mut label_sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.label_sources.clone());
             let mut monitors = match resumed.as_ref().and_then(|r| r.monitors.as_ref()) {
                 Some(bytes) => match bincode::deserialize::<Monitors>(bytes) {
                     Ok(m) => Some(m),
@@ -495,6 +507,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             }
                         }
                         kafka_offsets.extend(p.offsets);
+                        let sources = if p.labels { &mut label_sources } else { &mut sources };
                         if p.worker >= sources.len() {
                             sources.resize(p.worker + 1, None);
                         }
@@ -512,7 +525,13 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     let wall = now.duration_since(last).as_secs_f64();
                     last = now;
                     let mut t = totals.borrow_mut();
+                    let levels = t.eval.labels;
                     t.eval.merge(&acc.eval);
+                    // Waiting, due and early are levels: the latest epoch's, not a sum over epochs.
+                    let latest = if acc.eval.labels.is_empty() { levels } else { acc.eval.labels };
+                    t.eval.labels.waiting = latest.waiting;
+                    t.eval.labels.due = latest.due;
+                    t.eval.labels.early = latest.early;
                     let n = t.eval.n.max(1) as f64;
                     let regression = t.eval.regression;
                     let unless = |r: bool, v: f64| if r { f64::NAN } else { v };
@@ -599,6 +618,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         run_eval,
                         latency_p50_ms: latency[0],
                         latency_p99_ms: latency[1],
+                        labels: acc.eval.labels,
                     };
                     // The metrics part is written like any sink's: pending until the checkpoint.
                     if metrics {
@@ -618,6 +638,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             workers: ck.workers,
                             topology: ck.topology.clone(),
                             sources: sources.clone(),
+                            label_sources: label_sources.clone(),
                             states: states.values().cloned().collect(),
                             parts: acc.parts.clone(),
                             files: acc.files.clone(),

@@ -191,10 +191,13 @@ pub struct RunSummary {
     pub peak_rss_bytes: u64,
     /// Alerts raised by the monitors, in order.
     pub alerts: Vec<millrace_operators::monitor::Alert>,
+    /// Delayed labels: what became of predictions and labels (levels at the end).
+    pub labels: Option<millrace_operators::labels::LabelCounts>,
 }
 
 /// Runs `plan` to completion (with `once`) or until a fault.
 pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    let delayed_labels = plan.labels.is_some();
     let lake = plan.topology.lake.path.clone();
     let processes = opts.cluster.as_ref().map_or(1, |c| c.addresses.len());
     let process = opts.cluster.as_ref().map_or(0, |c| c.process);
@@ -465,6 +468,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         resumed_from,
         peak_rss_bytes: peak_rss_bytes(),
         alerts: t.alerts.clone(),
+        labels: delayed_labels.then_some(t.eval.labels),
     })
 }
 
@@ -623,6 +627,13 @@ impl std::fmt::Display for RunSummary {
                 f,
                 "model (prequential, {} labelled): accuracy {:.5}  log loss {:.5}  ROC AUC {:.5}",
                 self.eval.n, self.eval.accuracy, self.eval.log_loss, self.eval.auc
+            )?;
+        }
+        if let Some(l) = &self.labels {
+            writeln!(
+                f,
+                "late labels: {} learned, {} predictions expired, {} labels orphaned; waiting at the end: {} predictions, {} joined not yet due, {} labels",
+                l.learned, l.expired, l.orphaned, l.waiting, l.due, l.early
             )?;
         }
         if self.by_epochs.len() > 1 {

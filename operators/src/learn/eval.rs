@@ -37,6 +37,9 @@ pub struct EvalPartial {
     /// The newest model version that scored these records.
     #[serde(default)]
     pub version: u64,
+    /// Delayed labels: what became of predictions and labels (see [`crate::labels`]).
+    #[serde(default)]
+    pub labels: crate::labels::LabelCounts,
 }
 
 /// Metrics computed from an [`EvalPartial`].
@@ -102,6 +105,7 @@ impl EvalPartial {
         self.sq_err_sum += other.sq_err_sum;
         self.regression |= other.regression;
         self.version = self.version.max(other.version);
+        self.labels.add(&other.labels);
     }
 
     /// The metrics. Sorts `pairs` (hence `&mut`).

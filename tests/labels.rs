@@ -1,0 +1,434 @@
+//! Delayed labels (`[source.labels]`): labels that come after their records,
+//! on their own landing folder, joined by transaction id.
+//!
+//! - Labels known at their record's own time score every record exactly as
+//!   labels inline do (the same bits).
+//! - Labels 10,000 records late: every prediction and every label line is
+//!   accounted for (learned, expired, orphaned, still waiting), expired
+//!   predictions are exactly those whose label never came, and once the
+//!   delay has played out the model is as good as with labels inline.
+//! - A crash mid-run resumes to the same lake: the label source's position
+//!   and the predictions waiting for labels are in the checkpoint.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+use common::*;
+
+/// The delayed-label topology; without `time`, labels are learned as soon as they meet their prediction.
+fn topology(dir: &Path, with_time: bool) -> String {
+    let text = std::fs::read_to_string(repo().join("topologies/late_labels.toml")).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| with_time || !l.starts_with("time = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = dir.join(if with_time { "late.toml" } else { "late0.toml" });
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Generates the same stream twice: inline labels in `inline/`, and records in
+/// `landing/` with their labels in `labels/`.
+fn streams(dir: &Path, rows: u64, extra: &[&str], split: &[&str]) {
+    let rows = rows.to_string();
+    let mut a = vec![
+        "gen",
+        "--rows",
+        &rows,
+        "--seed",
+        "11",
+        "--out",
+        "inline/tx-0001.csv",
+    ];
+    a.extend_from_slice(extra);
+    millrace(dir, &a);
+    let mut b = vec![
+        "gen",
+        "--rows",
+        &rows,
+        "--seed",
+        "11",
+        "--out",
+        "landing/tx-0001.csv",
+        "--labels-out",
+        "labels/labels-0001.csv",
+    ];
+    b.extend_from_slice(extra);
+    b.extend_from_slice(split);
+    millrace(dir, &b);
+    for folder in ["inline", "landing", "labels"] {
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        for e in std::fs::read_dir(dir.join(folder)).unwrap() {
+            std::fs::File::options()
+                .write(true)
+                .open(e.unwrap().path())
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+}
+
+/// (key, event time) → score, over the scored table.
+fn scores(lake: &Path) -> Vec<(String, i64, u64)> {
+    let mut v = Vec::new();
+    for (_, b) in read_table(lake, "scored") {
+        let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
+        let t = b
+            .column_by_name("event_time")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let s = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            v.push((key.value(i).to_string(), t.value(i), s.value(i).to_bits()));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The numbers after `what` in the summary line starting with `line`.
+fn figure(out: &str, line: &str, what: &str) -> u64 {
+    let l = out
+        .lines()
+        .find(|l| l.starts_with(line))
+        .unwrap_or_else(|| panic!("no `{line}` line in:\n{out}"));
+    let at = l
+        .find(what)
+        .unwrap_or_else(|| panic!("no `{what}` in `{l}`"));
+    let before: String = l[..at]
+        .trim_end()
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    before.chars().rev().collect::<String>().parse().unwrap()
+}
+
+/// The summary's `late labels:` line: learned, expired, orphaned, waiting, due, early.
+fn late_counts(out: &str) -> [u64; 6] {
+    let l = out
+        .lines()
+        .find(|l| l.starts_with("late labels:"))
+        .unwrap_or_else(|| panic!("no `late labels:` line in:\n{out}"));
+    let n: Vec<u64> = l
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    n.try_into()
+        .unwrap_or_else(|_| panic!("six counts expected: {l}"))
+}
+
+/// Exact ROC AUC and accuracy at 0.5 of (score, label) pairs.
+fn auc_accuracy(mut pairs: Vec<(f64, bool)>) -> (f64, f64) {
+    let correct = pairs.iter().filter(|(p, y)| (*p > 0.5) == *y).count();
+    let accuracy = correct as f64 / pairs.len() as f64;
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut rank_sum, mut pos, mut i) = (0.0, 0u64, 0);
+    while i < pairs.len() {
+        let mut j = i;
+        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+            j += 1;
+        }
+        let mid = (i + j + 1) as f64 / 2.0;
+        for p in &pairs[i..j] {
+            if p.1 {
+                rank_sum += mid;
+                pos += 1;
+            }
+        }
+        i = j;
+    }
+    let neg = pairs.len() as u64 - pos;
+    let auc = (rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64;
+    (auc, accuracy)
+}
+
+#[test]
+fn labels_known_at_their_records_time_score_exactly_as_inline() {
+    let dir = scratch("labels-exact");
+    streams(&dir, 60_000, &["--no-faults"], &[]);
+    let inline = millrace(
+        &dir,
+        &[
+            "run",
+            &quickstart(),
+            "--once",
+            "--landing",
+            "inline",
+            "--lake",
+            "lake-inline",
+        ],
+    );
+    let late = millrace(
+        &dir,
+        &[
+            "run",
+            &topology(&dir, false),
+            "--once",
+            "--lake",
+            "lake-late",
+        ],
+    );
+    let (a, b) = (
+        scores(&dir.join("lake-inline")),
+        scores(&dir.join("lake-late")),
+    );
+    assert_eq!(a.len(), 60_000);
+    assert!(a == b, "scores differ between inline and late labels");
+    let model = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("model (prequential"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(model(&inline), model(&late));
+    assert_eq!(late_counts(&late), [60_000, 0, 0, 0, 0, 0], "{late}");
+    assert!(
+        late.contains("ledger: in 120000 = clean 60000 + rejected 0 + duplicate 0 + labels 60000"),
+        "{late}"
+    );
+}
+
+#[test]
+fn labels_ten_thousand_records_late_are_all_accounted_for() {
+    let dir = scratch("labels-late");
+    streams(
+        &dir,
+        200_000,
+        &[],
+        &["--label-delay", "10000", "--label-missing", "0.01"],
+    );
+    let inline = millrace(
+        &dir,
+        &[
+            "run",
+            &quickstart(),
+            "--once",
+            "--landing",
+            "inline",
+            "--lake",
+            "lake-inline",
+        ],
+    );
+    let late = millrace(
+        &dir,
+        &[
+            "run",
+            &topology(&dir, true),
+            "--once",
+            "--lake",
+            "lake-late",
+        ],
+    );
+    assert!(!late.contains("UNBALANCED"), "{late}");
+    let clean = figure(&late, "ledger:", "+ rejected");
+    let accepted: u64 = late
+        .lines()
+        .find(|l| l.starts_with("ledger:"))
+        .unwrap()
+        .rsplit("labels ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let [learned, expired, orphaned, waiting, due, early] = late_counts(&late);
+    // Every prediction (no record carries its label inline) and every label line.
+    assert_eq!(learned + due + expired + waiting, clean, "{late}");
+    assert_eq!(learned + due + orphaned + early, accepted, "{late}");
+    assert!(expired > 0 && orphaned > 0, "{late}");
+
+    // The predictions that can never be learned are exactly those whose label never came.
+    let text = std::fs::read_to_string(dir.join("labels/labels-0001.csv")).unwrap();
+    let labelled: HashMap<&str, bool> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let id = f.next()?;
+            match f.next()? {
+                "0" => Some((id, false)),
+                "1" => Some((id, true)),
+                _ => None, // rejected as invalid_label
+            }
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut pairs_late: HashMap<String, f64> = HashMap::new();
+    for (_, b) in read_table(&dir.join("lake-late"), "scored") {
+        let id = b.column_by_name("id").unwrap().as_string::<i32>().clone();
+        let s = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            ids.push(id.value(i).to_string());
+            pairs_late.insert(id.value(i).to_string(), s.value(i));
+        }
+    }
+    let never = ids
+        .iter()
+        .filter(|id| !labelled.contains_key(id.as_str()))
+        .count() as u64;
+    assert_eq!(expired + waiting, never, "{late}");
+    let scored: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let orphans = labelled.keys().filter(|id| !scored.contains(*id)).count() as u64;
+    assert_eq!(orphaned + early, orphans, "{late}");
+
+    // Once the delay has played out, the model is as good as with labels
+    // inline: the same records (the last 60,000 by event time, labelled in
+    // both) evaluated with each run's own scores.
+    let mut inline_rows: Vec<(i64, String, f64, bool)> = Vec::new();
+    for (_, b) in read_table(&dir.join("lake-inline"), "scored") {
+        let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
+        let t = b
+            .column_by_name("event_time")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        let s = b
+            .column_by_name("score")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        let y = b
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            if !y.is_null(i) {
+                inline_rows.push((
+                    t.value(i),
+                    key.value(i).to_string(),
+                    s.value(i),
+                    y.value(i) == 1,
+                ));
+            }
+        }
+    }
+    let mut late_rows: HashMap<(i64, String), (f64, bool)> = HashMap::new();
+    for (_, b) in read_table(&dir.join("lake-late"), "scored") {
+        let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
+        let id = b.column_by_name("id").unwrap().as_string::<i32>().clone();
+        let t = b
+            .column_by_name("event_time")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>()
+            .clone();
+        for i in 0..b.num_rows() {
+            if let Some(y) = labelled.get(id.value(i)) {
+                late_rows.insert(
+                    (t.value(i), key.value(i).to_string()),
+                    (pairs_late[id.value(i)], *y),
+                );
+            }
+        }
+    }
+    inline_rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (t, k, s, y) in inline_rows.iter().rev() {
+        if let Some((s2, y2)) = late_rows.get(&(*t, k.clone())) {
+            assert_eq!(y, y2, "the same record has the same label");
+            a.push((*s, *y));
+            b.push((*s2, *y2));
+            if a.len() == 60_000 {
+                break;
+            }
+        }
+    }
+    assert_eq!(a.len(), 60_000);
+    let ((auc_a, acc_a), (auc_b, acc_b)) = (auc_accuracy(a), auc_accuracy(b));
+    assert!(
+        (auc_a - auc_b).abs() < 0.005,
+        "AUC inline {auc_a:.5} vs late {auc_b:.5}\n{inline}\n{late}"
+    );
+    assert!(
+        (acc_a - acc_b).abs() < 0.005,
+        "accuracy inline {acc_a:.5} vs late {acc_b:.5}"
+    );
+
+    // The metrics table carries the same counts, epoch by epoch.
+    let lake = dir.join("lake-late");
+    assert_eq!(metrics_sum(&lake, "labels_learned"), learned);
+    assert_eq!(metrics_sum(&lake, "predictions_expired"), expired);
+    assert_eq!(metrics_sum(&lake, "labels_orphaned"), orphaned);
+
+    // Two workers: labels meet their predictions across workers; everything is still accounted for.
+    let two = millrace(
+        &dir,
+        &[
+            "run",
+            &topology(&dir, true),
+            "--once",
+            "--lake",
+            "lake-2",
+            "--workers",
+            "2",
+        ],
+    );
+    let [learned2, expired2, _, waiting2, due2, _] = late_counts(&two);
+    assert_eq!(learned2 + due2 + expired2 + waiting2, clean, "{two}");
+    assert_eq!(expired2, expired, "{two}");
+    assert!(learned2.abs_diff(learned) < 50, "{learned2} vs {learned}");
+}
+
+#[test]
+fn a_crash_resumes_with_the_predictions_still_waiting() {
+    let dir = scratch("labels-crash");
+    streams(
+        &dir,
+        120_000,
+        &[],
+        &["--label-delay", "10000", "--label-missing", "0.01"],
+    );
+    let t = topology(&dir, true);
+    let whole = millrace(&dir, &["run", &t, "--once", "--lake", "lake-a"]);
+    let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", &t, "--once", "--lake", "lake-b"])
+        .current_dir(&dir)
+        .env("FAILPOINTS", "before_checkpoint=7*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run should have crashed");
+    let resumed = millrace(&dir, &["run", &t, "--once", "--lake", "lake-b"]);
+    assert!(
+        resumed.contains("resumed from the checkpoint of epoch"),
+        "{resumed}"
+    );
+    for table in ["scored", "clean", "rejected"] {
+        assert_eq!(
+            table_rows(&dir.join("lake-a"), table),
+            table_rows(&dir.join("lake-b"), table),
+            "{table} differs after the crash"
+        );
+    }
+    let counts = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("late labels:"))
+            .map(|l| l.split(';').nth(1).unwrap().to_string())
+    };
+    // What was waiting at the end is the same (the run's totals count only its own part).
+    assert_eq!(counts(&whole), counts(&resumed), "{whole}\n{resumed}");
+    for table in ["labels_learned", "predictions_expired", "labels_orphaned"] {
+        assert_eq!(
+            metrics_sum(&dir.join("lake-a"), table),
+            metrics_sum(&dir.join("lake-b"), table),
+            "{table}"
+        );
+    }
+}
