@@ -19,14 +19,16 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use millrace_operators::arena::{Arena, ArenaTally, PromoteRule};
 use millrace_operators::clean::Clean;
+use millrace_operators::epochs::decode;
 use millrace_operators::epochs::{StateError, StateIo};
 use millrace_operators::featurize::Featurize;
 use millrace_operators::hash::{key_hash, owner};
 use millrace_operators::labels::LabelLines;
 use millrace_operators::monitor::Monitors;
 use millrace_operators::parse::Parse;
-use millrace_operators::score::{ModelDelta, Refresh, Score, Scorer};
+use millrace_operators::score::{Challenger, ModelDelta, Refresh, Score, Scorer, CHALLENGER_STEP};
 use millrace_operators::Epoch;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Map;
@@ -192,11 +194,47 @@ pub fn build<'scope>(
             Some((handle, updates)) => (Some(handle), Some(updates)),
             None => (None, None),
         };
+    // A challenger: its own scorer, and with several workers a feedback edge
+    // for the arena tallies (everyone decides a promotion on everyone's).
+    let mut tally_loop = None;
+    let challenger = match &t.challenger {
+        None => None,
+        Some(spec) => {
+            let tallies = match (scope.peers() > 1).then(|| scope.feedback::<Vec<ArenaTally>>(1)) {
+                Some((handle, stream)) => {
+                    tally_loop = Some(handle);
+                    Some(stream)
+                }
+                None => None,
+            };
+            let (scorer, arena) = match ctx.restore.get(&(CHALLENGER_STEP.to_string(), worker)) {
+                Some(bytes) => {
+                    let (s, a) = decode::<(Scorer, Arena)>(CHALLENGER_STEP, bytes)?;
+                    (s.restored(), a)
+                }
+                None => (
+                    Scorer::new(spec, &plan.features),
+                    Arena::new(t.promotion.clone().unwrap_or_else(|| PromoteRule {
+                        // Without `[promotion]` the challenger only shadows.
+                        window_records: u64::MAX,
+                        ..PromoteRule::default()
+                    })),
+                ),
+            };
+            Some(Challenger {
+                scorer,
+                spec: spec.clone(),
+                arena,
+                tallies,
+            })
+        }
+    };
     let refresh = Refresh {
         updates,
         spec: t.model.clone(),
         resumed_after: resume.map(|r| r.epoch),
         labels: late_labels,
+        challenger,
     };
     let mut scorer = Scorer::new(&t.model, &plan.features);
     if let Some(release) = ctx.warm_start.clone() {
@@ -211,6 +249,9 @@ pub fn build<'scope>(
     )?;
     if let Some(handle) = loop_handle {
         scoring.deltas.clone().broadcast().connect_loop(handle);
+    }
+    if let Some(handle) = tally_loop {
+        scoring.tallies.clone().broadcast().connect_loop(handle);
     }
 
     let lake = Lake {
@@ -374,6 +415,10 @@ pub fn build<'scope>(
             .then(|| crate::runtime::ledger::RegistryCtx {
                 name: t.name.clone(),
                 config: serde_json::to_value(&t.model).expect("serializes"),
+                challenger_config: t
+                    .challenger
+                    .as_ref()
+                    .map(|c| serde_json::to_value(c).expect("serializes")),
                 features: plan
                     .features
                     .dense_names
@@ -552,6 +597,21 @@ pub fn describe(plan: &Compiled) -> String {
         "  score      {learner}, standardised, predict then learn; with several workers one shared model, refreshed every {} records per worker",
         m.refresh_records.unwrap_or(1000)
     );
+    if let Some(c) = &t.challenger {
+        let rule = match &t.promotion {
+            Some(p) => format!(
+                "promoted when its {:?} beats the champion's by {} over the last {} labelled records",
+                p.metric, p.margin, p.window_records
+            )
+            .to_lowercase(),
+            None => "never promoted (no `[promotion]`)".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  challenger {:?} in shadow on the same records, evaluated beside the champion; {rule}",
+            c.kind
+        );
+    }
     let tables: Vec<&str> = t.lake.tables.iter().map(|t| t.name()).collect();
     let _ = writeln!(
         out,
@@ -611,7 +671,11 @@ pub fn describe(plan: &Compiled) -> String {
     let _ = write!(
         out,
         "  ledger     in = clean + rejected + duplicate{} per epoch; manifest {}",
-        if plan.labels.is_some() { " + labels" } else { "" },
+        if plan.labels.is_some() {
+            " + labels"
+        } else {
+            ""
+        },
         crate::runtime::manifest::path(&t.lake.path).display()
     );
     out

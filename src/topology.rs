@@ -58,6 +58,12 @@ pub struct Topology {
     /// `[report]`: the HTML report written at the end of every `--once` run.
     #[serde(default)]
     pub report: Option<ReportSpec>,
+    /// `[challenger]`: a second model (the keys of `[model]`) scoring in shadow beside the champion.
+    #[serde(default)]
+    pub challenger: Option<ModelSpec>,
+    /// `[promotion]`: when the challenger replaces the champion (needs `[challenger]`).
+    #[serde(default)]
+    pub promotion: Option<millrace_operators::arena::PromoteRule>,
 }
 
 /// `[report]`.
@@ -168,6 +174,17 @@ impl Topology {
         if let (Some(l), Some(all)) = (&self.source.labels, parts.as_array_mut()) {
             // Predictions waiting for labels are state.
             all.push(serde_json::json!({"labels": l.horizon_ms}));
+        }
+        if let (Some(c), Some(all)) = (&self.challenger, parts.as_array_mut()) {
+            let c = ModelSpec {
+                refresh_records: None,
+                refresh_event_seconds: None,
+                publish_every_versions: None,
+                warm_start: None,
+                registry: None,
+                ..c.clone()
+            };
+            all.push(serde_json::json!({"challenger": c}));
         }
         format!(
             "{:016x}",
@@ -645,6 +662,36 @@ impl Topology {
                 ))
             }
             _ => {}
+        }
+        if let Some(c) = &self.challenger {
+            let classifier = matches!(
+                c.kind,
+                ModelKind::LogisticRegression | ModelKind::Ftrl | ModelKind::HoeffdingTree
+            );
+            if c.kind == ModelKind::Feature || classifier == regression || !learns {
+                return Err(e(
+                    "challenger.kind",
+                    "expected a learner of the champion's kind of label (a classifier for a binary label, `linear_regression` for a regression one) beside a learning `[model]`",
+                ));
+            }
+            if c.warm_start.is_some() {
+                return Err(e(
+                    "challenger.warm_start",
+                    "a challenger starts from zero; warm-start the champion with `[model] warm_start`",
+                ));
+            }
+        }
+        if let (Some(p), None) = (&self.promotion, &self.challenger) {
+            let _ = p;
+            return Err(e("promotion", "expected a `[challenger]` to promote"));
+        }
+        if let Some(p) = &self.promotion {
+            if !(p.margin >= 0.0) || p.window_records == 0 {
+                return Err(e(
+                    "promotion",
+                    "expected `margin` ≥ 0 and `window_records` ≥ 1",
+                ));
+            }
         }
         if self.model.feature.is_some() && learns {
             return Err(e(

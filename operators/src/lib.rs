@@ -19,6 +19,7 @@
 //! stable hash of the key ([`hash`]), never on `RandomState`.
 #![deny(missing_docs)]
 
+pub mod arena;
 pub mod clean;
 pub mod detect;
 pub mod epochs;

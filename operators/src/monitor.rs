@@ -1408,6 +1408,7 @@ mod tests {
             },
             score: 0.5,
             model_version: 1,
+            shadow_score: None,
         }
     }
 

@@ -243,4 +243,7 @@ pub struct Scored {
     pub score: f64,
     /// The model version that produced the score.
     pub model_version: u64,
+    /// The challenger's score of the same record, when one scores in shadow.
+    #[serde(default)]
+    pub shadow_score: Option<f64>,
 }

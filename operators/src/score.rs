@@ -47,6 +47,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 
+use crate::arena::{Arena, ArenaTally};
 use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::featurize::Features;
 use crate::labels::{Label, Pending, Prediction};
@@ -69,6 +70,9 @@ pub struct ModelDelta {
     pub scaler: Vec<(u64, f64, f64)>,
     /// Labelled records learned.
     pub records: u64,
+    /// Whose update: 0 the champion, 1 the challenger (see [`crate::arena`]).
+    #[serde(default)]
+    pub model: u8,
 }
 
 /// The shared model and when to publish to it (several workers only).
@@ -124,6 +128,12 @@ pub struct ModelRelease {
     pub model: Learner,
     /// The standardisation it scores with.
     pub scaler: StandardScaler,
+    /// Which configuration made it: 0 `[model]`, 1 `[challenger]`.
+    #[serde(default)]
+    pub config: u8,
+    /// It became the champion by a promotion in this epoch.
+    #[serde(default)]
+    pub promoted: bool,
 }
 
 /// The model state of `score` on one worker.
@@ -135,6 +145,9 @@ pub struct Scorer {
     pub model: Learner,
     /// The version stamped on scored rows: 1, plus one per merge of updates.
     pub version: u64,
+    /// Which configuration it follows: 0 `[model]`, 1 `[challenger]`.
+    #[serde(default)]
+    pub config: u8,
     threshold: f64,
     /// `kind = "feature"`: the dense feature that is the score.
     #[serde(default)]
@@ -166,6 +179,7 @@ impl Scorer {
             scaler: StandardScaler::new(features.standardize.clone()),
             model: Learner::new(spec, features.dense_len(), features.sparse_len()),
             version: 1,
+            config: 0,
             threshold: spec.threshold,
             feature: match spec.kind {
                 crate::learn::logistic::ModelKind::Feature => spec
@@ -219,17 +233,24 @@ impl Scorer {
 
     /// Scores `ex` and, if labelled, learns from it; records the evaluation in `eval`.
     pub fn apply(&mut self, ex: Example, eval: &mut EvalPartial) -> Scored {
+        let score = self.step(&ex, eval);
+        Scored {
+            record: ex.record,
+            score,
+            model_version: self.version,
+            shadow_score: None,
+        }
+    }
+
+    /// [`Scorer::apply`] without taking the example: the score (how the challenger scores in shadow).
+    pub fn step(&mut self, ex: &Example, eval: &mut EvalPartial) -> f64 {
         if let Some(k) = self.feature {
             let p = ex.dense[k];
             eval.saw_event_time(ex.record.event_time);
             if let Some(y) = ex.record.label {
                 eval.observe(p, y > 0.5, self.threshold);
             }
-            return Scored {
-                record: ex.record,
-                score: p,
-                model_version: self.version,
-            };
+            return p;
         }
         let t = ex.record.event_time;
         if self.pending.is_some() {
@@ -248,8 +269,8 @@ impl Scorer {
                 id,
                 Prediction {
                     event_time: t,
-                    dense: ex.dense,
-                    sparse: ex.sparse,
+                    dense: ex.dense.clone(),
+                    sparse: ex.sparse.clone(),
                     score: p,
                     version: self.version,
                 },
@@ -259,16 +280,9 @@ impl Scorer {
             pending.saw(t);
         }
         if let Some(s) = self.shared.as_mut() {
-            s.latest_ms = Some(
-                s.latest_ms
-                    .map_or(ex.record.event_time, |t| t.max(ex.record.event_time)),
-            );
+            s.latest_ms = Some(s.latest_ms.map_or(t, |l| l.max(t)));
         }
-        Scored {
-            record: ex.record,
-            score: p,
-            model_version: self.version,
-        }
+        p
     }
 
     fn observe(&self, eval: &mut EvalPartial, p: f64, y: f64) {
@@ -362,6 +376,7 @@ impl Scorer {
             params,
             scaler: scaler_delta(&self.scaler, &s.scaler),
             records: self.model.updates() - s.updates,
+            model: 0,
         };
         s.since = 0;
         s.last_published_ms = s.latest_ms;
@@ -384,6 +399,8 @@ impl Scorer {
             epoch,
             model,
             scaler,
+            config: self.config,
+            promoted: false,
         }
     }
 
@@ -514,7 +531,24 @@ pub struct ScoreStreams<'scope> {
     pub deltas: Stream<'scope, Epoch, Vec<ModelDelta>>,
     /// New versions of the shared model for the registry (worker 0).
     pub releases: Stream<'scope, Epoch, Vec<ModelRelease>>,
+    /// With a challenger and several workers: this worker's arena tally per epoch (to broadcast back).
+    pub tallies: Stream<'scope, Epoch, Vec<ArenaTally>>,
 }
+
+/// A challenger scoring in shadow (see [`crate::arena`]).
+pub struct Challenger<'scope> {
+    /// Its model state (fresh, warm or restored).
+    pub scorer: Scorer,
+    /// Its configuration (when to publish its updates).
+    pub spec: ModelSpec,
+    /// The promotion state (fresh or restored).
+    pub arena: Arena,
+    /// Every worker's arena tallies, one epoch later (`None`: one worker).
+    pub tallies: Option<Stream<'scope, Epoch, Vec<ArenaTally>>>,
+}
+
+/// The step id under which the challenger and the arena are checkpointed.
+pub const CHALLENGER_STEP: &str = "score_challenger";
 
 /// How `score` versions its model and shares it with the other workers.
 pub struct Refresh<'scope> {
@@ -527,6 +561,8 @@ pub struct Refresh<'scope> {
     /// Delayed labels, already on the worker that owns their id (a learn-only
     /// input, see [`crate::labels`]), and how long predictions wait for them.
     pub labels: Option<(Stream<'scope, Epoch, Vec<Label>>, i64)>,
+    /// A challenger scoring in shadow.
+    pub challenger: Option<Challenger<'scope>>,
 }
 
 /// The `score` operator. See the module docs.
@@ -570,17 +606,49 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             }
             None => (None, None),
         };
-        let labels_ix = 1 + usize::from(updates_in.is_some());
+        let mut next_input = 1 + usize::from(updates_in.is_some());
+        let labels_ix = next_input;
+        let horizon = refresh.labels.as_ref().map(|l| l.1);
         let mut labels_in = refresh.labels.map(|(labels, horizon)| {
             scorer.expect_labels(horizon);
             builder.new_input(labels, Pipeline)
         });
+        next_input += usize::from(labels_in.is_some());
+        let tallies_ix = next_input;
+        // The challenger: a second scorer, and the arena every worker keeps the same.
+        let mut tallies_in = None;
+        let mut shadow = refresh.challenger.map(|c| {
+            let mut sc = c.scorer;
+            sc.config = 1;
+            sc.enable_refresh(&c.spec, updates_in.is_none());
+            if let Some(h) = horizon {
+                sc.expect_labels(h);
+            }
+            tallies_in = c.tallies.map(|t| builder.new_input(t, Pipeline));
+            (sc, c.arena)
+        });
+        // Resuming right after an epoch: send again what the restored state says was sent in it.
+        let mut resend_shadow: Vec<ModelDelta> = Vec::new();
+        let mut resend_tally = None;
+        if let (Some(e), Some((sc, arena))) = (refresh.resumed_after, shadow.as_ref()) {
+            if updates_in.is_some() {
+                resend_shadow.extend(sc.unmerged_outbox(e).map(|mut d| {
+                    d.model = 1;
+                    d
+                }));
+            }
+            if tallies_in.is_some() {
+                resend_tally = arena.outbox.filter(|t| t.epoch == e);
+            }
+        }
+        let resumed_after = refresh.resumed_after;
         let (scored_out, scored) = builder.new_output();
         let (eval_out, evals) = builder.new_output();
         let (snap_out, snapshots) = builder.new_output();
         let (windows_out, windows) = builder.new_output();
         let (deltas_out, deltas) = builder.new_output();
         let (releases_out, releases) = builder.new_output();
+        let (tallies_out, tallies) = builder.new_output();
         let mut windows_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<WindowPartial>>>::from(windows_out);
         let mut scored_out =
@@ -593,17 +661,33 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<ModelDelta>>>::from(deltas_out);
         let mut releases_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<ModelRelease>>>::from(releases_out);
+        let mut tallies_out =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<ArenaTally>>>::from(tallies_out);
         let step = step_id.to_string();
         builder.build(move |caps| {
-            // Publish again the update whose merge the checkpoint did not see.
+            // Publish again the updates whose merge the checkpoint did not see.
             let mut resend = resend.map(|(epoch, d)| (caps[4].delayed(&epoch), d));
+            let mut resend_shadow = resumed_after
+                .filter(|_| !resend_shadow.is_empty())
+                .map(|e| (caps[4].delayed(&e), resend_shadow));
+            let mut resend_tally = resend_tally.map(|t| (caps[6].delayed(&t.epoch), t));
             drop(caps);
-            let mut stash = EpochStash::new(6);
-            let mut merges: EpochStash<ModelDelta> = EpochStash::new(6);
-            let mut late: EpochStash<Label> = EpochStash::new(6);
+            let mut stash = EpochStash::new(7);
+            let mut merges: EpochStash<ModelDelta> = EpochStash::new(7);
+            let mut late: EpochStash<Label> = EpochStash::new(7);
+            let mut scores: EpochStash<ArenaTally> = EpochStash::new(7);
             move |frontiers| {
                 if let Some((cap, d)) = resend.take() {
                     deltas_out.activate().session(&cap).give(d);
+                }
+                if let Some((cap, ds)) = resend_shadow.take() {
+                    deltas_out
+                        .activate()
+                        .session(&cap)
+                        .give_iterator(ds.into_iter());
+                }
+                if let Some((cap, t)) = resend_tally.take() {
+                    tallies_out.activate().session(&cap).give(t);
                 }
                 stash.ingest(&mut input);
                 if let Some(u) = updates_in.as_mut() {
@@ -612,15 +696,19 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                 if let Some(l) = labels_in.as_mut() {
                     late.ingest(l);
                 }
+                if let Some(t) = tallies_in.as_mut() {
+                    scores.ingest(t);
+                }
                 let mut scored_handle = scored_out.activate();
                 let mut eval_handle = eval_out.activate();
                 let mut snap_handle = snap_out.activate();
                 let mut windows_handle = windows_out.activate();
                 let mut deltas_handle = deltas_out.activate();
                 let mut releases_handle = releases_out.activate();
+                let mut tallies_handle = tallies_out.activate();
                 loop {
                     // The oldest epoch with work, once every input has passed it; merges before examples.
-                    let Some(epoch) = [stash.first(), merges.first(), late.first()]
+                    let Some(epoch) = [stash.first(), merges.first(), late.first(), scores.first()]
                         .into_iter()
                         .flatten()
                         .min()
@@ -632,12 +720,34 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     }
                     let version = scorer.version;
                     let mut caps = None;
+                    let mut promoted = false;
                     if merges.first() == Some(epoch) {
                         let (_, c, deltas) = merges.next_ready(&frontiers[1]).expect("passed");
-                        scorer.merge(worker, &deltas);
+                        let (champion, challenger): (Vec<ModelDelta>, Vec<ModelDelta>) =
+                            deltas.into_iter().partition(|d| d.model == 0);
+                        scorer.merge(worker, &champion);
+                        if let Some((sc, _)) = shadow.as_mut() {
+                            sc.merge(worker, &challenger);
+                        }
+                        caps = Some(c);
+                    }
+                    if scores.first() == Some(epoch) {
+                        // Every worker's tallies of the previous epoch: the same decision everywhere.
+                        let (_, c, tallies) =
+                            scores.next_ready(&frontiers[tallies_ix]).expect("passed");
+                        if let Some((sc, arena)) = shadow.as_mut() {
+                            if arena.observe(&tallies) {
+                                promote(&mut scorer, sc, version);
+                                promoted = true;
+                            }
+                        }
                         caps = Some(c);
                     }
                     let mut eval = EvalPartial {
+                        worker,
+                        ..EvalPartial::default()
+                    };
+                    let mut shadow_eval = EvalPartial {
                         worker,
                         ..EvalPartial::default()
                     };
@@ -646,6 +756,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                             late.next_ready(&frontiers[labels_ix]).expect("passed");
                         // Labels come from every worker: their order is made deterministic.
                         labels.sort_by_key(|l| l.pos);
+                        if let Some((sc, _)) = shadow.as_mut() {
+                            sc.labels(labels.clone(), &mut shadow_eval);
+                        }
                         scorer.labels(labels, &mut eval);
                         caps = Some(c);
                     }
@@ -667,7 +780,11 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     if !batch.is_empty() {
                         let mut session = scored_handle.session(&caps[0]);
                         for ex in batch {
-                            let s = scorer.apply(ex, &mut eval);
+                            let shadow_score = shadow
+                                .as_mut()
+                                .map(|(sc, _)| sc.step(&ex, &mut shadow_eval));
+                            let mut s = scorer.apply(ex, &mut eval);
+                            s.shadow_score = shadow_score;
                             match &watched {
                                 Some(w) => partial.add(w, &s),
                                 None => partial.arrived(s.record.arrived_ms),
@@ -676,6 +793,25 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                         }
                     }
                     scorer.end_epoch(&mut eval);
+                    if let Some((sc, arena)) = shadow.as_mut() {
+                        sc.end_epoch(&mut shadow_eval);
+                        let tally = ArenaTally::of(worker, epoch, &eval, &shadow_eval);
+                        if tallies_in.is_some() {
+                            // Several workers: everyone decides on everyone's tallies, next
+                            // epoch. Only tallies with records: an empty one would come back
+                            // as an epoch to process, and so on forever after the input ends.
+                            if tally.n > 0 {
+                                arena.outbox = Some(tally);
+                                tallies_handle.session(&caps[6]).give(tally);
+                            }
+                        } else if arena.observe(&[tally]) {
+                            // Alone: decided now, in effect from the next epoch.
+                            let before = scorer.version;
+                            promote(&mut scorer, sc, before);
+                            promoted = true;
+                        }
+                        eval.shadow = Some(Box::new(std::mem::take(&mut shadow_eval)));
+                    }
                     if eval.event_range.is_some() {
                         windows_handle.session(&caps[3]).give(partial);
                     }
@@ -685,14 +821,20 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     if let Some(d) = scorer.publish(worker, epoch, peers) {
                         deltas_handle.session(&caps[4]).give(d);
                     }
-                    // Every `publish_every` versions, worker 0 hands the shared model to the registry.
+                    if let Some((sc, _)) = shadow.as_mut() {
+                        if let Some(mut d) = sc.publish(worker, epoch, peers) {
+                            d.model = 1;
+                            deltas_handle.session(&caps[4]).give(d);
+                        }
+                    }
+                    // Every `publish_every` versions, and at a promotion, worker 0 hands the shared model to the registry.
                     if worker == 0
                         && scorer.version != version
-                        && (scorer.version - 1) % publish_every == 0
+                        && (promoted || (scorer.version - 1) % publish_every == 0)
                     {
-                        releases_handle
-                            .session(&caps[5])
-                            .give(scorer.release(epoch));
+                        let mut release = scorer.release(epoch);
+                        release.promoted = promoted;
+                        releases_handle.session(&caps[5]).give(release);
                     }
                     if state.snapshot {
                         snap_handle.session(&caps[2]).give(Snapshot {
@@ -701,6 +843,14 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                             epoch,
                             bytes: encode(&scorer),
                         });
+                        if let Some(sh) = shadow.as_ref() {
+                            snap_handle.session(&caps[2]).give(Snapshot {
+                                step_id: CHALLENGER_STEP.to_string(),
+                                worker,
+                                epoch,
+                                bytes: encode(sh),
+                            });
+                        }
                     }
                 }
             }
@@ -712,8 +862,16 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             windows,
             deltas,
             releases,
+            tallies,
         })
     }
+}
+
+/// The challenger takes over: the two swap, and the new champion scores
+/// under the version after `champion_version` (versions only go up).
+fn promote(champion: &mut Scorer, challenger: &mut Scorer, champion_version: u64) {
+    std::mem::swap(champion, challenger);
+    champion.version = champion_version.max(challenger.version) + 1;
 }
 
 #[cfg(test)]

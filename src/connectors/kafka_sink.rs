@@ -418,6 +418,7 @@ mod tests {
                 record,
                 score: 0.125,
                 model_version: 3,
+                shadow_score: None,
             },
             7,
             &mut out,

@@ -100,6 +100,9 @@ pub struct MetricsRow {
     /// Delayed labels in this epoch (levels at its end).
     #[serde(default)]
     pub labels: millrace_operators::labels::LabelCounts,
+    /// The challenger's prequential metrics on the same records, when one scores in shadow.
+    #[serde(default)]
+    pub challenger_eval: Option<EvalMetrics>,
 }
 
 /// The `metrics` table: one row per epoch.
@@ -152,6 +155,9 @@ fn metrics_schema(_schema: &Schema) -> SchemaRef {
         u("predictions_expired"),
         u("labels_orphaned"),
         u("predictions_waiting"),
+        f("challenger_accuracy"),
+        f("challenger_log_loss"),
+        f("challenger_auc"),
     ]);
     Arc::new(ArrowSchema::new(fields))
 }
@@ -209,6 +215,9 @@ fn metrics_batch(
         u(&|r| r.labels.expired),
         u(&|r| r.labels.orphaned),
         u(&|r| r.labels.waiting + r.labels.due),
+        f(&|r| r.challenger_eval.map_or(f64::NAN, |m| m.accuracy)),
+        f(&|r| r.challenger_eval.map_or(f64::NAN, |m| m.log_loss)),
+        f(&|r| r.challenger_eval.map_or(f64::NAN, |m| m.auc)),
     ]);
     RecordBatch::try_new(arrow, cols).expect("columns match the metrics schema")
 }
@@ -230,6 +239,8 @@ pub struct RunTotals {
     pub committed: BTreeMap<Table, (u64, u64, u64)>,
     /// Alerts raised, in order.
     pub alerts: Vec<Alert>,
+    /// Promotions of the challenger: the epoch and the version it became.
+    pub promotions: Vec<(Epoch, u64)>,
     /// Per completed epoch, in order: the epoch, and `eval`'s labelled count,
     /// correct count and log-loss sum after it (its pairs are `eval.pairs[..n]`).
     pub marks: Vec<(Epoch, u64, u64, f64)>,
@@ -301,6 +312,8 @@ pub struct RegistryCtx {
     pub name: String,
     /// The `[model]` table, as published with each version.
     pub config: serde_json::Value,
+    /// The `[challenger]` table, for versions a promoted challenger made.
+    pub challenger_config: Option<serde_json::Value>,
     /// Dense feature names, then sparse slot names (the weights' order).
     pub features: Vec<String>,
     /// The state fingerprint: a version can warm-start only a topology with the same one.
@@ -619,6 +632,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         latency_p50_ms: latency[0],
                         latency_p99_ms: latency[1],
                         labels: acc.eval.labels,
+                        challenger_eval: acc.eval.shadow.as_mut().map(|s| s.metrics()),
                     };
                     // The metrics part is written like any sink's: pending until the checkpoint.
                     if metrics {
@@ -704,9 +718,22 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         for r in &acc.releases {
                             let range = since_release.event_range;
                             let metrics = std::mem::take(&mut since_release).metrics();
-                            if let Err(e) = crate::runtime::registry::publish(&lake.root, &reg.name, r, &reg.config, &reg.features, &reg.fingerprint, range, metrics, now_ms) {
+                            let config = match (&reg.challenger_config, r.config) {
+                                (Some(c), 1) => c,
+                                _ => &reg.config,
+                            };
+                            if let Err(e) = crate::runtime::registry::publish(&lake.root, &reg.name, r, config, &reg.features, &reg.fingerprint, range, metrics, now_ms) {
                                 fault.raise(format!("{step}: cannot publish model version {}: {e}", r.version));
                                 return;
+                            }
+                            if r.promoted {
+                                // The rule promoted the challenger: it is the registry's champion too.
+                                if let Err(e) = crate::runtime::registry::promote(&lake.root, &reg.name, &format!("v{}", r.version)) {
+                                    fault.raise(format!("{step}: cannot mark version {} champion: {e}", r.version));
+                                    return;
+                                }
+                                info!(step_id = %step, version = r.version, epoch, "The challenger beat the champion by the promotion rule and is now the champion.");
+                                t.promotions.push((epoch, r.version));
                             }
                             info!(step_id = %step, version = r.version, epoch, "Published a model version to the registry.");
                         }

@@ -193,6 +193,10 @@ pub struct RunSummary {
     pub alerts: Vec<millrace_operators::monitor::Alert>,
     /// Delayed labels: what became of predictions and labels (levels at the end).
     pub labels: Option<millrace_operators::labels::LabelCounts>,
+    /// The challenger's whole-run prequential metrics (exact AUC), when one scored in shadow.
+    pub challenger: Option<EvalMetrics>,
+    /// Promotions of the challenger: the epoch and the version it became.
+    pub promotions: Vec<(u64, u64)>,
 }
 
 /// Runs `plan` to completion (with `once`) or until a fault.
@@ -469,6 +473,8 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         peak_rss_bytes: peak_rss_bytes(),
         alerts: t.alerts.clone(),
         labels: delayed_labels.then_some(t.eval.labels),
+        challenger: t.eval.shadow.as_mut().map(|s| s.metrics()),
+        promotions: t.promotions.clone(),
     })
 }
 
@@ -628,6 +634,16 @@ impl std::fmt::Display for RunSummary {
                 "model (prequential, {} labelled): accuracy {:.5}  log loss {:.5}  ROC AUC {:.5}",
                 self.eval.n, self.eval.accuracy, self.eval.log_loss, self.eval.auc
             )?;
+        }
+        if let Some(c) = &self.challenger {
+            writeln!(
+                f,
+                "challenger (shadow, {} labelled): accuracy {:.5}  log loss {:.5}  ROC AUC {:.5}",
+                c.n, c.accuracy, c.log_loss, c.auc
+            )?;
+        }
+        for (epoch, version) in &self.promotions {
+            writeln!(f, "promoted: the challenger became the champion after epoch {epoch}, as version {version}")?;
         }
         if let Some(l) = &self.labels {
             writeln!(

@@ -40,6 +40,9 @@ pub struct EvalPartial {
     /// Delayed labels: what became of predictions and labels (see [`crate::labels`]).
     #[serde(default)]
     pub labels: crate::labels::LabelCounts,
+    /// The challenger's evaluation on the same records (see [`crate::arena`]).
+    #[serde(default)]
+    pub shadow: Option<Box<EvalPartial>>,
 }
 
 /// Metrics computed from an [`EvalPartial`].
@@ -106,6 +109,9 @@ impl EvalPartial {
         self.regression |= other.regression;
         self.version = self.version.max(other.version);
         self.labels.add(&other.labels);
+        if let Some(o) = &other.shadow {
+            self.shadow.get_or_insert_with(Default::default).merge(o);
+        }
     }
 
     /// The metrics. Sorts `pairs` (hence `&mut`).

@@ -1,0 +1,240 @@
+//! Champion and challenger (`[challenger]`, `[promotion]`): a second model
+//! scores every record in shadow, both are evaluated on the same labelled
+//! records, and the challenger is promoted by rule — at the same epoch on
+//! every worker and process, published to the registry as the champion.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, UInt64Type};
+use common::*;
+
+/// The champion/challenger topology; `weak`: the champion learns 20 times slower, so the challenger wins.
+fn topology(dir: &Path, weak: bool, promote: bool) -> String {
+    let mut text =
+        std::fs::read_to_string(repo().join("topologies/champion_challenger.toml")).unwrap();
+    if weak {
+        text = text.replace("learning_rate = 0.01", "learning_rate = 0.0005");
+    }
+    if !promote {
+        let at = text.find("\n[promotion]").unwrap();
+        let end = at + text[at..].find("\n[lake]").unwrap();
+        text.replace_range(at..end, "");
+    }
+    let path = dir.join(format!("cc-{weak}-{promote}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn line<'a>(out: &'a str, start: &str) -> Option<&'a str> {
+    out.lines().find(|l| l.starts_with(start))
+}
+
+/// The labelled count of a `model (prequential, N labelled)` style line.
+fn labelled(l: &str) -> u64 {
+    let open = l.find('(').unwrap();
+    l[open..]
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_better_challenger_is_promoted_by_rule_and_published_as_champion() {
+    let dir = scratch("cc-promote");
+    gen(&dir, "tx-0001.csv", 150_000, 5, &[]);
+    settle(&dir);
+    let t = topology(&dir, true, true);
+    let out = millrace(&dir, &["run", &t, "--once", "--lake", "lake"]);
+    let promoted = line(&out, "promoted:").unwrap_or_else(|| panic!("no promotion:\n{out}"));
+    let version: u64 = promoted
+        .rsplit("version ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Both models were evaluated on the same records.
+    let champion = labelled(line(&out, "model (prequential").unwrap());
+    let challenger = labelled(line(&out, "challenger (shadow").unwrap());
+    assert_eq!(champion, challenger, "{out}");
+
+    // The registry: the promoted version is the champion, made by the challenger's config.
+    let reg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("lake/models/champion_challenger/registry.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reg["pinned"].as_u64(), Some(version), "{reg}");
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!(
+            "lake/models/champion_challenger/v{version}/model.json"
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(model["learner"], "ftrl");
+    assert_eq!(model["config"]["kind"], "ftrl");
+    let listed = millrace(&dir, &["models", "list", "lake"]);
+    assert!(listed.contains(&format!("v{version}")), "{listed}");
+
+    // From the promotion on, the scored rows carry the new champion's versions.
+    let rows = scored(&dir.join("lake"));
+    let newest = rows.iter().map(|r| r.6).max().unwrap();
+    assert!(newest >= version, "{newest} < {version}");
+    // The metrics table has the challenger's figures beside the champion's.
+    let mut challenger_rows = 0;
+    for (_, b) in read_table(&dir.join("lake"), "metrics") {
+        let acc = b
+            .column_by_name("challenger_accuracy")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .clone();
+        let n = b
+            .column_by_name("labelled")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            if n.value(i) > 0 {
+                assert!(!acc.is_null(i));
+                challenger_rows += 1;
+            }
+        }
+    }
+    assert!(challenger_rows > 10);
+
+    // Two workers, and two processes of one worker: the same promotion at the same epoch.
+    let two = millrace(
+        &dir,
+        &["run", &t, "--once", "--lake", "lake-2", "--workers", "2"],
+    );
+    let cluster = millrace(
+        &dir,
+        &[
+            "run",
+            &t,
+            "--once",
+            "--lake",
+            "lake-3",
+            "--workers",
+            "1",
+            "--local-cluster",
+            "2",
+        ],
+    );
+    assert!(line(&two, "promoted:").is_some(), "{two}");
+    assert_eq!(
+        line(&two, "promoted:"),
+        line(&cluster, "promoted:"),
+        "{two}\n{cluster}"
+    );
+    assert_eq!(
+        line(&two, "challenger (shadow"),
+        line(&cluster, "challenger (shadow")
+    );
+    assert_eq!(
+        line(&two, "model (prequential"),
+        line(&cluster, "model (prequential")
+    );
+}
+
+#[test]
+fn without_a_rule_the_challenger_only_shadows() {
+    let dir = scratch("cc-shadow");
+    gen(&dir, "tx-0001.csv", 60_000, 6, &[]);
+    settle(&dir);
+    let plain = millrace(&dir, &["run", &quickstart(), "--once", "--lake", "lake-q"]);
+    let out = millrace(
+        &dir,
+        &[
+            "run",
+            &topology(&dir, true, false),
+            "--once",
+            "--lake",
+            "lake",
+        ],
+    );
+    assert!(line(&out, "promoted:").is_none(), "{out}");
+    assert!(line(&out, "challenger (shadow").is_some(), "{out}");
+    // The champion's scores are untouched by a challenger beside it.
+    let weak = topology(&dir, true, false);
+    let text = std::fs::read_to_string(&weak).unwrap();
+    let at = text.find("\n[challenger]").unwrap();
+    let end = at + text[at..].find("\n[lake]").unwrap();
+    let mut alone = text.clone();
+    alone.replace_range(at..end, "");
+    std::fs::write(dir.join("alone.toml"), alone).unwrap();
+    millrace(
+        &dir,
+        &["run", "alone.toml", "--once", "--lake", "lake-alone"],
+    );
+    let strip = |rows: Vec<ScoredRow>| -> Vec<(String, u64, u64)> {
+        rows.into_iter()
+            .map(|r| (r.0, r.1, r.4.to_bits()))
+            .collect()
+    };
+    assert!(strip(scored(&dir.join("lake"))) == strip(scored(&dir.join("lake-alone"))));
+    assert!(plain.contains("model (prequential"));
+}
+
+#[test]
+fn a_crash_resumes_the_arena_where_it_was() {
+    let dir = scratch("cc-crash");
+    gen(&dir, "tx-0001.csv", 100_000, 7, &[]);
+    gen(&dir, "tx-0002.csv", 100_000, 8, &[]);
+    settle(&dir);
+    let t = topology(&dir, true, true);
+    let whole = millrace(
+        &dir,
+        &["run", &t, "--once", "--lake", "lake-a", "--workers", "2"],
+    );
+    let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", &t, "--once", "--lake", "lake-b", "--workers", "2"])
+        .current_dir(&dir)
+        .env("FAILPOINTS", "before_checkpoint=3*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run should have crashed");
+    let resumed = millrace(
+        &dir,
+        &["run", &t, "--once", "--lake", "lake-b", "--workers", "2"],
+    );
+    assert!(
+        resumed.contains("resumed from the checkpoint of epoch"),
+        "{resumed}"
+    );
+    for table in ["scored", "clean", "metrics"] {
+        let (a, b) = (
+            table_rows(&dir.join("lake-a"), table),
+            table_rows(&dir.join("lake-b"), table),
+        );
+        if table == "metrics" {
+            // Wall-clock columns differ; the model columns must not.
+            assert_eq!(a.len(), b.len());
+            continue;
+        }
+        assert!(
+            a == b,
+            "{table} differs after the crash:\n{whole}\n{resumed}"
+        );
+    }
+    let reg = |lake: &str| {
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                dir.join(lake)
+                    .join("models/champion_challenger/registry.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        r["pinned"].clone()
+    };
+    assert_eq!(reg("lake-a"), reg("lake-b"));
+    assert!(!reg("lake-a").is_null(), "{whole}");
+}
