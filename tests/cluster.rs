@@ -171,4 +171,44 @@ fn four_workers_learn_as_well_as_one() {
     ));
     assert!((acc1 - acc4).abs() < 0.005, "accuracy {acc1} vs {acc4}");
     assert!((auc1 - auc4).abs() < 0.005, "AUC {auc1} vs {auc4}");
+
+    // The non-linear learner: the workers' Hoeffding trees make one forest
+    // (every worker scores with the same published trees, averaged).
+    let text = std::fs::read_to_string(quickstart()).unwrap().replace(
+        "kind = \"logistic_regression\"",
+        "kind = \"hoeffding_tree\"",
+    );
+    std::fs::write(dir.join("tree.toml"), text).unwrap();
+    let tree = |lake: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "tree.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            lake,
+        ];
+        args.extend_from_slice(extra);
+        millrace(&dir, &args)
+    };
+    let (acc1, auc1) = quality(&tree("lake-t1", &[]));
+    let (acc4, auc4) = quality(&tree(
+        "lake-t4",
+        &["--workers", "2", "--local-cluster", "2"],
+    ));
+    assert!(
+        (acc1 - acc4).abs() < 0.005,
+        "tree accuracy {acc1} vs {acc4}"
+    );
+    assert!((auc1 - auc4).abs() < 0.01, "tree AUC {auc1} vs {auc4}");
+    let versions = scored(&dir.join("lake-t4"))
+        .iter()
+        .map(|r| r.6)
+        .max()
+        .unwrap();
+    assert!(
+        versions > 50,
+        "the forest was refreshed: {versions} versions"
+    );
 }

@@ -73,6 +73,32 @@ pub struct ModelDelta {
     /// Whose update: 0 the champion, 1 the challenger (see [`crate::arena`]).
     #[serde(default)]
     pub model: u8,
+    /// A learner whose state does not add up (a tree): the worker's whole model.
+    #[serde(default)]
+    pub member: Option<Box<Member>>,
+}
+
+/// One worker's published tree and the standardisation it learned with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The learner.
+    pub model: Learner,
+    /// Its standardisation.
+    pub scaler: StandardScaler,
+}
+
+/// Several workers with a learner whose state does not add up (a Hoeffding
+/// tree): the shared model is the forest of every worker's latest published
+/// tree, their probabilities averaged. Each worker keeps growing its own tree
+/// on its own records and publishes it every `every_records` records; every
+/// worker replaces that worker's member at the next epoch, so all score with
+/// the same forest, and the version goes up by one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Forest {
+    every_records: u64,
+    since: u64,
+    members: std::collections::BTreeMap<usize, Member>,
+    outbox: Option<ModelDelta>,
 }
 
 /// The shared model and when to publish to it (several workers only).
@@ -157,6 +183,9 @@ pub struct Scorer {
     /// Delayed labels: predictions waiting for their label, and the reverse.
     #[serde(default)]
     pending: Option<Pending>,
+    /// Several workers with a tree: the forest of their published trees.
+    #[serde(default)]
+    forest: Option<Forest>,
     #[serde(skip)]
     scratch: Vec<f64>,
     #[serde(skip)]
@@ -169,6 +198,11 @@ impl Scorer {
         self.scaler = self.scaler.restored();
         if let Some(s) = self.shared.as_mut() {
             s.scaler = std::mem::take(&mut s.scaler).restored();
+        }
+        if let Some(f) = self.forest.as_mut() {
+            for m in f.members.values_mut() {
+                m.scaler = std::mem::take(&mut m.scaler).restored();
+            }
         }
         self
     }
@@ -190,6 +224,7 @@ impl Scorer {
             },
             shared: None,
             pending: None,
+            forest: None,
             scratch: Vec::new(),
             touched: Vec::new(),
         }
@@ -213,7 +248,16 @@ impl Scorer {
             return;
         }
         let Some(params) = self.model.params() else {
-            return; // Not a learner whose updates add up: each worker keeps its own.
+            // Not a learner whose updates add up: the workers' models make a forest.
+            if !solo && self.forest.is_none() {
+                self.forest = Some(Forest {
+                    every_records: spec.refresh_records.unwrap_or(1_000).max(1),
+                    since: 0,
+                    members: Default::default(),
+                    outbox: None,
+                });
+            }
+            return;
         };
         self.shared = Some(Shared {
             every_records: spec.refresh_records.unwrap_or(1_000).max(1),
@@ -257,8 +301,7 @@ impl Scorer {
             // Labels known by now are learned before this record is scored.
             self.learn_due(t, eval);
         }
-        self.scaler.transform(&ex.dense, &mut self.scratch);
-        let p = self.model.predict(&self.scratch, &ex.sparse);
+        let p = self.predict(&ex.dense, &ex.sparse);
         eval.saw_event_time(t);
         eval.version = eval.version.max(self.version);
         if let Some(y) = ex.record.label {
@@ -285,6 +328,20 @@ impl Scorer {
         p
     }
 
+    /// The shared model's prediction: the forest's mean once there is one, else this worker's model.
+    fn predict(&mut self, dense: &[f64], sparse: &[u32]) -> f64 {
+        if let Some(f) = self.forest.as_ref().filter(|f| !f.members.is_empty()) {
+            let mut sum = 0.0;
+            for m in f.members.values() {
+                m.scaler.transform(dense, &mut self.scratch);
+                sum += m.model.predict(&self.scratch, sparse);
+            }
+            return sum / f.members.len() as f64;
+        }
+        self.scaler.transform(dense, &mut self.scratch);
+        self.model.predict(&self.scratch, sparse)
+    }
+
     fn observe(&self, eval: &mut EvalPartial, p: f64, y: f64) {
         if self.model.is_classifier() {
             eval.observe(p, y > 0.5, self.threshold);
@@ -298,6 +355,9 @@ impl Scorer {
         self.scaler.learn(dense);
         self.scaler.transform(dense, &mut self.scratch);
         self.model.learn(&self.scratch, sparse, y);
+        if let Some(f) = self.forest.as_mut() {
+            f.since += 1;
+        }
         if let Some(s) = self.shared.as_mut() {
             s.since += 1;
             if !s.solo {
@@ -339,6 +399,26 @@ impl Scorer {
 
     /// After `epoch`: this worker's update, if it is due.
     pub fn publish(&mut self, worker: usize, epoch: Epoch, _peers: usize) -> Option<ModelDelta> {
+        if let Some(f) = self.forest.as_mut() {
+            if f.since < f.every_records {
+                return None;
+            }
+            let delta = ModelDelta {
+                worker,
+                epoch,
+                params: Vec::new(),
+                scaler: Vec::new(),
+                records: f.since,
+                model: 0,
+                member: Some(Box::new(Member {
+                    model: self.model.clone(),
+                    scaler: self.scaler.clone(),
+                })),
+            };
+            f.since = 0;
+            f.outbox = Some(delta.clone());
+            return Some(delta);
+        }
         let s = self.shared.as_mut()?;
         let by_time = match (s.every_event_ms, s.latest_ms) {
             (Some(every), Some(t)) => {
@@ -377,6 +457,7 @@ impl Scorer {
             scaler: scaler_delta(&self.scaler, &s.scaler),
             records: self.model.updates() - s.updates,
             model: 0,
+            member: None,
         };
         s.since = 0;
         s.last_published_ms = s.latest_ms;
@@ -414,6 +495,9 @@ impl Scorer {
 
     /// The update to publish again when resuming right after `epoch` (see the module docs).
     pub fn unmerged_outbox(&self, epoch: Epoch) -> Option<ModelDelta> {
+        if let Some(f) = &self.forest {
+            return f.outbox.clone().filter(|d| d.epoch == epoch);
+        }
         self.shared
             .as_ref()?
             .outbox
@@ -423,6 +507,22 @@ impl Scorer {
 
     /// Adds the published updates (any order) to the shared model; this worker continues on top of it.
     pub fn merge(&mut self, worker: usize, deltas: &[ModelDelta]) {
+        if let Some(f) = self.forest.as_mut() {
+            let mut merged = false;
+            for d in deltas {
+                if let Some(m) = &d.member {
+                    // From another process it was decoded: derived values are recomputed.
+                    let mut m = (**m).clone();
+                    m.scaler = std::mem::take(&mut m.scaler).restored();
+                    f.members.insert(d.worker, m);
+                    merged = true;
+                }
+            }
+            if merged {
+                self.version += 1;
+            }
+            return;
+        }
         let Some(s) = self.shared.as_mut() else {
             return;
         };
@@ -950,6 +1050,43 @@ mod tests {
         assert_eq!((out.score, out.model_version), (0.5, 1));
         assert_eq!((eval.n, s.model.updates(), s.scaler.count[0]), (0, 0, 0));
         assert_eq!(eval.event_range, Some((7, 7)));
+    }
+
+    #[test]
+    fn trees_make_one_forest_every_worker_scores_with() {
+        let (features, _) = setup();
+        let spec = ModelSpec {
+            kind: crate::learn::logistic::ModelKind::HoeffdingTree,
+            refresh_records: Some(50),
+            ..Default::default()
+        };
+        let (mut a, mut b) = (Scorer::new(&spec, &features), Scorer::new(&spec, &features));
+        a.enable_refresh(&spec, false);
+        b.enable_refresh(&spec, false);
+        let mut eval = EvalPartial::default();
+        for i in 0..200 {
+            let x = (i % 17) as f64;
+            a.apply(example(x, Some(f64::from(x > 8.0))), &mut eval);
+            b.apply(example(-x, Some(f64::from(x > 3.0))), &mut eval);
+        }
+        let deltas: Vec<ModelDelta> = [a.publish(0, 4, 2), b.publish(1, 4, 2)]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(deltas.len(), 2);
+        a.merge(0, &deltas);
+        b.merge(1, &deltas);
+        assert_eq!((a.version, b.version), (2, 2));
+        let (mut e1, mut e2) = (EvalPartial::default(), EvalPartial::default());
+        for x in [-12.0, -2.0, 0.0, 5.0, 11.0] {
+            let (pa, pb) = (
+                a.step(&example(x, None), &mut e1),
+                b.step(&example(x, None), &mut e2),
+            );
+            assert_eq!(pa, pb, "both score with the same forest at {x}");
+        }
+        // Nothing new learned: nothing to publish, and the forest stands.
+        assert!(a.publish(0, 5, 2).is_none());
     }
 
     #[test]

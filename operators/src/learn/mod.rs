@@ -31,7 +31,7 @@ pub enum Learner {
     Linear(LogisticRegression),
     /// FTRL-Proximal logistic regression.
     Ftrl(Ftrl),
-    /// A Hoeffding tree classifier (not merged across workers: each keeps its own).
+    /// A Hoeffding tree classifier (several workers: a forest of their trees, see `score`).
     Tree(Box<HoeffdingTree>),
 }
 
