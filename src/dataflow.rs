@@ -78,6 +78,8 @@ pub struct Context {
     pub progress: Option<Arc<crate::runtime::progress::Progress>>,
     /// Sample records into these rings (the live view's `/tap`).
     pub taps: Option<Arc<crate::tap::Taps>>,
+    /// A request to promote the challenger (read by worker 0, which tells the others).
+    pub promote: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Builds the dataflow; returns a probe that is done when everything is committed.
@@ -226,6 +228,7 @@ pub fn build<'scope>(
                 spec: spec.clone(),
                 arena,
                 tallies,
+                promote_now: ctx.promote.clone().filter(|_| worker == 0),
             })
         }
     };

@@ -7,6 +7,7 @@
 //! | `/healthz` | `ok` while the job runs, `503` with the fault once it has one |
 //! | `/dataflow` | the topology's dataflow as a graph (SVG) and as text |
 //! | `/tap/<step>?after=N` | sampled records leaving `clean`, `rejected` or `score`, as JSON lines (see `tap`) |
+//! | `POST /promote` | promote the challenger at the next epoch (`millrace models promote-challenger`) |
 //!
 //! A plain HTTP/1.1 server on one thread: the views are read-mostly and
 //! small, and a scrape must never slow the dataflow.
@@ -31,6 +32,8 @@ pub struct LiveView {
     pub fault: Fault,
     /// Sampled records per step, for `/tap/<step>`.
     pub taps: Arc<crate::tap::Taps>,
+    /// `POST /promote` sets it: the challenger is promoted at the next epoch (`None`: no challenger).
+    pub promote: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Binds `addr` and serves on a background thread; returns the bound address.
@@ -67,7 +70,29 @@ fn handle(mut stream: TcpStream, view: &LiveView) -> std::io::Result<()> {
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     let path = path.split('?').next().unwrap_or("/");
+    let post = request.starts_with("POST ");
     let (status, kind, body) = match path {
+        "/promote" if !post => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "POST to promote the challenger\n".to_string(),
+        ),
+        "/promote" => match &view.promote {
+            Some(flag) => {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("Promotion of the challenger requested over HTTP.");
+                (
+                    "202 Accepted",
+                    "text/plain",
+                    "the challenger becomes the champion at the next epoch\n".to_string(),
+                )
+            }
+            None => (
+                "409 Conflict",
+                "text/plain",
+                "this topology has no [challenger]\n".to_string(),
+            ),
+        },
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4",

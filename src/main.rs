@@ -135,6 +135,12 @@ enum ModelsAction {
         #[arg(long)]
         model: Option<String>,
     },
+    /// Promote the challenger of a running job now (its live view's `POST /promote`).
+    PromoteChallenger {
+        /// The job's `--http-addr`.
+        #[arg(long)]
+        addr: String,
+    },
     /// Go back to the previous champion.
     Rollback {
         /// The lake.
@@ -248,6 +254,20 @@ fn models(action: ModelsAction) -> anyhow::Result<()> {
             let name = model_name(&lake, model)?;
             let v = registry::promote(&lake, &name, &version).map_err(anyhow::Error::msg)?;
             println!("champion of `{name}`: v{v}");
+        }
+        ModelsAction::PromoteChallenger { addr } => {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr)
+                .with_context(|| format!("cannot reach the job's live view at {addr}"))?;
+            write!(
+                s,
+                "POST /promote HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).trim();
+            anyhow::ensure!(out.starts_with("HTTP/1.1 202"), "{addr}: {body}");
+            println!("{body}");
         }
         ModelsAction::Rollback { lake, model } => {
             let name = model_name(&lake, model)?;
@@ -615,6 +635,8 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             let taps = http_addr
                 .as_ref()
                 .map(|_| Arc::new(millrace::tap::Taps::new(100)));
+            let promote = (http_addr.is_some() && plan.topology.challenger.is_some())
+                .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
             if let Some(addr) = &http_addr {
                 // Only the coordinator's process has the lake's whole picture and the job's metrics.
                 if process == 0 {
@@ -626,6 +648,7 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                             dataflow: millrace::dataflow::describe(&plan),
                             fault: fault.clone(),
                             taps: taps.clone().expect("with an address"),
+                            promote: promote.clone(),
                         },
                     )
                     .map_err(anyhow::Error::msg)?;
@@ -664,6 +687,7 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     fault: Some(fault),
                     show_progress: true,
                     taps,
+                    promote,
                 },
             )?;
             println!("{summary}");

@@ -238,3 +238,81 @@ fn a_crash_resumes_the_arena_where_it_was() {
     assert_eq!(reg("lake-a"), reg("lake-b"));
     assert!(!reg("lake-a").is_null(), "{whole}");
 }
+
+#[test]
+fn a_command_promotes_the_challenger_of_a_running_job() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = scratch("cc-command");
+    gen(&dir, "tx-0001.csv", 30_000, 9, &[]);
+    settle(&dir);
+    let t = topology(&dir, false, false); // no rule: only a command promotes
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut job = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", &t, "--lake", "lake", "--http-addr", &addr])
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = dir.join("lake/_manifest/landing.jsonl");
+    let files_done = || {
+        std::fs::read_to_string(&manifest)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while files_done() < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first file was not committed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let said = millrace(&dir, &["models", "promote-challenger", "--addr", &addr]);
+    assert!(said.contains("next epoch"), "{said}");
+    // The next file's first epoch swaps the two.
+    gen(&dir, "tx-0002.csv", 30_000, 10, &[]);
+    settle(&dir);
+    while files_done() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the second file was not committed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let mut out = String::new();
+    job.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(job.wait().unwrap().success(), "{out}");
+    let promoted = line(&out, "promoted:").unwrap_or_else(|| panic!("no promotion:\n{out}"));
+    let version: u64 = promoted
+        .rsplit("version ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let reg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("lake/models/champion_challenger/registry.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reg["pinned"].as_u64(), Some(version), "{reg}");
+    // A job without a challenger refuses the command.
+    let plain = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["models", "promote-challenger", "--addr", "127.0.0.1:9"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+}

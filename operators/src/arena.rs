@@ -82,6 +82,9 @@ pub struct ArenaTally {
     pub loss: [f64; 2],
     /// Hits at the threshold: champion, challenger.
     pub correct: [u64; 2],
+    /// Promote now, whatever the rule says (a command, through worker 0).
+    #[serde(default)]
+    pub force: bool,
 }
 
 impl ArenaTally {
@@ -98,6 +101,7 @@ impl ArenaTally {
             n: champion.n.min(challenger.n),
             loss: [champion.log_loss_sum, challenger.log_loss_sum],
             correct: [champion.correct, challenger.correct],
+            force: false,
         }
     }
 }
@@ -126,6 +130,11 @@ impl Arena {
     pub fn observe(&mut self, tallies: &[ArenaTally]) -> bool {
         let mut sorted: Vec<&ArenaTally> = tallies.iter().collect();
         sorted.sort_by_key(|t| t.worker);
+        if tallies.iter().any(|t| t.force) {
+            self.promotions += 1;
+            self.window.clear();
+            return true;
+        }
         let mut sum = ArenaTally::default();
         for t in sorted {
             sum.epoch = t.epoch;
@@ -181,6 +190,7 @@ mod tests {
             n,
             loss,
             correct: [0, 0],
+            force: false,
         }
     }
 

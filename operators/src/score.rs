@@ -645,6 +645,8 @@ pub struct Challenger<'scope> {
     pub arena: Arena,
     /// Every worker's arena tallies, one epoch later (`None`: one worker).
     pub tallies: Option<Stream<'scope, Epoch, Vec<ArenaTally>>>,
+    /// Worker 0: set to promote the challenger now, whatever the rule says (by command).
+    pub promote_now: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The step id under which the challenger and the arena are checkpointed.
@@ -717,6 +719,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         let tallies_ix = next_input;
         // The challenger: a second scorer, and the arena every worker keeps the same.
         let mut tallies_in = None;
+        let mut promote_now = None;
         let mut shadow = refresh.challenger.map(|c| {
             let mut sc = c.scorer;
             sc.config = 1;
@@ -725,6 +728,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                 sc.expect_labels(h);
             }
             tallies_in = c.tallies.map(|t| builder.new_input(t, Pipeline));
+            promote_now = c.promote_now;
             (sc, c.arena)
         });
         // Resuming right after an epoch: send again what the restored state says was sent in it.
@@ -895,12 +899,15 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     scorer.end_epoch(&mut eval);
                     if let Some((sc, arena)) = shadow.as_mut() {
                         sc.end_epoch(&mut shadow_eval);
-                        let tally = ArenaTally::of(worker, epoch, &eval, &shadow_eval);
+                        let mut tally = ArenaTally::of(worker, epoch, &eval, &shadow_eval);
+                        tally.force = promote_now
+                            .as_ref()
+                            .is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::Relaxed));
                         if tallies_in.is_some() {
                             // Several workers: everyone decides on everyone's tallies, next
                             // epoch. Only tallies with records: an empty one would come back
                             // as an epoch to process, and so on forever after the input ends.
-                            if tally.n > 0 {
+                            if tally.n > 0 || tally.force {
                                 arena.outbox = Some(tally);
                                 tallies_handle.session(&caps[6]).give(tally);
                             }

@@ -140,6 +140,8 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Sample records of the tappable steps here (the live view).
     pub taps: Option<Arc<crate::tap::Taps>>,
+    /// Set (by the live view's `POST /promote`) to promote the challenger at the next epoch.
+    pub promote: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Why a run failed.
@@ -309,6 +311,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         _ => None,
     };
     let taps = opts.taps.clone();
+    let promote = opts.promote.clone();
     let progress_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress_thread = progress
         .clone()
@@ -362,6 +365,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     warm_start: warm_start.clone(),
                     progress: progress.clone(),
                     taps: taps.clone(),
+                    promote: promote.clone(),
                 },
             )
         });
