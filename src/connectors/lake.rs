@@ -482,13 +482,17 @@ pub fn write_epoch<R>(
     epoch: Epoch,
     worker: usize,
 ) -> std::io::Result<Commit> {
-    let mut parts: BTreeMap<String, Vec<&R>> = BTreeMap::new();
+    // Grouped by hour first: the partition's name is formatted once per part, not per row.
+    let mut hours: BTreeMap<i64, Vec<&R>> = BTreeMap::new();
     for r in rows {
-        parts
-            .entry(partition_of((format.partition_time)(r)))
+        hours
+            .entry((format.partition_time)(r).div_euclid(3_600_000))
             .or_default()
             .push(r);
     }
+    let parts = hours
+        .into_iter()
+        .map(|(hour, rows)| (partition_of(hour * 3_600_000), rows));
     let mut commit = Commit {
         table: format.table,
         epoch,
