@@ -58,6 +58,12 @@ pub struct EpochRow {
     pub p50_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// Lines of the delayed-label source that became labels.
+    pub labels: u64,
+    /// Delayed labels: learned, expired predictions, orphaned labels, predictions waiting.
+    pub late: [u64; 4],
+    /// The challenger's accuracy, log loss and AUC (NaN without one).
+    pub challenger: [f64; 3],
 }
 
 /// An alert row.
@@ -199,6 +205,18 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
             getf("latency_p99_ms"),
         );
         let time = times(&b, "time").unwrap_or_default();
+        let labels = get("label_lines");
+        let late = [
+            get("labels_learned"),
+            get("predictions_expired"),
+            get("labels_orphaned"),
+            get("predictions_waiting"),
+        ];
+        let challenger = [
+            getf("challenger_accuracy"),
+            getf("challenger_log_loss"),
+            getf("challenger_auc"),
+        ];
         let reasons: Vec<(String, Vec<u64>)> = Reason::ALL
             .iter()
             .map(|r| (r.code().to_string(), get(&format!("rejected_{}", r.code()))))
@@ -221,6 +239,9 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
                     auc: auc[i],
                     p50_ms: p50[i],
                     p99_ms: p99[i],
+                    labels: labels[i],
+                    late: [late[0][i], late[1][i], late[2][i], late[3][i]],
+                    challenger: [challenger[0][i], challenger[1][i], challenger[2][i]],
                 },
             );
         }
@@ -332,7 +353,11 @@ pub fn render(data: &ReportData, title: &str) -> String {
     ));
     charts.push(svg::stacked_bars(
         "ledger",
-        "Ledger per epoch: every input line is clean, rejected or a duplicate",
+        if e.iter().any(|r| r.labels > 0) {
+            "Ledger per epoch: every input line is clean, rejected, a duplicate or a label"
+        } else {
+            "Ledger per epoch: every input line is clean, rejected or a duplicate"
+        },
         XAxis::Number,
         "epoch",
         "lines",
@@ -355,8 +380,53 @@ pub fn render(data: &ReportData, title: &str) -> String {
                     .map(|r| (r.epoch as f64, r.duplicate as f64))
                     .collect(),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(e.iter().any(|r| r.labels > 0).then(|| {
+            Series {
+                name: "labels".into(),
+                points: e
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.labels as f64))
+                    .collect(),
+            }
+        }))
+        .collect::<Vec<_>>(),
     ));
+    if e.iter().any(|r| r.late.iter().any(|n| *n > 0)) {
+        let late = |i: usize| -> Vec<(f64, f64)> {
+            e.iter()
+                .map(|r| (r.epoch as f64, r.late[i] as f64))
+                .collect()
+        };
+        charts.push(svg::line_chart(
+            "late-labels",
+            "Delayed labels per epoch: learned, expired, orphaned, and predictions still waiting",
+            XAxis::Number,
+            "epoch",
+            "records",
+            &[
+                Series {
+                    name: "learned".into(),
+                    points: late(0),
+                },
+                Series {
+                    name: "predictions expired".into(),
+                    points: late(1),
+                },
+                Series {
+                    name: "labels orphaned".into(),
+                    points: late(2),
+                },
+                Series {
+                    name: "waiting".into(),
+                    points: late(3),
+                },
+            ],
+            &[],
+            true,
+        ));
+    }
     let mut reasons: BTreeMap<String, f64> = BTreeMap::new();
     for r in e {
         for (c, n) in &r.reasons {
@@ -386,6 +456,7 @@ pub fn render(data: &ReportData, title: &str) -> String {
     let step = marks.len().div_ceil(12).max(1);
     let marks: Vec<(f64, String)> = marks.into_iter().step_by(step).collect();
     let labelled: Vec<&EpochRow> = e.iter().filter(|r| r.labelled > 0).collect();
+    let challenger = labelled.iter().any(|r| r.challenger[2].is_finite());
     let quality =
         |f: fn(&EpochRow) -> f64| labelled.iter().map(|r| (t(r), f(r))).collect::<Vec<_>>();
     charts.push(svg::line_chart(
@@ -403,7 +474,26 @@ pub fn render(data: &ReportData, title: &str) -> String {
                 name: "ROC AUC".into(),
                 points: quality(|r| r.auc),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(
+            challenger
+                .then(|| {
+                    [
+                        Series {
+                            name: "challenger accuracy".into(),
+                            points: quality(|r| r.challenger[0]),
+                        },
+                        Series {
+                            name: "challenger ROC AUC".into(),
+                            points: quality(|r| r.challenger[2]),
+                        },
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
+        .collect::<Vec<_>>(),
         &marks,
         false,
     ));
@@ -416,7 +506,13 @@ pub fn render(data: &ReportData, title: &str) -> String {
         &[Series {
             name: "log loss".into(),
             points: quality(|r| r.log_loss),
-        }],
+        }]
+        .into_iter()
+        .chain(challenger.then(|| Series {
+            name: "challenger log loss".into(),
+            points: quality(|r| r.challenger[1]),
+        }))
+        .collect::<Vec<_>>(),
         &marks,
         true,
     ));

@@ -681,8 +681,7 @@ impl Topology {
                 ));
             }
         }
-        if let (Some(p), None) = (&self.promotion, &self.challenger) {
-            let _ = p;
+        if self.promotion.is_some() && self.challenger.is_none() {
             return Err(e("promotion", "expected a `[challenger]` to promote"));
         }
         if let Some(p) = &self.promotion {

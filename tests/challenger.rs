@@ -108,6 +108,9 @@ fn a_better_challenger_is_promoted_by_rule_and_published_as_champion() {
         }
     }
     assert!(challenger_rows > 10);
+    millrace(&dir, &["report", "lake", "-o", "cc.html"]);
+    let page = std::fs::read_to_string(dir.join("cc.html")).unwrap();
+    assert!(page.contains("challenger ROC AUC") && page.contains("challenger log loss"));
 
     // Two workers, and two processes of one worker: the same promotion at the same epoch.
     let two = millrace(

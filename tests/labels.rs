@@ -362,9 +362,13 @@ fn labels_ten_thousand_records_late_are_all_accounted_for() {
         "accuracy inline {acc_a:.5} vs late {acc_b:.5}"
     );
 
-    // The metrics table carries the same counts, epoch by epoch.
+    // The metrics table carries the same counts, epoch by epoch, and the report charts them.
     let lake = dir.join("lake-late");
+    assert_eq!(metrics_sum(&lake, "label_lines"), accepted);
     assert_eq!(metrics_sum(&lake, "labels_learned"), learned);
+    millrace(&dir, &["report", "lake-late", "-o", "late.html"]);
+    let page = std::fs::read_to_string(dir.join("late.html")).unwrap();
+    assert!(page.contains(r#"<svg id="late-labels""#) && page.contains("predictions expired"));
     assert_eq!(metrics_sum(&lake, "predictions_expired"), expired);
     assert_eq!(metrics_sum(&lake, "labels_orphaned"), orphaned);
 
