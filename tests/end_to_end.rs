@@ -433,3 +433,18 @@ fn counts_or_empty(lake: &std::path::Path) -> usize {
         0
     }
 }
+
+#[test]
+fn every_shipped_topology_validates() {
+    let mut checked = 0;
+    for e in std::fs::read_dir(repo().join("topologies")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let name = p.display().to_string();
+            let out = millrace(&repo(), &["validate", &name]);
+            assert!(out.contains(": ok"), "{name}: {out}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "{checked} topologies");
+}
