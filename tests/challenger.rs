@@ -108,6 +108,19 @@ fn a_better_challenger_is_promoted_by_rule_and_published_as_champion() {
         }
     }
     assert!(challenger_rows > 10);
+    // Metrics per model version: the metrics table says which version scored each epoch.
+    let mut versions: Vec<u64> = read_table(&dir.join("lake"), "metrics")
+        .iter()
+        .flat_map(|(_, b)| {
+            b.column_by_name("model_version")
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    versions.sort();
+    assert!(versions.contains(&version), "{versions:?} lacks v{version}");
     millrace(&dir, &["report", "lake", "-o", "cc.html"]);
     let page = std::fs::read_to_string(dir.join("cc.html")).unwrap();
     assert!(page.contains("challenger ROC AUC") && page.contains("challenger log loss"));

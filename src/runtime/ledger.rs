@@ -103,6 +103,9 @@ pub struct MetricsRow {
     /// The challenger's prequential metrics on the same records, when one scores in shadow.
     #[serde(default)]
     pub challenger_eval: Option<EvalMetrics>,
+    /// The newest model version that scored the epoch's records (metrics per version: group by it).
+    #[serde(default)]
+    pub model_version: u64,
 }
 
 /// The `metrics` table: one row per epoch.
@@ -151,6 +154,7 @@ fn metrics_schema(_schema: &Schema) -> SchemaRef {
         f("log_loss_total"),
         f("latency_p50_ms"),
         f("latency_p99_ms"),
+        u("model_version"),
         u("label_lines"),
         u("labels_learned"),
         u("predictions_expired"),
@@ -212,6 +216,7 @@ fn metrics_batch(
         f(&|r| r.run_eval.log_loss),
         f(&|r| r.latency_p50_ms),
         f(&|r| r.latency_p99_ms),
+        u(&|r| r.model_version),
         u(&|r| r.ledger.labels),
         u(&|r| r.labels.learned),
         u(&|r| r.labels.expired),
@@ -635,6 +640,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         latency_p99_ms: latency[1],
                         labels: acc.eval.labels,
                         challenger_eval: acc.eval.shadow.as_mut().map(|s| s.metrics()),
+                        model_version: acc.eval.version,
                     };
                     // The metrics part is written like any sink's: pending until the checkpoint.
                     if metrics {
