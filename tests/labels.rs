@@ -436,3 +436,41 @@ fn a_crash_resumes_with_the_predictions_still_waiting() {
         );
     }
 }
+
+#[test]
+fn without_a_label_folder_a_once_run_finishes_and_counts_every_prediction() {
+    let dir = scratch("labels-none");
+    // Records without the id column: every line is rejected, with the reason.
+    gen(&dir, "tx-0001.csv", 20_000, 3, &[]);
+    settle(&dir);
+    let t = topology(&dir, true);
+    let out = millrace(&dir, &["run", &t, "--once", "--lake", "lake"]);
+    assert!(
+        out.contains("= clean 0 + rejected 20000 + duplicate 24"),
+        "{out}"
+    );
+    assert!(out.contains("missing_field 19991"), "{out}");
+    // Records with ids, but their labels never landed (no `labels/` folder).
+    std::fs::remove_dir_all(dir.join("landing")).unwrap();
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "20000",
+            "--seed",
+            "3",
+            "--out",
+            "landing/tx-0001.csv",
+            "--labels-out",
+            "elsewhere/labels.csv",
+        ],
+    );
+    settle(&dir);
+    assert!(!dir.join("labels").exists());
+    let out = millrace(&dir, &["run", &t, "--once", "--lake", "lake-2"]);
+    let clean = figure(&out, "ledger:", "+ rejected");
+    let [learned, expired, _, waiting, due, _] = late_counts(&out);
+    assert_eq!((learned, due), (0, 0), "{out}");
+    assert_eq!(expired + waiting, clean, "{out}");
+}

@@ -841,7 +841,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                             scores.next_ready(&frontiers[tallies_ix]).expect("passed");
                         if let Some((sc, arena)) = shadow.as_mut() {
                             if arena.observe(&tallies) {
-                                promote(&mut scorer, sc, version);
+                                // After this epoch's merges: the version they made is the one to go past.
+                                let current = scorer.version;
+                                promote(&mut scorer, sc, current);
                                 promoted = true;
                             }
                         }

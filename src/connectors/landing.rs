@@ -237,7 +237,16 @@ impl State {
         let entries = match std::fs::read_dir(root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                warn!(path = %root.display(), "The landing folder does not exist yet; waiting for it.");
+                if self.cfg.once {
+                    // Read what is there: nothing.
+                    if !self.listed_once {
+                        warn!(path = %root.display(), "The landing folder does not exist: nothing to read.");
+                    }
+                    self.listed_once = true;
+                    self.unsettled.clear();
+                } else {
+                    warn!(path = %root.display(), "The landing folder does not exist yet; waiting for it.");
+                }
                 return Ok(());
             }
             Err(e) => return Err(e),
