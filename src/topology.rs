@@ -685,7 +685,7 @@ impl Topology {
             return Err(e("promotion", "expected a `[challenger]` to promote"));
         }
         if let Some(p) = &self.promotion {
-            if !(p.margin >= 0.0) || p.window_records == 0 {
+            if p.margin.is_nan() || p.margin < 0.0 || p.window_records == 0 {
                 return Err(e(
                     "promotion",
                     "expected `margin` ≥ 0 and `window_records` ≥ 1",

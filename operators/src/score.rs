@@ -810,15 +810,13 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                 let mut deltas_handle = deltas_out.activate();
                 let mut releases_handle = releases_out.activate();
                 let mut tallies_handle = tallies_out.activate();
-                loop {
-                    // The oldest epoch with work, once every input has passed it; merges before examples.
-                    let Some(epoch) = [stash.first(), merges.first(), late.first(), scores.first()]
+                // The oldest epoch with work, once every input has passed it; merges before examples.
+                while let Some(epoch) =
+                    [stash.first(), merges.first(), late.first(), scores.first()]
                         .into_iter()
                         .flatten()
                         .min()
-                    else {
-                        break;
-                    };
+                {
                     if frontiers.iter().any(|f| f.less_equal(&epoch)) {
                         break;
                     }
@@ -939,7 +937,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                     // Every `publish_every` versions, and at a promotion, worker 0 hands the shared model to the registry.
                     if worker == 0
                         && scorer.version != version
-                        && (promoted || (scorer.version - 1) % publish_every == 0)
+                        && (promoted || (scorer.version - 1).is_multiple_of(publish_every))
                     {
                         let mut release = scorer.release(epoch);
                         release.promoted = promoted;
