@@ -220,6 +220,8 @@ struct State {
     /// In `--once` mode: the names present at start that are not yet settled.
     unsettled: Vec<String>,
     listed_once: bool,
+    /// The folder's absence was reported (a live source waits for it quietly after that).
+    missing_warned: bool,
     next_scan: Instant,
     buf: Vec<u8>,
     /// Files found processed at `(size, modified)`: not hashed again while unchanged.
@@ -235,7 +237,10 @@ impl State {
         let mut found = Vec::new();
         let mut unsettled = Vec::new();
         let entries = match std::fs::read_dir(root) {
-            Ok(e) => e,
+            Ok(e) => {
+                self.missing_warned = false;
+                e
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if self.cfg.once {
                     // Read what is there: nothing.
@@ -244,7 +249,8 @@ impl State {
                     }
                     self.listed_once = true;
                     self.unsettled.clear();
-                } else {
+                } else if !std::mem::replace(&mut self.missing_warned, true) {
+                    // Once, not at every poll; it is said again if the folder goes away again.
                     warn!(path = %root.display(), "The landing folder does not exist yet; waiting for it.");
                 }
                 return Ok(());
@@ -463,6 +469,7 @@ pub fn landing<'scope>(
         lines_in_epoch: 0,
         unsettled: Vec::new(),
         listed_once: false,
+        missing_warned: false,
         next_scan: Instant::now(),
         buf: Vec::new(),
         known: HashMap::new(),
