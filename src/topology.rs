@@ -162,29 +162,22 @@ impl Topology {
     pub fn state_fingerprint(&self) -> String {
         // How often versions are made and published, and where the model starts,
         // do not shape the state: leave them out.
-        let model = ModelSpec {
+        let shaping = |m: &ModelSpec| ModelSpec {
             refresh_records: None,
             refresh_event_seconds: None,
             publish_every_versions: None,
             warm_start: None,
             registry: None,
-            ..self.model.clone()
+            ..m.clone()
         };
-        let mut parts = serde_json::json!([self.schema, self.clean, self.features, model]);
+        let mut parts =
+            serde_json::json!([self.schema, self.clean, self.features, shaping(&self.model)]);
         if let (Some(l), Some(all)) = (&self.source.labels, parts.as_array_mut()) {
             // Predictions waiting for labels are state.
             all.push(serde_json::json!({"labels": l.horizon_ms}));
         }
         if let (Some(c), Some(all)) = (&self.challenger, parts.as_array_mut()) {
-            let c = ModelSpec {
-                refresh_records: None,
-                refresh_event_seconds: None,
-                publish_every_versions: None,
-                warm_start: None,
-                registry: None,
-                ..c.clone()
-            };
-            all.push(serde_json::json!({"challenger": c}));
+            all.push(serde_json::json!({"challenger": shaping(c)}));
         }
         format!(
             "{:016x}",

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+use arrow::datatypes::{Float64Type, Int32Type, TimestampMillisecondType};
 use common::*;
 
 /// The delayed-label topology; without `time`, labels are learned as soon as they meet their prediction.
@@ -63,20 +63,22 @@ fn streams(dir: &Path, rows: u64, extra: &[&str], split: &[&str]) {
     b.extend_from_slice(split);
     millrace(dir, &b);
     for folder in ["inline", "landing", "labels"] {
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-        for e in std::fs::read_dir(dir.join(folder)).unwrap() {
-            std::fs::File::options()
-                .write(true)
-                .open(e.unwrap().path())
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
-        }
+        settle_folder(dir, folder);
     }
 }
 
-/// (key, event time) → score, over the scored table.
-fn scores(lake: &Path) -> Vec<(String, i64, u64)> {
+/// One row of a `scored` table.
+struct Row {
+    key: String,
+    t: i64,
+    score: f64,
+    /// The inline label, if the record carried one.
+    label: Option<bool>,
+    /// The record id, if the schema declares one.
+    id: Option<String>,
+}
+
+fn rows_of(lake: &Path) -> Vec<Row> {
     let mut v = Vec::new();
     for (_, b) in read_table(lake, "scored") {
         let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
@@ -90,12 +92,45 @@ fn scores(lake: &Path) -> Vec<(String, i64, u64)> {
             .unwrap()
             .as_primitive::<Float64Type>()
             .clone();
+        let y = b
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        let id = b.column_by_name("id").map(|c| c.as_string::<i32>().clone());
         for i in 0..b.num_rows() {
-            v.push((key.value(i).to_string(), t.value(i), s.value(i).to_bits()));
+            v.push(Row {
+                key: key.value(i).to_string(),
+                t: t.value(i),
+                score: s.value(i),
+                label: (!y.is_null(i)).then(|| y.value(i) == 1),
+                id: id.as_ref().map(|c| c.value(i).to_string()),
+            });
         }
     }
+    v
+}
+
+/// (key, event time, score bits), sorted.
+fn scores(lake: &Path) -> Vec<(String, i64, u64)> {
+    let mut v: Vec<_> = rows_of(lake)
+        .into_iter()
+        .map(|r| (r.key, r.t, r.score.to_bits()))
+        .collect();
     v.sort();
     v
+}
+
+/// A topology run with `--once` into `lake`.
+fn run(dir: &Path, topology: &str, lake: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", topology, "--once", "--lake", lake];
+    args.extend_from_slice(extra);
+    millrace(dir, &args)
+}
+
+/// The quickstart over the inline-labelled copy of the stream.
+fn run_inline(dir: &Path) -> String {
+    run(dir, &quickstart(), "lake-inline", &["--landing", "inline"])
 }
 
 /// The numbers after `what` in the summary line starting with `line`.
@@ -160,28 +195,8 @@ fn auc_accuracy(mut pairs: Vec<(f64, bool)>) -> (f64, f64) {
 fn labels_known_at_their_records_time_score_exactly_as_inline() {
     let dir = scratch("labels-exact");
     streams(&dir, 60_000, &["--no-faults"], &[]);
-    let inline = millrace(
-        &dir,
-        &[
-            "run",
-            &quickstart(),
-            "--once",
-            "--landing",
-            "inline",
-            "--lake",
-            "lake-inline",
-        ],
-    );
-    let late = millrace(
-        &dir,
-        &[
-            "run",
-            &topology(&dir, false),
-            "--once",
-            "--lake",
-            "lake-late",
-        ],
-    );
+    let inline = run_inline(&dir);
+    let late = run(&dir, &topology(&dir, false), "lake-late", &[]);
     let (a, b) = (
         scores(&dir.join("lake-inline")),
         scores(&dir.join("lake-late")),
@@ -211,28 +226,8 @@ fn labels_ten_thousand_records_late_are_all_accounted_for() {
         &[],
         &["--label-delay", "10000", "--label-missing", "0.01"],
     );
-    let inline = millrace(
-        &dir,
-        &[
-            "run",
-            &quickstart(),
-            "--once",
-            "--landing",
-            "inline",
-            "--lake",
-            "lake-inline",
-        ],
-    );
-    let late = millrace(
-        &dir,
-        &[
-            "run",
-            &topology(&dir, true),
-            "--once",
-            "--lake",
-            "lake-late",
-        ],
-    );
+    let inline = run_inline(&dir);
+    let late = run(&dir, &topology(&dir, true), "lake-late", &[]);
     assert!(!late.contains("UNBALANCED"), "{late}");
     let clean = figure(&late, "ledger:", "+ rejected");
     let accepted: u64 = late
@@ -266,85 +261,38 @@ fn labels_ten_thousand_records_late_are_all_accounted_for() {
             }
         })
         .collect();
-    let mut ids = Vec::new();
-    let mut pairs_late: HashMap<String, f64> = HashMap::new();
-    for (_, b) in read_table(&dir.join("lake-late"), "scored") {
-        let id = b.column_by_name("id").unwrap().as_string::<i32>().clone();
-        let s = b
-            .column_by_name("score")
-            .unwrap()
-            .as_primitive::<Float64Type>()
-            .clone();
-        for i in 0..b.num_rows() {
-            ids.push(id.value(i).to_string());
-            pairs_late.insert(id.value(i).to_string(), s.value(i));
-        }
-    }
-    let never = ids
+    let late_scored = rows_of(&dir.join("lake-late"));
+    let ids: Vec<&str> = late_scored
         .iter()
-        .filter(|id| !labelled.contains_key(id.as_str()))
-        .count() as u64;
+        .map(|r| r.id.as_deref().expect("an id column"))
+        .collect();
+    let never = ids.iter().filter(|id| !labelled.contains_key(*id)).count() as u64;
     assert_eq!(expired + waiting, never, "{late}");
-    let scored: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let scored: HashSet<&str> = ids.iter().copied().collect();
     let orphans = labelled.keys().filter(|id| !scored.contains(*id)).count() as u64;
     assert_eq!(orphaned + early, orphans, "{late}");
 
     // Once the delay has played out, the model is as good as with labels
     // inline: the same records (the last 60,000 by event time, labelled in
     // both) evaluated with each run's own scores.
-    let mut inline_rows: Vec<(i64, String, f64, bool)> = Vec::new();
-    for (_, b) in read_table(&dir.join("lake-inline"), "scored") {
-        let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
-        let t = b
-            .column_by_name("event_time")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>()
-            .clone();
-        let s = b
-            .column_by_name("score")
-            .unwrap()
-            .as_primitive::<Float64Type>()
-            .clone();
-        let y = b
-            .column_by_name("label")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::Int32Type>()
-            .clone();
-        for i in 0..b.num_rows() {
-            if !y.is_null(i) {
-                inline_rows.push((
-                    t.value(i),
-                    key.value(i).to_string(),
-                    s.value(i),
-                    y.value(i) == 1,
-                ));
-            }
-        }
-    }
-    let mut late_rows: HashMap<(i64, String), (f64, bool)> = HashMap::new();
-    for (_, b) in read_table(&dir.join("lake-late"), "scored") {
-        let key = b.column_by_name("key").unwrap().as_string::<i32>().clone();
-        let id = b.column_by_name("id").unwrap().as_string::<i32>().clone();
-        let t = b
-            .column_by_name("event_time")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>()
-            .clone();
-        for i in 0..b.num_rows() {
-            if let Some(y) = labelled.get(id.value(i)) {
-                late_rows.insert(
-                    (t.value(i), key.value(i).to_string()),
-                    (pairs_late[id.value(i)], *y),
-                );
-            }
-        }
-    }
-    inline_rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut inline_rows: Vec<Row> = rows_of(&dir.join("lake-inline"))
+        .into_iter()
+        .filter(|r| r.label.is_some())
+        .collect();
+    inline_rows.sort_by(|a, b| (a.t, &a.key).cmp(&(b.t, &b.key)));
+    let late_rows: HashMap<(i64, &str), (f64, bool)> = late_scored
+        .iter()
+        .filter_map(|r| {
+            let y = labelled.get(r.id.as_deref()?)?;
+            Some(((r.t, r.key.as_str()), (r.score, *y)))
+        })
+        .collect();
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for (t, k, s, y) in inline_rows.iter().rev() {
-        if let Some((s2, y2)) = late_rows.get(&(*t, k.clone())) {
-            assert_eq!(y, y2, "the same record has the same label");
-            a.push((*s, *y));
+    for r in inline_rows.iter().rev() {
+        let y = r.label.expect("filtered");
+        if let Some((s2, y2)) = late_rows.get(&(r.t, r.key.as_str())) {
+            assert_eq!(y, *y2, "the same record has the same label");
+            a.push((r.score, y));
             b.push((*s2, *y2));
             if a.len() == 60_000 {
                 break;
@@ -373,18 +321,7 @@ fn labels_ten_thousand_records_late_are_all_accounted_for() {
     assert_eq!(metrics_sum(&lake, "labels_orphaned"), orphaned);
 
     // Two workers: labels meet their predictions across workers; everything is still accounted for.
-    let two = millrace(
-        &dir,
-        &[
-            "run",
-            &topology(&dir, true),
-            "--once",
-            "--lake",
-            "lake-2",
-            "--workers",
-            "2",
-        ],
-    );
+    let two = run(&dir, &topology(&dir, true), "lake-2", &["--workers", "2"]);
     let [learned2, expired2, _, waiting2, due2, _] = late_counts(&two);
     assert_eq!(learned2 + due2 + expired2 + waiting2, clean, "{two}");
     assert_eq!(expired2, expired, "{two}");
@@ -401,7 +338,7 @@ fn a_crash_resumes_with_the_predictions_still_waiting() {
         &["--label-delay", "10000", "--label-missing", "0.01"],
     );
     let t = topology(&dir, true);
-    let whole = millrace(&dir, &["run", &t, "--once", "--lake", "lake-a"]);
+    let whole = run(&dir, &t, "lake-a", &[]);
     let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
         .args(["run", &t, "--once", "--lake", "lake-b"])
         .current_dir(&dir)
@@ -409,7 +346,7 @@ fn a_crash_resumes_with_the_predictions_still_waiting() {
         .output()
         .unwrap();
     assert!(!crashed.status.success(), "the run should have crashed");
-    let resumed = millrace(&dir, &["run", &t, "--once", "--lake", "lake-b"]);
+    let resumed = run(&dir, &t, "lake-b", &[]);
     assert!(
         resumed.contains("resumed from the checkpoint of epoch"),
         "{resumed}"
@@ -444,7 +381,7 @@ fn without_a_label_folder_a_once_run_finishes_and_counts_every_prediction() {
     gen(&dir, "tx-0001.csv", 20_000, 3, &[]);
     settle(&dir);
     let t = topology(&dir, true);
-    let out = millrace(&dir, &["run", &t, "--once", "--lake", "lake"]);
+    let out = run(&dir, &t, "lake", &[]);
     assert!(
         out.contains("= clean 0 + rejected 20000 + duplicate 24"),
         "{out}"
@@ -468,7 +405,7 @@ fn without_a_label_folder_a_once_run_finishes_and_counts_every_prediction() {
     );
     settle(&dir);
     assert!(!dir.join("labels").exists());
-    let out = millrace(&dir, &["run", &t, "--once", "--lake", "lake-2"]);
+    let out = run(&dir, &t, "lake-2", &[]);
     let clean = figure(&out, "ledger:", "+ rejected");
     let [learned, expired, _, waiting, due, _] = late_counts(&out);
     assert_eq!((learned, due), (0, 0), "{out}");

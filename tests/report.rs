@@ -228,12 +228,7 @@ fn the_live_view_serves_metrics_that_agree_with_the_ledger() {
     let dir = scratch("live");
     let truth = gen(&dir, "tx.csv", 150_000, 9, &[]);
     settle(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut job = Command::new(env!("CARGO_BIN_EXE_millrace"))
         .args([
             "run",

@@ -172,9 +172,8 @@ impl Pending {
         self.watermark = self.watermark.max(p.event_time);
         if let Some(e) = self.early.remove(id) {
             self.join(p, e.label, e.known_ms);
-        } else if let Some(old) = self.waiting.insert(id.to_string(), p) {
+        } else if self.waiting.insert(id.to_string(), p).is_some() {
             // The same id scored twice: the earlier prediction can no longer be matched.
-            let _ = old;
             self.counts.expired += 1;
         }
     }

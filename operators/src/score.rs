@@ -699,15 +699,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         scorer.enable_refresh(&refresh.spec, refresh.updates.is_none());
         let delayed = refresh.labels.is_some();
         let publish_every = refresh.spec.publish_every_versions.unwrap_or(10).max(1);
-        let (mut updates_in, resend) = match refresh.updates {
-            Some(updates) => {
-                let resend = refresh
-                    .resumed_after
-                    .and_then(|e| scorer.unmerged_outbox(e).map(|d| (e, d)));
-                (Some(builder.new_input(updates, Pipeline)), resend)
-            }
-            None => (None, None),
-        };
+        let mut updates_in = refresh
+            .updates
+            .map(|updates| builder.new_input(updates, Pipeline));
         let mut next_input = 1 + usize::from(updates_in.is_some());
         let labels_ix = next_input;
         let horizon = refresh.labels.as_ref().map(|l| l.1);
@@ -731,17 +725,21 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             promote_now = c.promote_now;
             (sc, c.arena)
         });
-        // Resuming right after an epoch: send again what the restored state says was sent in it.
-        let mut resend_shadow: Vec<ModelDelta> = Vec::new();
+        // Resuming right after an epoch: send again what the restored state says
+        // was sent in it (the updates and tallies whose merge the checkpoint did not see).
+        let mut resend: Vec<ModelDelta> = Vec::new();
         let mut resend_tally = None;
-        if let (Some(e), Some((sc, arena))) = (refresh.resumed_after, shadow.as_ref()) {
+        if let Some(e) = refresh.resumed_after {
             if updates_in.is_some() {
-                resend_shadow.extend(sc.unmerged_outbox(e).map(|mut d| {
-                    d.model = 1;
-                    d
-                }));
+                resend.extend(scorer.unmerged_outbox(e));
+                if let Some((sc, _)) = shadow.as_ref() {
+                    resend.extend(sc.unmerged_outbox(e).map(|mut d| {
+                        d.model = 1;
+                        d
+                    }));
+                }
             }
-            if tallies_in.is_some() {
+            if let (Some((_, arena)), true) = (shadow.as_ref(), tallies_in.is_some()) {
                 resend_tally = arena.outbox.filter(|t| t.epoch == e);
             }
         }
@@ -769,11 +767,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<ArenaTally>>>::from(tallies_out);
         let step = step_id.to_string();
         builder.build(move |caps| {
-            // Publish again the updates whose merge the checkpoint did not see.
-            let mut resend = resend.map(|(epoch, d)| (caps[4].delayed(&epoch), d));
-            let mut resend_shadow = resumed_after
-                .filter(|_| !resend_shadow.is_empty())
-                .map(|e| (caps[4].delayed(&e), resend_shadow));
+            let mut resend = resumed_after
+                .filter(|_| !resend.is_empty())
+                .map(|e| (caps[4].delayed(&e), resend));
             let mut resend_tally = resend_tally.map(|t| (caps[6].delayed(&t.epoch), t));
             drop(caps);
             let mut stash = EpochStash::new(7);
@@ -781,10 +777,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             let mut late: EpochStash<Label> = EpochStash::new(7);
             let mut scores: EpochStash<ArenaTally> = EpochStash::new(7);
             move |frontiers| {
-                if let Some((cap, d)) = resend.take() {
-                    deltas_out.activate().session(&cap).give(d);
-                }
-                if let Some((cap, ds)) = resend_shadow.take() {
+                if let Some((cap, ds)) = resend.take() {
                     deltas_out
                         .activate()
                         .session(&cap)
@@ -840,8 +833,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                         if let Some((sc, arena)) = shadow.as_mut() {
                             if arena.observe(&tallies) {
                                 // After this epoch's merges: the version they made is the one to go past.
-                                let current = scorer.version;
-                                promote(&mut scorer, sc, current);
+                                promote(&mut scorer, sc);
                                 promoted = true;
                             }
                         }
@@ -913,8 +905,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
                             }
                         } else if arena.observe(&[tally]) {
                             // Alone: decided now, in effect from the next epoch.
-                            let before = scorer.version;
-                            promote(&mut scorer, sc, before);
+                            promote(&mut scorer, sc);
                             promoted = true;
                         }
                         eval.shadow = Some(Box::new(std::mem::take(&mut shadow_eval)));
@@ -975,10 +966,10 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
 }
 
 /// The challenger takes over: the two swap, and the new champion scores
-/// under the version after `champion_version` (versions only go up).
-fn promote(champion: &mut Scorer, challenger: &mut Scorer, champion_version: u64) {
+/// under the version after both of theirs (versions only go up).
+fn promote(champion: &mut Scorer, challenger: &mut Scorer) {
     std::mem::swap(champion, challenger);
-    champion.version = champion_version.max(challenger.version) + 1;
+    champion.version = champion.version.max(challenger.version) + 1;
 }
 
 #[cfg(test)]

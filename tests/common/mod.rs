@@ -244,8 +244,13 @@ pub fn table_rows(lake: &Path, table: &str) -> Vec<String> {
 
 /// Marks every file in `dir/landing` as written a minute ago, so the landing source takes it at once.
 pub fn settle(dir: &Path) {
+    settle_folder(dir, "landing");
+}
+
+/// Marks every file in `dir/folder` as written a minute ago.
+pub fn settle_folder(dir: &Path, folder: &str) {
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    for e in std::fs::read_dir(dir.join("landing")).unwrap() {
+    for e in std::fs::read_dir(dir.join(folder)).unwrap() {
         let p = e.unwrap().path();
         std::fs::File::options()
             .write(true)
@@ -254,6 +259,16 @@ pub fn settle(dir: &Path) {
             .set_modified(old)
             .unwrap();
     }
+}
+
+/// A loopback address with a port nothing listens on (for a job's `--http-addr`).
+pub fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 /// Copies a folder tree.
