@@ -15,7 +15,7 @@ use common::*;
 use millrace_operators::score::Scorer;
 
 /// A scratch folder with ~220,000 generated lines in two files, settled.
-fn input(name: &str, extra: &[&str]) -> PathBuf {
+fn input(name: &str, extra: &[&str]) -> Scratch {
     let dir = scratch(name);
     gen(&dir, "tx-a.csv", 120_000, 31, extra);
     gen(&dir, "tx-b.csv", 100_000, 32, extra);

@@ -16,12 +16,43 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A fresh scratch folder for one test, removed when the test is done with it.
+///
+/// The suite generates and writes several gigabytes in all; leaving the
+/// folders behind once filled a CI machine's disk. A folder is kept when its
+/// test fails (for looking at what it wrote), or always with
+/// `MILLRACE_KEEP_TEST_DIRS=1`.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test folder kept: {}", self.0.display());
+        } else if std::env::var_os("MILLRACE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// A fresh scratch folder for one test.
-pub fn scratch(name: &str) -> PathBuf {
+pub fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("millrace-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("landing")).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Runs `millrace ARGS` in `dir`; panics with its output if it fails.
