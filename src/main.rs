@@ -11,12 +11,6 @@ use millrace::gen::{generate, GenFormat, GenOptions};
 use millrace::runtime::{self, RunOptions};
 use millrace::topology::{Compiled, Topology};
 
-/// mimalloc instead of glibc's malloc: records are allocated on a worker and
-/// freed on the lake writer's thread, and glibc's cross-thread frees
-/// (`_int_free`, `unlink_chunk`) were a tenth of the writer's time.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// millrace: streaming ML pipelines on timely dataflow.
 #[derive(Parser)]
 #[command(version, about)]

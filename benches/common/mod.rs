@@ -3,11 +3,6 @@
 
 use std::process::Command;
 
-/// The allocator the `millrace` binary uses, so the engine measured here is
-/// the one users run (and the hand-written loop gets it too).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs this bench binary once per mode with `MILLRACE_BENCH_MODE` and `env`,
 /// and returns each child's last stdout line parsed as JSON.
 pub fn run_modes<'a>(modes: &[&'a str], env: &[(&str, &str)]) -> Vec<(&'a str, serde_json::Value)> {
