@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! landing ─► parse ─► clean ─┬─► featurize ─► score ─┬─► lake:clean + lake:scored (pending parts)
-//!   │                        └─► lake:rejected (pending parts)
+//!   │                        └─► lake:rejected     ▲ (pending parts)
+//!   │   labels (a folder or Kafka) ─► parse ─► label_lines ┘ (exchanged by record id, with the examples)
 //!   │          clean, featurize, score snapshots ─► checkpoint_state (per worker)
 //!   └─ positions, file facts, tallies, evaluations, commits, saved states
 //!                      ─► ledger (worker 0): checkpoint, publish, manifest, lake:metrics
@@ -68,6 +69,8 @@ pub struct Context {
     pub restore: Arc<BTreeMap<(String, usize), Vec<u8>>>,
     /// Kafka source: every worker's partitions and start offsets.
     pub kafka_assignment: Arc<Vec<Vec<Assigned>>>,
+    /// Kafka label source: every worker's label partitions and start offsets.
+    pub label_kafka_assignment: Arc<Vec<Vec<Assigned>>>,
     /// Kafka sink, if the topology has one.
     pub kafka_sink: Option<KafkaSink>,
     /// Why the previous run did not finish cleanly, if it did not.
@@ -98,9 +101,9 @@ pub fn build<'scope>(
     let committed = ProbeHandle::new();
     let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
     // The delayed-label source: a landing folder of its own, its files in the
-    // manifest under `labels/` so the two folders never share a name.
-    let label_source = plan.labels.as_ref().map(|(spec, _)| LandingSource {
-        spec: spec.landing(),
+    // manifest under `labels/` so the two folders never share a name; or Kafka topics.
+    let label_source = plan.labels.as_ref().and_then(|(spec, _)| spec.landing()).map(|landing| LandingSource {
+        spec: landing,
         once: ctx.once,
         records_per_epoch: t.runtime.records_per_epoch,
         max_epochs_in_flight: t.runtime.max_epochs_in_flight,
@@ -116,6 +119,20 @@ pub fn build<'scope>(
         fault: ctx.fault.clone(),
         stop: ctx.stop.clone(),
         resume: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
+    });
+    let label_kafka = plan.labels.as_ref().and_then(|(spec, _)| spec.kafka.clone()).map(|spec| KafkaSource {
+        spec,
+        assigned: ctx
+            .label_kafka_assignment
+            .get(worker)
+            .cloned()
+            .unwrap_or_default(),
+        once: ctx.once,
+        records_per_epoch: t.runtime.records_per_epoch,
+        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+        first_epoch: ctx.first_epoch,
+        fault: ctx.fault.clone(),
+        stop: ctx.stop.clone(),
     });
     let (chunks, facts, positions) = match (&plan.landing, &plan.kafka) {
         (Some(spec), _) => {
@@ -161,8 +178,12 @@ pub fn build<'scope>(
     let mut label_events = Vec::new();
     let mut label_rejects = None;
     let mut late_labels = None;
-    if let (Some(source), Some((spec, schema))) = (label_source, &plan.labels) {
-        let (chunks, facts, positions) = landing(scope, "labels", source, committed.clone());
+    if let Some((spec, schema)) = &plan.labels {
+        let (chunks, facts, positions) = match (label_source, label_kafka) {
+            (Some(source), _) => landing(scope, "labels", source, committed.clone()),
+            (None, Some(source)) => kafka(scope, "labels", source, committed.clone()),
+            (None, None) => unreachable!("a compiled label source is a folder or Kafka"),
+        };
         let (parsed, read) = chunks.parse(schema.clone());
         let lines = parsed.label_lines("label_lines");
         let peers = scope.peers();
@@ -374,7 +395,7 @@ pub fn build<'scope>(
         );
     }
     // Worker 0 hosts the coordinator; only it commits the Kafka group's offsets.
-    let kafka_commit = match (&plan.kafka, worker) {
+    let committer = |spec: Option<&crate::connectors::kafka::KafkaSourceSpec>| match (spec, worker) {
         (Some(spec), 0) => match crate::connectors::kafka::committer(spec) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -384,6 +405,8 @@ pub fn build<'scope>(
         },
         _ => None,
     };
+    let kafka_commit = committer(plan.kafka.as_ref());
+    let label_kafka_commit = committer(plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()));
     let monitors = plan.watched.as_ref().map(|watched| {
         Monitors::new(
             &plan.schema,
@@ -400,6 +423,7 @@ pub fn build<'scope>(
         totals: ctx.totals,
         fault: ctx.fault,
         kafka_commit,
+        label_kafka_commit,
         monitors,
         alerts_table: wants(Table::Alerts),
         alerts_jsonl: t.alerts.jsonl.as_ref().map(|p| {
@@ -521,9 +545,19 @@ pub fn describe(plan: &Compiled) -> String {
     if let Some((l, _)) = &plan.labels {
         let _ = writeln!(
             out,
-            "  labels     source: folder {} ({:?} files); joined to records by `{}`; {}; predictions wait {} ms of event time for their label",
-            l.path.display(),
-            l.format,
+            "  labels     source: {}; joined to records by `{}`; {}; predictions wait {} ms of event time for their label",
+            match (&l.path, &l.kafka) {
+                (Some(path), _) => format!("folder {} ({:?} files)", path.display(), l.format),
+                (None, Some(k)) => format!(
+                    "Kafka topics [{}] at {} (group `{}`, {:?} payloads, start {:?})",
+                    k.topics.join(", "),
+                    k.brokers,
+                    k.group_id,
+                    k.format,
+                    k.start
+                ),
+                (None, None) => String::new(),
+            },
             s.id,
             match &l.time {
                 Some(t) => format!("learned once the scored stream reaches `{t}`"),

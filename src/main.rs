@@ -327,24 +327,29 @@ struct GenArgs {
     /// A clean stream: no missing, malformed, invalid or duplicate rows, no spike, no gap.
     #[arg(long)]
     no_faults: bool,
-    /// Produce the rows to Kafka (bootstrap servers) instead of writing a file.
-    #[arg(long, requires = "topic")]
+    /// Produce the rows (with --topic) or the labels (with --labels-topic) to
+    /// Kafka (bootstrap servers) instead of writing a file.
+    #[arg(long)]
     to_kafka: Option<String>,
     /// The topic for --to-kafka (created with --partitions if missing).
     #[arg(long)]
     topic: Option<String>,
-    /// Partitions of a topic --to-kafka creates.
-    #[arg(long, default_value_t = 4)]
-    partitions: i32,
+    /// Partitions of a topic --to-kafka creates (default: 4 for records, 1 for labels).
+    #[arg(long)]
+    partitions: Option<i32>,
     /// Delayed labels: write the labels to this CSV (`tx_id,label[,labelled_at]`)
     /// instead of inline; the records get a `tx_id` column (CSV only).
     #[arg(long)]
     labels_out: Option<PathBuf>,
-    /// With --labels-out: a label becomes known this many records after its record.
-    #[arg(long, default_value_t = 0, requires = "labels_out")]
+    /// Delayed labels on Kafka: produce the labels to this topic (with
+    /// --to-kafka; one partition unless --partitions says more) instead of --labels-out.
+    #[arg(long, requires = "to_kafka", conflicts_with = "labels_out")]
+    labels_topic: Option<String>,
+    /// With --labels-out or --labels-topic: a label becomes known this many records after its record.
+    #[arg(long, default_value_t = 0)]
     label_delay: u64,
-    /// With --labels-out: the fraction of labels that never come.
-    #[arg(long, default_value_t = 0.0, requires = "labels_out")]
+    /// With --labels-out or --labels-topic: the fraction of labels that never come.
+    #[arg(long, default_value_t = 0.0)]
     label_missing: f64,
 }
 
@@ -713,27 +718,64 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 topic,
                 partitions,
                 labels_out,
+                labels_topic,
                 label_delay,
                 label_missing,
                 ..
             } = args;
-            if let Some(labels_path) = labels_out {
+            anyhow::ensure!(
+                to_kafka.is_none() || topic.is_some() || labels_topic.is_some(),
+                "--to-kafka: expected --topic (the records' topic) or --labels-topic"
+            );
+            let split_labels = labels_out.is_some() || labels_topic.is_some();
+            anyhow::ensure!(
+                split_labels || (label_delay == 0 && label_missing == 0.0),
+                "--label-delay and --label-missing: expected --labels-out or --labels-topic"
+            );
+            if split_labels {
                 anyhow::ensure!(
-                    format == Fmt::Csv && out.as_os_str() != "-" && to_kafka.is_none(),
-                    "--labels-out: expected CSV written to a file with --out"
+                    format == Fmt::Csv,
+                    "--labels-out/--labels-topic: expected CSV records (the default --format)"
                 );
                 let mut buf = Vec::new();
                 let t = generate(&opts, &mut buf)?;
                 let (records, labels, split) =
                     millrace::gen::split_labels(&buf, label_delay, label_missing);
-                write_atomically(&out, &records)?;
-                write_atomically(&labels_path, &labels)?;
-                eprintln!(
-                    "labels: {} written to {}, {} left out",
-                    split.labels,
-                    labels_path.display(),
-                    split.dropped
-                );
+                match (&to_kafka, &topic) {
+                    (Some(brokers), Some(topic)) => {
+                        let n = millrace::connectors::kafka_sink::produce_lines(
+                            brokers,
+                            topic,
+                            partitions.unwrap_or(4),
+                            &records,
+                            true,
+                        )
+                        .map_err(anyhow::Error::msg)?;
+                        eprintln!("produced {n} records to `{topic}` at {brokers}");
+                    }
+                    _ => {
+                        anyhow::ensure!(
+                            out.as_os_str() != "-",
+                            "delayed labels: expected the records in a file (--out) or on Kafka (--topic)"
+                        );
+                        write_atomically(&out, &records)?;
+                    }
+                }
+                let whereto = match (&to_kafka, &labels_topic, &labels_out) {
+                    (Some(brokers), Some(lt), _) => {
+                        // One partition by default: labels stay in the order they became known.
+                        let parts = partitions.unwrap_or(1);
+                        millrace::connectors::kafka_sink::produce_lines(brokers, lt, parts, &labels, true)
+                            .map_err(anyhow::Error::msg)?;
+                        format!("produced to `{lt}` at {brokers}")
+                    }
+                    (_, _, Some(path)) => {
+                        write_atomically(path, &labels)?;
+                        format!("written to {}", path.display())
+                    }
+                    _ => unreachable!("checked above"),
+                };
+                eprintln!("labels: {} {whereto}, {} left out", split.labels, split.dropped);
                 if let Some(path) = truth {
                     std::fs::write(&path, t.to_json())
                         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -746,7 +788,7 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 let n = millrace::connectors::kafka_sink::produce_lines(
                     brokers,
                     topic,
-                    partitions,
+                    partitions.unwrap_or(4),
                     &buf,
                     format == Fmt::Csv,
                 )

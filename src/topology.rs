@@ -201,7 +201,8 @@ pub struct SourceSpec {
     pub labels: Option<LabelSourceSpec>,
 }
 
-/// `[source.labels]`: a second landing folder of label lines (`id,label[,time]`),
+/// `[source.labels]`: a second source of label lines (`id,label[,time]`) — a
+/// landing folder (`path`) or Kafka topics (`[source.labels.kafka]`) —
 /// joined to the scored records by the record id (`[schema] id`). A
 /// prediction waits for its label up to `horizon_ms` of event time, then
 /// expires (counted); a label that finds no prediction within the horizon is
@@ -212,7 +213,12 @@ pub struct SourceSpec {
 #[serde(deny_unknown_fields)]
 pub struct LabelSourceSpec {
     /// The folder label files land in.
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `[source.labels.kafka]`: label messages on Kafka topics instead of a folder
+    /// (their offsets are checkpointed and committed to their own group).
+    #[serde(default)]
+    pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
     /// How files are encoded: `csv`, `jsonl`, or `auto` (by file extension).
     #[serde(default)]
     pub format: FileFormat,
@@ -241,14 +247,14 @@ fn default_horizon() -> i64 {
 }
 
 impl LabelSourceSpec {
-    /// The landing-folder settings of the label source.
-    pub fn landing(&self) -> LandingSpec {
-        LandingSpec {
-            path: self.path.clone(),
+    /// The landing-folder settings of the label source, if it is a folder.
+    pub fn landing(&self) -> Option<LandingSpec> {
+        Some(LandingSpec {
+            path: self.path.clone()?,
             format: self.format,
             poll_interval_ms: self.poll_interval_ms,
             settle_ms: self.settle_ms,
-        }
+        })
     }
 }
 
@@ -750,15 +756,55 @@ impl Topology {
                         "expected a positive number of milliseconds",
                     ));
                 }
-                if l.path
-                    == landing
-                        .as_ref()
-                        .map_or_else(Default::default, |s| s.path.clone())
-                {
-                    return Err(e(
-                        "source.labels.path",
-                        "expected a folder of its own, not the records' landing folder",
-                    ));
+                match (&l.path, &l.kafka) {
+                    (None, None) => {
+                        return Err(e(
+                            "source.labels",
+                            "expected where labels come from: `path = \"labels\"` (a folder) or `[source.labels.kafka]`",
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(e(
+                            "source.labels",
+                            "expected one label source, found both `path` and `kafka`",
+                        ))
+                    }
+                    (Some(path), None) => {
+                        if landing.as_ref().is_some_and(|s| s.path == *path) {
+                            return Err(e(
+                                "source.labels.path",
+                                "expected a folder of its own, not the records' landing folder",
+                            ));
+                        }
+                    }
+                    (None, Some(k)) => {
+                        if k.topics.is_empty() {
+                            return Err(e("source.labels.kafka.topics", "expected at least one topic"));
+                        }
+                        if let Some(t) = kafka.as_ref().and_then(|r| {
+                            k.topics.iter().find(|t| r.topics.contains(t))
+                        }) {
+                            return Err(e(
+                                "source.labels.kafka.topics",
+                                &format!("expected topics of their own, but `{t}` is also a record topic"),
+                            ));
+                        }
+                        if k.format == crate::connectors::kafka::KafkaFormat::Csv && k.columns.is_empty() {
+                            return Err(e(
+                                "source.labels.kafka.columns",
+                                "CSV payloads need `columns = [...]` (messages carry no header)",
+                            ));
+                        }
+                        if let Err((key, message)) = crate::connectors::kafka::check_options(
+                            &k.librdkafka_options,
+                            &crate::connectors::kafka::CONSUMER_OWNED,
+                        ) {
+                            return Err(SchemaError {
+                                path: format!("source.labels.kafka.librdkafka_options.{key}"),
+                                message,
+                            });
+                        }
+                    }
                 }
                 let id = l.id.clone().unwrap_or_else(|| schema.id.clone());
                 let field = l.label.clone().unwrap_or_else(|| label.field.clone());
@@ -918,6 +964,37 @@ path = "lake"
         assert_eq!(spec.horizon_ms, 24 * 3600 * 1000);
         let (_, path, _) = error(&labels.replace("path = \"labels\"", "path = \"landing\""));
         assert_eq!(path, "schema.id", "the id is checked first");
+    }
+
+    #[test]
+    fn labels_come_from_one_folder_or_kafka() {
+        let with = |source: &str| {
+            GOOD.replace(
+                "[schema]",
+                &format!("[source.labels]\n{source}\n\n[schema]"),
+            )
+            .replace("key = \"account\"", "key = \"account\"\nid = \"tx_id\"")
+        };
+        let kafka = "[source.labels.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"labels\"]\ngroup_id = \"g\"";
+        let ok = Topology::parse("t.toml", &with(kafka)).unwrap();
+        let (spec, _) = ok.labels.expect("labels compiled");
+        assert_eq!(spec.kafka.as_ref().expect("a Kafka label source").topics, ["labels"]);
+        assert!(spec.landing().is_none());
+
+        let (line, path, message) = error(&with("horizon_ms = 1000"));
+        assert_eq!((line, path.as_str()), (Some(6), "source.labels"), "{message}");
+        assert!(message.contains("`[source.labels.kafka]`"), "{message}");
+        let (_, path, message) = error(&with(&format!("path = \"labels\"\n{kafka}")));
+        assert_eq!(path, "source.labels", "{message}");
+        assert!(message.contains("found both"), "{message}");
+        let (_, path, _) = error(&with(&kafka.replace("[\"labels\"]", "[]")));
+        assert_eq!(path, "source.labels.kafka.topics");
+        let (_, path, _) = error(&with(&format!("{kafka}\nformat = \"csv\"")));
+        assert_eq!(path, "source.labels.kafka.columns");
+        let (_, path, _) = error(&with(&format!(
+            "{kafka}\n[source.labels.kafka.librdkafka_options]\n\"sasl.password\" = \"x\""
+        )));
+        assert_eq!(path, "source.labels.kafka.librdkafka_options.sasl.password");
     }
 
     #[test]

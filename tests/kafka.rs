@@ -505,3 +505,92 @@ fn topology_refuses_owned_and_secret_librdkafka_options() {
         );
     }
 }
+
+/// `topologies/late_labels.toml` with its labels on a Kafka topic instead of a folder.
+fn labels_on_kafka(dir: &Path, brokers: &str, group: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("topologies/late_labels.toml"))
+        .unwrap()
+        .replace("[source.labels]\npath = \"labels\"\n", "[source.labels]\n");
+    let text = text.replacen(
+        "\n[schema]\n",
+        &format!(
+            "\n[source.labels.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"labels\"]\ngroup_id = \"{group}\"\nformat = \"csv\"\ncolumns = [\"tx_id\", \"label\", \"labelled_at\"]\n\n[schema]\n"
+        ),
+        1,
+    );
+    assert!(text.contains("[source.labels.kafka]") && !text.contains("path = \"labels\""));
+    let path = dir.join(format!("labels-{group}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_their_offsets() {
+    let broker = Broker::start();
+    let dir = scratch("kafka-labels");
+    let gen_args = |labels: &[&str]| {
+        let mut a = vec![
+            "gen", "--rows", "120000", "--seed", "11", "--out", "landing/tx-0001.csv",
+            "--label-delay", "10000", "--label-missing", "0.01",
+        ];
+        a.extend_from_slice(labels);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    // The same labels twice: in a folder, and on a topic of one partition.
+    let folder = gen_args(&["--labels-out", "labels/labels-0001.csv"]);
+    millrace(&dir, &folder.iter().map(String::as_str).collect::<Vec<_>>());
+    let topic = gen_args(&["--to-kafka", &broker.addr, "--labels-topic", "labels"]);
+    millrace(&dir, &topic.iter().map(String::as_str).collect::<Vec<_>>());
+    settle_folder(&dir, "landing");
+    settle_folder(&dir, "labels");
+
+    let folder_topology = repo().join("topologies/late_labels.toml").display().to_string();
+    let from_folder = millrace(&dir, &["run", &folder_topology, "--once", "--lake", "lake-folder"]);
+    let kafka_topology = labels_on_kafka(&dir, &broker.addr, "whole");
+    let from_kafka = millrace(&dir, &["run", &kafka_topology, "--once", "--lake", "lake-kafka"]);
+    let line = |out: &str, start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line in\n{out}"))
+            .to_string()
+    };
+    assert!(line(&from_kafka, "late labels:").contains(" learned"), "{from_kafka}");
+    for start in ["ledger:", "late labels:", "model (prequential"] {
+        assert_eq!(line(&from_folder, start), line(&from_kafka, start), "{from_kafka}");
+    }
+    assert_eq!(
+        table_rows(&dir.join("lake-folder"), "scored"),
+        table_rows(&dir.join("lake-kafka"), "scored"),
+        "labels from Kafka score every record as labels from a folder"
+    );
+    // The label group's offsets are committed once their epochs are: at the end, all of them.
+    for (partition, (committed, end)) in committed_and_end(&broker.addr, "labels", "whole") {
+        assert_eq!(committed, end, "partition {partition}");
+    }
+
+    // A crash mid-run resumes from the checkpointed label offsets: nothing read twice or lost.
+    let crashed_topology = labels_on_kafka(&dir, &broker.addr, "crashed");
+    let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(["run", &crashed_topology, "--once", "--lake", "lake-crashed"])
+        .current_dir(&dir)
+        .env("FAILPOINTS", "before_checkpoint=7*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run should have crashed");
+    let resumed = millrace(&dir, &["run", &crashed_topology, "--once", "--lake", "lake-crashed"]);
+    assert!(resumed.contains("resumed from the checkpoint of epoch"), "{resumed}");
+    for table in ["scored", "clean"] {
+        assert_eq!(
+            table_rows(&dir.join("lake-kafka"), table),
+            table_rows(&dir.join("lake-crashed"), table),
+            "{table} differs after the crash"
+        );
+    }
+    for column in ["label_lines", "labels_learned", "predictions_expired", "labels_orphaned"] {
+        assert_eq!(
+            metrics_sum(&dir.join("lake-kafka"), column),
+            metrics_sum(&dir.join("lake-crashed"), column),
+            "{column}"
+        );
+    }
+}

@@ -212,8 +212,10 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
 }
 
 /// Produces every line of `text` (skipping a CSV header) to `topic`, keyed by
-/// the account (the second CSV field, or the JSON `account`) so one account's
-/// records keep their order in one partition. Returns the records produced.
+/// the account (the CSV `account` column, or the JSON `account`) so one
+/// account's records keep their order in one partition; CSV without an
+/// `account` column (label lines) is keyed by its first field, the record id.
+/// Returns the records produced.
 pub fn produce_lines(
     brokers: &str,
     topic: &str,
@@ -231,10 +233,17 @@ pub fn produce_lines(
         .create()
         .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
     let text = String::from_utf8_lossy(text);
+    // CSV: keyed by the `account` column, or the first (a label's record id).
+    let key_column = text
+        .lines()
+        .next()
+        .filter(|_| csv_header)
+        .and_then(|h| h.split(',').position(|c| c == "account"))
+        .unwrap_or(0);
     let mut n = 0;
     for line in text.lines().skip(usize::from(csv_header)) {
         let key = if csv_header {
-            line.split(',').nth(1).unwrap_or(line).to_string()
+            line.split(',').nth(key_column).unwrap_or(line).to_string()
         } else {
             serde_json::from_str::<serde_json::Value>(line)
                 .ok()

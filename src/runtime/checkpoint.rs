@@ -66,6 +66,9 @@ pub struct Checkpoint {
     /// Kafka source: the next offset of every partition (`topic/partition`).
     #[serde(default)]
     pub kafka: BTreeMap<String, i64>,
+    /// Kafka label source (`[source.labels.kafka]`): the next offset of every partition.
+    #[serde(default)]
+    pub label_kafka: BTreeMap<String, i64>,
     /// The monitors' state (bincode, base64 in the file), when the topology has monitors.
     #[serde(default, with = "base64_bytes")]
     pub monitors: Option<Vec<u8>>,
@@ -501,6 +504,7 @@ mod tests {
             files: vec![],
             latest_time_ms: 0,
             kafka: BTreeMap::new(),
+            label_kafka: BTreeMap::new(),
             monitors: None,
         }
     }

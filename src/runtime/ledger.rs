@@ -354,6 +354,8 @@ pub struct Coordinator {
     pub fault: Fault,
     /// Kafka source: a client to commit the group's offsets after each checkpoint.
     pub kafka_commit: Option<rdkafka::consumer::BaseConsumer>,
+    /// Kafka label source: a client to commit the label group's offsets after each checkpoint.
+    pub label_kafka_commit: Option<rdkafka::consumer::BaseConsumer>,
     /// The monitors, fresh (the resumed checkpoint's state replaces them if it has one).
     pub monitors: Option<Monitors>,
     /// Write the `alerts` table.
@@ -394,6 +396,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             totals,
             fault,
             kafka_commit,
+            label_kafka_commit,
             monitors,
             alerts_table: write_alerts,
             alerts_jsonl,
@@ -441,6 +444,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                 None => monitors,
             };
             let mut kafka_offsets: BTreeMap<String, i64> = resumed.as_ref().map(|r| r.kafka.clone()).unwrap_or_default();
+            let mut label_kafka_offsets: BTreeMap<String, i64> = resumed.as_ref().map(|r| r.label_kafka.clone()).unwrap_or_default();
             let mut states: BTreeMap<(String, usize), StateRef> =
                 resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
             move |(input, frontier), output| {
@@ -519,14 +523,15 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     }
                     let moved_ms = unix_ms();
                     for p in acc.positions.drain(..) {
+                        let offsets = if p.labels { &mut label_kafka_offsets } else { &mut kafka_offsets };
                         if let Some(m) = monitors.as_mut() {
                             for (key, offset) in &p.offsets {
-                                if kafka_offsets.get(key) != Some(offset) {
+                                if offsets.get(key) != Some(offset) {
                                     m.saw_partition(key, moved_ms);
                                 }
                             }
                         }
-                        kafka_offsets.extend(p.offsets);
+                        offsets.extend(p.offsets);
                         let sources = if p.labels { &mut label_sources } else { &mut sources };
                         if p.worker >= sources.len() {
                             sources.resize(p.worker + 1, None);
@@ -666,6 +671,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             files: acc.files.clone(),
                             latest_time_ms: latest_time,
                             kafka: kafka_offsets.clone(),
+                            label_kafka: label_kafka_offsets.clone(),
                             monitors: monitors.as_ref().map(|m| bincode::serialize(m).expect("monitor state serializes")),
                         };
                         let written = checkpoint::write(root, &ckpt, || crate::crash_point!("checkpoint_before_rename"))
@@ -684,10 +690,12 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         return;
                     }
                     // Offsets go back to the group only once their epoch is committed.
-                    if let Some(consumer) = &kafka_commit {
-                        if !kafka_offsets.is_empty() {
-                            if let Err(e) = crate::connectors::kafka::commit_offsets(consumer, &kafka_offsets) {
-                                tracing::warn!(step_id = %step, epoch, %e, "Cannot commit offsets to the Kafka group; they are in the checkpoint, retrying next epoch.");
+                    for (consumer, offsets) in [(&kafka_commit, &kafka_offsets), (&label_kafka_commit, &label_kafka_offsets)] {
+                        if let Some(consumer) = consumer {
+                            if !offsets.is_empty() {
+                                if let Err(e) = crate::connectors::kafka::commit_offsets(consumer, offsets) {
+                                    tracing::warn!(step_id = %step, epoch, %e, "Cannot commit offsets to the Kafka group; they are in the checkpoint, retrying next epoch.");
+                                }
                             }
                         }
                     }

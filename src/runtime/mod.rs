@@ -242,6 +242,19 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
             .map_err(RunError::External)?,
         None => Vec::new(),
     });
+    let label_kafka_assignment = Arc::new(match plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()) {
+        Some(spec) => {
+            let checkpointed = start
+                .checkpointing
+                .as_ref()
+                .and_then(|c| c.resumed.as_ref())
+                .map(|c| c.label_kafka.clone())
+                .unwrap_or_default();
+            crate::connectors::kafka::plan(spec, workers, &checkpointed)
+                .map_err(RunError::External)?
+        }
+        None => Vec::new(),
+    });
     let kafka_sink = match &plan.topology.sink.kafka {
         Some(spec) => {
             let brokers = spec
@@ -360,6 +373,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     checkpointing: checkpointing.clone(),
                     restore: restore.clone(),
                     kafka_assignment: kafka_assignment.clone(),
+                    label_kafka_assignment: label_kafka_assignment.clone(),
                     kafka_sink: kafka_sink.clone(),
                     restart: restart.clone(),
                     warm_start: warm_start.clone(),
