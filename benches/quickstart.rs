@@ -236,8 +236,11 @@ struct Batch {
     line: Vec<u64>,
     score: Vec<f64>,
     // rejected
-    rejects: Vec<(&'static str, bool, String, String, Option<i64>, u64)>,
+    rejects: Vec<RejectRow>,
 }
+
+/// A row of the `rejected` table: reason, malformed, detail, raw text, event time, line.
+type RejectRow = (&'static str, bool, String, String, Option<i64>, u64);
 
 /// The hand-written loop: the quickstart's work without the engine.
 fn hand_loop(

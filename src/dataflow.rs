@@ -102,38 +102,46 @@ pub fn build<'scope>(
     let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
     // The delayed-label source: a landing folder of its own, its files in the
     // manifest under `labels/` so the two folders never share a name; or Kafka topics.
-    let label_source = plan.labels.as_ref().and_then(|(spec, _)| spec.landing()).map(|landing| LandingSource {
-        spec: landing,
-        once: ctx.once,
-        records_per_epoch: t.runtime.records_per_epoch,
-        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-        processed: ctx
-            .processed
-            .iter()
-            .filter_map(|(name, v)| {
-                name.strip_prefix(LABEL_FILES)
-                    .map(|n| (n.to_string(), v.clone()))
-            })
-            .collect(),
-        first_epoch: ctx.first_epoch,
-        fault: ctx.fault.clone(),
-        stop: ctx.stop.clone(),
-        resume: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
-    });
-    let label_kafka = plan.labels.as_ref().and_then(|(spec, _)| spec.kafka.clone()).map(|spec| KafkaSource {
-        spec,
-        assigned: ctx
-            .label_kafka_assignment
-            .get(worker)
-            .cloned()
-            .unwrap_or_default(),
-        once: ctx.once,
-        records_per_epoch: t.runtime.records_per_epoch,
-        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-        first_epoch: ctx.first_epoch,
-        fault: ctx.fault.clone(),
-        stop: ctx.stop.clone(),
-    });
+    let label_source = plan
+        .labels
+        .as_ref()
+        .and_then(|(spec, _)| spec.landing())
+        .map(|landing| LandingSource {
+            spec: landing,
+            once: ctx.once,
+            records_per_epoch: t.runtime.records_per_epoch,
+            max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+            processed: ctx
+                .processed
+                .iter()
+                .filter_map(|(name, v)| {
+                    name.strip_prefix(LABEL_FILES)
+                        .map(|n| (n.to_string(), v.clone()))
+                })
+                .collect(),
+            first_epoch: ctx.first_epoch,
+            fault: ctx.fault.clone(),
+            stop: ctx.stop.clone(),
+            resume: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
+        });
+    let label_kafka = plan
+        .labels
+        .as_ref()
+        .and_then(|(spec, _)| spec.kafka.clone())
+        .map(|spec| KafkaSource {
+            spec,
+            assigned: ctx
+                .label_kafka_assignment
+                .get(worker)
+                .cloned()
+                .unwrap_or_default(),
+            once: ctx.once,
+            records_per_epoch: t.runtime.records_per_epoch,
+            max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+            first_epoch: ctx.first_epoch,
+            fault: ctx.fault.clone(),
+            stop: ctx.stop.clone(),
+        });
     let (chunks, facts, positions) = match (&plan.landing, &plan.kafka) {
         (Some(spec), _) => {
             let source = LandingSource {
@@ -395,7 +403,8 @@ pub fn build<'scope>(
         );
     }
     // Worker 0 hosts the coordinator; only it commits the Kafka group's offsets.
-    let committer = |spec: Option<&crate::connectors::kafka::KafkaSourceSpec>| match (spec, worker) {
+    let committer = |spec: Option<&crate::connectors::kafka::KafkaSourceSpec>| match (spec, worker)
+    {
         (Some(spec), 0) => match crate::connectors::kafka::committer(spec) {
             Ok(c) => Some(c),
             Err(e) => {

@@ -396,7 +396,12 @@ fn init_logs(format: LogFormat) {
 }
 
 /// `millrace tap`: polls the job's `/tap/<step>` and prints new samples until `limit`.
-fn tap(topology: &PathBuf, step: &str, addr: Option<String>, limit: usize) -> anyhow::Result<()> {
+fn tap(
+    topology: &std::path::Path,
+    step: &str,
+    addr: Option<String>,
+    limit: usize,
+) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let plan = load(topology)?;
     let addr = addr.or(plan.topology.runtime.http_addr.clone()).context(
@@ -533,7 +538,7 @@ fn local_cluster_run(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Compiled> {
+fn load(path: &std::path::Path) -> anyhow::Result<Compiled> {
     Ok(Topology::load(path)?)
 }
 
@@ -765,8 +770,10 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     (Some(brokers), Some(lt), _) => {
                         // One partition by default: labels stay in the order they became known.
                         let parts = partitions.unwrap_or(1);
-                        millrace::connectors::kafka_sink::produce_lines(brokers, lt, parts, &labels, true)
-                            .map_err(anyhow::Error::msg)?;
+                        millrace::connectors::kafka_sink::produce_lines(
+                            brokers, lt, parts, &labels, true,
+                        )
+                        .map_err(anyhow::Error::msg)?;
                         format!("produced to `{lt}` at {brokers}")
                     }
                     (_, _, Some(path)) => {
@@ -775,7 +782,10 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     }
                     _ => unreachable!("checked above"),
                 };
-                eprintln!("labels: {} {whereto}, {} left out", split.labels, split.dropped);
+                eprintln!(
+                    "labels: {} {whereto}, {} left out",
+                    split.labels, split.dropped
+                );
                 if let Some(path) = truth {
                     std::fs::write(&path, t.to_json())
                         .with_context(|| format!("cannot write {}", path.display()))?;

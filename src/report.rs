@@ -255,7 +255,7 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
             u64s(&b, "epoch"),
             b.column_by_name("key")
                 .and_then(|c| c.as_string_opt::<i32>())
-                .map(|c| c.clone()),
+                .cloned(),
         ) else {
             continue;
         };

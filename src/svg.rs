@@ -43,7 +43,12 @@ pub fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// One row of a timeline: its label, and its events as (x, optional end).
+pub type Lane = (String, Vec<(f64, Option<f64>)>);
+
 /// "Nice" tick values covering `lo..=hi` (about `n` of them).
+// `!(hi > lo)` on purpose: NaN bounds get a single tick too.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
         return vec![lo];
@@ -429,13 +434,7 @@ pub fn histogram_compare(
 }
 
 /// One row per rule: firing periods as bars (open ones run to the end), resolved ends marked.
-pub fn timeline(
-    id: &str,
-    title: &str,
-    rows: &[(String, Vec<(f64, Option<f64>)>)],
-    x0: f64,
-    x1: f64,
-) -> String {
+pub fn timeline(id: &str, title: &str, rows: &[Lane], x0: f64, x1: f64) -> String {
     let mut out = String::new();
     open(&mut out, id, title);
     if rows.is_empty() {

@@ -492,6 +492,8 @@ impl Topology {
     }
 
     /// Cross-field checks; compiles schema and features.
+    // `!(x > 0.0)` on purpose throughout: a NaN must fail these checks too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn check(self) -> Result<Compiled, SchemaError> {
         let e = |path: &str, message: &str| SchemaError {
             path: path.into(),
@@ -978,11 +980,18 @@ path = "lake"
         let kafka = "[source.labels.kafka]\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"labels\"]\ngroup_id = \"g\"";
         let ok = Topology::parse("t.toml", &with(kafka)).unwrap();
         let (spec, _) = ok.labels.expect("labels compiled");
-        assert_eq!(spec.kafka.as_ref().expect("a Kafka label source").topics, ["labels"]);
+        assert_eq!(
+            spec.kafka.as_ref().expect("a Kafka label source").topics,
+            ["labels"]
+        );
         assert!(spec.landing().is_none());
 
         let (line, path, message) = error(&with("horizon_ms = 1000"));
-        assert_eq!((line, path.as_str()), (Some(6), "source.labels"), "{message}");
+        assert_eq!(
+            (line, path.as_str()),
+            (Some(6), "source.labels"),
+            "{message}"
+        );
         assert!(message.contains("`[source.labels.kafka]`"), "{message}");
         let (_, path, message) = error(&with(&format!("path = \"labels\"\n{kafka}")));
         assert_eq!(path, "source.labels", "{message}");

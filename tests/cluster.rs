@@ -121,7 +121,14 @@ fn a_process_that_dies_stops_the_job_and_a_restart_completes_it() {
     // Only this job's process 1 (a child of the job's launcher): the other
     // tests of this file run local clusters of their own at the same time.
     let killed = Command::new("pkill")
-        .args(["-9", "-P", &job.id().to_string(), "-f", "--", "--process 1 "])
+        .args([
+            "-9",
+            "-P",
+            &job.id().to_string(),
+            "-f",
+            "--",
+            "--process 1 ",
+        ])
         .status()
         .unwrap();
     assert!(killed.success(), "process 1 was found and killed");

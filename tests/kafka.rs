@@ -530,8 +530,17 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
     let dir = scratch("kafka-labels");
     let gen_args = |labels: &[&str]| {
         let mut a = vec![
-            "gen", "--rows", "120000", "--seed", "11", "--out", "landing/tx-0001.csv",
-            "--label-delay", "10000", "--label-missing", "0.01",
+            "gen",
+            "--rows",
+            "120000",
+            "--seed",
+            "11",
+            "--out",
+            "landing/tx-0001.csv",
+            "--label-delay",
+            "10000",
+            "--label-missing",
+            "0.01",
         ];
         a.extend_from_slice(labels);
         a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
@@ -544,19 +553,35 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
     settle_folder(&dir, "landing");
     settle_folder(&dir, "labels");
 
-    let folder_topology = repo().join("topologies/late_labels.toml").display().to_string();
-    let from_folder = millrace(&dir, &["run", &folder_topology, "--once", "--lake", "lake-folder"]);
+    let folder_topology = repo()
+        .join("topologies/late_labels.toml")
+        .display()
+        .to_string();
+    let from_folder = millrace(
+        &dir,
+        &["run", &folder_topology, "--once", "--lake", "lake-folder"],
+    );
     let kafka_topology = labels_on_kafka(&dir, &broker.addr, "whole");
-    let from_kafka = millrace(&dir, &["run", &kafka_topology, "--once", "--lake", "lake-kafka"]);
+    let from_kafka = millrace(
+        &dir,
+        &["run", &kafka_topology, "--once", "--lake", "lake-kafka"],
+    );
     let line = |out: &str, start: &str| {
         out.lines()
             .find(|l| l.starts_with(start))
             .unwrap_or_else(|| panic!("no `{start}` line in\n{out}"))
             .to_string()
     };
-    assert!(line(&from_kafka, "late labels:").contains(" learned"), "{from_kafka}");
+    assert!(
+        line(&from_kafka, "late labels:").contains(" learned"),
+        "{from_kafka}"
+    );
     for start in ["ledger:", "late labels:", "model (prequential"] {
-        assert_eq!(line(&from_folder, start), line(&from_kafka, start), "{from_kafka}");
+        assert_eq!(
+            line(&from_folder, start),
+            line(&from_kafka, start),
+            "{from_kafka}"
+        );
     }
     assert_eq!(
         table_rows(&dir.join("lake-folder"), "scored"),
@@ -577,8 +602,14 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
         .output()
         .unwrap();
     assert!(!crashed.status.success(), "the run should have crashed");
-    let resumed = millrace(&dir, &["run", &crashed_topology, "--once", "--lake", "lake-crashed"]);
-    assert!(resumed.contains("resumed from the checkpoint of epoch"), "{resumed}");
+    let resumed = millrace(
+        &dir,
+        &["run", &crashed_topology, "--once", "--lake", "lake-crashed"],
+    );
+    assert!(
+        resumed.contains("resumed from the checkpoint of epoch"),
+        "{resumed}"
+    );
     for table in ["scored", "clean"] {
         assert_eq!(
             table_rows(&dir.join("lake-kafka"), table),
@@ -586,7 +617,12 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
             "{table} differs after the crash"
         );
     }
-    for column in ["label_lines", "labels_learned", "predictions_expired", "labels_orphaned"] {
+    for column in [
+        "label_lines",
+        "labels_learned",
+        "predictions_expired",
+        "labels_orphaned",
+    ] {
         assert_eq!(
             metrics_sum(&dir.join("lake-kafka"), column),
             metrics_sum(&dir.join("lake-crashed"), column),

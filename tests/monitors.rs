@@ -146,8 +146,11 @@ fn a_million_records_without_faults_raise_no_alert() {
     }
 }
 
+/// The test server: its address, the bodies it received, and how many requests it answered.
+type Server = (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<usize>>);
+
 /// A tiny HTTP server that answers the first `fail` requests with 500, then 200, and keeps the bodies.
-fn http_server(fail: usize) -> (String, Arc<Mutex<Vec<String>>>, Arc<Mutex<usize>>) {
+fn http_server(fail: usize) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let bodies = Arc::new(Mutex::new(Vec::new()));

@@ -248,7 +248,8 @@ fn corrupt_checkpoints_fall_back_or_refuse() {
             .unwrap()
     };
     let last = newest_epoch(&base);
-    let cases: [(&str, fn(&Path)); 4] = [
+    type Case = (&'static str, fn(&Path));
+    let cases: [Case; 4] = [
         ("flipped byte", |lake| {
             let p = newest_checkpoint(lake);
             let mut b = std::fs::read(&p).unwrap();

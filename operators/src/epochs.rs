@@ -91,6 +91,9 @@ pub fn decode<T: DeserializeOwned>(step_id: &str, bytes: &[u8]) -> Result<T, Sta
     })
 }
 
+/// An epoch ready to process, still in the stash: the epoch, its capabilities and its data.
+pub type Ready<'a, D> = (Epoch, &'a [Capability<Epoch>], &'a [D]);
+
 /// Buffers input per epoch, holding one capability per output, until the frontier passes the epoch.
 pub struct EpochStash<D> {
     outputs: usize,
@@ -141,10 +144,7 @@ impl<D> EpochStash<D> {
     }
 
     /// The oldest buffered epoch that is ready, without removing it.
-    pub fn peek_ready(
-        &mut self,
-        frontier: &MutableAntichain<Epoch>,
-    ) -> Option<(Epoch, &[Capability<Epoch>], &[D])> {
+    pub fn peek_ready(&mut self, frontier: &MutableAntichain<Epoch>) -> Option<Ready<'_, D>> {
         let (epoch, (caps, data)) = self.pending.first_key_value()?;
         if frontier.less_equal(epoch) {
             return None;

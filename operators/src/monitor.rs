@@ -54,6 +54,10 @@ use crate::record::Scored;
 use crate::schema::{Schema, SchemaError};
 use crate::Epoch;
 
+/// What a rule found in an epoch: the assessment, the observed value, the
+/// expected range and, for grouped rules, the group.
+type Finding = (Assessment, f64, Option<(f64, f64)>, Option<String>);
+
 /// One `[[monitors]]` entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -890,83 +894,82 @@ impl Monitors {
                 score: crate::detect::squash(x, threshold),
                 anomalous: x > threshold,
             };
-            let found: Vec<(Assessment, f64, Option<(f64, f64)>, Option<String>)> =
-                match rule.spec.kind {
-                    MonitorKind::RejectedRate if tally.input > 0 => {
-                        vec![(over(rejected), rejected, Some((0.0, threshold)), None)]
-                    }
-                    MonitorKind::ErrorRate if !errors.is_empty() => {
-                        let Detector::Adwin(a) = &mut rule.detector else {
-                            unreachable!()
-                        };
-                        let mut worst = Assessment::QUIET;
-                        for e in errors {
-                            let r = a.update(f64::from(*e));
-                            // Only a rise in the error rate, by at least a twentieth, is degradation
-                            // (small swings while the model is still learning are not).
-                            if r.anomalous
-                                && a.last_change
-                                    .is_some_and(|(before, after)| after > before * 1.05)
-                                && r.score > worst.score
-                            {
-                                worst = r;
-                            }
+            let found: Vec<Finding> = match rule.spec.kind {
+                MonitorKind::RejectedRate if tally.input > 0 => {
+                    vec![(over(rejected), rejected, Some((0.0, threshold)), None)]
+                }
+                MonitorKind::ErrorRate if !errors.is_empty() => {
+                    let Detector::Adwin(a) = &mut rule.detector else {
+                        unreachable!()
+                    };
+                    let mut worst = Assessment::QUIET;
+                    for e in errors {
+                        let r = a.update(f64::from(*e));
+                        // Only a rise in the error rate, by at least a twentieth, is degradation
+                        // (small swings while the model is still learning are not).
+                        if r.anomalous
+                            && a.last_change
+                                .is_some_and(|(before, after)| after > before * 1.05)
+                            && r.score > worst.score
+                        {
+                            worst = r;
                         }
-                        let expected = a.last_change.map(|(before, _)| (0.0, before));
-                        vec![(worst, a.mean(), expected, None)]
                     }
-                    MonitorKind::Latency if !arrivals.is_empty() => {
-                        let p = rule.spec.percentile.unwrap_or(99.0);
-                        let l = latency_percentiles(&arrivals, now_ms, &[p])[0];
-                        vec![(over(l), l, Some((0.0, threshold)), None)]
+                    let expected = a.last_change.map(|(before, _)| (0.0, before));
+                    vec![(worst, a.mean(), expected, None)]
+                }
+                MonitorKind::Latency if !arrivals.is_empty() => {
+                    let p = rule.spec.percentile.unwrap_or(99.0);
+                    let l = latency_percentiles(&arrivals, now_ms, &[p])[0];
+                    vec![(over(l), l, Some((0.0, threshold)), None)]
+                }
+                MonitorKind::BatchSize if rows_committed > 0 => {
+                    let Detector::Spike(d) = &mut rule.detector else {
+                        unreachable!()
+                    };
+                    let a = d.update((rows_committed as f64).ln());
+                    vec![(a, rows_committed as f64, None, None)]
+                }
+                MonitorKind::FileSize => {
+                    let Detector::Spike(d) = &mut rule.detector else {
+                        unreachable!()
+                    };
+                    files
+                        .iter()
+                        .map(|(name, bytes)| {
+                            let a = d.update((*bytes as f64 + 1.0).ln());
+                            (a, *bytes as f64, None, Some(name.clone()))
+                        })
+                        .collect()
+                }
+                MonitorKind::Errors => {
+                    let n = io_errors as f64;
+                    vec![(over(n), n, Some((0.0, threshold)), None)]
+                }
+                MonitorKind::WatermarkStall if tally.input > 0 => {
+                    // Records arrived; has the watermark moved since the last time they did?
+                    let wm = latest_ms.unwrap_or(i64::MIN);
+                    if rule.last_seen_end.is_none_or(|seen| wm > seen) {
+                        rule.last_seen_end = Some(wm);
+                        rule.since_ms = Some(now_ms);
                     }
-                    MonitorKind::BatchSize if rows_committed > 0 => {
-                        let Detector::Spike(d) = &mut rule.detector else {
-                            unreachable!()
-                        };
-                        let a = d.update((rows_committed as f64).ln());
-                        vec![(a, rows_committed as f64, None, None)]
-                    }
-                    MonitorKind::FileSize => {
-                        let Detector::Spike(d) = &mut rule.detector else {
-                            unreachable!()
-                        };
-                        files
-                            .iter()
-                            .map(|(name, bytes)| {
-                                let a = d.update((*bytes as f64 + 1.0).ln());
-                                (a, *bytes as f64, None, Some(name.clone()))
-                            })
-                            .collect()
-                    }
-                    MonitorKind::Errors => {
-                        let n = io_errors as f64;
-                        vec![(over(n), n, Some((0.0, threshold)), None)]
-                    }
-                    MonitorKind::WatermarkStall if tally.input > 0 => {
-                        // Records arrived; has the watermark moved since the last time they did?
-                        let wm = latest_ms.unwrap_or(i64::MIN);
-                        if rule.last_seen_end.is_none_or(|seen| wm > seen) {
-                            rule.last_seen_end = Some(wm);
-                            rule.since_ms = Some(now_ms);
-                        }
-                        let stalled = (now_ms - rule.since_ms.unwrap_or(now_ms)).max(0) as f64;
-                        vec![(over(stalled), stalled, Some((0.0, threshold)), None)]
-                    }
-                    MonitorKind::Restart => {
-                        let fired = restart.is_some();
-                        vec![(
-                            Assessment {
-                                score: if fired { 1.0 } else { 0.0 },
-                                anomalous: fired,
-                            },
-                            if fired { 1.0 } else { 0.0 },
-                            None,
-                            restart.clone(),
-                        )]
-                    }
-                    _ => Vec::new(),
-                };
+                    let stalled = (now_ms - rule.since_ms.unwrap_or(now_ms)).max(0) as f64;
+                    vec![(over(stalled), stalled, Some((0.0, threshold)), None)]
+                }
+                MonitorKind::Restart => {
+                    let fired = restart.is_some();
+                    vec![(
+                        Assessment {
+                            score: if fired { 1.0 } else { 0.0 },
+                            anomalous: fired,
+                        },
+                        if fired { 1.0 } else { 0.0 },
+                        None,
+                        restart.clone(),
+                    )]
+                }
+                _ => Vec::new(),
+            };
             for (assessment, observed, expected, detail) in found {
                 let rule = &mut self.rules[i];
                 rule.recent.push(observed);

@@ -1106,7 +1106,7 @@ mod tests {
         assert!(b.publish(1, 3, 5).is_none(), "1 record: b keeps it");
         // Both apply the merge set {a}: a becomes the new shared model; b keeps its own record on top.
         let (pa, pb_before) = (a.model.params().unwrap(), b.model.params().unwrap());
-        a.merge(0, &[da.clone()]);
+        a.merge(0, std::slice::from_ref(&da));
         b.merge(1, &[da]);
         assert_eq!((a.version, b.version), (2, 2));
         assert_eq!(a.model.params().unwrap(), pa);

@@ -46,10 +46,10 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::{ProbeHandle, Scope, Stream};
+use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
 
-use crate::connectors::landing::{FileFact, SourcePos};
+use crate::connectors::landing::{FileFact, SourcePos, SourceStreams};
 use crate::runtime::Fault;
 
 /// `[source.kafka]`.
@@ -387,11 +387,7 @@ pub fn kafka<'scope>(
     step_id: &str,
     cfg: KafkaSource,
     committed: ProbeHandle<Epoch>,
-) -> (
-    Stream<'scope, Epoch, Vec<Chunk>>,
-    Stream<'scope, Epoch, Vec<FileFact>>,
-    Stream<'scope, Epoch, Vec<SourcePos>>,
-) {
+) -> SourceStreams<'scope> {
     let mut builder = OperatorBuilder::new(step_id.to_owned(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address);

@@ -99,6 +99,14 @@ pub struct SourcePos {
     pub labels: bool,
 }
 
+/// What a source emits: chunks of lines, facts of finished inputs, and its
+/// position at every epoch's end (the landing folder's and Kafka's alike).
+pub type SourceStreams<'scope> = (
+    Stream<'scope, Epoch, Vec<Chunk>>,
+    Stream<'scope, Epoch, Vec<FileFact>>,
+    Stream<'scope, Epoch, Vec<SourcePos>>,
+);
+
 /// Names with these endings are files still being written.
 const TEMP_SUFFIXES: [&str; 5] = [".tmp", ".part", ".partial", ".crdownload", ".inprogress"];
 
@@ -444,11 +452,7 @@ pub fn landing<'scope>(
     step_id: &str,
     cfg: LandingSource,
     committed: ProbeHandle<Epoch>,
-) -> (
-    Stream<'scope, Epoch, Vec<Chunk>>,
-    Stream<'scope, Epoch, Vec<FileFact>>,
-    Stream<'scope, Epoch, Vec<SourcePos>>,
-) {
+) -> SourceStreams<'scope> {
     let mut builder = OperatorBuilder::new(step_id.to_owned(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address);

@@ -255,7 +255,7 @@ pub fn list(lake: &Path) -> Vec<(Epoch, PathBuf)> {
             }
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found
 }
 

@@ -795,9 +795,18 @@ struct CommitJob {
     /// The records' and the labels' Kafka offsets.
     offsets: [BTreeMap<String, i64>; 2],
     /// New model versions: the release, its config, the data range and metrics it earned.
-    releases: Vec<(millrace_operators::score::ModelRelease, serde_json::Value, Option<(i64, i64)>, EvalMetrics)>,
+    releases: Vec<Release>,
     now_ms: i64,
 }
+
+/// A model version to publish: the release, the config that made it, the
+/// event-time range and the prequential metrics it earned.
+type Release = (
+    millrace_operators::score::ModelRelease,
+    serde_json::Value,
+    Option<(i64, i64)>,
+    EvalMetrics,
+);
 
 /// What the committer needs besides the jobs.
 struct Committer {
@@ -830,31 +839,59 @@ impl Committer {
             let format = alerts_table();
             let arrow = (format.arrow_schema)(&self.lake.schema);
             let commit = write_epoch(&self.lake, &format, &arrow, &job.table_alerts, epoch, 0)
-                .map_err(|e| format!("{step}: cannot write the alerts of epoch {epoch} under {}: {e}", root.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "{step}: cannot write the alerts of epoch {epoch} under {}: {e}",
+                        root.display()
+                    )
+                })?;
             job.parts.extend(commit.parts);
         }
         // The metrics part is written like any sink's: pending until the checkpoint.
         if let Some(row) = &job.row {
             let format = metrics_table();
             let arrow = (format.arrow_schema)(&self.lake.schema);
-            let commit = write_epoch(&self.lake, &format, &arrow, std::slice::from_ref(row), epoch, 0)
-                .map_err(|e| format!("{step}: cannot write the metrics of epoch {epoch} under {}: {e}", root.display()))?;
+            let commit = write_epoch(
+                &self.lake,
+                &format,
+                &arrow,
+                std::slice::from_ref(row),
+                epoch,
+                0,
+            )
+            .map_err(|e| {
+                format!(
+                    "{step}: cannot write the metrics of epoch {epoch} under {}: {e}",
+                    root.display()
+                )
+            })?;
             job.parts.extend(commit.parts);
         }
         if let Some(mut ckpt) = job.ckpt {
             crate::crash_point!("before_checkpoint");
             ckpt.parts = job.parts;
-            checkpoint::write(root, &ckpt, || crate::crash_point!("checkpoint_before_rename"))
-                .and_then(|()| {
-                    crate::crash_point!("before_publish");
-                    checkpoint::publish(root, &ckpt.parts)
-                })
-                .and_then(|()| manifest::append(root, &job.files))
-                .and_then(|()| checkpoint::prune(root, self.keep))
-                .map_err(|e| format!("{step}: cannot checkpoint epoch {epoch} under {}: {e}", root.display()))?;
+            checkpoint::write(root, &ckpt, || {
+                crate::crash_point!("checkpoint_before_rename")
+            })
+            .and_then(|()| {
+                crate::crash_point!("before_publish");
+                checkpoint::publish(root, &ckpt.parts)
+            })
+            .and_then(|()| manifest::append(root, &job.files))
+            .and_then(|()| checkpoint::prune(root, self.keep))
+            .map_err(|e| {
+                format!(
+                    "{step}: cannot checkpoint epoch {epoch} under {}: {e}",
+                    root.display()
+                )
+            })?;
         } else {
-            manifest::append(root, &job.files)
-                .map_err(|e| format!("{step}: cannot record finished files in the manifest under {}: {e}", root.display()))?;
+            manifest::append(root, &job.files).map_err(|e| {
+                format!(
+                    "{step}: cannot record finished files in the manifest under {}: {e}",
+                    root.display()
+                )
+            })?;
         }
         // Offsets go back to the groups only once their epoch is committed.
         for (consumer, offsets) in self.kafka_commit.iter().zip(&job.offsets) {
@@ -867,12 +904,24 @@ impl Committer {
         // New model versions go to the registry once their epoch is committed.
         if let Some(reg) = &self.registry {
             for (r, config, range, metrics) in &job.releases {
-                crate::runtime::registry::publish(root, &reg.name, r, config, &reg.features, &reg.fingerprint, *range, metrics.clone(), job.now_ms)
-                    .map_err(|e| format!("{step}: cannot publish model version {}: {e}", r.version))?;
+                crate::runtime::registry::publish(
+                    root,
+                    &reg.name,
+                    r,
+                    config,
+                    &reg.features,
+                    &reg.fingerprint,
+                    *range,
+                    *metrics,
+                    job.now_ms,
+                )
+                .map_err(|e| format!("{step}: cannot publish model version {}: {e}", r.version))?;
                 if r.promoted {
                     // The rule promoted the challenger: it is the registry's champion too.
                     crate::runtime::registry::promote(root, &reg.name, &format!("v{}", r.version))
-                        .map_err(|e| format!("{step}: cannot mark version {} champion: {e}", r.version))?;
+                        .map_err(|e| {
+                            format!("{step}: cannot mark version {} champion: {e}", r.version)
+                        })?;
                 }
             }
         }

@@ -242,19 +242,21 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
             .map_err(RunError::External)?,
         None => Vec::new(),
     });
-    let label_kafka_assignment = Arc::new(match plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()) {
-        Some(spec) => {
-            let checkpointed = start
-                .checkpointing
-                .as_ref()
-                .and_then(|c| c.resumed.as_ref())
-                .map(|c| c.label_kafka.clone())
-                .unwrap_or_default();
-            crate::connectors::kafka::plan(spec, workers, &checkpointed)
-                .map_err(RunError::External)?
-        }
-        None => Vec::new(),
-    });
+    let label_kafka_assignment = Arc::new(
+        match plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()) {
+            Some(spec) => {
+                let checkpointed = start
+                    .checkpointing
+                    .as_ref()
+                    .and_then(|c| c.resumed.as_ref())
+                    .map(|c| c.label_kafka.clone())
+                    .unwrap_or_default();
+                crate::connectors::kafka::plan(spec, workers, &checkpointed)
+                    .map_err(RunError::External)?
+            }
+            None => Vec::new(),
+        },
+    );
     let kafka_sink = match &plan.topology.sink.kafka {
         Some(spec) => {
             let brokers = spec

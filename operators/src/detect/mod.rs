@@ -43,6 +43,8 @@ impl Assessment {
 }
 
 /// Maps a non-negative statistic to `[0, 1)`: half at `threshold`, approaching 1 beyond it.
+// `!(threshold > 0.0)` on purpose: a NaN threshold counts as zero.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn squash(statistic: f64, threshold: f64) -> f64 {
     if !statistic.is_finite() || statistic <= 0.0 {
         return if statistic.is_infinite() { 1.0 } else { 0.0 };

@@ -48,7 +48,7 @@ impl SpikeDip {
 
     /// The robust z-score of `x` against the window, if the window is warm.
     pub fn z(&self, x: f64) -> Option<f64> {
-        if self.history.len() < self.window.min(10).max(3) {
+        if self.history.len() < self.window.clamp(3, 10) {
             return None;
         }
         let mut v: Vec<f64> = self.history.iter().copied().collect();

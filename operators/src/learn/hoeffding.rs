@@ -110,6 +110,10 @@ fn entropy(a: f64, b: f64) -> f64 {
     h(a / n) + h(b / n)
 }
 
+/// A candidate split: information gain, input, threshold, and the left and
+/// right children's estimated class counts.
+type Candidate = (f64, usize, f64, [f64; 2], [f64; 2]);
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Leaf {
     depth: u32,
@@ -268,11 +272,13 @@ impl Leaf {
     }
 
     /// The split to make, if the Hoeffding bound allows one: input, threshold and the children's class counts.
+    // `!(hi > lo)` on purpose: it also skips inputs whose range is NaN.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn best_split(&self, s: &Settings) -> Option<(usize, f64, [f64; 2], [f64; 2])> {
         let n = self.counts[0] + self.counts[1];
         let parent = entropy(self.counts[0], self.counts[1]);
         // Best gain per input.
-        let mut per_input: Vec<(f64, usize, f64, [f64; 2], [f64; 2])> = Vec::new();
+        let mut per_input: Vec<Candidate> = Vec::new();
         for (j, g) in self.stats.iter().enumerate() {
             let (lo, hi) = (
                 g[0].min.min(if g[1].n > 0.0 { g[1].min } else { g[0].min }),
@@ -281,7 +287,7 @@ impl Leaf {
             if !(hi > lo) {
                 continue;
             }
-            let mut best: Option<(f64, usize, f64, [f64; 2], [f64; 2])> = None;
+            let mut best: Option<Candidate> = None;
             for k in 1..=CANDIDATES {
                 let t = lo + (hi - lo) * k as f64 / (CANDIDATES + 1) as f64;
                 let mut left = [0.0; 2];
@@ -311,7 +317,7 @@ impl Leaf {
         let second = per_input.get(1).map_or(0.0, |x| x.0);
         let eps = ((1.0 / s.delta).ln() / (2.0 * n)).sqrt();
         (first.0 > 0.0 && (first.0 - second > eps || eps < s.tie))
-            .then(|| (first.1, first.2, first.3, first.4))
+            .then_some((first.1, first.2, first.3, first.4))
     }
 }
 
