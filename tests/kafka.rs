@@ -593,6 +593,39 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
         assert_eq!(committed, end, "partition {partition}");
     }
 
+    // Two workers, one label partition: the labels meet their records on the
+    // worker that owns the id, and every prediction is accounted for.
+    let two_topology = labels_on_kafka(&dir, &broker.addr, "two");
+    let two = millrace(
+        &dir,
+        &[
+            "run",
+            &two_topology,
+            "--once",
+            "--workers",
+            "2",
+            "--lake",
+            "lake-two",
+        ],
+    );
+    assert_eq!(line(&two, "ledger:"), line(&from_kafka, "ledger:"), "{two}");
+    let numbers = |l: String| -> Vec<u64> {
+        l.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    let [learned, expired, _orphaned, waiting, due, _early] =
+        numbers(line(&two, "late labels:"))[..]
+    else {
+        panic!("{two}")
+    };
+    let clean = numbers(line(&two, "ledger:"))[1];
+    assert_eq!(learned + expired + waiting + due, clean, "{two}");
+    assert!(
+        learned * 100 >= clean * 95,
+        "labels found their records: {two}"
+    );
+
     // A crash mid-run resumes from the checkpointed label offsets: nothing read twice or lost.
     let crashed_topology = labels_on_kafka(&dir, &broker.addr, "crashed");
     let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
