@@ -124,24 +124,23 @@ pub fn build<'scope>(
             stop: ctx.stop.clone(),
             resume: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
         });
+    // A Kafka source (the records' or the labels'): this worker's share of its partitions.
+    let kafka_source = |spec: &crate::connectors::kafka::KafkaSourceSpec,
+                        assignment: &[Vec<Assigned>]| KafkaSource {
+        spec: spec.clone(),
+        assigned: assignment.get(worker).cloned().unwrap_or_default(),
+        once: ctx.once,
+        records_per_epoch: t.runtime.records_per_epoch,
+        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
+        first_epoch: ctx.first_epoch,
+        fault: ctx.fault.clone(),
+        stop: ctx.stop.clone(),
+    };
     let label_kafka = plan
         .labels
         .as_ref()
-        .and_then(|(spec, _)| spec.kafka.clone())
-        .map(|spec| KafkaSource {
-            spec,
-            assigned: ctx
-                .label_kafka_assignment
-                .get(worker)
-                .cloned()
-                .unwrap_or_default(),
-            once: ctx.once,
-            records_per_epoch: t.runtime.records_per_epoch,
-            max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-            first_epoch: ctx.first_epoch,
-            fault: ctx.fault.clone(),
-            stop: ctx.stop.clone(),
-        });
+        .and_then(|(spec, _)| spec.kafka.as_ref())
+        .map(|spec| kafka_source(spec, &ctx.label_kafka_assignment));
     let (chunks, facts, positions) = match (&plan.landing, &plan.kafka) {
         (Some(spec), _) => {
             let source = LandingSource {
@@ -152,26 +151,13 @@ pub fn build<'scope>(
                 processed: ctx.processed,
                 first_epoch: ctx.first_epoch,
                 fault: ctx.fault.clone(),
-                stop: ctx.stop,
+                stop: ctx.stop.clone(),
                 resume: resume.map(|r| r.sources.clone()).unwrap_or_default(),
             };
             landing(scope, "landing", source, committed.clone())
         }
         (None, Some(spec)) => {
-            let source = KafkaSource {
-                spec: spec.clone(),
-                assigned: ctx
-                    .kafka_assignment
-                    .get(worker)
-                    .cloned()
-                    .unwrap_or_default(),
-                once: ctx.once,
-                records_per_epoch: t.runtime.records_per_epoch,
-                max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-                first_epoch: ctx.first_epoch,
-                fault: ctx.fault.clone(),
-                stop: ctx.stop,
-            };
+            let source = kafka_source(spec, &ctx.kafka_assignment);
             kafka(scope, "kafka", source, committed.clone())
         }
         (None, None) => unreachable!("a compiled topology has a source"),

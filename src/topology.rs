@@ -405,6 +405,32 @@ impl Default for RuntimeSpec {
     }
 }
 
+/// The checks a Kafka source's settings need wherever they appear (`at`:
+/// `source.kafka` or `source.labels.kafka`).
+fn check_kafka_source(
+    k: &crate::connectors::kafka::KafkaSourceSpec,
+    at: &str,
+) -> Result<(), SchemaError> {
+    let e = |key: &str, message: &str| SchemaError {
+        path: format!("{at}.{key}"),
+        message: message.to_string(),
+    };
+    if k.topics.is_empty() {
+        return Err(e("topics", "expected at least one topic"));
+    }
+    if k.format == crate::connectors::kafka::KafkaFormat::Csv && k.columns.is_empty() {
+        return Err(e(
+            "columns",
+            "CSV payloads need `columns = [...]` (messages carry no header)",
+        ));
+    }
+    crate::connectors::kafka::check_options(
+        &k.librdkafka_options,
+        &crate::connectors::kafka::CONSUMER_OWNED,
+    )
+    .map_err(|(key, message)| e(&format!("librdkafka_options.{key}"), &message))
+}
+
 /// A topology that cannot be used, located in its file.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
@@ -517,24 +543,7 @@ impl Topology {
             _ => {}
         }
         if let Some(k) = &kafka {
-            if k.topics.is_empty() {
-                return Err(e("source.kafka.topics", "expected at least one topic"));
-            }
-            if k.format == crate::connectors::kafka::KafkaFormat::Csv && k.columns.is_empty() {
-                return Err(e(
-                    "source.kafka.columns",
-                    "CSV payloads need `columns = [...]` (messages carry no header)",
-                ));
-            }
-            if let Err((key, message)) = crate::connectors::kafka::check_options(
-                &k.librdkafka_options,
-                &crate::connectors::kafka::CONSUMER_OWNED,
-            ) {
-                return Err(SchemaError {
-                    path: format!("source.kafka.librdkafka_options.{key}"),
-                    message,
-                });
-            }
+            check_kafka_source(k, "source.kafka")?;
         }
         if let Some(k) = &self.sink.kafka {
             if k.brokers.is_none() && kafka.is_none() {
@@ -780,9 +789,7 @@ impl Topology {
                         }
                     }
                     (None, Some(k)) => {
-                        if k.topics.is_empty() {
-                            return Err(e("source.labels.kafka.topics", "expected at least one topic"));
-                        }
+                        check_kafka_source(k, "source.labels.kafka")?;
                         if let Some(t) = kafka.as_ref().and_then(|r| {
                             k.topics.iter().find(|t| r.topics.contains(t))
                         }) {
@@ -790,21 +797,6 @@ impl Topology {
                                 "source.labels.kafka.topics",
                                 &format!("expected topics of their own, but `{t}` is also a record topic"),
                             ));
-                        }
-                        if k.format == crate::connectors::kafka::KafkaFormat::Csv && k.columns.is_empty() {
-                            return Err(e(
-                                "source.labels.kafka.columns",
-                                "CSV payloads need `columns = [...]` (messages carry no header)",
-                            ));
-                        }
-                        if let Err((key, message)) = crate::connectors::kafka::check_options(
-                            &k.librdkafka_options,
-                            &crate::connectors::kafka::CONSUMER_OWNED,
-                        ) {
-                            return Err(SchemaError {
-                                path: format!("source.labels.kafka.librdkafka_options.{key}"),
-                                message,
-                            });
                         }
                     }
                 }

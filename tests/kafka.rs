@@ -610,17 +610,8 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
         ],
     );
     assert_eq!(line(&two, "ledger:"), line(&from_kafka, "ledger:"), "{two}");
-    let numbers = |l: String| -> Vec<u64> {
-        l.split(|c: char| !c.is_ascii_digit())
-            .filter_map(|n| n.parse().ok())
-            .collect()
-    };
-    let [learned, expired, _orphaned, waiting, due, _early] =
-        numbers(line(&two, "late labels:"))[..]
-    else {
-        panic!("{two}")
-    };
-    let clean = numbers(line(&two, "ledger:"))[1];
+    let [learned, expired, _orphaned, waiting, due, _early] = late_counts(&two);
+    let clean = figure(&two, "ledger:", "+ rejected");
     assert_eq!(learned + expired + waiting + due, clean, "{two}");
     assert!(
         (learned + due) * 100 >= clean * 95,

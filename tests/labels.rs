@@ -133,39 +133,6 @@ fn run_inline(dir: &Path) -> String {
     run(dir, &quickstart(), "lake-inline", &["--landing", "inline"])
 }
 
-/// The numbers after `what` in the summary line starting with `line`.
-fn figure(out: &str, line: &str, what: &str) -> u64 {
-    let l = out
-        .lines()
-        .find(|l| l.starts_with(line))
-        .unwrap_or_else(|| panic!("no `{line}` line in:\n{out}"));
-    let at = l
-        .find(what)
-        .unwrap_or_else(|| panic!("no `{what}` in `{l}`"));
-    let before: String = l[..at]
-        .trim_end()
-        .chars()
-        .rev()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    before.chars().rev().collect::<String>().parse().unwrap()
-}
-
-/// The summary's `late labels:` line: learned, expired, orphaned, waiting, due, early.
-fn late_counts(out: &str) -> [u64; 6] {
-    let l = out
-        .lines()
-        .find(|l| l.starts_with("late labels:"))
-        .unwrap_or_else(|| panic!("no `late labels:` line in:\n{out}"));
-    let n: Vec<u64> = l
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.parse().unwrap())
-        .collect();
-    n.try_into()
-        .unwrap_or_else(|_| panic!("six counts expected: {l}"))
-}
-
 /// Exact ROC AUC and accuracy at 0.5 of (score, label) pairs.
 fn auc_accuracy(mut pairs: Vec<(f64, bool)>) -> (f64, f64) {
     let correct = pairs.iter().filter(|(p, y)| (*p > 0.5) == *y).count();

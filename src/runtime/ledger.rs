@@ -417,9 +417,18 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
         } = c;
         // Prequential evaluation since the last published version: the published version's metrics.
         let mut since_release = EvalPartial::default();
+        let (alerts_format, metrics_format) = (alerts_table(), metrics_table());
         let committer = Committer {
             step: step.clone(),
             lake: lake.clone(),
+            alerts: {
+                let arrow = (alerts_format.arrow_schema)(&lake.schema);
+                (alerts_format, arrow)
+            },
+            metrics: {
+                let arrow = (metrics_format.arrow_schema)(&lake.schema);
+                (metrics_format, arrow)
+            },
             keep: checkpointing.as_ref().map_or(0, |c| c.keep),
             write_alerts,
             kafka_commit: [kafka_commit, label_kafka_commit],
@@ -812,6 +821,9 @@ type Release = (
 struct Committer {
     step: String,
     lake: Lake,
+    /// The `alerts` and `metrics` tables' formats and Arrow schemas.
+    alerts: (TableFormat<Alert>, SchemaRef),
+    metrics: (TableFormat<MetricsRow>, SchemaRef),
     keep: usize,
     write_alerts: bool,
     kafka_commit: [Option<rdkafka::consumer::BaseConsumer>; 2],
@@ -836,9 +848,8 @@ impl Committer {
     fn commit(&self, mut job: CommitJob) -> Result<(), String> {
         let (step, epoch, root) = (&self.step, job.epoch, &self.lake.root);
         if self.write_alerts && !job.table_alerts.is_empty() {
-            let format = alerts_table();
-            let arrow = (format.arrow_schema)(&self.lake.schema);
-            let commit = write_epoch(&self.lake, &format, &arrow, &job.table_alerts, epoch, 0)
+            let (format, arrow) = &self.alerts;
+            let commit = write_epoch(&self.lake, format, arrow, &job.table_alerts, epoch, 0)
                 .map_err(|e| {
                     format!(
                         "{step}: cannot write the alerts of epoch {epoch} under {}: {e}",
@@ -849,12 +860,11 @@ impl Committer {
         }
         // The metrics part is written like any sink's: pending until the checkpoint.
         if let Some(row) = &job.row {
-            let format = metrics_table();
-            let arrow = (format.arrow_schema)(&self.lake.schema);
+            let (format, arrow) = &self.metrics;
             let commit = write_epoch(
                 &self.lake,
-                &format,
-                &arrow,
+                format,
+                arrow,
                 std::slice::from_ref(row),
                 epoch,
                 0,

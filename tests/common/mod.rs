@@ -326,3 +326,36 @@ pub fn newest_checkpoint(lake: &Path) -> PathBuf {
     c.sort();
     c.pop().expect("the lake has a checkpoint")
 }
+
+/// The number just before `what` in the summary line starting with `line`.
+pub fn figure(out: &str, line: &str, what: &str) -> u64 {
+    let l = out
+        .lines()
+        .find(|l| l.starts_with(line))
+        .unwrap_or_else(|| panic!("no `{line}` line in:\n{out}"));
+    let at = l
+        .find(what)
+        .unwrap_or_else(|| panic!("no `{what}` in `{l}`"));
+    let before: String = l[..at]
+        .trim_end()
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    before.chars().rev().collect::<String>().parse().unwrap()
+}
+
+/// The summary's `late labels:` line: learned, expired, orphaned, waiting, due, early.
+pub fn late_counts(out: &str) -> [u64; 6] {
+    let l = out
+        .lines()
+        .find(|l| l.starts_with("late labels:"))
+        .unwrap_or_else(|| panic!("no `late labels:` line in:\n{out}"));
+    let n: Vec<u64> = l
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    n.try_into()
+        .unwrap_or_else(|_| panic!("six counts expected: {l}"))
+}
