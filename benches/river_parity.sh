@@ -6,6 +6,7 @@
 #   ROWS=200000 FAULTS= benches/river_parity.sh
 #   MODEL=ftrl benches/river_parity.sh      # FTRL-Proximal on both sides
 #   MODEL=hoeffding_tree benches/river_parity.sh   # River's HoeffdingTreeClassifier vs millrace's
+#   ROWS=200000 MODEL=adaptive_random_forest benches/river_parity.sh   # River's ARFClassifier (~10 min per 200k rows) vs millrace's
 #
 # Installs River 0.26.1 (and duckdb, to export the scored table in input order)
 # into a venv under ~/.cache/millrace on first use. River takes about a minute
@@ -22,7 +23,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import river, duckdb,
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q river==0.26.1 numpy scipy duckdb
 fi
-(cd "$repo" && cargo build --release -q)
+[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release -q)   # NO_BUILD=1: use the binary as built
 mkdir -p "$work/landing"
 python3 "$shared/data/gen_transactions.py" --rows "$rows" --seed "$seed" $faults --truth "$work/truth.json" > "$work/landing/tx.csv"
 touch -d '1 minute ago' "$work/landing/tx.csv"
@@ -35,7 +36,7 @@ import pipeline_common
 model = os.environ["MODEL"]
 if model != "logistic_regression":
     def build_model():
-        from river import compose, linear_model, optim, preprocessing, tree
+        from river import compose, forest, linear_model, optim, preprocessing, tree
         num = compose.Select(*pipeline_common.NUM_FEATS) | preprocessing.StandardScaler()
         cat = compose.Select("category") | preprocessing.OneHotEncoder()
         if model == "ftrl":
@@ -49,6 +50,15 @@ if model != "logistic_regression":
                     t, f = p.get(True, 0.0), p.get(False, 0.0)
                     return {True: t / (t + f), False: f / (t + f)} if t + f > 0 else {True: 0.5, False: 0.5}
             learner = Tree(grace_period=200, delta=1e-7)
+        elif model == "adaptive_random_forest":
+            # River's defaults (10 trees, λ 6, grace 50, δ 0.01, ADWIN 0.01 / 0.001) but MOA's subspace, ⌊√m⌋ + 1, as millrace's.
+            import math
+            class Forest(forest.ARFClassifier):
+                def predict_proba_one(self, x, **kw):
+                    p = super().predict_proba_one(x, **kw)
+                    t, f = p.get(True, 0.0), p.get(False, 0.0)
+                    return {True: t / (t + f), False: f / (t + f)} if t + f > 0 else {True: 0.5, False: 0.5}
+            learner = Forest(n_models=10, max_features=int(math.sqrt(len(pipeline_common.NUM_FEATS) + 10)) + 1, seed=1)  # 10 categories
         else:
             raise SystemExit(f"unknown MODEL {model}")
         return (num + cat) | learner

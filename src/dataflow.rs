@@ -619,6 +619,11 @@ pub fn describe(plan: &Compiled) -> String {
             m.l2
         ),
         ModelKind::HoeffdingTree => "Hoeffding tree".to_string(),
+        ModelKind::AdaptiveRandomForest => format!(
+            "adaptive random forest ({} trees, lambda {})",
+            m.trees.unwrap_or(10),
+            m.lambda.unwrap_or(6.0)
+        ),
         ModelKind::Feature => format!(
             "the feature `{}` as the score",
             m.feature.as_deref().unwrap_or("")

@@ -643,6 +643,31 @@ impl Topology {
         if !(0.0..=1.0).contains(&self.model.threshold) {
             return Err(e("model.threshold", "expected a probability in [0, 1]"));
         }
+        for (section, m) in std::iter::once(("model", &self.model))
+            .chain(self.challenger.as_ref().map(|c| ("challenger", c)))
+        {
+            if m.trees == Some(0) {
+                return Err(e(&format!("{section}.trees"), "expected at least 1 tree"));
+            }
+            if m.max_features == Some(0) {
+                return Err(e(
+                    &format!("{section}.max_features"),
+                    "expected at least 1 input per leaf",
+                ));
+            }
+            if m.max_size_mb.is_some_and(|mb| !(mb > 0.0)) {
+                return Err(e(
+                    &format!("{section}.max_size_mb"),
+                    "expected a size in MiB > 0",
+                ));
+            }
+            if m.lambda.is_some_and(|l| !(l > 0.0 && l <= 100.0)) {
+                return Err(e(
+                    &format!("{section}.lambda"),
+                    "expected a Poisson rate in (0, 100]",
+                ));
+            }
+        }
         if self.checkpoint.keep == 0 {
             return Err(e(
                 "checkpoint.keep",
@@ -665,7 +690,13 @@ impl Topology {
                     "`linear_regression` predicts a number: declare the label with `kind = \"regression\"`",
                 ))
             }
-            (ModelKind::LogisticRegression | ModelKind::Ftrl | ModelKind::HoeffdingTree, true) => {
+            (
+                ModelKind::LogisticRegression
+                | ModelKind::Ftrl
+                | ModelKind::HoeffdingTree
+                | ModelKind::AdaptiveRandomForest,
+                true,
+            ) => {
                 return Err(e(
                     "model.kind",
                     "this learner is a binary classifier; a `regression` label needs `kind = \"linear_regression\"`",
@@ -676,7 +707,10 @@ impl Topology {
         if let Some(c) = &self.challenger {
             let classifier = matches!(
                 c.kind,
-                ModelKind::LogisticRegression | ModelKind::Ftrl | ModelKind::HoeffdingTree
+                ModelKind::LogisticRegression
+                    | ModelKind::Ftrl
+                    | ModelKind::HoeffdingTree
+                    | ModelKind::AdaptiveRandomForest
             );
             if c.kind == ModelKind::Feature || classifier == regression || !learns {
                 return Err(e(
@@ -958,6 +992,33 @@ path = "lake"
         assert_eq!(spec.horizon_ms, 24 * 3600 * 1000);
         let (_, path, _) = error(&labels.replace("path = \"labels\"", "path = \"landing\""));
         assert_eq!(path, "schema.id", "the id is checked first");
+    }
+
+    #[test]
+    fn forest_settings_are_checked_by_key() {
+        let forest =
+            |extra: &str| format!("{GOOD}\n[model]\nkind = \"adaptive_random_forest\"\n{extra}\n");
+        let ok = Topology::parse(
+            "t.toml",
+            &forest("trees = 3\nmax_features = 1\nlambda = 1.0"),
+        )
+        .unwrap();
+        assert_eq!(ok.topology.model.trees, Some(3));
+        for (extra, key) in [
+            ("trees = 0", "model.trees"),
+            ("max_features = 0", "model.max_features"),
+            ("lambda = 0.0", "model.lambda"),
+            ("lambda = nan", "model.lambda"),
+            ("max_size_mb = 0.0", "model.max_size_mb"),
+        ] {
+            let (line, path, message) = error(&forest(extra));
+            assert_eq!(path, key, "{extra}: {message}");
+            assert_eq!(
+                line,
+                Some(GOOD.lines().count() + 4),
+                "{extra}: the key's own line"
+            );
+        }
     }
 
     #[test]

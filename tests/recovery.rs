@@ -477,3 +477,56 @@ fn two_workers_recover_from_kills_too() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resume it with --workers 2"));
 }
+
+#[test]
+fn an_adaptive_forest_resumes_exactly_on_two_workers() {
+    // Every member's tree, background tree, drift detectors and random draws,
+    // and the forest the workers publish to each other, are in the checkpoint:
+    // a crash mid-run changes no score and no model.
+    let dir = input("forest", &[]);
+    let text = std::fs::read_to_string(quickstart()).unwrap().replace(
+        "kind = \"logistic_regression\"",
+        "kind = \"adaptive_random_forest\"\ntrees = 4",
+    );
+    std::fs::write(dir.join("forest.toml"), text).unwrap();
+    let args = |lake: &'static str| {
+        vec![
+            "run",
+            "forest.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            lake,
+            "--workers",
+            "2",
+        ]
+    };
+    millrace(&dir, &args("lake-a"));
+    let models = final_model(&dir.join("lake-a"));
+    assert!(
+        models.iter().all(|m| matches!(
+            &m.model,
+            millrace_operators::learn::Learner::Forest(f) if f.trees() == 4 && f.updates > 50_000
+        )),
+        "each worker has learned a forest of 4 trees"
+    );
+    let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(args("lake-b"))
+        .current_dir(&dir)
+        .env("FAILPOINTS", "before_checkpoint=6*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run should have crashed");
+    let out = millrace(&dir, &args("lake-b"));
+    assert!(
+        out.contains("resumed from the checkpoint of epoch"),
+        "{out}"
+    );
+    assert_same_lake(&dir.join("lake-a"), &dir.join("lake-b"), "forest");
+    let versions = scored(&dir.join("lake-b")).iter().map(|r| r.6).max();
+    assert!(
+        versions.is_some_and(|v| v > 10),
+        "the workers' forests were shared: {versions:?} versions"
+    );
+}

@@ -237,6 +237,15 @@ impl Scorer {
         }
     }
 
+    /// Several workers making a forest of their models: an ensemble learner
+    /// grows only this worker's share of its members (a fresh one; see
+    /// `AdaptiveRandomForest::share`). Call after [`enable_refresh`](Self::enable_refresh).
+    pub fn share_ensemble(&mut self, worker: usize, workers: usize) {
+        if self.forest.is_some() {
+            self.model.share(worker, workers);
+        }
+    }
+
     /// Shares the model with other workers (see the module docs); the current state is the shared model.
     /// `solo`: this is the only worker — versions only.
     pub fn enable_refresh(&mut self, spec: &ModelSpec, solo: bool) {
@@ -697,6 +706,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         scorer.enable_refresh(&refresh.spec, refresh.updates.is_none());
+        scorer.share_ensemble(worker, peers);
         let delayed = refresh.labels.is_some();
         let publish_every = refresh.spec.publish_every_versions.unwrap_or(10).max(1);
         let mut updates_in = refresh
@@ -718,6 +728,7 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             let mut sc = c.scorer;
             sc.config = 1;
             sc.enable_refresh(&c.spec, updates_in.is_none());
+            sc.share_ensemble(worker, peers);
             if let Some(h) = horizon {
                 sc.expect_labels(h);
             }

@@ -180,6 +180,7 @@ pub fn publish(
             ("ftrl", Some(w), b)
         }
         Learner::Tree(_) => ("hoeffding_tree", None, None),
+        Learner::Forest(_) => ("adaptive_random_forest", None, None),
     };
     let named = weights.map(|w| {
         w.into_iter()

@@ -112,8 +112,16 @@ impl Adwin {
             }
             let (m0, m1) = (head / n0 as f64, (total - head) / n1 as f64);
             let m = 1.0 / (1.0 / n0 as f64 + 1.0 / n1 as f64);
-            let eps = (2.0 * var * log_term / m).sqrt() + 2.0 * log_term / (3.0 * m);
             let gap = (m0 - m1).abs();
+            // gap > sqrt(a) + b ⇔ gap − b > 0 and (gap − b)² > a: most
+            // boundaries fail this without a square root (the slack keeps
+            // every boundary the exact test below would accept).
+            let (a, b) = (2.0 * var * log_term / m, 2.0 * log_term / (3.0 * m));
+            let c = gap - b;
+            if c <= 0.0 || c * c < a * (1.0 - 1e-9) {
+                continue;
+            }
+            let eps = a.sqrt() + b;
             if gap > eps && best.is_none_or(|b| gap / eps > b.1) {
                 best = Some((i + 1, gap / eps, m0));
             }

@@ -48,7 +48,8 @@ struct Gauss {
 }
 
 impl Gauss {
-    fn add(&mut self, x: f64) {
+    /// Adds `x` with weight `w` (West's weighted update; exact for `w` = 1).
+    fn add(&mut self, x: f64, w: f64) {
         if self.n == 0.0 {
             self.min = x;
             self.max = x;
@@ -56,10 +57,10 @@ impl Gauss {
             self.min = self.min.min(x);
             self.max = self.max.max(x);
         }
-        self.n += 1.0;
+        self.n += w;
         let d = x - self.mean;
-        self.mean += d / self.n;
-        self.m2 += d * (x - self.mean);
+        self.mean += w * d / self.n;
+        self.m2 += w * d * (x - self.mean);
     }
 
     fn sd(&self) -> f64 {
@@ -119,8 +120,13 @@ struct Leaf {
     depth: u32,
     /// Class counts (from the split estimate, then observed).
     counts: [f64; 2],
-    /// Per input: a Gaussian per class.
+    /// The inputs this leaf watches, when it watches a random subset (a
+    /// forest's tree); empty: all of them.
+    #[serde(default)]
+    subset: Vec<u32>,
+    /// Per watched input: a Gaussian per class.
     stats: Vec<[Gauss; 2]>,
+    /// Weight learned since the last split attempt.
     since_attempt: u64,
     nb_right: f64,
     mc_right: f64,
@@ -139,25 +145,107 @@ enum Node {
 
 /// One tree (an arena of nodes; 0 is the root).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Tree {
+pub(crate) struct Tree {
     nodes: Vec<Node>,
+    /// Draws the inputs of a new leaf when `subspace` > 0.
+    #[serde(default)]
+    rng: u64,
 }
 
 /// The tree's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct Settings {
-    inputs: usize,
-    dense_len: usize,
-    grace_period: u64,
-    delta: f64,
-    tie: f64,
-    max_depth: u32,
+pub(crate) struct Settings {
+    pub(crate) inputs: usize,
+    pub(crate) dense_len: usize,
+    pub(crate) grace_period: u64,
+    pub(crate) delta: f64,
+    pub(crate) tie: f64,
+    pub(crate) max_depth: u32,
+    /// Nodes a tree may have (from `max_size_mb`); at it, leaves stop splitting.
+    #[serde(default = "unbounded")]
+    pub(crate) max_nodes: usize,
+    /// Inputs each leaf watches, drawn at random when it is made (a random
+    /// forest's subspace); 0: all of them.
+    #[serde(default)]
+    pub(crate) subspace: usize,
+}
+
+impl Settings {
+    /// A tree's settings from `[model]`: dense inputs as given, sparse slots as
+    /// 0/1 inputs when there are at most [`MAX_SPARSE`] of them.
+    pub(crate) fn new(spec: &ModelSpec, dense_len: usize, sparse_len: usize) -> Settings {
+        let sparse = if sparse_len <= MAX_SPARSE {
+            sparse_len
+        } else {
+            0
+        };
+        Settings {
+            inputs: dense_len + sparse,
+            dense_len,
+            grace_period: spec.grace_period.unwrap_or(200).max(1),
+            delta: spec.split_confidence.unwrap_or(1e-7),
+            tie: 0.05,
+            max_depth: spec.max_depth.unwrap_or(20),
+            max_nodes: usize::MAX,
+            subspace: 0,
+        }
+        .sized(spec.max_size_mb.unwrap_or(100.0), 1)
+    }
+
+    /// Bounds each of `trees` trees to its share of `mb` MiB. A node is
+    /// costed as a leaf (the nodes of a tree are about half leaves, and a
+    /// leaf, with a Gaussian per class and watched input, is what weighs).
+    pub(crate) fn sized(mut self, mb: f64, trees: usize) -> Settings {
+        let watched = if self.subspace > 0 {
+            self.subspace.min(self.inputs)
+        } else {
+            self.inputs
+        };
+        let node = std::mem::size_of::<Node>() + watched * std::mem::size_of::<[Gauss; 2]>();
+        let budget = mb.max(0.0) * 1024.0 * 1024.0 / trees.max(1) as f64;
+        self.max_nodes = ((budget / node as f64) as usize).max(1);
+        self
+    }
+
+    /// The inputs vector of one example.
+    pub(crate) fn inputs(&self, dense: &[f64], sparse: &[u32], x: &mut Vec<f64>) {
+        x.clear();
+        x.extend_from_slice(dense);
+        x.resize(self.inputs, 0.0);
+        for &s in sparse {
+            let j = self.dense_len + s as usize;
+            if j < self.inputs {
+                x[j] = 1.0;
+            }
+        }
+    }
+}
+
+fn unbounded() -> usize {
+    usize::MAX
+}
+
+/// The next value of a SplitMix64 sequence (Steele, Lea & Flood 2014).
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Tree {
-    fn new(s: &Settings) -> Tree {
+    pub(crate) fn new(s: &Settings) -> Tree {
+        Tree::seeded(s, 0)
+    }
+
+    /// A tree whose leaves draw their inputs from the sequence `seed` starts.
+    pub(crate) fn seeded(s: &Settings, seed: u64) -> Tree {
+        let mut rng = seed;
+        let root = Leaf::new(0, [0.0, 0.0], s, &mut rng);
         Tree {
-            nodes: vec![Node::Leaf(Leaf::new(0, [0.0, 0.0], s.inputs))],
+            nodes: vec![Node::Leaf(root)],
+            rng,
         }
     }
 
@@ -182,21 +270,26 @@ impl Tree {
         }
     }
 
-    fn predict(&self, x: &[f64]) -> f64 {
+    pub(crate) fn predict(&self, x: &[f64]) -> f64 {
         let Node::Leaf(l) = &self.nodes[self.leaf_of(x)] else {
             unreachable!()
         };
         l.predict(x)
     }
 
-    fn learn(&mut self, x: &[f64], y: usize, s: &Settings) {
+    /// Learns `x` with label `y`, `weight` times over (online bagging's
+    /// Poisson weight; 1 for a lone tree). Returns what [`predict`](Self::predict)
+    /// answered before: predict-then-learn in one descent.
+    pub(crate) fn learn(&mut self, x: &[f64], y: usize, weight: u32, s: &Settings) -> f64 {
         let at = self.leaf_of(x);
+        let room = self.nodes.len() + 2 <= s.max_nodes;
         let Node::Leaf(l) = &mut self.nodes[at] else {
             unreachable!()
         };
-        l.learn(x, y);
+        let predicted = l.learn(x, y, weight);
         if l.since_attempt >= s.grace_period
             && l.depth < s.max_depth
+            && room
             && l.counts[0] > 0.0
             && l.counts[1] > 0.0
         {
@@ -204,10 +297,10 @@ impl Tree {
             if let Some((input, threshold, left, right)) = l.best_split(s) {
                 let depth = l.depth + 1;
                 let li = self.nodes.len();
-                self.nodes
-                    .push(Node::Leaf(Leaf::new(depth, left, s.inputs)));
-                self.nodes
-                    .push(Node::Leaf(Leaf::new(depth, right, s.inputs)));
+                let left = Leaf::new(depth, left, s, &mut self.rng);
+                let right = Leaf::new(depth, right, s, &mut self.rng);
+                self.nodes.push(Node::Leaf(left));
+                self.nodes.push(Node::Leaf(right));
                 self.nodes[at] = Node::Split {
                     input,
                     threshold,
@@ -216,18 +309,46 @@ impl Tree {
                 };
             }
         }
+        predicted
     }
 }
 
 impl Leaf {
-    fn new(depth: u32, counts: [f64; 2], inputs: usize) -> Leaf {
+    fn new(depth: u32, counts: [f64; 2], s: &Settings, rng: &mut u64) -> Leaf {
+        let mut subset = Vec::new();
+        if s.subspace > 0 && s.subspace < s.inputs {
+            // A uniform k-subset (Floyd's algorithm), in input order.
+            let n = s.inputs as u64;
+            for j in n - s.subspace as u64..n {
+                let t = (splitmix(rng) % (j + 1)) as u32;
+                let pick = if subset.contains(&t) { j as u32 } else { t };
+                subset.push(pick);
+            }
+            subset.sort_unstable();
+        }
+        let watched = if subset.is_empty() {
+            s.inputs
+        } else {
+            subset.len()
+        };
         Leaf {
             depth,
             counts,
-            stats: vec![[Gauss::default(); 2]; inputs],
+            subset,
+            stats: vec![[Gauss::default(); 2]; watched],
             since_attempt: 0,
             nb_right: 0.0,
             mc_right: 0.0,
+        }
+    }
+
+    /// The input the `k`th watched one is.
+    #[inline]
+    fn input(&self, k: usize) -> usize {
+        if self.subset.is_empty() {
+            k
+        } else {
+            self.subset[k] as usize
         }
     }
 
@@ -241,10 +362,11 @@ impl Leaf {
             return self.majority();
         }
         let mut lp = [(self.counts[0] / n).ln(), (self.counts[1] / n).ln()];
-        for (j, g) in self.stats.iter().enumerate() {
+        for (k, g) in self.stats.iter().enumerate() {
+            let v = x[self.input(k)];
             for c in 0..2 {
                 if g[c].n > 1.0 {
-                    lp[c] += g[c].log_pdf(x[j]);
+                    lp[c] += g[c].log_pdf(v);
                 }
             }
         }
@@ -259,16 +381,31 @@ impl Leaf {
         }
     }
 
-    fn learn(&mut self, x: &[f64], y: usize) {
+    /// Learns the example; returns the leaf's prediction before it did.
+    fn learn(&mut self, x: &[f64], y: usize, weight: u32) -> f64 {
+        let w = f64::from(weight);
         // Which leaf predictor would have been right (before learning the record).
         let right = |p: f64| f64::from((p > 0.5) == (y == 1));
-        self.mc_right += right(self.majority());
-        self.nb_right += right(self.naive_bayes(x));
-        self.counts[y] += 1.0;
-        for (g, &v) in self.stats.iter_mut().zip(x) {
-            g[y].add(v);
+        let (mc, nb) = (self.majority(), self.naive_bayes(x));
+        let predicted = if self.nb_right > self.mc_right {
+            nb
+        } else {
+            mc
+        };
+        self.mc_right += w * right(mc);
+        self.nb_right += w * right(nb);
+        self.counts[y] += w;
+        if self.subset.is_empty() {
+            for (g, &v) in self.stats.iter_mut().zip(x) {
+                g[y].add(v, w);
+            }
+        } else {
+            for (g, &j) in self.stats.iter_mut().zip(&self.subset) {
+                g[y].add(x[j as usize], w);
+            }
         }
-        self.since_attempt += 1;
+        self.since_attempt += u64::from(weight);
+        predicted
     }
 
     /// The split to make, if the Hoeffding bound allows one: input, threshold and the children's class counts.
@@ -307,7 +444,7 @@ impl Leaf {
                     - (nl / n) * entropy(left[0], left[1])
                     - (nr / n) * entropy(right[0], right[1]);
                 if best.as_ref().is_none_or(|b| gain > b.0) {
-                    best = Some((gain, j, t, left, right));
+                    best = Some((gain, self.input(j), t, left, right));
                 }
             }
             per_input.extend(best);
@@ -339,19 +476,7 @@ pub struct HoeffdingTree {
 impl HoeffdingTree {
     /// A tree over `dense_len` dense inputs and `sparse_len` sparse slots.
     pub fn new(spec: &ModelSpec, dense_len: usize, sparse_len: usize) -> Self {
-        let sparse = if sparse_len <= MAX_SPARSE {
-            sparse_len
-        } else {
-            0
-        };
-        let settings = Settings {
-            inputs: dense_len + sparse,
-            dense_len,
-            grace_period: spec.grace_period.unwrap_or(200).max(1),
-            delta: spec.split_confidence.unwrap_or(1e-7),
-            tie: 0.05,
-            max_depth: spec.max_depth.unwrap_or(20),
-        };
+        let settings = Settings::new(spec, dense_len, sparse_len);
         HoeffdingTree {
             tree: Tree::new(&settings),
             alternate: None,
@@ -363,45 +488,32 @@ impl HoeffdingTree {
         }
     }
 
-    fn inputs(&self, dense: &[f64], sparse: &[u32], x: &mut Vec<f64>) {
-        x.clear();
-        x.extend_from_slice(dense);
-        x.resize(self.settings.inputs, 0.0);
-        for &s in sparse {
-            let j = self.settings.dense_len + s as usize;
-            if j < self.settings.inputs {
-                x[j] = 1.0;
-            }
-        }
-    }
-
     /// Probability of the positive class.
     pub fn predict(&self, dense: &[f64], sparse: &[u32]) -> f64 {
         let mut x = Vec::with_capacity(self.settings.inputs);
-        self.inputs(dense, sparse, &mut x);
+        self.settings.inputs(dense, sparse, &mut x);
         self.tree.predict(&x)
     }
 
     /// Learns one labelled example (label 0 or 1).
     pub fn learn(&mut self, dense: &[f64], sparse: &[u32], y: f64) {
         let mut x = std::mem::take(&mut self.x);
-        self.inputs(dense, sparse, &mut x);
+        self.settings.inputs(dense, sparse, &mut x);
         let y = usize::from(y > 0.5);
         let right = |p: f64| f64::from((p > 0.5) == (y == 1));
-        let main_right = right(self.tree.predict(&x));
+        let s = self.settings;
+        // (The current and alternate trees are independent: learning the current one first changes nothing.)
+        let main_right = right(self.tree.learn(&x, y, 1, &s));
         let a = self.drift.update(1.0 - main_right);
         let rising = a.anomalous && self.drift.last_change.is_some_and(|(b, after)| after > b);
         if rising && self.alternate.is_none() {
             self.alternate = Some((Tree::new(&self.settings), 0, 0.0, 0.0));
         }
-        let s = self.settings;
         if let Some((alt, seen, alt_right, cur_right)) = self.alternate.as_mut() {
-            *alt_right += right(alt.predict(&x));
+            *alt_right += right(alt.learn(&x, y, 1, &s));
             *cur_right += main_right;
             *seen += 1;
-            alt.learn(&x, y, &s);
         }
-        self.tree.learn(&x, y, &s);
         if let Some((_, seen, alt_right, cur_right)) = self.alternate {
             if seen >= TRIAL {
                 let (alt, ..) = self.alternate.take().expect("checked");
@@ -471,6 +583,43 @@ mod tests {
             .filter(|(x, y)| (t.predict(x, &[]) > 0.5) == (*y < 0.5))
             .count();
         assert!(right > 1_700, "the new concept: {right} of 2000");
+    }
+
+    #[test]
+    fn a_size_budget_stops_the_splitting_not_the_learning() {
+        let spec = ModelSpec {
+            grace_period: Some(20),
+            split_confidence: Some(0.5),
+            max_size_mb: Some(0.002),
+            ..ModelSpec::default()
+        };
+        let mut t = HoeffdingTree::new(&spec, 2, 0);
+        let cap = t.settings.max_nodes;
+        assert!((5..20).contains(&cap), "2 KiB holds a few nodes: {cap}");
+        for (x, y) in xor(20_000, 9) {
+            t.learn(&x, &[], y);
+        }
+        assert!(
+            t.size() <= cap && t.size() + 2 > cap,
+            "grew to the cap: {} of {cap}",
+            t.size()
+        );
+        let mut free = HoeffdingTree::new(
+            &ModelSpec {
+                max_size_mb: None,
+                ..spec
+            },
+            2,
+            0,
+        );
+        for (x, y) in xor(20_000, 9) {
+            free.learn(&x, &[], y);
+        }
+        assert!(
+            free.size() > 4 * cap,
+            "unbounded it grows on: {}",
+            free.size()
+        );
     }
 
     #[test]

@@ -70,6 +70,23 @@ pub struct ModelSpec {
     /// `hoeffding_tree`: deepest level (default 20).
     #[serde(default)]
     pub max_depth: Option<u32>,
+    /// `hoeffding_tree`, `adaptive_random_forest`: memory the learner's trees
+    /// may grow to, in MiB (default 100, River's); a tree at its share stops
+    /// splitting, and its leaves go on learning.
+    #[serde(default)]
+    pub max_size_mb: Option<f64>,
+    /// `adaptive_random_forest`: trees in the forest (default 10).
+    #[serde(default)]
+    pub trees: Option<usize>,
+    /// `adaptive_random_forest`: inputs each leaf may split on (default ⌊√m⌋ + 1 of m).
+    #[serde(default)]
+    pub max_features: Option<usize>,
+    /// `adaptive_random_forest`: online bagging's Poisson rate (default 6).
+    #[serde(default)]
+    pub lambda: Option<f64>,
+    /// `adaptive_random_forest`: the seed of its random draws (default 1).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// How a linear model's weights move.
@@ -112,6 +129,11 @@ impl Default for ModelSpec {
             grace_period: None,
             split_confidence: None,
             max_depth: None,
+            max_size_mb: None,
+            trees: None,
+            max_features: None,
+            lambda: None,
+            seed: None,
         }
     }
 }
@@ -129,6 +151,9 @@ pub enum ModelKind {
     LinearRegression,
     /// A Hoeffding tree classifier (VFDT with Gaussian split estimation for numeric features).
     HoeffdingTree,
+    /// An adaptive random forest of Hoeffding trees (online bagging, random
+    /// subspaces, per-tree drift detection and background trees).
+    AdaptiveRandomForest,
     /// No learner: the score is the value of the dense feature named by
     /// `feature` (an `anomaly` feature, say), evaluated against the labels if
     /// there are any.

@@ -7,12 +7,14 @@
 //! ([`Learner::params`]) so workers' updates can be merged into one model.
 
 pub mod eval;
+pub mod forest;
 pub mod ftrl;
 pub mod hoeffding;
 pub mod logistic;
 pub mod scaler;
 
 pub use eval::EvalPartial;
+pub use forest::AdaptiveRandomForest;
 pub use ftrl::Ftrl;
 pub use hoeffding::HoeffdingTree;
 pub use logistic::LogisticRegression;
@@ -33,6 +35,8 @@ pub enum Learner {
     Ftrl(Ftrl),
     /// A Hoeffding tree classifier (several workers: a forest of their trees, see `score`).
     Tree(Box<HoeffdingTree>),
+    /// An adaptive random forest (several workers: their forests' mean, as for trees).
+    Forest(Box<AdaptiveRandomForest>),
 }
 
 impl Learner {
@@ -43,6 +47,9 @@ impl Learner {
             ModelKind::HoeffdingTree => {
                 Learner::Tree(Box::new(HoeffdingTree::new(spec, dense_len, sparse_len)))
             }
+            ModelKind::AdaptiveRandomForest => Learner::Forest(Box::new(
+                AdaptiveRandomForest::new(spec, dense_len, sparse_len),
+            )),
             ModelKind::LinearRegression => {
                 Learner::Linear(LogisticRegression::new(spec, dense_len, sparse_len))
             }
@@ -58,6 +65,7 @@ impl Learner {
             Learner::Linear(m) => m.margin(dense, sparse),
             Learner::Ftrl(m) => m.predict(dense, sparse),
             Learner::Tree(m) => m.predict(dense, sparse),
+            Learner::Forest(m) => m.predict(dense, sparse),
         }
     }
 
@@ -69,6 +77,7 @@ impl Learner {
             Learner::Linear(m) => m.learn_squared(dense, sparse, y),
             Learner::Ftrl(m) => m.learn(dense, sparse, y),
             Learner::Tree(m) => m.learn(dense, sparse, y),
+            Learner::Forest(m) => m.learn(dense, sparse, y),
         }
     }
 
@@ -83,6 +92,7 @@ impl Learner {
             Learner::Logistic(m) | Learner::Linear(m) => m.updates,
             Learner::Ftrl(m) => m.updates,
             Learner::Tree(m) => m.updates,
+            Learner::Forest(m) => m.updates,
         }
     }
 
@@ -91,7 +101,7 @@ impl Learner {
         Some(match self {
             Learner::Logistic(m) | Learner::Linear(m) => m.params(),
             Learner::Ftrl(m) => m.params(),
-            Learner::Tree(_) => return None,
+            Learner::Tree(_) | Learner::Forest(_) => return None,
         })
     }
 
@@ -114,7 +124,7 @@ impl Learner {
                     m.n[i - k]
                 }
             }
-            Learner::Tree(_) => 0.0,
+            Learner::Tree(_) | Learner::Forest(_) => 0.0,
         }
     }
 
@@ -137,7 +147,7 @@ impl Learner {
                     m.n[i - k] = v
                 }
             }
-            Learner::Tree(_) => {}
+            Learner::Tree(_) | Learner::Forest(_) => {}
         }
     }
 
@@ -170,7 +180,15 @@ impl Learner {
                     out.push(k + i);
                 }
             }
-            Learner::Tree(_) => {}
+            Learner::Tree(_) | Learner::Forest(_) => {}
+        }
+    }
+
+    /// Several workers whose models make a forest (see `score`): an ensemble
+    /// keeps this worker's share of its members (a lone tree is its own share).
+    pub fn share(&mut self, worker: usize, workers: usize) {
+        if let Learner::Forest(f) = self {
+            f.share(worker, workers);
         }
     }
 
@@ -180,6 +198,7 @@ impl Learner {
             Learner::Logistic(m) | Learner::Linear(m) => m.updates = updates,
             Learner::Ftrl(m) => m.updates = updates,
             Learner::Tree(m) => m.updates = updates,
+            Learner::Forest(m) => m.updates = updates,
         }
     }
 
@@ -194,7 +213,7 @@ impl Learner {
                 m.set_params(p);
                 m.updates = updates;
             }
-            Learner::Tree(_) => {}
+            Learner::Tree(_) | Learner::Forest(_) => {}
         }
     }
 }
