@@ -129,6 +129,7 @@ pub fn build<'scope>(
                         assignment: &[Vec<Assigned>]| KafkaSource {
         spec: spec.clone(),
         assigned: assignment.get(worker).cloned().unwrap_or_default(),
+        job_partitions: assignment.iter().map(Vec::len).sum(),
         once: ctx.once,
         records_per_epoch: t.runtime.records_per_epoch,
         max_epochs_in_flight: t.runtime.max_epochs_in_flight,
@@ -187,6 +188,7 @@ pub fn build<'scope>(
                 .labels
                 .exchange(move |l| owner(l.id_hash, peers) as u64),
             spec.horizon_ms,
+            spec.max_waiting,
         ));
         examples = examples.exchange(move |ex| {
             let h = ex.record.id.as_deref().map_or(ex.record.key_hash, key_hash);

@@ -237,9 +237,20 @@ pub struct LabelSourceSpec {
     /// When the label became known, in the event-time format of `[schema]`.
     #[serde(default)]
     pub time: Option<String>,
-    /// Event time (ms) a prediction waits for its label, and a label for its prediction.
+    /// Event time (ms) a prediction waits for its label, and a label for its
+    /// prediction. A prediction expires once the records *and* the labels
+    /// have passed its time plus this (so labels read behind the records do
+    /// not expire predictions whose labels are on their way).
     #[serde(default = "default_horizon")]
     pub horizon_ms: i64,
+    /// Predictions a worker keeps for their labels at most (a label stream
+    /// that stops would otherwise keep them all); beyond it the oldest expire.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
+}
+
+fn default_max_waiting() -> usize {
+    millrace_operators::labels::DEFAULT_MAX_WAITING
 }
 
 fn default_horizon() -> i64 {
@@ -799,6 +810,12 @@ impl Topology {
                     return Err(e(
                         "source.labels.horizon_ms",
                         "expected a positive number of milliseconds",
+                    ));
+                }
+                if l.max_waiting == 0 {
+                    return Err(e(
+                        "source.labels.max_waiting",
+                        "expected at least 1 prediction",
                     ));
                 }
                 match (&l.path, &l.kafka) {

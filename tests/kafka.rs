@@ -655,3 +655,161 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
         );
     }
 }
+
+#[test]
+fn records_and_their_delayed_labels_both_from_kafka() {
+    // Both streams on the broker: the records on four partitions (keyed by
+    // account), the labels on one. The job reads both to their ends, joins
+    // every label to its prediction on the worker that owns the id, and
+    // commits both groups' offsets.
+    let broker = Broker::start();
+    let dir = scratch("kafka-both");
+    let common = [
+        "gen",
+        "--rows",
+        "60000",
+        "--seed",
+        "12",
+        "--label-delay",
+        "5000",
+        "--label-missing",
+        "0.01",
+    ];
+    fn with<'a>(common: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [common, extra].concat()
+    }
+    millrace(
+        &dir,
+        &with(
+            &common,
+            &[
+                "--out",
+                "landing/tx-0001.csv",
+                "--labels-out",
+                "labels/labels-0001.csv",
+            ],
+        ),
+    );
+    millrace(
+        &dir,
+        &with(
+            &common,
+            &[
+                "--to-kafka",
+                &broker.addr,
+                "--topic",
+                "tx",
+                "--labels-topic",
+                "labels",
+            ],
+        ),
+    );
+    settle_folder(&dir, "landing");
+    settle_folder(&dir, "labels");
+    let folder_topology = repo()
+        .join("topologies/late_labels.toml")
+        .display()
+        .to_string();
+    let from_folders = millrace(
+        &dir,
+        &["run", &folder_topology, "--once", "--lake", "lake-folders"],
+    );
+    // late_labels.toml with both sources on the broker.
+    let text = std::fs::read_to_string(labels_on_kafka(&dir, &broker.addr, "both-labels")).unwrap();
+    let landing =
+        &text[text.find("[source.landing]").unwrap()..text.find("[source.labels]").unwrap()];
+    let text = text.replace(
+        landing,
+        &format!(
+            "[source.kafka]\nbrokers = \"{}\"\ntopics = [\"tx\"]\ngroup_id = \"both-records\"\nformat = \"csv\"\ncolumns = [\"tx_id\", \"event_time\", \"account\", \"category\", \"amount\", \"f0\", \"f1\", \"f2\", \"f3\", \"f4\", \"f5\"]\n\n",
+            broker.addr
+        ),
+    );
+    let run = |workers: &str| {
+        let name = format!("both-{workers}");
+        let groups = text
+            .replace(
+                "group_id = \"both-records\"",
+                &format!("group_id = \"{name}-records\""),
+            )
+            .replace(
+                "group_id = \"both-labels\"",
+                &format!("group_id = \"{name}-labels\""),
+            );
+        std::fs::write(dir.join(format!("{name}.toml")), groups).unwrap();
+        let out = millrace(
+            &dir,
+            &[
+                "run",
+                &format!("{name}.toml"),
+                "--once",
+                "--workers",
+                workers,
+                "--lake",
+                &format!("lake-{name}"),
+            ],
+        );
+        (name, out)
+    };
+    let (_, one) = run("1");
+    let (name, both) = run("2");
+    // Every record in, and every prediction accounted for.
+    assert_eq!(
+        figure(&both, "ledger:", "= clean"),
+        figure(&from_folders, "ledger:", "= clean"),
+        "{both}"
+    );
+    let clean = figure(&both, "ledger:", "+ rejected");
+    let [learned, expired, _orphaned, waiting, due, _early] = late_counts(&both);
+    assert_eq!(learned + expired + waiting + due, clean, "{both}");
+    assert!(
+        learned * 100 >= clean * 90,
+        "labels met their predictions and were learned: {both}"
+    );
+    assert_eq!(
+        rows(&dir.join(format!("lake-{name}")), "scored") as u64,
+        clean
+    );
+    // A Kafka source's epochs are the job's, whatever the worker count: the
+    // labels keep pace with the records on two workers as on one, and every
+    // prediction fares the same.
+    let line = |out: &str, start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line in\n{out}"))
+            .to_string()
+    };
+    for start in ["run:", "ledger:", "late labels:"] {
+        let strip = |l: String| {
+            l.split(", 1 worker")
+                .next()
+                .unwrap()
+                .split(", 2 worker")
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            strip(line(&one, start)),
+            strip(line(&both, start)),
+            "{one}\n{both}"
+        );
+    }
+    let auc = |out: &str| {
+        let l = line(out, "model (prequential");
+        l.split("ROC AUC")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let (a, b) = (auc(&one), auc(&both));
+    assert!((a - b).abs() < 0.02, "AUC {a} on one worker, {b} on two");
+    assert!(b > 0.75, "learned from its delayed labels: AUC {b}");
+    for (topic, group) in [("tx", "both-2-records"), ("labels", "both-2-labels")] {
+        for (partition, (committed, end)) in committed_and_end(&broker.addr, topic, group) {
+            assert_eq!(committed, end, "{topic} partition {partition}");
+        }
+    }
+}

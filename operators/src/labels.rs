@@ -10,8 +10,16 @@
 //! for their label (with the features they were made from, so the model can
 //! learn from them later), labels that came before their prediction, and
 //! joined pairs waiting for the scored stream to reach the time their label
-//! became known. A prediction waits at most `horizon_ms` of event time, then
-//! expires; a label without a prediction is orphaned after the same horizon.
+//! became known. A prediction expires once *both* streams have passed its
+//! event time plus `horizon_ms`: the scored records (it was made) and the
+//! labels (its label would have come by then) — the interval join's
+//! watermark, the lesser of its inputs'. So a label stream read behind the
+//! records (a backlog after downtime, a replay, a label topic with fewer
+//! partitions than workers) does not expire predictions whose labels are on
+//! their way. A label stream that stops altogether would keep every
+//! prediction: at most `max_waiting` wait per worker, and beyond that the
+//! oldest expire. A label without a prediction is orphaned once the scored
+//! stream has passed its time plus the horizon.
 //! Everything is counted ([`LabelCounts`]):
 //!
 //! - predictions made without a label = `learned` + `due` + `expired` + `waiting`;
@@ -124,12 +132,30 @@ pub struct Pending {
     seq: u64,
     /// The latest event time scored on this worker.
     watermark: i64,
+    /// The latest time a label arriving here became known (its `known_ms`,
+    /// else this worker's event time when it was read).
+    #[serde(default = "never")]
+    label_clock: i64,
+    /// Predictions that may wait at once.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: usize,
     counts: LabelCounts,
 }
 
+fn never() -> i64 {
+    i64::MIN
+}
+
+/// Predictions a worker keeps for their labels at most, by default (~200 MB of quickstart predictions).
+pub const DEFAULT_MAX_WAITING: usize = 1_000_000;
+
+fn default_max_waiting() -> usize {
+    DEFAULT_MAX_WAITING
+}
+
 impl Pending {
-    /// Empty state; predictions wait `horizon_ms` for their label.
-    pub fn new(horizon_ms: i64) -> Self {
+    /// Empty state; predictions wait `horizon_ms` for their label, at most `max_waiting` of them.
+    pub fn new(horizon_ms: i64, max_waiting: usize) -> Self {
         Pending {
             horizon_ms,
             waiting: HashMap::new(),
@@ -137,6 +163,8 @@ impl Pending {
             ready: BTreeMap::new(),
             seq: 0,
             watermark: i64::MIN,
+            label_clock: i64::MIN,
+            max_waiting: max_waiting.max(1),
             counts: LabelCounts::default(),
         }
     }
@@ -150,6 +178,7 @@ impl Pending {
 
     /// A label arrived.
     pub fn label(&mut self, l: Label) {
+        self.label_clock = self.label_clock.max(l.known_ms.unwrap_or(self.watermark));
         if let Some(p) = self.waiting.remove(&l.id) {
             self.join(p, l.label, l.known_ms);
         } else if self.early.contains_key(&l.id) {
@@ -202,9 +231,24 @@ impl Pending {
     pub fn end_epoch(&mut self) -> LabelCounts {
         if self.watermark != i64::MIN {
             let cutoff = self.watermark.saturating_sub(self.horizon_ms);
-            let before = self.waiting.len();
-            self.waiting.retain(|_, p| p.event_time >= cutoff);
-            self.counts.expired += (before - self.waiting.len()) as u64;
+            // Predictions: by the lesser of the two streams' times.
+            let clock = self.watermark.min(self.label_clock);
+            if clock != i64::MIN {
+                let expire = clock.saturating_sub(self.horizon_ms);
+                let before = self.waiting.len();
+                self.waiting.retain(|_, p| p.event_time >= expire);
+                self.counts.expired += (before - self.waiting.len()) as u64;
+            }
+            if self.waiting.len() > self.max_waiting {
+                // Over the bound: the oldest go (ties at the cut go too, so it holds).
+                let mut times: Vec<i64> = self.waiting.values().map(|p| p.event_time).collect();
+                let excess = self.waiting.len() - self.max_waiting;
+                let (_, kth, _) = times.select_nth_unstable(excess - 1);
+                let kth = *kth;
+                let before = self.waiting.len();
+                self.waiting.retain(|_, p| p.event_time > kth);
+                self.counts.expired += (before - self.waiting.len()) as u64;
+            }
             let before = self.early.len();
             self.early
                 .retain(|_, e| e.known_ms.unwrap_or(i64::MIN).max(e.seen_ms) >= cutoff);
@@ -328,7 +372,7 @@ mod tests {
 
     #[test]
     fn joins_either_way_round_and_learns_when_the_label_is_known() {
-        let mut p = Pending::new(1_000);
+        let mut p = Pending::new(1_000, DEFAULT_MAX_WAITING);
         p.label(label("a", 1.0, Some(500)));
         p.predicted("a", pred(100, 0.9));
         p.predicted("b", pred(200, 0.1));
@@ -343,7 +387,7 @@ mod tests {
 
     #[test]
     fn what_waits_past_the_horizon_is_counted() {
-        let mut p = Pending::new(1_000);
+        let mut p = Pending::new(1_000, DEFAULT_MAX_WAITING);
         p.predicted("never", pred(0, 0.5));
         p.label(label("orphan", 1.0, Some(0)));
         p.saw(900);
@@ -351,6 +395,56 @@ mod tests {
         assert_eq!((c.expired, c.orphaned, c.waiting, c.early), (0, 0, 1, 1));
         p.saw(1_001);
         let c = p.end_epoch();
-        assert_eq!((c.expired, c.orphaned, c.waiting, c.early), (1, 1, 0, 0));
+        assert_eq!(
+            (c.expired, c.orphaned, c.waiting, c.early),
+            (0, 1, 1, 0),
+            "the records passed 1,000, the labels did not: `never` may still get its label"
+        );
+        p.label(label("later", 0.0, Some(1_001)));
+        let c = p.end_epoch();
+        assert_eq!(
+            (c.expired, c.waiting, c.early),
+            (1, 0, 1),
+            "both streams passed it"
+        );
+    }
+
+    #[test]
+    fn labels_read_behind_the_records_still_meet_their_predictions() {
+        // The records run 10,000 ms ahead of their labels (a backlog read at
+        // different speeds); labels are known 100 ms after their record.
+        let mut p = Pending::new(1_000, DEFAULT_MAX_WAITING);
+        for t in 0..20_000i64 {
+            if t % 10 == 0 {
+                p.predicted(&format!("r{t}"), pred(t, 0.5));
+            }
+            let l = t - 10_000;
+            if l >= 0 && l % 10 == 0 {
+                p.label(label(&format!("r{l}"), 1.0, Some(l + 100)));
+            }
+            if t % 1_000 == 0 {
+                p.saw(t);
+                while p.due(t).is_some() {}
+                let c = p.end_epoch();
+                assert_eq!(c.expired, 0, "at {t}");
+            }
+        }
+        let c = p.end_epoch();
+        assert_eq!(c.orphaned, 0);
+    }
+
+    #[test]
+    fn at_most_max_waiting_predictions_wait() {
+        let mut p = Pending::new(1_000, 100);
+        for t in 0..250 {
+            p.predicted(&format!("r{t}"), pred(t, 0.5));
+        }
+        let c = p.end_epoch();
+        assert_eq!(
+            (c.expired, c.waiting),
+            (150, 100),
+            "no labels at all: the oldest go"
+        );
+        assert!(p.waiting.values().all(|q| q.event_time >= 150));
     }
 }

@@ -230,10 +230,16 @@ impl Scorer {
         }
     }
 
-    /// Labels come late on their own stream: keep predictions up to `horizon_ms` for them.
-    pub fn expect_labels(&mut self, horizon_ms: i64) {
-        if self.pending.is_none() && self.feature.is_none() {
-            self.pending = Some(Pending::new(horizon_ms));
+    /// Labels come late on their own stream: keep predictions up to `horizon_ms`
+    /// for them (see [`Pending`]), at most `max_waiting` at once.
+    pub fn expect_labels(&mut self, horizon_ms: i64, max_waiting: usize) {
+        if self.feature.is_some() {
+            return;
+        }
+        match self.pending.as_mut() {
+            // Restored: the bound is the topology's now.
+            Some(p) => p.max_waiting = max_waiting.max(1),
+            None => self.pending = Some(Pending::new(horizon_ms, max_waiting)),
         }
     }
 
@@ -671,7 +677,7 @@ pub struct Refresh<'scope> {
     pub resumed_after: Option<Epoch>,
     /// Delayed labels, already on the worker that owns their id (a learn-only
     /// input, see [`crate::labels`]), and how long predictions wait for them.
-    pub labels: Option<(Stream<'scope, Epoch, Vec<Label>>, i64)>,
+    pub labels: Option<(Stream<'scope, Epoch, Vec<Label>>, i64, usize)>,
     /// A challenger scoring in shadow.
     pub challenger: Option<Challenger<'scope>>,
 }
@@ -714,9 +720,9 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             .map(|updates| builder.new_input(updates, Pipeline));
         let mut next_input = 1 + usize::from(updates_in.is_some());
         let labels_ix = next_input;
-        let horizon = refresh.labels.as_ref().map(|l| l.1);
-        let mut labels_in = refresh.labels.map(|(labels, horizon)| {
-            scorer.expect_labels(horizon);
+        let horizon = refresh.labels.as_ref().map(|l| (l.1, l.2));
+        let mut labels_in = refresh.labels.map(|(labels, horizon, max_waiting)| {
+            scorer.expect_labels(horizon, max_waiting);
             builder.new_input(labels, Pipeline)
         });
         next_input += usize::from(labels_in.is_some());
@@ -729,8 +735,8 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             sc.config = 1;
             sc.enable_refresh(&c.spec, updates_in.is_none());
             sc.share_ensemble(worker, peers);
-            if let Some(h) = horizon {
-                sc.expect_labels(h);
+            if let Some((h, m)) = horizon {
+                sc.expect_labels(h, m);
             }
             tallies_in = c.tallies.map(|t| builder.new_input(t, Pipeline));
             promote_now = c.promote_now;
