@@ -110,3 +110,58 @@ fn publish_list_promote_rollback_and_warm_start() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_forest_on_one_worker_is_versioned_published_and_warm_starts() {
+    // A learner whose state is not a vector of weights (here the adaptive
+    // random forest) gets versions and registry entries on one worker too.
+    let dir = scratch("registry-forest");
+    gen(&dir, "tx.csv", 120_000, 52, &[]);
+    settle(&dir);
+    let forest = std::fs::read_to_string(quickstart()).unwrap().replace(
+        "kind = \"logistic_regression\"",
+        "kind = \"adaptive_random_forest\"\ntrees = 3",
+    );
+    std::fs::write(dir.join("forest.toml"), &forest).unwrap();
+    let run = |topology: &str, lake: &str| {
+        millrace(
+            &dir,
+            &[
+                "run",
+                topology,
+                "--once",
+                "--landing",
+                "landing",
+                "--lake",
+                lake,
+            ],
+        )
+    };
+    run("forest.toml", "lake-a");
+    let list = millrace(&dir, &["models", "list", "lake-a"]);
+    assert!(list.contains("v11 "), "{list}");
+    let shown = millrace(&dir, &["models", "show", "lake-a", "v11"]);
+    let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(json["learner"], "adaptive_random_forest", "{shown}");
+    assert!(json["metrics"]["auc"].as_f64().unwrap() > 0.6, "{shown}");
+    let warm = forest.replace(
+        "l2 = 0.0\n",
+        "l2 = 0.0\nwarm_start = \"v11\"\nregistry = \"lake-a\"\n",
+    );
+    std::fs::write(dir.join("warm.toml"), warm).unwrap();
+    run("warm.toml", "lake-b");
+    let b = scored(&dir.join("lake-b"));
+    let first = b.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap();
+    assert_eq!(first.6, 11, "the first record is scored by v11");
+    let cold = scored(&dir.join("lake-a"));
+    let same = cold
+        .iter()
+        .zip(&b)
+        .take(100)
+        .filter(|(x, y)| x.4 == y.4)
+        .count();
+    assert!(
+        same < 50,
+        "{same} of the first 100 scores equal a cold start's"
+    );
+}

@@ -99,6 +99,10 @@ struct Forest {
     since: u64,
     members: std::collections::BTreeMap<usize, Member>,
     outbox: Option<ModelDelta>,
+    /// One worker: no forest to share, but a new version every `every_records`
+    /// records all the same (so its versions reach the registry, as a linear model's do).
+    #[serde(default)]
+    solo: bool,
 }
 
 /// The shared model and when to publish to it (several workers only).
@@ -264,13 +268,17 @@ impl Scorer {
         }
         let Some(params) = self.model.params() else {
             // Not a learner whose updates add up: the workers' models make a forest.
-            if !solo && self.forest.is_none() {
-                self.forest = Some(Forest {
-                    every_records: spec.refresh_records.unwrap_or(1_000).max(1),
-                    since: 0,
-                    members: Default::default(),
-                    outbox: None,
-                });
+            match self.forest.as_mut() {
+                Some(f) => f.solo = solo,
+                None => {
+                    self.forest = Some(Forest {
+                        every_records: spec.refresh_records.unwrap_or(1_000).max(1),
+                        since: 0,
+                        members: Default::default(),
+                        outbox: None,
+                        solo,
+                    })
+                }
             }
             return;
         };
@@ -416,6 +424,12 @@ impl Scorer {
     pub fn publish(&mut self, worker: usize, epoch: Epoch, _peers: usize) -> Option<ModelDelta> {
         if let Some(f) = self.forest.as_mut() {
             if f.since < f.every_records {
+                return None;
+            }
+            if f.solo {
+                // Nothing to share: the worker's model, in a new version.
+                f.since = 0;
+                self.version += 1;
                 return None;
             }
             let delta = ModelDelta {
@@ -1065,6 +1079,42 @@ mod tests {
         assert_eq!((out.score, out.model_version), (0.5, 1));
         assert_eq!((eval.n, s.model.updates(), s.scaler.count[0]), (0, 0, 0));
         assert_eq!(eval.event_range, Some((7, 7)));
+    }
+
+    #[test]
+    fn a_lone_worker_versions_its_tree_as_a_linear_model_is_versioned() {
+        let (features, _) = setup();
+        for kind in [
+            crate::learn::logistic::ModelKind::HoeffdingTree,
+            crate::learn::logistic::ModelKind::AdaptiveRandomForest,
+        ] {
+            let spec = ModelSpec {
+                kind,
+                refresh_records: Some(50),
+                ..Default::default()
+            };
+            let mut a = Scorer::new(&spec, &features);
+            a.enable_refresh(&spec, true);
+            let mut eval = EvalPartial::default();
+            let start = a.version;
+            for epoch in 0..4 {
+                for i in 0..60 {
+                    let x = (i % 17) as f64;
+                    a.apply(example(x, Some(f64::from(x > 8.0))), &mut eval);
+                }
+                assert!(a.publish(0, epoch, 1).is_none(), "nothing to send");
+            }
+            assert_eq!(
+                a.version,
+                start + 4,
+                "{kind:?}: a version per 50 records, at most one per epoch"
+            );
+            assert_eq!(
+                a.release(4).model,
+                a.model,
+                "the registry gets the worker's model"
+            );
+        }
     }
 
     #[test]
