@@ -164,4 +164,68 @@ fn a_forest_on_one_worker_is_versioned_published_and_warm_starts() {
         same < 50,
         "{same} of the first 100 scores equal a cold start's"
     );
+
+    // Two workers: the registry gets the whole forest they scored with, and
+    // a run warm-started from it scores its first records with that forest.
+    millrace(
+        &dir,
+        &[
+            "run",
+            "forest.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-c",
+            "--workers",
+            "2",
+        ],
+    );
+    let list = millrace(&dir, &["models", "list", "lake-c"]);
+    let newest = list
+        .lines()
+        .find_map(|l| l.strip_prefix("* v"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no champion in\n{list}"))
+        .to_string();
+    let shown = millrace(&dir, &["models", "show", "lake-c", &format!("v{newest}")]);
+    let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(json["forest_members"], 2, "{shown}");
+    let warm2 = forest.replace(
+        "l2 = 0.0\n",
+        &format!("l2 = 0.0\nwarm_start = \"v{newest}\"\nregistry = \"lake-c\"\n"),
+    );
+    std::fs::write(dir.join("warm2.toml"), warm2).unwrap();
+    millrace(
+        &dir,
+        &[
+            "run",
+            "warm2.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-d",
+            "--workers",
+            "2",
+        ],
+    );
+    let d = scored(&dir.join("lake-d"));
+    let first = d.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap();
+    assert_eq!(
+        first.6.to_string(),
+        newest,
+        "scored by the published forest"
+    );
+    let cold = scored(&dir.join("lake-c"));
+    let same = cold
+        .iter()
+        .zip(&d)
+        .take(100)
+        .filter(|(x, y)| x.4 == y.4)
+        .count();
+    assert!(
+        same < 50,
+        "{same} of the first 100 scores equal a cold start's"
+    );
 }

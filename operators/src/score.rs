@@ -164,6 +164,11 @@ pub struct ModelRelease {
     /// It became the champion by a promotion in this epoch.
     #[serde(default)]
     pub promoted: bool,
+    /// Several workers with a tree learner: the forest they all scored with,
+    /// every worker's member (worker, member); `model` is worker 0's own.
+    /// Empty for everything else.
+    #[serde(default)]
+    pub forest: Vec<(usize, Member)>,
 }
 
 /// The model state of `score` on one worker.
@@ -251,7 +256,10 @@ impl Scorer {
     /// grows only this worker's share of its members (a fresh one; see
     /// `AdaptiveRandomForest::share`). Call after [`enable_refresh`](Self::enable_refresh).
     pub fn share_ensemble(&mut self, worker: usize, workers: usize) {
-        if self.forest.is_some() {
+        if let Some(f) = self.forest.as_mut() {
+            // A forest warm-started from more workers than this run has: their
+            // members would never be replaced, so they go.
+            f.members.retain(|w, _| *w < workers);
             self.model.share(worker, workers);
         }
     }
@@ -269,7 +277,14 @@ impl Scorer {
         let Some(params) = self.model.params() else {
             // Not a learner whose updates add up: the workers' models make a forest.
             match self.forest.as_mut() {
-                Some(f) => f.solo = solo,
+                Some(f) => {
+                    // Restored or warm-started: the topology's cadence; one worker scores with its own model.
+                    f.solo = solo;
+                    f.every_records = spec.refresh_records.unwrap_or(1_000).max(1);
+                    if solo {
+                        f.members.clear();
+                    }
+                }
                 None => {
                     self.forest = Some(Forest {
                         every_records: spec.refresh_records.unwrap_or(1_000).max(1),
@@ -504,6 +519,12 @@ impl Scorer {
             }
             None => (self.model.clone(), self.scaler.clone()),
         };
+        let forest = self
+            .forest
+            .as_ref()
+            .filter(|f| !f.solo)
+            .map(|f| f.members.iter().map(|(w, m)| (*w, m.clone())).collect())
+            .unwrap_or_default();
         ModelRelease {
             version: self.version,
             epoch,
@@ -511,15 +532,37 @@ impl Scorer {
             scaler,
             config: self.config,
             promoted: false,
+            forest,
         }
     }
 
     /// Starts from a published version (warm start).
+    ///
+    /// A forest (several workers' trees) starts whole: every worker scores with
+    /// its members until the workers of this run publish their own (see
+    /// [`share_ensemble`](Self::share_ensemble) for a different worker count),
+    /// and each worker grows worker 0's member further.
     pub fn warm_start(&mut self, release: ModelRelease) {
         self.model = release.model;
         self.scaler = release.scaler.restored();
         self.version = release.version;
         self.shared = None;
+        if !release.forest.is_empty() {
+            self.forest = Some(Forest {
+                every_records: 1_000,
+                since: 0,
+                members: release
+                    .forest
+                    .into_iter()
+                    .map(|(w, mut m)| {
+                        m.scaler = std::mem::take(&mut m.scaler).restored();
+                        (w, m)
+                    })
+                    .collect(),
+                outbox: None,
+                solo: false,
+            });
+        }
     }
 
     /// The update to publish again when resuming right after `epoch` (see the module docs).

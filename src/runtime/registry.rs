@@ -139,6 +139,9 @@ struct ModelFile<'a> {
     weights: Option<Vec<(String, f64)>>,
     intercept: Option<f64>,
     scaler: serde_json::Value,
+    /// Several workers' trees: the members of the forest (in `state.bin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forest_members: Option<usize>,
 }
 
 /// Publishes `release` under `<lake>/models/<name>/v<N>/` and lists it in the registry.
@@ -209,6 +212,7 @@ pub fn publish(
             "mean": release.scaler.mean,
             "var": release.scaler.var,
         }),
+        forest_members: (!release.forest.is_empty()).then_some(release.forest.len()),
     };
     let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
     let state = (fingerprint.to_string(), release.clone());
