@@ -451,6 +451,7 @@ pub fn build<'scope>(
                     .cloned()
                     .collect(),
                 fingerprint: t.state_fingerprint(),
+                keep_versions: t.model.keep_versions.unwrap_or(10),
             }),
         notifiers: if worker == 0 {
             notifiers(t, plan.kafka.as_ref().map(|k| k.brokers.as_str()), &fault)

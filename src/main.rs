@@ -198,11 +198,25 @@ fn models(action: ModelsAction) -> anyhow::Result<()> {
                 lake.display(),
                 reg.versions.len()
             );
-            println!("  version     epoch    records   labelled   accuracy   log loss    ROC AUC");
+            println!(
+                "  version     epoch    records   labelled   accuracy   log loss    ROC AUC   state"
+            );
+            // Whether the version's exact state is kept (warm-startable) or pruned (`keep_versions`).
+            let state = |v: u64| {
+                if registry::dir(&lake, &name)
+                    .join(format!("v{v}"))
+                    .join("state.bin")
+                    .exists()
+                {
+                    "kept"
+                } else {
+                    "pruned"
+                }
+            };
             let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.5}"));
             for v in &reg.versions {
                 println!(
-                    "{} v{:<8} {:>7} {:>10} {:>10}   {:>8}   {:>8}   {:>8}",
+                    "{} v{:<8} {:>7} {:>10} {:>10}   {:>8}   {:>8}   {:>8}   {}",
                     if Some(v.version) == champion {
                         "*"
                     } else {
@@ -214,7 +228,8 @@ fn models(action: ModelsAction) -> anyhow::Result<()> {
                     v.metrics.n,
                     f(v.metrics.accuracy),
                     f(v.metrics.log_loss),
-                    f(v.metrics.auc)
+                    f(v.metrics.auc),
+                    state(v.version)
                 );
             }
             if let Some(c) = champion {

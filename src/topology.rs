@@ -168,6 +168,7 @@ impl Topology {
             publish_every_versions: None,
             warm_start: None,
             registry: None,
+            keep_versions: None,
             ..m.clone()
         };
         let mut parts =

@@ -229,3 +229,82 @@ fn a_forest_on_one_worker_is_versioned_published_and_warm_starts() {
         "{same} of the first 100 scores equal a cold start's"
     );
 }
+
+#[test]
+fn only_the_newest_versions_keep_their_state() {
+    // `keep_versions`: a long-running job's registry keeps every version's
+    // line and model.json, but the exact state only of the newest few (and of
+    // the champion and the rollback history).
+    let dir = scratch("registry-keep");
+    gen(&dir, "tx.csv", 120_000, 53, &[]);
+    settle(&dir);
+    let q = std::fs::read_to_string(quickstart()).unwrap().replace(
+        "l2 = 0.0\n",
+        "l2 = 0.0\npublish_every_versions = 2\nkeep_versions = 2\n",
+    );
+    std::fs::write(dir.join("keep.toml"), &q).unwrap();
+    millrace(
+        &dir,
+        &[
+            "run",
+            "keep.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake",
+        ],
+    );
+    let list = millrace(&dir, &["models", "list", "lake"]);
+    let rows: Vec<(String, &str)> = list
+        .lines()
+        .filter(|l| l.len() > 3 && l[2..].starts_with('v') && l.as_bytes()[3].is_ascii_digit())
+        .map(|l| {
+            let v = l[2..].split_whitespace().next().unwrap().to_string();
+            (v, l.split_whitespace().last().unwrap())
+        })
+        .collect();
+    assert!(rows.len() >= 4, "{list}");
+    let (old, new) = rows.split_at(rows.len() - 2);
+    assert!(new.iter().all(|(_, s)| *s == "kept"), "{list}");
+    assert!(old.iter().all(|(_, s)| *s == "pruned"), "{list}");
+    for (v, _) in old {
+        assert!(!dir
+            .join(format!("lake/models/quickstart/{v}/state.bin"))
+            .exists());
+        assert!(dir
+            .join(format!("lake/models/quickstart/{v}/model.json"))
+            .exists());
+    }
+    // A pruned version can be neither promoted nor started from.
+    let (oldest, _) = &old[0];
+    let out = millrace_raw(&dir, &["models", "promote", "lake", oldest]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pruned"),
+        "{out:?}"
+    );
+    let warm = q.replace(
+        "keep_versions = 2\n",
+        &format!("keep_versions = 2\nwarm_start = \"{oldest}\"\nregistry = \"lake\"\n"),
+    );
+    std::fs::write(dir.join("warm.toml"), warm).unwrap();
+    let out = millrace_raw(
+        &dir,
+        &[
+            "run",
+            "warm.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-w",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pruned") && err.contains("model.warm_start"),
+        "{err}"
+    );
+}

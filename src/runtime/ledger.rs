@@ -333,6 +333,8 @@ pub struct RegistryCtx {
     pub features: Vec<String>,
     /// The state fingerprint: a version can warm-start only a topology with the same one.
     pub fingerprint: String,
+    /// Versions that keep their exact state (see `registry::prune_states`).
+    pub keep_versions: usize,
 }
 
 /// How the coordinator checkpoints.
@@ -933,6 +935,10 @@ impl Committer {
                             format!("{step}: cannot mark version {} champion: {e}", r.version)
                         })?;
                 }
+            }
+            if !job.releases.is_empty() {
+                crate::runtime::registry::prune_states(root, &reg.name, reg.keep_versions)
+                    .map_err(|e| format!("{step}: cannot prune model states: {e}"))?;
             }
         }
         Ok(())

@@ -228,6 +228,38 @@ pub fn publish(
     save(lake, &reg)
 }
 
+/// Deletes the exact state (`state.bin`) of every version but the newest
+/// `keep`, the champion and the promotion history (rollback targets), so a
+/// long-running job's registry grows by a `model.json` per version, not by a
+/// model's state (tens of MB for a forest, 16 MB for a million FTRL weights).
+pub fn prune_states(lake: &Path, name: &str, keep: usize) -> Result<usize, String> {
+    let reg = load(lake, name)?;
+    let mut kept: Vec<u64> = reg
+        .versions
+        .iter()
+        .rev()
+        .take(keep.max(1))
+        .map(|v| v.version)
+        .collect();
+    kept.extend(reg.champion());
+    kept.extend(&reg.history);
+    let mut pruned = 0;
+    for v in &reg.versions {
+        if kept.contains(&v.version) {
+            continue;
+        }
+        let p = dir(lake, name)
+            .join(format!("v{}", v.version))
+            .join("state.bin");
+        match std::fs::remove_file(&p) {
+            Ok(()) => pruned += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
+        }
+    }
+    Ok(pruned)
+}
+
 /// Resolves `champion`, `latest` or `v<N>` to a version number.
 pub fn resolve(reg: &Registry, which: &str) -> Result<u64, String> {
     let v = match which {
@@ -257,7 +289,15 @@ pub fn load_state(
     let p = dir(lake, name)
         .join(format!("v{version}"))
         .join("state.bin");
-    let bytes = std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let bytes = std::fs::read(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "version {version} of `{name}` is listed but its state was pruned: the registry keeps the exact state of the newest `keep_versions` versions, the champion and the promotion history (`millrace models list` shows which)"
+            )
+        } else {
+            format!("cannot read {}: {e}", p.display())
+        }
+    })?;
     let (fp, release): (String, ModelRelease) =
         bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
     if fp != fingerprint {
@@ -275,6 +315,15 @@ pub fn load_state(
 pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, String> {
     let mut reg = load(lake, name)?;
     let v = resolve(&reg, which)?;
+    if !dir(lake, name)
+        .join(format!("v{v}"))
+        .join("state.bin")
+        .exists()
+    {
+        return Err(format!(
+            "version {v} of `{name}` cannot be the champion: its state was pruned (`keep_versions`), so nothing could start from it"
+        ));
+    }
     if let Some(c) = reg.champion() {
         if c != v {
             reg.history.push(c);

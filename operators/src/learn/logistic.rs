@@ -61,6 +61,12 @@ pub struct ModelSpec {
     /// The lake whose registry `warm_start` reads (default: this topology's lake).
     #[serde(default)]
     pub registry: Option<std::path::PathBuf>,
+    /// Published versions whose exact state (`state.bin`, for warm starts)
+    /// the registry keeps, newest first (default 10); the champion and the
+    /// promotion history keep theirs too. Older versions keep their
+    /// `model.json` and their line in `models list`.
+    #[serde(default)]
+    pub keep_versions: Option<usize>,
     /// `hoeffding_tree`: labelled records a leaf sees between split attempts (default 200).
     #[serde(default)]
     pub grace_period: Option<u64>,
@@ -126,6 +132,7 @@ impl Default for ModelSpec {
             publish_every_versions: None,
             warm_start: None,
             registry: None,
+            keep_versions: None,
             grace_period: None,
             split_confidence: None,
             max_depth: None,
