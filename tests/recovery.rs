@@ -316,7 +316,11 @@ fn corrupt_checkpoints_fall_back_or_refuse() {
     for e in std::fs::read_dir(lake.join("_checkpoints")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "ckpt") {
-            std::fs::write(&p, b"millrace-checkpoint 1 0000000000000000\n{}").unwrap();
+            let header = format!(
+                "millrace-checkpoint {} 0000000000000000\n{{}}",
+                millrace::runtime::checkpoint::VERSION
+            );
+            std::fs::write(&p, header).unwrap();
         }
     }
     let out = millrace_raw(

@@ -36,8 +36,14 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::connectors::landing::{FileFact, FilePos};
 use crate::runtime::manifest;
 
-/// The checkpoint format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The checkpoint format version this build writes and reads. It covers the
+/// operator state the checkpoint references too: that is bincode, which has
+/// no schema, so a build whose state layout differs must not read it. Bump it
+/// whenever the checkpoint or any operator's state changes shape; a lake
+/// written under another version is then refused with both versions named
+/// (never silently restarted). 2: session 5 (trees' subspaces and budgets,
+/// the forest, the label clock).
+pub const VERSION: u32 = 2;
 
 /// A whole checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
