@@ -307,4 +307,32 @@ fn only_the_newest_versions_keep_their_state() {
         err.contains("pruned") && err.contains("model.warm_start"),
         "{err}"
     );
+    // A state another build wrote (no format tag, here a bare fingerprint) is
+    // refused as such, not misread.
+    let (newest, _) = new.last().unwrap();
+    std::fs::write(
+        dir.join(format!("lake/models/quickstart/{newest}/state.bin")),
+        bincode::serialize(&"0123456789abcdef".to_string()).unwrap(),
+    )
+    .unwrap();
+    let warm = q.replace(
+        "keep_versions = 2\n",
+        &format!("keep_versions = 2\nwarm_start = \"{newest}\"\nregistry = \"lake\"\n"),
+    );
+    std::fs::write(dir.join("warm.toml"), warm).unwrap();
+    let out = millrace_raw(
+        &dir,
+        &[
+            "run",
+            "warm.toml",
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake-x",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another millrace build"), "{err}");
 }

@@ -215,7 +215,7 @@ pub fn publish(
         forest_members: (!release.forest.is_empty()).then_some(release.forest.len()),
     };
     let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
-    let state = (fingerprint.to_string(), release.clone());
+    let state = (tagged(fingerprint), release.clone());
     let p = vdir.join("state.bin");
     write_atomic(&p, &bincode::serialize(&state).expect("serializes")).map_err(|e| io(&p, e))?;
     let p = vdir.join("model.json");
@@ -298,17 +298,34 @@ pub fn load_state(
             format!("cannot read {}: {e}", p.display())
         }
     })?;
-    let (fp, release): (String, ModelRelease) =
-        bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-    if fp != fingerprint {
+    // The tag first: a state another build wrote may not even decode.
+    let tag: String = bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    if !tag.starts_with(&tagged("")) {
+        return Err(format!(
+            "version {version} of `{name}` was published by another millrace build, whose model state this build cannot read (state format {}); start from zero, or use that build",
+            crate::runtime::checkpoint::VERSION
+        ));
+    }
+    if tag != tagged(fingerprint) {
         return Err(format!(
             "version {version} of `{name}` was trained with other features or another model; it cannot start this topology"
         ));
     }
+    let (_, release): (String, ModelRelease) =
+        bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(ModelRelease {
         scaler: release.scaler.restored(),
         ..release
     })
+}
+
+/// A version state's first field: the state format (bincode has no schema:
+/// another build's layout must not be read) and the topology's fingerprint.
+fn tagged(fingerprint: &str) -> String {
+    format!(
+        "millrace-state {}:{fingerprint}",
+        crate::runtime::checkpoint::VERSION
+    )
 }
 
 /// Makes `version` the champion; the previous champion goes to the history.
