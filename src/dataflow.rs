@@ -130,6 +130,7 @@ pub fn build<'scope>(
         spec: spec.clone(),
         assigned: assignment.get(worker).cloned().unwrap_or_default(),
         job_partitions: assignment.iter().map(Vec::len).sum(),
+        job_workers: assignment.len(),
         once: ctx.once,
         records_per_epoch: t.runtime.records_per_epoch,
         max_epochs_in_flight: t.runtime.max_epochs_in_flight,
