@@ -18,14 +18,8 @@ set -euo pipefail
 rows=${ROWS:-100000}
 streams=${STREAMS:-sea agrawal hyperplane}
 river=${RIVER-1}
-repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${WORK:-$(mktemp -d)}
-venv=${VENV:-$HOME/.cache/millrace/venv-river}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import river, duckdb, scipy' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q river==0.26.1 numpy scipy duckdb
-fi
-[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release -q)   # NO_BUILD=1: use the binary as built
+source "$(dirname "$0")/river_env.sh"   # the venv, and the binary (NO_BUILD=1: as built)
 millrace=$repo/target/release/millrace
 kinds="logistic_regression hoeffding_tree adaptive_random_forest"
 

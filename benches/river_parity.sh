@@ -15,15 +15,9 @@ set -euo pipefail
 rows=${ROWS:-1000000}
 seed=${SEED:-7}
 faults=${FAULTS---no-faults}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-shared=$repo/../shared
 work=${WORK:-$(mktemp -d)}
-venv=${VENV:-$HOME/.cache/millrace/venv-river}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import river, duckdb, scipy' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q river==0.26.1 numpy scipy duckdb
-fi
-[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release -q)   # NO_BUILD=1: use the binary as built
+source "$(dirname "$0")/river_env.sh"   # the venv, and the binary (NO_BUILD=1: as built)
+shared=$repo/../shared
 mkdir -p "$work/landing"
 python3 "$shared/data/gen_transactions.py" --rows "$rows" --seed "$seed" $faults --truth "$work/truth.json" > "$work/landing/tx.csv"
 touch -d '1 minute ago' "$work/landing/tx.csv"
@@ -39,25 +33,22 @@ if model != "logistic_regression":
         from river import compose, forest, linear_model, optim, preprocessing, tree
         num = compose.Select(*pipeline_common.NUM_FEATS) | preprocessing.StandardScaler()
         cat = compose.Select("category") | preprocessing.OneHotEncoder()
+        class Proba:
+            # An empty or one-class answer (before the first split) as a full distribution.
+            def predict_proba_one(self, x, **kw):
+                p = super().predict_proba_one(x, **kw)
+                t, f = p.get(True, 0.0), p.get(False, 0.0)
+                return {True: t / (t + f), False: f / (t + f)} if t + f > 0 else {True: 0.5, False: 0.5}
         if model == "ftrl":
             learner = linear_model.LogisticRegression(
                 optimizer=optim.FTRLProximal(alpha=0.1, beta=1.0, l1=0.0, l2=0.0), intercept_lr=0.0)
         elif model == "hoeffding_tree":
-            class Tree(tree.HoeffdingTreeClassifier):
-                # An empty or one-class answer (before the first split) as a full distribution.
-                def predict_proba_one(self, x, **kw):
-                    p = super().predict_proba_one(x, **kw)
-                    t, f = p.get(True, 0.0), p.get(False, 0.0)
-                    return {True: t / (t + f), False: f / (t + f)} if t + f > 0 else {True: 0.5, False: 0.5}
+            class Tree(Proba, tree.HoeffdingTreeClassifier): pass
             learner = Tree(grace_period=200, delta=1e-7)
         elif model == "adaptive_random_forest":
             # River's defaults (10 trees, λ 6, grace 50, δ 0.01, ADWIN 0.01 / 0.001) but MOA's subspace, ⌊√m⌋ + 1, as millrace's.
             import math
-            class Forest(forest.ARFClassifier):
-                def predict_proba_one(self, x, **kw):
-                    p = super().predict_proba_one(x, **kw)
-                    t, f = p.get(True, 0.0), p.get(False, 0.0)
-                    return {True: t / (t + f), False: f / (t + f)} if t + f > 0 else {True: 0.5, False: 0.5}
+            class Forest(Proba, forest.ARFClassifier): pass
             learner = Forest(n_models=10, max_features=int(math.sqrt(len(pipeline_common.NUM_FEATS) + 10)) + 1, seed=1)  # 10 categories
         else:
             raise SystemExit(f"unknown MODEL {model}")

@@ -203,11 +203,7 @@ fn models(action: ModelsAction) -> anyhow::Result<()> {
             );
             // Whether the version's exact state is kept (warm-startable) or pruned (`keep_versions`).
             let state = |v: u64| {
-                if registry::dir(&lake, &name)
-                    .join(format!("v{v}"))
-                    .join("state.bin")
-                    .exists()
-                {
+                if registry::state_path(&lake, &name, v).exists() {
                     "kept"
                 } else {
                     "pruned"

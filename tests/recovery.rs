@@ -493,19 +493,7 @@ fn an_adaptive_forest_resumes_exactly_on_two_workers() {
         "kind = \"adaptive_random_forest\"\ntrees = 4",
     );
     std::fs::write(dir.join("forest.toml"), text).unwrap();
-    let args = |lake: &'static str| {
-        vec![
-            "run",
-            "forest.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            lake,
-            "--workers",
-            "2",
-        ]
-    };
+    let args = |lake| once_args("forest.toml", lake, &["--workers", "2"]);
     millrace(&dir, &args("lake-a"));
     let models = final_model(&dir.join("lake-a"));
     assert!(

@@ -51,37 +51,12 @@ fn publish_list_promote_rollback_and_warm_start() {
     let bad = millrace_raw(&dir, &["models", "promote", "lake-a", "v9999"]);
     assert!(!bad.status.success());
     // Warm start: a new lake whose model starts from the champion of lake-a.
-    let warm = std::fs::read_to_string(&q).unwrap().replace(
-        "l2 = 0.0\n",
-        "l2 = 0.0\nwarm_start = \"champion\"\nregistry = \"lake-a\"\n",
-    );
-    std::fs::write(dir.join("warm.toml"), warm).unwrap();
-    millrace(
-        &dir,
-        &[
-            "run",
-            "warm.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            "lake-b",
-        ],
-    );
-    let b = scored(&dir.join("lake-b"));
-    let a = scored(&dir.join("lake-a"));
-    let first = b.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap();
-    assert_eq!(
-        first.6, 11,
-        "the first record is scored by the champion, v11"
-    );
+    let base = std::fs::read_to_string(&q).unwrap();
+    warm_topology(&dir, &base, "warm.toml", "champion", "lake-a");
+    run_once(&dir, "warm.toml", "lake-b", &[]);
+    let (first, same) = warm_against_cold(&dir.join("lake-b"), &dir.join("lake-a"));
+    assert_eq!(first, 11, "the first record is scored by the champion, v11");
     // Not a cold start: the first records get other scores than in lake-a's cold start.
-    let same = a
-        .iter()
-        .zip(&b)
-        .take(100)
-        .filter(|(x, y)| x.4 == y.4)
-        .count();
     assert!(
         same < 10,
         "{same} of the first 100 scores equal a cold start's"
@@ -123,43 +98,17 @@ fn a_forest_on_one_worker_is_versioned_published_and_warm_starts() {
         "kind = \"adaptive_random_forest\"\ntrees = 3",
     );
     std::fs::write(dir.join("forest.toml"), &forest).unwrap();
-    let run = |topology: &str, lake: &str| {
-        millrace(
-            &dir,
-            &[
-                "run",
-                topology,
-                "--once",
-                "--landing",
-                "landing",
-                "--lake",
-                lake,
-            ],
-        )
-    };
-    run("forest.toml", "lake-a");
+    run_once(&dir, "forest.toml", "lake-a", &[]);
     let list = millrace(&dir, &["models", "list", "lake-a"]);
     assert!(list.contains("v11 "), "{list}");
     let shown = millrace(&dir, &["models", "show", "lake-a", "v11"]);
     let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(json["learner"], "adaptive_random_forest", "{shown}");
     assert!(json["metrics"]["auc"].as_f64().unwrap() > 0.6, "{shown}");
-    let warm = forest.replace(
-        "l2 = 0.0\n",
-        "l2 = 0.0\nwarm_start = \"v11\"\nregistry = \"lake-a\"\n",
-    );
-    std::fs::write(dir.join("warm.toml"), warm).unwrap();
-    run("warm.toml", "lake-b");
-    let b = scored(&dir.join("lake-b"));
-    let first = b.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap();
-    assert_eq!(first.6, 11, "the first record is scored by v11");
-    let cold = scored(&dir.join("lake-a"));
-    let same = cold
-        .iter()
-        .zip(&b)
-        .take(100)
-        .filter(|(x, y)| x.4 == y.4)
-        .count();
+    warm_topology(&dir, &forest, "warm.toml", "v11", "lake-a");
+    run_once(&dir, "warm.toml", "lake-b", &[]);
+    let (first, same) = warm_against_cold(&dir.join("lake-b"), &dir.join("lake-a"));
+    assert_eq!(first, 11, "the first record is scored by v11");
     assert!(
         same < 50,
         "{same} of the first 100 scores equal a cold start's"
@@ -167,20 +116,7 @@ fn a_forest_on_one_worker_is_versioned_published_and_warm_starts() {
 
     // Two workers: the registry gets the whole forest they scored with, and
     // a run warm-started from it scores its first records with that forest.
-    millrace(
-        &dir,
-        &[
-            "run",
-            "forest.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            "lake-c",
-            "--workers",
-            "2",
-        ],
-    );
+    run_once(&dir, "forest.toml", "lake-c", &["--workers", "2"]);
     let list = millrace(&dir, &["models", "list", "lake-c"]);
     let newest = list
         .lines()
@@ -191,39 +127,10 @@ fn a_forest_on_one_worker_is_versioned_published_and_warm_starts() {
     let shown = millrace(&dir, &["models", "show", "lake-c", &format!("v{newest}")]);
     let json: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(json["forest_members"], 2, "{shown}");
-    let warm2 = forest.replace(
-        "l2 = 0.0\n",
-        &format!("l2 = 0.0\nwarm_start = \"v{newest}\"\nregistry = \"lake-c\"\n"),
-    );
-    std::fs::write(dir.join("warm2.toml"), warm2).unwrap();
-    millrace(
-        &dir,
-        &[
-            "run",
-            "warm2.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            "lake-d",
-            "--workers",
-            "2",
-        ],
-    );
-    let d = scored(&dir.join("lake-d"));
-    let first = d.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap();
-    assert_eq!(
-        first.6.to_string(),
-        newest,
-        "scored by the published forest"
-    );
-    let cold = scored(&dir.join("lake-c"));
-    let same = cold
-        .iter()
-        .zip(&d)
-        .take(100)
-        .filter(|(x, y)| x.4 == y.4)
-        .count();
+    warm_topology(&dir, &forest, "warm2.toml", &format!("v{newest}"), "lake-c");
+    run_once(&dir, "warm2.toml", "lake-d", &["--workers", "2"]);
+    let (first, same) = warm_against_cold(&dir.join("lake-d"), &dir.join("lake-c"));
+    assert_eq!(first.to_string(), newest, "scored by the published forest");
     assert!(
         same < 50,
         "{same} of the first 100 scores equal a cold start's"
@@ -243,18 +150,7 @@ fn only_the_newest_versions_keep_their_state() {
         "l2 = 0.0\npublish_every_versions = 2\nkeep_versions = 2\n",
     );
     std::fs::write(dir.join("keep.toml"), &q).unwrap();
-    millrace(
-        &dir,
-        &[
-            "run",
-            "keep.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            "lake",
-        ],
-    );
+    run_once(&dir, "keep.toml", "lake", &[]);
     let list = millrace(&dir, &["models", "list", "lake"]);
     let rows: Vec<(String, &str)> = list
         .lines()
@@ -284,23 +180,8 @@ fn only_the_newest_versions_keep_their_state() {
         String::from_utf8_lossy(&out.stderr).contains("pruned"),
         "{out:?}"
     );
-    let warm = q.replace(
-        "keep_versions = 2\n",
-        &format!("keep_versions = 2\nwarm_start = \"{oldest}\"\nregistry = \"lake\"\n"),
-    );
-    std::fs::write(dir.join("warm.toml"), warm).unwrap();
-    let out = millrace_raw(
-        &dir,
-        &[
-            "run",
-            "warm.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            "lake-w",
-        ],
-    );
+    warm_topology(&dir, &q, "warm.toml", oldest, "lake");
+    let out = millrace_raw(&dir, &once_args("warm.toml", "lake-w", &[]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -315,24 +196,32 @@ fn only_the_newest_versions_keep_their_state() {
         bincode::serialize(&"0123456789abcdef".to_string()).unwrap(),
     )
     .unwrap();
-    let warm = q.replace(
-        "keep_versions = 2\n",
-        &format!("keep_versions = 2\nwarm_start = \"{newest}\"\nregistry = \"lake\"\n"),
-    );
-    std::fs::write(dir.join("warm.toml"), warm).unwrap();
-    let out = millrace_raw(
-        &dir,
-        &[
-            "run",
-            "warm.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            "lake-x",
-        ],
-    );
+    warm_topology(&dir, &q, "warm.toml", newest, "lake");
+    let out = millrace_raw(&dir, &once_args("warm.toml", "lake-x", &[]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another millrace build"), "{err}");
+}
+
+/// Writes `base` warm-started from `version` of `registry`'s registry as `file`.
+fn warm_topology(dir: &std::path::Path, base: &str, file: &str, version: &str, registry: &str) {
+    let text = base.replace(
+        "l2 = 0.0\n",
+        &format!("l2 = 0.0\nwarm_start = \"{version}\"\nregistry = \"{registry}\"\n"),
+    );
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+/// A warm-started lake against a cold start on the same input: the version
+/// that scored its first record, and how many of its first 100 scores equal the cold start's.
+fn warm_against_cold(warm: &std::path::Path, cold: &std::path::Path) -> (u64, usize) {
+    let w = scored(warm);
+    let first = w.iter().min_by_key(|r| (r.0.clone(), r.1)).unwrap().6;
+    let same = scored(cold)
+        .iter()
+        .zip(&w)
+        .take(100)
+        .filter(|(x, y)| x.4 == y.4)
+        .count();
+    (first, same)
 }

@@ -227,6 +227,13 @@ impl Pending {
         self.watermark
     }
 
+    /// Expires (and counts) the predictions made before `t`.
+    fn expire_before(&mut self, t: i64) {
+        let before = self.waiting.len();
+        self.waiting.retain(|_, p| p.event_time >= t);
+        self.counts.expired += (before - self.waiting.len()) as u64;
+    }
+
     /// Expires what waited longer than the horizon; returns the epoch's counts and levels.
     pub fn end_epoch(&mut self) -> LabelCounts {
         if self.watermark != i64::MIN {
@@ -234,20 +241,14 @@ impl Pending {
             // Predictions: by the lesser of the two streams' times.
             let clock = self.watermark.min(self.label_clock);
             if clock != i64::MIN {
-                let expire = clock.saturating_sub(self.horizon_ms);
-                let before = self.waiting.len();
-                self.waiting.retain(|_, p| p.event_time >= expire);
-                self.counts.expired += (before - self.waiting.len()) as u64;
+                self.expire_before(clock.saturating_sub(self.horizon_ms));
             }
             if self.waiting.len() > self.max_waiting {
                 // Over the bound: the oldest go (ties at the cut go too, so it holds).
                 let mut times: Vec<i64> = self.waiting.values().map(|p| p.event_time).collect();
                 let excess = self.waiting.len() - self.max_waiting;
-                let (_, kth, _) = times.select_nth_unstable(excess - 1);
-                let kth = *kth;
-                let before = self.waiting.len();
-                self.waiting.retain(|_, p| p.event_time > kth);
-                self.counts.expired += (before - self.waiting.len()) as u64;
+                let kth = *times.select_nth_unstable(excess - 1).1;
+                self.expire_before(kth.saturating_add(1));
             }
             let before = self.early.len();
             self.early

@@ -105,6 +105,22 @@ struct Forest {
     solo: bool,
 }
 
+impl Forest {
+    fn new(
+        every_records: u64,
+        solo: bool,
+        members: std::collections::BTreeMap<usize, Member>,
+    ) -> Forest {
+        Forest {
+            every_records,
+            since: 0,
+            members,
+            outbox: None,
+            solo,
+        }
+    }
+}
+
 /// The shared model and when to publish to it (several workers only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Shared {
@@ -274,31 +290,24 @@ impl Scorer {
         if self.feature.is_some() {
             return;
         }
+        let every_records = spec.refresh_records.unwrap_or(1_000).max(1);
         let Some(params) = self.model.params() else {
             // Not a learner whose updates add up: the workers' models make a forest.
             match self.forest.as_mut() {
                 Some(f) => {
                     // Restored or warm-started: the topology's cadence; one worker scores with its own model.
                     f.solo = solo;
-                    f.every_records = spec.refresh_records.unwrap_or(1_000).max(1);
+                    f.every_records = every_records;
                     if solo {
                         f.members.clear();
                     }
                 }
-                None => {
-                    self.forest = Some(Forest {
-                        every_records: spec.refresh_records.unwrap_or(1_000).max(1),
-                        since: 0,
-                        members: Default::default(),
-                        outbox: None,
-                        solo,
-                    })
-                }
+                None => self.forest = Some(Forest::new(every_records, solo, Default::default())),
             }
             return;
         };
         self.shared = Some(Shared {
-            every_records: spec.refresh_records.unwrap_or(1_000).max(1),
+            every_records,
             every_event_ms: spec.refresh_event_seconds.map(|s| (s * 1000.0) as i64),
             params,
             scaler: self.scaler.clone(),
@@ -548,20 +557,16 @@ impl Scorer {
         self.version = release.version;
         self.shared = None;
         if !release.forest.is_empty() {
-            self.forest = Some(Forest {
-                every_records: 1_000,
-                since: 0,
-                members: release
-                    .forest
-                    .into_iter()
-                    .map(|(w, mut m)| {
-                        m.scaler = std::mem::take(&mut m.scaler).restored();
-                        (w, m)
-                    })
-                    .collect(),
-                outbox: None,
-                solo: false,
-            });
+            // (`enable_refresh` sets the cadence and whether there is anyone to share with.)
+            let members = release
+                .forest
+                .into_iter()
+                .map(|(w, mut m)| {
+                    m.scaler = std::mem::take(&mut m.scaler).restored();
+                    (w, m)
+                })
+                .collect();
+            self.forest = Some(Forest::new(1_000, false, members));
         }
     }
 

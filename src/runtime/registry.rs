@@ -98,6 +98,13 @@ pub fn dir(lake: &Path, name: &str) -> PathBuf {
     lake.join("models").join(name)
 }
 
+/// `<lake>/models/<name>/v<version>/state.bin`: a version's exact state.
+pub fn state_path(lake: &Path, name: &str, version: u64) -> PathBuf {
+    dir(lake, name)
+        .join(format!("v{version}"))
+        .join("state.bin")
+}
+
 /// The registry of `name` in `lake` (empty if nothing was published).
 pub fn load(lake: &Path, name: &str) -> Result<Registry, String> {
     let p = dir(lake, name).join("registry.json");
@@ -215,8 +222,9 @@ pub fn publish(
         forest_members: (!release.forest.is_empty()).then_some(release.forest.len()),
     };
     let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
-    let state = (tagged(fingerprint), release.clone());
-    let p = vdir.join("state.bin");
+    // (By reference: a forest's state is tens of MB, not worth a copy.)
+    let state = (tagged(fingerprint), release);
+    let p = state_path(lake, name, release.version);
     write_atomic(&p, &bincode::serialize(&state).expect("serializes")).map_err(|e| io(&p, e))?;
     let p = vdir.join("model.json");
     write_atomic(&p, &serde_json::to_vec_pretty(&file).expect("serializes"))
@@ -248,9 +256,7 @@ pub fn prune_states(lake: &Path, name: &str, keep: usize) -> Result<usize, Strin
         if kept.contains(&v.version) {
             continue;
         }
-        let p = dir(lake, name)
-            .join(format!("v{}", v.version))
-            .join("state.bin");
+        let p = state_path(lake, name, v.version);
         match std::fs::remove_file(&p) {
             Ok(()) => pruned += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -286,9 +292,7 @@ pub fn load_state(
     version: u64,
     fingerprint: &str,
 ) -> Result<ModelRelease, String> {
-    let p = dir(lake, name)
-        .join(format!("v{version}"))
-        .join("state.bin");
+    let p = state_path(lake, name, version);
     let bytes = std::fs::read(&p).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
@@ -332,11 +336,7 @@ fn tagged(fingerprint: &str) -> String {
 pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, String> {
     let mut reg = load(lake, name)?;
     let v = resolve(&reg, which)?;
-    if !dir(lake, name)
-        .join(format!("v{v}"))
-        .join("state.bin")
-        .exists()
-    {
+    if !state_path(lake, name, v).exists() {
         return Err(format!(
             "version {v} of `{name}` cannot be the champion: its state was pruned (`keep_versions`), so nothing could start from it"
         ));

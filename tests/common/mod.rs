@@ -76,6 +76,26 @@ pub fn millrace_raw(dir: &Path, args: &[&str]) -> Output {
         .expect("the millrace binary runs")
 }
 
+/// The arguments of `millrace run TOPOLOGY --once --landing landing --lake LAKE EXTRA…`.
+pub fn once_args<'a>(topology: &'a str, lake: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        topology,
+        "--once",
+        "--landing",
+        "landing",
+        "--lake",
+        lake,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `millrace run TOPOLOGY --once` over `dir`'s landing folder into `lake`; panics if it fails.
+pub fn run_once(dir: &Path, topology: &str, lake: &str, extra: &[&str]) -> String {
+    millrace(dir, &once_args(topology, lake, extra))
+}
+
 /// The quickstart topology, as an absolute path.
 pub fn quickstart() -> String {
     repo()
