@@ -679,6 +679,43 @@ impl Topology {
                     "expected a Poisson rate in (0, 100]",
                 ));
             }
+            if m.tie_threshold
+                .is_some_and(|t| !(t >= 0.0 && t.is_finite()))
+            {
+                return Err(e(
+                    &format!("{section}.tie_threshold"),
+                    "expected a bound ≥ 0",
+                ));
+            }
+            // Keys of one kind of learner only: (key, set, taken).
+            let forest = m.kind == ModelKind::AdaptiveRandomForest;
+            let tree = forest || m.kind == ModelKind::HoeffdingTree;
+            let trees = "`kind = \"hoeffding_tree\"` or `\"adaptive_random_forest\"`";
+            let forests = "`kind = \"adaptive_random_forest\"`";
+            let keys = [
+                ("grace_period", m.grace_period.is_some(), tree, trees),
+                (
+                    "split_confidence",
+                    m.split_confidence.is_some(),
+                    tree,
+                    trees,
+                ),
+                ("tie_threshold", m.tie_threshold.is_some(), tree, trees),
+                ("max_depth", m.max_depth.is_some(), tree, trees),
+                ("max_size_mb", m.max_size_mb.is_some(), tree, trees),
+                ("leaf_prediction", m.leaf_prediction.is_some(), tree, trees),
+                ("trees", m.trees.is_some(), forest, forests),
+                ("max_features", m.max_features.is_some(), forest, forests),
+                ("lambda", m.lambda.is_some(), forest, forests),
+                ("seed", m.seed.is_some(), forest, forests),
+            ];
+            if let Some((key, .., takers)) = keys.iter().find(|(_, set, taken, _)| *set && !*taken)
+            {
+                return Err(e(
+                    &format!("{section}.{key}"),
+                    &format!("only {takers} takes this"),
+                ));
+            }
         }
         if self.checkpoint.keep == 0 {
             return Err(e(
@@ -1028,6 +1065,8 @@ path = "lake"
             ("lambda = 0.0", "model.lambda"),
             ("lambda = nan", "model.lambda"),
             ("max_size_mb = 0.0", "model.max_size_mb"),
+            ("tie_threshold = -1.0", "model.tie_threshold"),
+            ("leaf_prediction = \"linear\"", "model.leaf_prediction"),
         ] {
             let (line, path, message) = error(&forest(extra));
             assert_eq!(path, key, "{extra}: {message}");
@@ -1037,6 +1076,33 @@ path = "lake"
                 "{extra}: the key's own line"
             );
         }
+    }
+
+    #[test]
+    fn tree_keys_are_refused_for_other_learners() {
+        for (kind, extra, key) in [
+            (
+                "logistic_regression",
+                "grace_period = 10",
+                "model.grace_period",
+            ),
+            (
+                "ftrl",
+                "leaf_prediction = \"logistic\"",
+                "model.leaf_prediction",
+            ),
+            ("hoeffding_tree", "trees = 3", "model.trees"),
+        ] {
+            let text = format!("{GOOD}\n[model]\nkind = \"{kind}\"\n{extra}\n");
+            let (line, path, message) = error(&text);
+            assert_eq!(path, key, "{kind}: {message}");
+            assert!(message.contains("only `kind"), "{message}");
+            assert_eq!(line, Some(GOOD.lines().count() + 4));
+        }
+        let ok = format!(
+            "{GOOD}\n[model]\nkind = \"hoeffding_tree\"\nleaf_prediction = \"logistic\"\ntie_threshold = 0.0\n"
+        );
+        Topology::parse("t.toml", &ok).unwrap();
     }
 
     #[test]

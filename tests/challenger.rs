@@ -316,3 +316,79 @@ fn a_command_promotes_the_challenger_of_a_running_job() {
         String::from_utf8_lossy(&nobody.stderr)
     );
 }
+
+/// Issue 6: the non-linear learner recovers from the stream's drift faster
+/// than logistic regression, shown as a metric per window. A forest of model
+/// trees shadows logistic regression on the reference stream (its concept
+/// reverses at the drift), and the `metrics` table's per-epoch ROC AUC of
+/// both, on the same records, shows which is back first.
+#[test]
+fn a_forest_of_model_trees_is_back_from_the_drift_before_logistic_regression() {
+    let dir = scratch("cc-drift");
+    let truth = gen(&dir, "tx-0001.csv", 60_000, 7, &["--no-faults"]);
+    settle(&dir);
+    let mut text =
+        std::fs::read_to_string(repo().join("topologies/champion_challenger.toml")).unwrap();
+    let at = text.find("\n[challenger]").unwrap();
+    let end = at + text[at..].find("\n[lake]").unwrap();
+    text.replace_range(
+        at..end,
+        "\n[challenger]\nkind = \"adaptive_random_forest\"\nleaf_prediction = \"logistic\"\n",
+    );
+    let text = text.replace("records_per_epoch = 10000", "records_per_epoch = 1000");
+    std::fs::write(dir.join("drift.toml"), text).unwrap();
+    millrace(&dir, &["run", "drift.toml", "--once", "--lake", "lake"]);
+
+    // Per epoch (1,000 records): labelled, champion's AUC, challenger's AUC.
+    let mut epochs: Vec<(u64, u64, f64, f64)> = Vec::new();
+    for (_, b) in read_table(&dir.join("lake"), "metrics") {
+        let u = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_primitive::<UInt64Type>()
+                .clone()
+        };
+        let f = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+                .clone()
+        };
+        let (epoch, n, auc, shadow) = (u("epoch"), u("labelled"), f("auc"), f("challenger_auc"));
+        for i in 0..b.num_rows() {
+            if n.value(i) > 0 {
+                epochs.push((epoch.value(i), n.value(i), auc.value(i), shadow.value(i)));
+            }
+        }
+    }
+    epochs.sort_by_key(|e| e.0);
+    // The epoch the drift falls in, by the records before it.
+    let drift_row = truth_u64(&truth, "drift_at_row");
+    let mut seen = 0;
+    let d = epochs
+        .iter()
+        .position(|e| {
+            seen += e.1;
+            seen > drift_row
+        })
+        .unwrap();
+    let mean = |range: std::ops::Range<usize>, pick: fn(&(u64, u64, f64, f64)) -> f64| {
+        epochs[range.clone()].iter().map(pick).sum::<f64>() / range.len() as f64
+    };
+    let table: Vec<String> = epochs[d - 3..d + 6]
+        .iter()
+        .map(|e| format!("epoch {}: {:.3} {:.3}", e.0, e.2, e.3))
+        .collect();
+    // The two epochs from the drift on: the forest is back first.
+    let (lr, forest) = (mean(d..d + 2, |e| e.2), mean(d..d + 2, |e| e.3));
+    assert!(
+        forest > lr + 0.05,
+        "after the drift, forest {forest:.3} against logistic regression {lr:.3}:\n{table:#?}"
+    );
+    // Before it the forest is a learner as good (it does not win by being different).
+    let (lr, forest) = (mean(d - 10..d, |e| e.2), mean(d - 10..d, |e| e.3));
+    assert!(
+        forest > lr - 0.03 && forest > 0.8,
+        "before the drift, forest {forest:.3} against logistic regression {lr:.3}:\n{table:#?}"
+    );
+}

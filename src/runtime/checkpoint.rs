@@ -42,8 +42,8 @@ use crate::runtime::manifest;
 /// whenever the checkpoint or any operator's state changes shape; a lake
 /// written under another version is then refused with both versions named
 /// (never silently restarted). 2: session 5 (trees' subspaces and budgets,
-/// the forest, the label clock).
-pub const VERSION: u32 = 2;
+/// the forest, the label clock). 3: session 6 (trees' leaf models).
+pub const VERSION: u32 = 3;
 
 /// A whole checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

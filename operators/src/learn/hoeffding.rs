@@ -28,7 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::logistic::ModelSpec;
+use super::logistic::{sigmoid, LeafPrediction, ModelSpec};
 use crate::detect::adwin::Adwin;
 
 /// Inputs beyond which sparse slots are not used by the tree.
@@ -130,7 +130,78 @@ struct Leaf {
     since_attempt: u64,
     nb_right: f64,
     mc_right: f64,
+    /// `leaf_prediction = "logistic"`: the leaf's model.
+    #[serde(default)]
+    model: Option<NodeModel>,
 }
+
+/// A model tree's logistic regression at one node (`leaf_prediction =
+/// "logistic"`), learned by SGD from the records that pass the node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct NodeModel {
+    /// One weight per input, then the intercept.
+    w: Vec<f64>,
+    /// Recent log loss (exponentially weighted) of this node's own model on
+    /// the records through it…
+    own: f64,
+    /// …and of the answer of the subtree below it on the same records (a split's only).
+    below: f64,
+}
+
+impl NodeModel {
+    fn new(inputs: usize) -> NodeModel {
+        NodeModel {
+            w: vec![0.0; inputs + 1],
+            own: std::f64::consts::LN_2,
+            below: std::f64::consts::LN_2,
+        }
+    }
+
+    fn predict(&self, x: &[f64]) -> f64 {
+        let (w, b) = self.w.split_at(self.w.len() - 1);
+        sigmoid(b[0] + dot(w, x))
+    }
+
+    /// One SGD step of the log loss at prediction `p`, `weight` times as long.
+    fn step(&mut self, x: &[f64], y: usize, p: f64, rate: f64, weight: f64) {
+        let g = rate * weight * (p - y as f64);
+        let (w, b) = self.w.split_at_mut(x.len());
+        for (wj, xj) in w.iter_mut().zip(x) {
+            *wj -= g * xj;
+        }
+        b[0] -= g;
+    }
+}
+
+/// `a · b` in four lanes (a sum the compiler may not reorder itself): the
+/// dot products of a model tree's path are most of its time.
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..4 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
+}
+
+/// Log loss of probability `p` for label `y`, clipped.
+fn log_loss(p: f64, y: usize) -> f64 {
+    let p = p.clamp(1e-7, 1.0 - 1e-7);
+    -(if y == 1 { p } else { 1.0 - p }).ln()
+}
+
+/// Per unit of weight, the share of a new loss in a node's recent loss.
+const LOSS_DECAY: f64 = 0.002;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Node {
@@ -139,6 +210,9 @@ enum Node {
         threshold: f64,
         left: usize,
         right: usize,
+        /// A model tree's: the model the node had as a leaf, learning on.
+        #[serde(default)]
+        model: Option<NodeModel>,
     },
     Leaf(Leaf),
 }
@@ -168,6 +242,12 @@ pub(crate) struct Settings {
     /// forest's subspace); 0: all of them.
     #[serde(default)]
     pub(crate) subspace: usize,
+    /// What a leaf answers with.
+    #[serde(default)]
+    pub(crate) leaf: LeafPrediction,
+    /// `leaf = Logistic`: the leaves' SGD step.
+    #[serde(default)]
+    pub(crate) leaf_rate: f64,
 }
 
 impl Settings {
@@ -184,10 +264,12 @@ impl Settings {
             dense_len,
             grace_period: spec.grace_period.unwrap_or(200).max(1),
             delta: spec.split_confidence.unwrap_or(1e-7),
-            tie: 0.05,
+            tie: spec.tie_threshold.unwrap_or(0.05),
             max_depth: spec.max_depth.unwrap_or(20),
             max_nodes: usize::MAX,
             subspace: 0,
+            leaf: spec.leaf_prediction.unwrap_or_default(),
+            leaf_rate: spec.learning_rate,
         }
         .sized(spec.max_size_mb.unwrap_or(100.0), 1)
     }
@@ -201,7 +283,13 @@ impl Settings {
         } else {
             self.inputs
         };
-        let node = std::mem::size_of::<Node>() + watched * std::mem::size_of::<[Gauss; 2]>();
+        let linear = if self.leaf == LeafPrediction::Logistic {
+            (self.inputs + 1) * std::mem::size_of::<f64>() + std::mem::size_of::<NodeModel>()
+        } else {
+            0
+        };
+        let node =
+            std::mem::size_of::<Node>() + watched * std::mem::size_of::<[Gauss; 2]>() + linear;
         let budget = mb.max(0.0) * 1024.0 * 1024.0 / trees.max(1) as f64;
         self.max_nodes = ((budget / node as f64) as usize).max(1);
         self
@@ -242,7 +330,8 @@ impl Tree {
     /// A tree whose leaves draw their inputs from the sequence `seed` starts.
     pub(crate) fn seeded(s: &Settings, seed: u64) -> Tree {
         let mut rng = seed;
-        let root = Leaf::new(0, [0.0, 0.0], s, &mut rng);
+        let model = (s.leaf == LeafPrediction::Logistic).then(|| NodeModel::new(s.inputs));
+        let root = Leaf::new(0, [0.0, 0.0], s, &mut rng, model);
         Tree {
             nodes: vec![Node::Leaf(root)],
             rng,
@@ -258,6 +347,7 @@ impl Tree {
                     threshold,
                     left,
                     right,
+                    ..
                 } => {
                     at = if x[*input] <= *threshold {
                         *left
@@ -270,11 +360,14 @@ impl Tree {
         }
     }
 
-    pub(crate) fn predict(&self, x: &[f64]) -> f64 {
+    pub(crate) fn predict(&self, x: &[f64], s: &Settings) -> f64 {
+        if s.leaf == LeafPrediction::Logistic {
+            return self.answers(x).2[0];
+        }
         let Node::Leaf(l) = &self.nodes[self.leaf_of(x)] else {
             unreachable!()
         };
-        l.predict(x)
+        l.predict(x, s)
     }
 
     /// Learns `x` with label `y`, `weight` times over (online bagging's
@@ -286,7 +379,13 @@ impl Tree {
         let Node::Leaf(l) = &mut self.nodes[at] else {
             unreachable!()
         };
-        let predicted = l.learn(x, y, weight);
+        let mut predicted = l.learn(x, y, weight, s);
+        if s.leaf == LeafPrediction::Logistic {
+            predicted = self.answer(x, Some((y, weight)), s);
+        }
+        let Node::Leaf(l) = &mut self.nodes[at] else {
+            unreachable!()
+        };
         if l.since_attempt >= s.grace_period
             && l.depth < s.max_depth
             && room
@@ -296,9 +395,15 @@ impl Tree {
             l.since_attempt = 0;
             if let Some((input, threshold, left, right)) = l.best_split(s) {
                 let depth = l.depth + 1;
+                // A model tree's children start from their parent's model,
+                // which answers until they have done better (see `answer`).
+                let mut model = l.model.take();
+                if let Some(m) = model.as_mut() {
+                    m.below = m.own;
+                }
                 let li = self.nodes.len();
-                let left = Leaf::new(depth, left, s, &mut self.rng);
-                let right = Leaf::new(depth, right, s, &mut self.rng);
+                let left = Leaf::new(depth, left, s, &mut self.rng, model.clone());
+                let right = Leaf::new(depth, right, s, &mut self.rng, model.clone());
                 self.nodes.push(Node::Leaf(left));
                 self.nodes.push(Node::Leaf(right));
                 self.nodes[at] = Node::Split {
@@ -306,15 +411,93 @@ impl Tree {
                     threshold,
                     left: li,
                     right: li + 1,
+                    model,
                 };
             }
         }
         predicted
     }
+
+    /// A model tree's answer for `x`, and with `learn = (label, weight)` its
+    /// models learn the example (after answering).
+    ///
+    /// Every node on `x`'s path has a model; a split answers with its own
+    /// model when that has recently done better (lower exponentially-weighted
+    /// log loss on the records through it) than the subtree below it, and
+    /// with the subtree's answer otherwise. So a tree answers with the
+    /// deepest models that have earned it (its best pruning, as of lately):
+    /// after a change of concept the shallow models, which learn from more
+    /// records, are back first and answer until the deep ones catch up.
+    fn answer(&mut self, x: &[f64], learn: Option<(usize, u32)>, s: &Settings) -> f64 {
+        let (path, own, answers) = self.answers(x);
+        if let Some((y, weight)) = learn {
+            let w = f64::from(weight);
+            let share = 1.0 - (1.0 - LOSS_DECAY).powf(w);
+            for (i, &n) in path.iter().enumerate() {
+                let m = match &mut self.nodes[n] {
+                    Node::Split { model, .. } => model.as_mut(),
+                    Node::Leaf(l) => l.model.as_mut(),
+                }
+                .expect("a model tree's node has a model");
+                m.own += share * (log_loss(own[i], y) - m.own);
+                if let Some(below) = answers.get(i + 1) {
+                    m.below += share * (log_loss(*below, y) - m.below);
+                }
+                m.step(x, y, own[i], s.leaf_rate, w);
+            }
+        }
+        answers[0]
+    }
+
+    /// A model tree's path for `x`, each node's own probability, and each
+    /// node's answer (see [`answer`](Self::answer)).
+    fn answers(&self, x: &[f64]) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+        fn model(n: &Node) -> &NodeModel {
+            match n {
+                Node::Split { model, .. } => model.as_ref(),
+                Node::Leaf(l) => l.model.as_ref(),
+            }
+            .expect("a model tree's node has a model")
+        }
+        let mut path = vec![0];
+        while let Node::Split {
+            input,
+            threshold,
+            left,
+            right,
+            ..
+        } = &self.nodes[*path.last().expect("root")]
+        {
+            path.push(if x[*input] <= *threshold {
+                *left
+            } else {
+                *right
+            });
+        }
+        let own: Vec<f64> = path
+            .iter()
+            .map(|&n| model(&self.nodes[n]).predict(x))
+            .collect();
+        let mut answers = own.clone();
+        for i in (0..path.len() - 1).rev() {
+            let m = model(&self.nodes[path[i]]);
+            if m.below < m.own {
+                answers[i] = answers[i + 1];
+            }
+        }
+        (path, own, answers)
+    }
 }
 
 impl Leaf {
-    fn new(depth: u32, counts: [f64; 2], s: &Settings, rng: &mut u64) -> Leaf {
+    /// A leaf; `model`: a model tree's, for the leaf to start from.
+    fn new(
+        depth: u32,
+        counts: [f64; 2],
+        s: &Settings,
+        rng: &mut u64,
+        model: Option<NodeModel>,
+    ) -> Leaf {
         let mut subset = Vec::new();
         if s.subspace > 0 && s.subspace < s.inputs {
             // A uniform k-subset (Floyd's algorithm), in input order.
@@ -339,6 +522,7 @@ impl Leaf {
             since_attempt: 0,
             nb_right: 0.0,
             mc_right: 0.0,
+            model,
         }
     }
 
@@ -373,27 +557,39 @@ impl Leaf {
         1.0 / (1.0 + (lp[0] - lp[1]).clamp(-50.0, 50.0).exp())
     }
 
-    fn predict(&self, x: &[f64]) -> f64 {
-        if self.nb_right > self.mc_right {
-            self.naive_bayes(x)
-        } else {
-            self.majority()
+    fn predict(&self, x: &[f64], s: &Settings) -> f64 {
+        match s.leaf {
+            LeafPrediction::Majority => self.majority(),
+            LeafPrediction::NaiveBayes => self.naive_bayes(x),
+            LeafPrediction::NaiveBayesAdaptive if self.nb_right > self.mc_right => {
+                self.naive_bayes(x)
+            }
+            LeafPrediction::NaiveBayesAdaptive => self.majority(),
+            // (The tree answers for a model tree: see `Tree::answer`.)
+            LeafPrediction::Logistic => self.model.as_ref().map_or(0.5, |m| m.predict(x)),
         }
     }
 
     /// Learns the example; returns the leaf's prediction before it did.
-    fn learn(&mut self, x: &[f64], y: usize, weight: u32) -> f64 {
+    fn learn(&mut self, x: &[f64], y: usize, weight: u32, s: &Settings) -> f64 {
         let w = f64::from(weight);
-        // Which leaf predictor would have been right (before learning the record).
-        let right = |p: f64| f64::from((p > 0.5) == (y == 1));
-        let (mc, nb) = (self.majority(), self.naive_bayes(x));
-        let predicted = if self.nb_right > self.mc_right {
-            nb
+        let predicted = if s.leaf == LeafPrediction::NaiveBayesAdaptive {
+            // Which leaf predictor would have been right (before learning the record).
+            let right = |p: f64| f64::from((p > 0.5) == (y == 1));
+            let (mc, nb) = (self.majority(), self.naive_bayes(x));
+            let predicted = if self.nb_right > self.mc_right {
+                nb
+            } else {
+                mc
+            };
+            self.mc_right += w * right(mc);
+            self.nb_right += w * right(nb);
+            predicted
+        } else if s.leaf == LeafPrediction::Logistic {
+            0.5 // (the tree answers, and its models learn, in `Tree::answer`)
         } else {
-            mc
+            self.predict(x, s)
         };
-        self.mc_right += w * right(mc);
-        self.nb_right += w * right(nb);
         self.counts[y] += w;
         if self.subset.is_empty() {
             for (g, &v) in self.stats.iter_mut().zip(x) {
@@ -492,7 +688,7 @@ impl HoeffdingTree {
     pub fn predict(&self, dense: &[f64], sparse: &[u32]) -> f64 {
         let mut x = Vec::with_capacity(self.settings.inputs);
         self.settings.inputs(dense, sparse, &mut x);
-        self.tree.predict(&x)
+        self.tree.predict(&x, &self.settings)
     }
 
     /// Learns one labelled example (label 0 or 1).
@@ -620,6 +816,100 @@ mod tests {
             "unbounded it grows on: {}",
             free.size()
         );
+    }
+
+    #[test]
+    fn a_model_tree_learns_xor_and_its_nodes_choose_who_answers() {
+        let spec = ModelSpec {
+            leaf_prediction: Some(LeafPrediction::Logistic),
+            ..ModelSpec::default()
+        };
+        let mut t = HoeffdingTree::new(&spec, 2, 0);
+        for (x, y) in xor(20_000, 3) {
+            t.learn(&x, &[], y);
+        }
+        let test = xor(2_000, 4);
+        let right = test
+            .iter()
+            .filter(|(x, y)| (t.predict(x, &[]) > 0.5) == (*y > 0.5))
+            .count();
+        // A logistic regression alone is at chance on XOR; the splits are what learn it.
+        assert!(right > 1_800, "{right} of 2000 right; {} nodes", t.size());
+        let Node::Split {
+            model: Some(root), ..
+        } = &t.tree.nodes[0]
+        else {
+            panic!("the root split and kept its model")
+        };
+        assert!(
+            root.below < root.own,
+            "the subtree answers for the root: {} < {}",
+            root.below,
+            root.own
+        );
+    }
+
+    #[test]
+    fn a_model_tree_on_a_linear_concept_answers_like_a_logistic_regression() {
+        // y = 1 when x0 - x1 > 0 (with 10% noise): a linear concept.
+        let mut s = 11u64;
+        let mut u = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let data: Vec<([f64; 2], f64)> = (0..20_000)
+            .map(|_| {
+                let x = [u() * 2.0 - 1.0, u() * 2.0 - 1.0];
+                let noise = u() < 0.1;
+                (x, f64::from((x[0] - x[1] > 0.0) != noise))
+            })
+            .collect();
+        let spec = ModelSpec {
+            leaf_prediction: Some(LeafPrediction::Logistic),
+            learning_rate: 0.05,
+            ..ModelSpec::default()
+        };
+        let mut t = HoeffdingTree::new(&spec, 2, 0);
+        let mut right = 0;
+        for (i, (x, y)) in data.iter().enumerate() {
+            if i >= 10_000 && (t.predict(x, &[]) > 0.5) == (*y > 0.5) {
+                right += 1;
+            }
+            t.learn(x, &[], *y);
+        }
+        // 90% is the best any learner can do.
+        assert!(right > 8_700, "{right} of 10000 right");
+    }
+
+    #[test]
+    fn a_restored_model_tree_continues_exactly() {
+        let spec = ModelSpec {
+            leaf_prediction: Some(LeafPrediction::Logistic),
+            ..ModelSpec::default()
+        };
+        let data = xor(6_000, 8);
+        let mut a = HoeffdingTree::new(&spec, 2, 0);
+        for (x, y) in &data[..3_000] {
+            a.learn(x, &[], *y);
+        }
+        let mut b: HoeffdingTree = bincode::deserialize(&bincode::serialize(&a).unwrap()).unwrap();
+        for (x, y) in &data[3_000..] {
+            a.learn(x, &[], *y);
+            b.learn(x, &[], *y);
+        }
+        assert_eq!(a.tree, b.tree);
+        assert!(a.size() > 1);
+    }
+
+    #[test]
+    fn dot_is_a_dot_product() {
+        let a: Vec<f64> = (0..11).map(f64::from).collect();
+        let b: Vec<f64> = (0..11).map(|i| f64::from(i) * 0.5).collect();
+        let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert_eq!(dot(&a, &b), want);
+        assert_eq!(dot(&a[..3], &b), 0.5 * (1.0 + 4.0));
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct ModelSpec {
     /// `hoeffding_tree`: the Hoeffding bound's confidence (default 1e-7).
     #[serde(default)]
     pub split_confidence: Option<f64>,
+    /// `hoeffding_tree`, `adaptive_random_forest`: below this Hoeffding bound
+    /// two inputs' gains count as tied and the leaf splits on either (default
+    /// 0.05, River's `tie_threshold`).
+    #[serde(default)]
+    pub tie_threshold: Option<f64>,
     /// `hoeffding_tree`: deepest level (default 20).
     #[serde(default)]
     pub max_depth: Option<u32>,
@@ -93,6 +98,33 @@ pub struct ModelSpec {
     /// `adaptive_random_forest`: the seed of its random draws (default 1).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `hoeffding_tree`, `adaptive_random_forest`: what a leaf answers with
+    /// (default `nba`).
+    #[serde(default)]
+    pub leaf_prediction: Option<LeafPrediction>,
+}
+
+/// What a tree's leaf predicts with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeafPrediction {
+    /// The leaf's class distribution (River's `mc`).
+    #[serde(rename = "mc")]
+    Majority,
+    /// Naive Bayes over the leaf's per-class Gaussians (River's `nb`).
+    #[serde(rename = "nb")]
+    NaiveBayes,
+    /// Naive Bayes or the class distribution, whichever has been right more
+    /// often at the leaf (River's and MOA's default, `nba`).
+    #[default]
+    #[serde(rename = "nba")]
+    NaiveBayesAdaptive,
+    /// A model tree: a logistic regression at every node, learned by SGD at
+    /// `learning_rate` from the records that pass it (a new leaf starts from
+    /// its parent's weights, as in Bifet et al.'s Hoeffding perceptron tree,
+    /// 2010, here with the log loss); each split answers with its own model
+    /// or its subtree's, whichever has lately done better.
+    Logistic,
 }
 
 /// How a linear model's weights move.
@@ -141,6 +173,8 @@ impl Default for ModelSpec {
             max_features: None,
             lambda: None,
             seed: None,
+            leaf_prediction: None,
+            tie_threshold: None,
         }
     }
 }
