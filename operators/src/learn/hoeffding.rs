@@ -362,7 +362,8 @@ impl Tree {
 
     pub(crate) fn predict(&self, x: &[f64], s: &Settings) -> f64 {
         if s.leaf == LeafPrediction::Logistic {
-            return self.answers(x).2[0];
+            let path = self.answers(x);
+            return path[path[0].answerer].p;
         }
         let Node::Leaf(l) = &self.nodes[self.leaf_of(x)] else {
             unreachable!()
@@ -429,29 +430,34 @@ impl Tree {
     /// after a change of concept the shallow models, which learn from more
     /// records, are back first and answer until the deep ones catch up.
     fn answer(&mut self, x: &[f64], learn: Option<(usize, u32)>, s: &Settings) -> f64 {
-        let (path, own, answers) = self.answers(x);
+        let mut path = self.answers(x);
+        let answer = path[path[0].answerer].p;
         if let Some((y, weight)) = learn {
             let w = f64::from(weight);
             let share = 1.0 - (1.0 - LOSS_DECAY).powf(w);
-            for (i, &n) in path.iter().enumerate() {
-                let m = match &mut self.nodes[n] {
+            for step in path.iter_mut() {
+                step.loss = log_loss(step.p, y);
+            }
+            for i in 0..path.len() {
+                let below = path.get(i + 1).map(|b| path[b.answerer].loss);
+                let m = match &mut self.nodes[path[i].node] {
                     Node::Split { model, .. } => model.as_mut(),
                     Node::Leaf(l) => l.model.as_mut(),
                 }
                 .expect("a model tree's node has a model");
-                m.own += share * (log_loss(own[i], y) - m.own);
-                if let Some(below) = answers.get(i + 1) {
-                    m.below += share * (log_loss(*below, y) - m.below);
+                m.own += share * (path[i].loss - m.own);
+                if let Some(below) = below {
+                    m.below += share * (below - m.below);
                 }
-                m.step(x, y, own[i], s.leaf_rate, w);
+                m.step(x, y, path[i].p, s.leaf_rate, w);
             }
         }
-        answers[0]
+        answer
     }
 
-    /// A model tree's path for `x`, each node's own probability, and each
-    /// node's answer (see [`answer`](Self::answer)).
-    fn answers(&self, x: &[f64]) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+    /// A model tree's path for `x`, root first, with each node's own
+    /// probability and who answers for it (see [`answer`](Self::answer)).
+    fn answers(&self, x: &[f64]) -> Vec<PathStep> {
         fn model(n: &Node) -> &NodeModel {
             match n {
                 Node::Split { model, .. } => model.as_ref(),
@@ -459,34 +465,46 @@ impl Tree {
             }
             .expect("a model tree's node has a model")
         }
-        let mut path = vec![0];
-        while let Node::Split {
-            input,
-            threshold,
-            left,
-            right,
-            ..
-        } = &self.nodes[*path.last().expect("root")]
-        {
-            path.push(if x[*input] <= *threshold {
-                *left
-            } else {
-                *right
+        let mut path = Vec::with_capacity(24);
+        let mut at = 0;
+        loop {
+            let node = &self.nodes[at];
+            path.push(PathStep {
+                node: at,
+                p: model(node).predict(x),
+                answerer: path.len(),
+                loss: 0.0,
             });
-        }
-        let own: Vec<f64> = path
-            .iter()
-            .map(|&n| model(&self.nodes[n]).predict(x))
-            .collect();
-        let mut answers = own.clone();
-        for i in (0..path.len() - 1).rev() {
-            let m = model(&self.nodes[path[i]]);
-            if m.below < m.own {
-                answers[i] = answers[i + 1];
+            match node {
+                Node::Split {
+                    input,
+                    threshold,
+                    left,
+                    right,
+                    ..
+                } => at = if x[*input] <= *threshold { *left } else { *right },
+                Node::Leaf(_) => break,
             }
         }
-        (path, own, answers)
+        for i in (0..path.len() - 1).rev() {
+            let m = model(&self.nodes[path[i].node]);
+            if m.below < m.own {
+                path[i].answerer = path[i + 1].answerer;
+            }
+        }
+        path
     }
+}
+
+/// One node of a model tree's path for a record.
+struct PathStep {
+    node: usize,
+    /// The node's own model's probability.
+    p: f64,
+    /// The path index of the node whose model answers for this one.
+    answerer: usize,
+    /// `p`'s log loss, when learning.
+    loss: f64,
 }
 
 impl Leaf {
