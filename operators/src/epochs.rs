@@ -78,6 +78,15 @@ pub struct StateError {
     pub message: String,
 }
 
+/// The operator state format this build writes and reads (the checkpoint's
+/// and the registry's format version). State is bincode, which has no schema,
+/// so a build whose state layout differs must not read it: bump this whenever
+/// any operator's state changes shape, and record the new layout (the test
+/// `state_layout_is_the_one_recorded_for_this_format` fails until both are
+/// done). 2: session 5 (trees' subspaces and budgets, the forest, the label
+/// clock). 3: session 6 (trees' leaf models).
+pub const STATE_FORMAT: u32 = 3;
+
 /// Encodes operator state.
 pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
     bincode::serialize(state).expect("operator state is plain data and always serializes")
@@ -175,4 +184,85 @@ pub struct StateIo {
     pub snapshot: bool,
     /// State to start from (this worker's, from the checkpoint being resumed).
     pub restore: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout of every state a checkpoint or a registry version holds,
+    /// traced from the types themselves, must be the one recorded for this
+    /// [`STATE_FORMAT`] in `state_layout.json`: a change of layout without a
+    /// bump would let one build read another's state as garbage. After a bump,
+    /// `MILLRACE_BLESS=1 cargo test -p millrace-operators state_layout`
+    /// records the new layout.
+    #[test]
+    fn state_layout_is_the_one_recorded_for_this_format() {
+        use serde_reflection::{Samples, Tracer, TracerConfig};
+        let mut tracer = Tracer::new(TracerConfig::default());
+        // Enums first: tracing one alone visits every variant.
+        tracer
+            .trace_simple_type::<crate::monitor::Aggregate>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<crate::monitor::Detector>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<crate::detect::spike::Direction>()
+            .unwrap();
+        tracer.trace_simple_type::<crate::learn::Learner>().unwrap();
+        tracer
+            .trace_simple_type::<crate::monitor::MonitorKind>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<crate::monitor::Severity>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<crate::learn::logistic::LeafPrediction>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<crate::learn::hoeffding::Node>()
+            .unwrap();
+        let samples = Samples::new();
+        tracer.trace_type::<Snapshot>(&samples).unwrap();
+        tracer
+            .trace_type::<crate::clean::Cleaner>(&samples)
+            .unwrap();
+        tracer
+            .trace_type::<std::collections::HashMap<u64, crate::featurize::KeyState>>(&samples)
+            .unwrap();
+        tracer.trace_type::<crate::score::Scorer>(&samples).unwrap();
+        tracer
+            .trace_type::<crate::score::ModelRelease>(&samples)
+            .unwrap();
+        tracer
+            .trace_type::<crate::monitor::Monitors>(&samples)
+            .unwrap();
+        let layout = serde_json::to_value(tracer.registry().unwrap()).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/state_layout.json");
+        if std::env::var_os("MILLRACE_BLESS").is_some() {
+            let current = serde_json::json!({"format": STATE_FORMAT, "layout": layout});
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&current).unwrap() + "\n",
+            )
+            .unwrap();
+            return;
+        }
+        let recorded: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let bless =
+            "record it with `MILLRACE_BLESS=1 cargo test -p millrace-operators state_layout`";
+        if recorded["layout"] != layout {
+            assert_ne!(
+                recorded["format"], STATE_FORMAT,
+                "operator state changed shape under STATE_FORMAT {STATE_FORMAT}: bump it, then {bless}"
+            );
+            panic!("format {STATE_FORMAT} has a new state layout: {bless}");
+        }
+        assert_eq!(
+            recorded["format"], STATE_FORMAT,
+            "STATE_FORMAT was bumped with the layout unchanged: {bless}"
+        );
+    }
 }

@@ -545,7 +545,7 @@ pub struct EpochFacts<'a> {
 
 /// A rule's detector.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Detector {
+pub(crate) enum Detector {
     Spike(SpikeDip),
     Change(PageHinkley),
     Drift(HistDrift),

@@ -36,14 +36,12 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::connectors::landing::{FileFact, FilePos};
 use crate::runtime::manifest;
 
-/// The checkpoint format version this build writes and reads. It covers the
-/// operator state the checkpoint references too: that is bincode, which has
-/// no schema, so a build whose state layout differs must not read it. Bump it
-/// whenever the checkpoint or any operator's state changes shape; a lake
-/// written under another version is then refused with both versions named
-/// (never silently restarted). 2: session 5 (trees' subspaces and budgets,
-/// the forest, the label clock). 3: session 6 (trees' leaf models).
-pub const VERSION: u32 = 3;
+/// The checkpoint format version this build writes and reads: the operator
+/// state format ([`millrace_operators::epochs::STATE_FORMAT`], whose test
+/// fails when a state changes shape without a bump). A lake written under
+/// another version is refused with both versions named (never silently
+/// restarted).
+pub const VERSION: u32 = millrace_operators::epochs::STATE_FORMAT;
 
 /// A whole checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

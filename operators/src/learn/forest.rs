@@ -39,6 +39,7 @@ const DETECTOR_WINDOW: usize = 20_000;
 
 /// One member: its tree, its background tree and its detectors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename = "ForestMember")] // (a name of its own for the state layout's trace; bincode has no names)
 struct Member {
     tree: Tree,
     background: Option<Tree>,

@@ -116,7 +116,7 @@ fn entropy(a: f64, b: f64) -> f64 {
 type Candidate = (f64, usize, f64, [f64; 2], [f64; 2]);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Leaf {
+pub(crate) struct Leaf {
     depth: u32,
     /// Class counts (from the split estimate, then observed).
     counts: [f64; 2],
@@ -138,7 +138,7 @@ struct Leaf {
 /// A model tree's logistic regression at one node (`leaf_prediction =
 /// "logistic"`), learned by SGD from the records that pass the node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct NodeModel {
+pub(crate) struct NodeModel {
     /// One weight per input, then the intercept.
     w: Vec<f64>,
     /// Recent log loss (exponentially weighted) of this node's own model on
@@ -204,7 +204,7 @@ fn log_loss(p: f64, y: usize) -> f64 {
 const LOSS_DECAY: f64 = 0.002;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Node {
+pub(crate) enum Node {
     Split {
         input: usize,
         threshold: f64,
@@ -482,7 +482,13 @@ impl Tree {
                     left,
                     right,
                     ..
-                } => at = if x[*input] <= *threshold { *left } else { *right },
+                } => {
+                    at = if x[*input] <= *threshold {
+                        *left
+                    } else {
+                        *right
+                    }
+                }
                 Node::Leaf(_) => break,
             }
         }
