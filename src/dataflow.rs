@@ -622,11 +622,12 @@ pub fn describe(plan: &Compiled) -> String {
             m.l1,
             m.l2
         ),
-        ModelKind::HoeffdingTree => "Hoeffding tree".to_string(),
+        ModelKind::HoeffdingTree => format!("Hoeffding tree ({})", leaves(m)),
         ModelKind::AdaptiveRandomForest => format!(
-            "adaptive random forest ({} trees, lambda {})",
+            "adaptive random forest ({} trees, lambda {}, {})",
             m.trees.unwrap_or(10),
-            m.lambda.unwrap_or(6.0)
+            m.lambda.unwrap_or(6.0),
+            leaves(m)
         ),
         ModelKind::Feature => format!(
             "the feature `{}` as the score",
@@ -720,4 +721,18 @@ pub fn describe(plan: &Compiled) -> String {
         crate::runtime::manifest::path(&t.lake.path).display()
     );
     out
+}
+
+/// What a tree learner's leaves answer with, for `validate`.
+fn leaves(m: &millrace_operators::learn::logistic::ModelSpec) -> String {
+    use millrace_operators::learn::logistic::LeafPrediction;
+    match m.leaf_prediction.unwrap_or_default() {
+        LeafPrediction::Logistic => format!(
+            "model trees: a logistic regression at every node, lr {}",
+            m.learning_rate
+        ),
+        LeafPrediction::Majority => "leaves: class distribution".to_string(),
+        LeafPrediction::NaiveBayes => "leaves: naive Bayes".to_string(),
+        LeafPrediction::NaiveBayesAdaptive => "leaves: naive Bayes adaptive".to_string(),
+    }
 }
