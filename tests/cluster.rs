@@ -188,19 +188,7 @@ fn four_workers_learn_as_well_as_one() {
         "kind = \"hoeffding_tree\"",
     );
     std::fs::write(dir.join("tree.toml"), text).unwrap();
-    let tree = |lake: &str, extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "tree.toml",
-            "--once",
-            "--landing",
-            "landing",
-            "--lake",
-            lake,
-        ];
-        args.extend_from_slice(extra);
-        millrace(&dir, &args)
-    };
+    let tree = |lake: &str, extra: &[&str]| run_once(&dir, "tree.toml", lake, extra);
     let (acc1, auc1) = quality(&tree("lake-t1", &[]));
     let (acc4, auc4) = quality(&tree(
         "lake-t4",

@@ -506,6 +506,15 @@ fn topology_refuses_owned_and_secret_librdkafka_options() {
     }
 }
 
+/// `topologies/late_labels.toml` as it ships (records and labels from folders) into `lake`.
+fn run_late_labels_from_folders(dir: &Path, lake: &str) -> String {
+    let topology = repo()
+        .join("topologies/late_labels.toml")
+        .display()
+        .to_string();
+    millrace(dir, &["run", &topology, "--once", "--lake", lake])
+}
+
 /// `topologies/late_labels.toml` with its labels on a Kafka topic instead of a folder.
 fn labels_on_kafka(dir: &Path, brokers: &str, group: &str) -> String {
     let text = std::fs::read_to_string(repo().join("topologies/late_labels.toml"))
@@ -553,14 +562,7 @@ fn delayed_labels_from_a_kafka_topic_learn_as_from_a_folder_and_resume_from_thei
     settle_folder(&dir, "landing");
     settle_folder(&dir, "labels");
 
-    let folder_topology = repo()
-        .join("topologies/late_labels.toml")
-        .display()
-        .to_string();
-    let from_folder = millrace(
-        &dir,
-        &["run", &folder_topology, "--once", "--lake", "lake-folder"],
-    );
+    let from_folder = run_late_labels_from_folders(&dir, "lake-folder");
     let kafka_topology = labels_on_kafka(&dir, &broker.addr, "whole");
     let from_kafka = millrace(
         &dir,
@@ -706,14 +708,7 @@ fn records_and_their_delayed_labels_both_from_kafka() {
     );
     settle_folder(&dir, "landing");
     settle_folder(&dir, "labels");
-    let folder_topology = repo()
-        .join("topologies/late_labels.toml")
-        .display()
-        .to_string();
-    let from_folders = millrace(
-        &dir,
-        &["run", &folder_topology, "--once", "--lake", "lake-folders"],
-    );
+    let from_folders = run_late_labels_from_folders(&dir, "lake-folders");
     // late_labels.toml with both sources on the broker.
     let text = std::fs::read_to_string(labels_on_kafka(&dir, &broker.addr, "both-labels")).unwrap();
     let landing =

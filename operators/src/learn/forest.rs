@@ -410,7 +410,7 @@ mod tests {
         // Prequential log loss over the 2,000 records before and after the flip.
         let (mut before, mut after) = ([0.0; 2], [0.0; 2]);
         for (i, (x, y)) in data.iter().enumerate() {
-            let loss = |p: f64| -(if *y > 0.5 { p } else { 1.0 - p }).clamp(1e-7, 1.0).ln();
+            let loss = |p: f64| super::super::hoeffding::log_loss(p, usize::from(*y > 0.5));
             let sum = match i {
                 18_000..20_000 => Some(&mut before),
                 20_000..22_000 => Some(&mut after),

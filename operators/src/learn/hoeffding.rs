@@ -195,7 +195,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Log loss of probability `p` for label `y`, clipped.
-fn log_loss(p: f64, y: usize) -> f64 {
+pub(crate) fn log_loss(p: f64, y: usize) -> f64 {
     let p = p.clamp(1e-7, 1.0 - 1e-7);
     -(if y == 1 { p } else { 1.0 - p }).ln()
 }
@@ -405,7 +405,7 @@ impl Tree {
         };
         let mut predicted = l.learn(x, y, weight, s);
         if s.leaf == LeafPrediction::Logistic {
-            predicted = self.answer(x, Some((y, weight)), s);
+            predicted = self.learn_models(x, y, weight, s);
         }
         let Node::Leaf(l) = &mut self.nodes[at] else {
             unreachable!()
@@ -420,7 +420,7 @@ impl Tree {
             if let Some((input, threshold, left, right)) = l.best_split(s) {
                 let depth = l.depth + 1;
                 // A model tree's children start from their parent's model,
-                // which answers until they have done better (see `answer`).
+                // which answers until they have done better (see `learn_models`).
                 let mut model = l.model.take();
                 if let Some(m) = model.as_mut() {
                     m.below = m.own;
@@ -442,8 +442,8 @@ impl Tree {
         predicted
     }
 
-    /// A model tree's answer for `x`, and with `learn = (label, weight)` its
-    /// models learn the example (after answering).
+    /// A model tree's answer for `x` (before learning), then its models on
+    /// `x`'s path learn the example `weight` times over.
     ///
     /// Every node on `x`'s path has a model; a split answers with its own
     /// model when that has recently done better (lower exponentially-weighted
@@ -452,30 +452,28 @@ impl Tree {
     /// deepest models that have earned it (its best pruning, as of lately):
     /// after a change of concept the shallow models, which learn from more
     /// records, are back first and answer until the deep ones catch up.
-    fn answer(&mut self, x: &[f64], learn: Option<(usize, u32)>, s: &Settings) -> f64 {
+    fn learn_models(&mut self, x: &[f64], y: usize, weight: u32, s: &Settings) -> f64 {
         let mut path = self.answers(x);
         let answer = path[path[0].answerer].p;
-        if let Some((y, weight)) = learn {
-            let w = f64::from(weight);
-            let share = 1.0 - (1.0 - LOSS_DECAY).powf(w);
-            for step in path.iter_mut() {
-                step.loss = log_loss(step.p, y);
+        let w = f64::from(weight);
+        let share = 1.0 - (1.0 - LOSS_DECAY).powf(w);
+        for step in path.iter_mut() {
+            step.loss = log_loss(step.p, y);
+        }
+        for i in 0..path.len() {
+            let below = path.get(i + 1).map(|b| path[b.answerer].loss);
+            let m = self.nodes[path[i].node].model_mut();
+            m.own += share * (path[i].loss - m.own);
+            if let Some(below) = below {
+                m.below += share * (below - m.below);
             }
-            for i in 0..path.len() {
-                let below = path.get(i + 1).map(|b| path[b.answerer].loss);
-                let m = self.nodes[path[i].node].model_mut();
-                m.own += share * (path[i].loss - m.own);
-                if let Some(below) = below {
-                    m.below += share * (below - m.below);
-                }
-                m.step(x, y, path[i].p, s.leaf_rate, w);
-            }
+            m.step(x, y, path[i].p, s.leaf_rate, w);
         }
         answer
     }
 
     /// A model tree's path for `x`, root first, with each node's own
-    /// probability and who answers for it (see [`answer`](Self::answer)).
+    /// probability and who answers for it (see [`learn_models`](Self::learn_models)).
     fn answers(&self, x: &[f64]) -> Vec<PathStep> {
         let mut path = Vec::with_capacity(24);
         let mut at = Some(0);
@@ -585,7 +583,7 @@ impl Leaf {
                 self.naive_bayes(x)
             }
             LeafPrediction::NaiveBayesAdaptive => self.majority(),
-            // (The tree answers for a model tree: see `Tree::answer`.)
+            // (The tree answers for a model tree: see `Tree::learn_models`.)
             LeafPrediction::Logistic => self.model.as_ref().map_or(0.5, |m| m.predict(x)),
         }
     }
@@ -606,7 +604,7 @@ impl Leaf {
             self.nb_right += w * right(nb);
             predicted
         } else if s.leaf == LeafPrediction::Logistic {
-            0.5 // (the tree answers, and its models learn, in `Tree::answer`)
+            0.5 // (the tree answers, and its models learn, in `Tree::learn_models`)
         } else {
             self.predict(x, s)
         };
