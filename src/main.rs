@@ -263,6 +263,8 @@ fn models(action: ModelsAction) -> anyhow::Result<()> {
             model,
         } => {
             let name = model_name(&lake, model)?;
+            // The running job rewrites the registry too: not while one holds the lake.
+            let _lock = millrace::runtime::lock::acquire(&lake, "models promote")?;
             let v = registry::promote(&lake, &name, &version).map_err(anyhow::Error::msg)?;
             println!("champion of `{name}`: v{v}");
         }
@@ -282,6 +284,7 @@ fn models(action: ModelsAction) -> anyhow::Result<()> {
         }
         ModelsAction::Rollback { lake, model } => {
             let name = model_name(&lake, model)?;
+            let _lock = millrace::runtime::lock::acquire(&lake, "models rollback")?;
             let v = registry::rollback(&lake, &name).map_err(anyhow::Error::msg)?;
             println!("champion of `{name}`: v{v} (rolled back)");
         }
@@ -544,6 +547,10 @@ fn local_cluster_run(n: usize) -> anyhow::Result<()> {
         .collect();
     print!("{}", texts[0]);
     if let Some((i, s)) = first_failure {
+        if s.code() == Some(millrace::runtime::lock::EXIT_LOCKED.into()) {
+            // Refused: another job holds the lake; say so with the same exit code.
+            std::process::exit(s.code().unwrap_or(1));
+        }
         bail!("process {i} of the local cluster failed ({s}); the others were stopped (its error is above)");
     }
     Ok(())
@@ -562,8 +569,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// [`runtime::lock::EXIT_LOCKED`] when another job holds the lake, 1 for any other error.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use millrace::runtime::{lock, RunError};
+    let locked = e.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(RunError::Locked(_)))
+            || matches!(c.downcast_ref(), Some(lock::LockError::Held { .. }))
+    });
+    if locked {
+        ExitCode::from(lock::EXIT_LOCKED)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -22,6 +22,14 @@
 //! and every visible part of a later epoch (roll back), and trims the landing
 //! manifest to it; the epochs after it are replayed and, being deterministic,
 //! rewrite the same parts under the same names.
+//!
+//! **Leftovers of a crashed run.** Recovery needs nothing from the run that
+//! left the lake: temporary files, pending parts, state files and checkpoints
+//! of later epochs are removed whatever state they are in, and a checkpoint
+//! that cannot be completed — a state file or one of its parts missing, which
+//! only a second process writing the same lake could cause (`runtime::lock`
+//! now prevents that) — is skipped like a corrupt one, so the run falls back
+//! to an older checkpoint instead of failing on every start.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -241,6 +249,17 @@ pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, String> {
                 s.file, s.step_id
             ));
         }
+    }
+    // A commit point whose parts are gone (neither pending nor published) cannot
+    // be rolled forward: recovery falls back to an older one and replays.
+    if let Some((_, visible)) = ckpt
+        .parts
+        .iter()
+        .find(|(pending, visible)| !lake.join(pending).exists() && !lake.join(visible).exists())
+    {
+        return Err(format!(
+            "its part {visible} is missing, neither pending nor published (removed by another process?)"
+        ));
     }
     Ok(ckpt)
 }
@@ -599,6 +618,55 @@ mod tests {
         assert!(has_committed_data(&l));
         recover(&l, None).unwrap();
         assert!(std::fs::read_dir(&part_dir).unwrap().next().is_none());
+        std::fs::remove_dir_all(&l).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_whose_parts_are_gone_is_skipped_and_rolled_back() {
+        // What two runs on one lake left: checkpoint 5's commit lost a pending
+        // part (the other run's recovery deleted it) after publishing another.
+        let l = lake("lostparts");
+        let part_dir = l.join("scored/date=2026-01-01/hour=00");
+        std::fs::create_dir_all(&part_dir).unwrap();
+        let rel = |name: &str| format!("scored/date=2026-01-01/hour=00/{name}");
+        std::fs::write(part_dir.join("part-0000000004-0000.parquet"), b"x").unwrap();
+        std::fs::write(part_dir.join("part-0000000005-0000.parquet"), b"x").unwrap();
+        let mut c4 = ckpt(&l, 4);
+        c4.parts = vec![(
+            rel(".part-0000000004-0000.parquet.pending"),
+            rel("part-0000000004-0000.parquet"),
+        )];
+        write(&l, &c4, || {}).unwrap();
+        let mut c5 = ckpt(&l, 5);
+        c5.parts = vec![
+            (
+                rel(".part-0000000005-0000.parquet.pending"),
+                rel("part-0000000005-0000.parquet"),
+            ),
+            (
+                rel(".part-0000000005-0001.parquet.pending"),
+                rel("part-0000000005-0001.parquet"),
+            ),
+        ];
+        write(&l, &c5, || {}).unwrap();
+        let (c, rejected) = newest(&l);
+        let c = c.unwrap();
+        assert_eq!(c.epoch, 4);
+        assert!(
+            rejected[0].reason.contains("part-0000000005-0001.parquet is missing"),
+            "{rejected:?}"
+        );
+        recover(&l, Some(&c)).unwrap();
+        let names: Vec<String> = std::fs::read_dir(&part_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, ["part-0000000004-0000.parquet"]);
+        assert_eq!(list(&l).iter().map(|x| x.0).collect::<Vec<_>>(), [4]);
+        // Recovered: the next start takes checkpoint 4 without complaint.
+        let (again, rejected) = newest(&l);
+        assert_eq!((again.unwrap().epoch, rejected.len()), (4, 0));
         std::fs::remove_dir_all(&l).unwrap();
     }
 

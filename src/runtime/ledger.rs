@@ -897,6 +897,8 @@ impl Committer {
                     root.display()
                 )
             })?;
+            // Epoch committed: the tests' place to hold a job mid-run.
+            crate::wait_point!("after_commit");
         } else {
             manifest::append(root, &job.files).map_err(|e| {
                 format!(

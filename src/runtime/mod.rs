@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod ledger;
+pub mod lock;
 pub mod manifest;
 pub mod progress;
 pub mod registry;
@@ -29,6 +30,36 @@ macro_rules! crash_point {
             });
         }
     }};
+}
+
+/// A named point where a test holds the run (`FAILPOINTS=name=return(PATH)`):
+/// the process writes its pid to `PATH.reached`, then waits until `PATH`
+/// exists. Lets a test act while a job is provably mid-run (holding the lake,
+/// an epoch committed) without guessing at timing. Compiled only with
+/// `--features failpoints`.
+#[macro_export]
+macro_rules! wait_point {
+    ($name:expr) => {{
+        #[cfg(feature = "failpoints")]
+        {
+            let _: Option<()> = fail::eval($name, |gate| {
+                if let Some(gate) = gate {
+                    $crate::runtime::wait_at_gate($name, std::path::Path::new(&gate));
+                }
+            });
+        }
+    }};
+}
+
+/// Announces `PATH.reached` and blocks until `gate` exists (see [`wait_point!`]).
+#[cfg(feature = "failpoints")]
+pub fn wait_at_gate(name: &str, gate: &std::path::Path) {
+    let reached = gate.with_extension("reached");
+    eprintln!("millrace: wait point `{name}` reached, waiting for {}", gate.display());
+    let _ = std::fs::write(&reached, std::process::id().to_string());
+    while !gate.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 use std::cell::RefCell;
@@ -160,6 +191,18 @@ pub enum RunError {
     /// Starting would break a guarantee (the message says what to do).
     #[error("{0}")]
     Refused(String),
+    /// Another live job holds the lake (see [`lock`]); nothing was changed.
+    #[error("{0}")]
+    Locked(lock::LockError),
+}
+
+impl From<lock::LockError> for RunError {
+    fn from(e: lock::LockError) -> RunError {
+        match e {
+            held @ lock::LockError::Held { .. } => RunError::Locked(held),
+            io => RunError::External(io.to_string()),
+        }
+    }
 }
 
 /// What a finished run reports.
@@ -210,6 +253,12 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     // Every count of workers below is over the whole cluster: sources, keys and
     // checkpoints are spread over all of them.
     let workers = opts.workers.max(1) * processes;
+    // One job per lake, taken before recovery reads or changes anything; held
+    // until this function returns. Process 0 alone: see `lock`'s doc.
+    let _lock = match process {
+        0 => Some(lock::acquire(&lake, "run")?),
+        _ => None,
+    };
     crate::metrics::install();
     let start = prepare(&plan, workers, process == 0)?;
     let facts = manifest::load(&lake).map_err(|e| {
