@@ -379,3 +379,98 @@ pub fn late_counts(out: &str) -> [u64; 6] {
     n.try_into()
         .unwrap_or_else(|_| panic!("six counts expected: {l}"))
 }
+
+/// The final model of a lake: every worker's `score` state in its newest checkpoint.
+pub fn final_model(lake: &Path) -> Vec<millrace_operators::score::Scorer> {
+    let text = std::fs::read(newest_checkpoint(lake)).unwrap();
+    let body = &text[text.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    let ckpt: millrace::runtime::checkpoint::Checkpoint = serde_json::from_slice(body).unwrap();
+    let states = millrace::runtime::checkpoint::load_states(lake, &ckpt).unwrap();
+    let models: Vec<millrace_operators::score::Scorer> = states
+        .iter()
+        .filter(|((step, _), _)| step == "score")
+        .map(|(_, b)| millrace_operators::epochs::decode("score", b).unwrap())
+        .collect();
+    assert!(!models.is_empty());
+    models
+}
+
+/// Asserts lake `b` holds exactly what lake `a` holds, and the same final model.
+pub fn assert_same_lake(a: &Path, b: &Path, context: &str) {
+    for table in ["scored", "clean", "rejected"] {
+        let (ra, rb) = (table_rows(a, table), table_rows(b, table));
+        assert!(!ra.is_empty(), "{context}: {table} is empty");
+        if ra != rb {
+            let missing = ra.iter().filter(|r| rb.binary_search(r).is_err()).count();
+            let extra = rb.iter().filter(|r| ra.binary_search(r).is_err()).count();
+            panic!(
+                "{context}: table {table} differs: {} vs {} rows, {missing} missing, {extra} extra",
+                ra.len(),
+                rb.len()
+            );
+        }
+    }
+    // No record twice.
+    let mut ids: Vec<(String, u64)> = scored(b).into_iter().map(|r| (r.0, r.1)).collect();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "{context}: a record was scored twice");
+    assert_eq!(
+        metrics_sum(a, "input"),
+        metrics_sum(b, "input"),
+        "{context}: the metrics ledgers differ"
+    );
+    let (ma, mb) = (final_model(a), final_model(b));
+    assert_eq!(ma.len(), mb.len());
+    for (ma, mb) in ma.iter().zip(&mb) {
+        assert_eq!(
+            ma.model, mb.model,
+            "{context}: final weights, intercept or update counts differ"
+        );
+        assert_eq!(
+            ma.version, mb.version,
+            "{context}: final model versions differ"
+        );
+        assert_eq!(
+            ma.scaler, mb.scaler,
+            "{context}: final scaler statistics differ"
+        );
+    }
+    assert!(
+        temp_or_pending(b).is_empty(),
+        "{context}: uncommitted files left: {:?}",
+        temp_or_pending(b)
+    );
+}
+
+pub fn temp_or_pending(lake: &Path) -> Vec<PathBuf> {
+    let mut found = temp_files(lake);
+    let mut stack = vec![lake.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".pending") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// Per table: rows and an xxh3 of its sorted rendered rows (`table_rows`) —
+/// a lake's content in a line, for comparing lakes and printing the difference.
+pub fn lake_digest(lake: &Path) -> Vec<(&'static str, usize, u64)> {
+    ["scored", "clean", "rejected"]
+        .into_iter()
+        .map(|table| {
+            let rows = table_rows(lake, table);
+            (
+                table,
+                rows.len(),
+                xxhash_rust::xxh3::xxh3_64(rows.join("\n").as_bytes()),
+            )
+        })
+        .collect()
+}
