@@ -1,5 +1,6 @@
-//! Exactly-once recovery: the engine is killed (SIGKILL at random moments, and
-//! at named crash points), its checkpoints are corrupted, its lake writes fail
+//! Exactly-once recovery: the engine is killed (SIGKILL at random states of
+//! its run — after a chosen epoch's checkpoint or part is on disk — and at
+//! named crash points), its checkpoints are corrupted, its lake writes fail
 //! — and after restarts the committed lake and the final model equal those of
 //! a run that was never interrupted.
 //!
@@ -12,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use millrace_operators::score::Scorer;
 
 /// A scratch folder with ~220,000 generated lines in two files, settled.
 fn input(name: &str, extra: &[&str]) -> Scratch {
@@ -43,85 +43,6 @@ fn run_to_end(dir: &Path, lake: &str) -> String {
     millrace(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
-/// The final model of a lake: every worker's `score` state in its newest checkpoint.
-fn final_model(lake: &Path) -> Vec<Scorer> {
-    let text = std::fs::read(newest_checkpoint(lake)).unwrap();
-    let body = &text[text.iter().position(|b| *b == b'\n').unwrap() + 1..];
-    let ckpt: millrace::runtime::checkpoint::Checkpoint = serde_json::from_slice(body).unwrap();
-    let states = millrace::runtime::checkpoint::load_states(lake, &ckpt).unwrap();
-    let models: Vec<Scorer> = states
-        .iter()
-        .filter(|((step, _), _)| step == "score")
-        .map(|(_, b)| millrace_operators::epochs::decode("score", b).unwrap())
-        .collect();
-    assert!(!models.is_empty());
-    models
-}
-
-/// Asserts lake `b` holds exactly what lake `a` holds, and the same final model.
-fn assert_same_lake(a: &Path, b: &Path, context: &str) {
-    for table in ["scored", "clean", "rejected"] {
-        let (ra, rb) = (table_rows(a, table), table_rows(b, table));
-        assert!(!ra.is_empty(), "{context}: {table} is empty");
-        if ra != rb {
-            let missing = ra.iter().filter(|r| rb.binary_search(r).is_err()).count();
-            let extra = rb.iter().filter(|r| ra.binary_search(r).is_err()).count();
-            panic!(
-                "{context}: table {table} differs: {} vs {} rows, {missing} missing, {extra} extra",
-                ra.len(),
-                rb.len()
-            );
-        }
-    }
-    // No record twice.
-    let mut ids: Vec<(String, u64)> = scored(b).into_iter().map(|r| (r.0, r.1)).collect();
-    let n = ids.len();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "{context}: a record was scored twice");
-    assert_eq!(
-        metrics_sum(a, "input"),
-        metrics_sum(b, "input"),
-        "{context}: the metrics ledgers differ"
-    );
-    let (ma, mb) = (final_model(a), final_model(b));
-    assert_eq!(ma.len(), mb.len());
-    for (ma, mb) in ma.iter().zip(&mb) {
-        assert_eq!(
-            ma.model, mb.model,
-            "{context}: final weights, intercept or update counts differ"
-        );
-        assert_eq!(
-            ma.version, mb.version,
-            "{context}: final model versions differ"
-        );
-        assert_eq!(
-            ma.scaler, mb.scaler,
-            "{context}: final scaler statistics differ"
-        );
-    }
-    assert!(
-        temp_or_pending(b).is_empty(),
-        "{context}: uncommitted files left: {:?}",
-        temp_or_pending(b)
-    );
-}
-
-fn temp_or_pending(lake: &Path) -> Vec<PathBuf> {
-    let mut found = temp_files(lake);
-    let mut stack = vec![lake.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".pending") {
-                found.push(p);
-            }
-        }
-    }
-    found
-}
-
 /// xorshift64*: a seeded generator for kill delays.
 struct Rng(u64);
 
@@ -134,18 +55,90 @@ impl Rng {
     }
 }
 
-/// Starts `millrace ARGS` in `dir` again and again, SIGKILLing it after a random
-/// 20–420 ms, until it has been killed `kills` times mid-run. A run that
-/// finishes before its kill has its lake removed so the next start kills mid-run.
-fn kill_repeatedly(dir: &Path, args: &[String], lake: &str, kills: usize, seed: u64) {
+/// A state of the lake that a run is provably in when the test kills it.
+#[derive(Clone, Copy, Debug)]
+enum Moment {
+    /// The checkpoint of this epoch (or a later one) is written: a commit point has passed.
+    Checkpointed(u64),
+    /// A part of this epoch (or a later one) is on disk, pending or published:
+    /// the sinks are writing, the commit point may or may not have passed.
+    PartWritten(u64),
+}
+
+impl Moment {
+    fn reached(self, lake: &Path) -> bool {
+        match self {
+            Moment::Checkpointed(e) => newest_epoch(lake, "_checkpoints").is_some_and(|n| n >= e),
+            Moment::PartWritten(e) => newest_part_epoch(lake).is_some_and(|n| n >= e),
+        }
+    }
+}
+
+/// The newest epoch of the `.ckpt` files in `lake/folder`.
+fn newest_epoch(lake: &Path, folder: &str) -> Option<u64> {
+    std::fs::read_dir(lake.join(folder))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".ckpt")?.parse().ok()
+        })
+        .max()
+}
+
+/// The newest epoch of any part (pending or published) of the scored table.
+fn newest_part_epoch(lake: &Path) -> Option<u64> {
+    let mut newest = None;
+    let mut stack = vec![lake.join("scored")];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if let Some(ep) = millrace::runtime::checkpoint::part_epoch(&name) {
+                newest = newest.max(Some(ep));
+            }
+        }
+    }
+    newest
+}
+
+/// Starts `millrace ARGS` in `dir` again and again and SIGKILLs it `kills`
+/// times, each time once the lake shows a [`Moment`] chosen at random among the
+/// epochs still ahead of the run (at least two epochs before its end, so the
+/// run is still busy when the kill lands). The last kill always comes after a
+/// checkpoint, so the final run has one to resume. `last_epoch` is the last
+/// epoch of an uninterrupted run. No delays are guessed: each kill waits for
+/// its state, however slow the machine.
+fn kill_repeatedly(
+    dir: &Path,
+    args: &[String],
+    lake: &str,
+    kills: usize,
+    seed: u64,
+    last_epoch: u64,
+) {
+    use std::os::unix::process::ExitStatusExt;
     let mut rng = Rng(seed | 1);
+    let lake_dir = dir.join(lake);
     let (mut killed, mut starts) = (0, 0);
     while killed < kills {
         starts += 1;
         assert!(
-            starts < 60,
+            starts < 30,
             "seed {seed}: the run keeps finishing before it can be killed"
         );
+        let next = newest_epoch(&lake_dir, "_checkpoints").map_or(0, |e| e + 1);
+        let last_target = last_epoch.saturating_sub(2).max(next);
+        let epoch = next + rng.below(last_target - next + 1);
+        let moment = if killed + 1 == kills || rng.below(2) == 0 {
+            Moment::Checkpointed(epoch)
+        } else {
+            Moment::PartWritten(epoch)
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_millrace"))
             .args(args)
             .current_dir(dir)
@@ -153,15 +146,35 @@ fn kill_repeatedly(dir: &Path, args: &[String], lake: &str, kills: usize, seed: 
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.below(400)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        let status = loop {
+            if moment.reached(&lake_dir) {
+                child.kill().unwrap(); // SIGKILL
+                break child.wait().unwrap();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "seed {seed}: the run never reached {moment:?} in 3 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if status.signal() == Some(9) {
+            println!("seed {seed}: killed at {moment:?}");
             killed += 1;
         } else {
-            std::fs::remove_dir_all(dir.join(lake)).unwrap();
+            // It finished (or exited) before the kill landed: start over from an empty lake.
+            assert!(status.success(), "seed {seed}: the run failed: {status}");
+            std::fs::remove_dir_all(&lake_dir).unwrap();
         }
     }
+}
+
+/// The last epoch of a finished lake (its newest checkpoint).
+fn last_epoch(lake: &Path) -> u64 {
+    newest_epoch(lake, "_checkpoints").expect("the lake has a checkpoint")
 }
 
 #[test]
@@ -175,7 +188,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     run_to_end(&dir, "lake-a");
 
     let kills = 6;
-    kill_repeatedly(&dir, &run_args("lake-b"), "lake-b", kills, seed);
+    let last = last_epoch(&dir.join("lake-a"));
+    kill_repeatedly(&dir, &run_args("lake-b"), "lake-b", kills, seed, last);
     let out = run_to_end(&dir, "lake-b");
     assert!(
         out.contains("resumed from the checkpoint of epoch"),
@@ -457,7 +471,8 @@ fn two_workers_recover_from_kills_too() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    kill_repeatedly(&dir, &args("lake-b"), "lake-b", 4, 77);
+    let last = last_epoch(&dir.join("lake-a"));
+    kill_repeatedly(&dir, &args("lake-b"), "lake-b", 4, 77, last);
     let out = millrace(
         &dir,
         &args("lake-b")
