@@ -394,6 +394,7 @@ mod tests {
             text: String::new(),
             arrived_ms: 0,
             positions: None,
+            undecodable: Vec::new(),
         };
         (
             Parser::new(schema.clone()),

@@ -315,6 +315,7 @@ impl<'scope> LabelLines<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
                                     reason: crate::record::Reason::MissingField,
                                     detail: "the label is missing".into(),
                                     raw: r.key,
+                                    raw_bytes: None,
                                     event_time: None,
                                     arrived_ms: r.arrived_ms,
                                 });

@@ -1,19 +1,41 @@
 //! `parse`: schema-driven parsing of CSV and JSON lines into records.
 //!
-//! **In:** a stream of [`Chunk`]s (whole lines from one input), through a
+//! **In:** a stream of [`Chunk`]s (whole records from one input), through a
 //! pipeline pact: chunks are parsed on the worker whose source read them.
-//! **Out:** one [`Parsed`] value per line — a [`Record`] or, for a line that
-//! cannot be read (wrong field count, broken JSON, a number or time that does
+//! **Out:** one [`Parsed`] value per record — a [`Record`] or, for a record
+//! that cannot be read (wrong field count, broken JSON, bytes that are not
+//! UTF-8, a header that lacks a declared column, a number or time that does
 //! not parse, a missing key) or that breaks a declared rule (a value outside
 //! its range or vocabulary, a binary label not 0/1), a [`Reject`] with its
-//! reason and raw text — and a side stream of [`Tally`]s counting the lines
-//! read per epoch (the `input` column of the ledger). Rejects are not counted
-//! here: they travel on to `clean`, which deduplicates them like any line.
+//! reason and raw text — and a side stream of [`Tally`]s counting the records
+//! read per epoch (the `input` column of the ledger: records, not physical
+//! lines). Rejects are not counted here: they travel on to `clean`, which
+//! deduplicates them like any record.
 //! **State:** none but a cache of column layouts per CSV header.
 //!
-//! CSV follows RFC 4180 within a line: fields may be quoted, with `""` for a
-//! quote inside; a record never spans lines. Empty fields are missing values.
+//! CSV follows RFC 4180: fields may be quoted, with `""` for a quote inside,
+//! and a quoted field may hold separators and newlines, so a record may span
+//! physical lines ([`records`] splits a chunk quote-aware with the same
+//! [`Quoting`] machine the landing source cuts chunks with). A quote opens a
+//! quoted field only at the start of a field; elsewhere (`5" pipe`) it is an
+//! ordinary character. A record's position is the line it starts on. A quote
+//! left open at the end of the input makes the rest of it one record,
+//! rejected as `field_count` (`unterminated quoted field`). Empty fields are
+//! missing values. Kafka messages and JSON lines are one record per line.
+//!
+//! **Headers:** a CSV header that lacks a declared column (event time, key,
+//! id, a numeric or categorical field not marked `optional = true`) or names
+//! a declared column (the label too) more than once makes every record of the
+//! input a `bad_header` reject whose detail names the columns, and is logged
+//! once per input. The label column may be absent: its records are then
+//! unlabelled (scored without learning, or labelled later by `[source.labels]`).
+//!
+//! **Times:** `rfc3339` and `datetime` are calendar-checked (month lengths,
+//! leap years; offsets within ±23:59). `datetime` is exactly
+//! `YYYY-MM-DD HH:MM:SS[.fff]` (a space, seconds, no zone); `rfc3339` needs
+//! the seconds and a zone (`Z` or `±HH:MM`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -37,6 +59,8 @@ struct Layout {
     label: Option<usize>,
     nums: Vec<Option<usize>>,
     cats: Vec<Option<usize>>,
+    /// Why the header cannot be used (`bad_header`), if it cannot.
+    problem: Option<String>,
 }
 
 /// Parses lines against a [`Schema`]. Holds small per-header caches, so keep one per operator.
@@ -80,14 +104,23 @@ impl Parser {
                 label: s.label.as_ref().and_then(|l| find(&l.field)),
                 nums: s.numeric.iter().map(|f| find(&f.name)).collect(),
                 cats: s.categorical.iter().map(|f| find(&f.name)).collect(),
+                problem: header_problem(s, header),
             };
             self.layout = Some((header.clone(), layout));
         }
         &self.layout.as_ref().expect("set above").1
     }
 
-    /// Parses one line (without its terminator) of `chunk` at position `pos`.
+    /// Parses one record (without its terminator) of `chunk` at position `pos`.
     pub fn parse_line(&mut self, chunk: &Chunk, line: &str, pos: Pos) -> Parsed {
+        if !chunk.undecodable.is_empty() {
+            if let Ok(i) = chunk
+                .undecodable
+                .binary_search_by_key(&pos.line, |(l, _)| *l)
+            {
+                return undecodable(chunk, line, pos, &chunk.undecodable[i].1);
+            }
+        }
         let lh = line_hash(line.as_bytes());
         let result = match chunk.format {
             Format::Csv => self.parse_csv(chunk, line, pos, lh),
@@ -106,6 +139,7 @@ impl Parser {
                 reason,
                 detail,
                 raw: line.to_string(),
+                raw_bytes: None,
                 event_time,
                 arrived_ms: chunk.arrived_ms,
             }),
@@ -126,6 +160,10 @@ impl Parser {
                 None,
             ));
         };
+        let layout = self.layout_for(&header).clone();
+        if let Some(problem) = layout.problem {
+            return Err((Reason::BadHeader, problem, None));
+        }
         let quoted = line.contains('"');
         self.ranges.clear();
         self.unquoted.clear();
@@ -146,7 +184,6 @@ impl Parser {
         } else {
             self.ranges.len()
         };
-        let layout = self.layout_for(&header).clone();
         if n != layout.width {
             return Err((
                 Reason::FieldCount,
@@ -174,21 +211,6 @@ impl Parser {
                 }
             }
         };
-        let s = &self.schema;
-        let absent = [
-            (layout.time, &s.event_time.field),
-            (layout.key, &s.key),
-            (layout.id, &s.id),
-        ]
-        .into_iter()
-        .find(|(col, name)| col.is_none() && !name.is_empty());
-        if let Some((_, missing)) = absent {
-            return Err((
-                Reason::MissingField,
-                format!("header has no column `{missing}`"),
-                None,
-            ));
-        }
         build(
             &self.schema,
             chunk,
@@ -454,36 +476,214 @@ fn build<'a>(
     })
 }
 
-/// Splits one CSV line with quoted fields (RFC 4180 within a line).
-fn split_quoted(line: &str, out: &mut Vec<String>) -> Result<(), String> {
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut in_quotes = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    field.push('"');
-                    chars.next();
-                } else {
-                    in_quotes = false;
-                }
-            } else {
-                field.push(c);
-            }
-        } else if c == ',' {
-            out.push(std::mem::take(&mut field));
-            was_quoted = false;
-        } else if c == '"' && field.trim().is_empty() && !was_quoted {
-            field.clear();
-            in_quotes = true;
-            was_quoted = true;
-        } else {
-            field.push(c);
+/// Why `header` cannot carry `schema`'s records, if it cannot: the declared
+/// columns it lacks (the label and `optional` fields may be absent) and those
+/// it names more than once.
+pub fn header_problem(schema: &Schema, header: &[String]) -> Option<String> {
+    let count = |name: &str| header.iter().filter(|h| h.trim() == name).count();
+    let declared = [
+        (schema.event_time.field.as_str(), true),
+        (schema.key.as_str(), true),
+        (schema.id.as_str(), true),
+        (schema.label.as_ref().map_or("", |l| l.field.as_str()), false),
+    ]
+    .into_iter()
+    .chain(schema.numeric.iter().map(|f| (f.name.as_str(), !f.optional)))
+    .chain(schema.categorical.iter().map(|f| (f.name.as_str(), !f.optional)));
+    let (mut missing, mut twice) = (Vec::new(), Vec::new());
+    for (name, required) in declared.filter(|(name, _)| !name.is_empty()) {
+        let list = match count(name) {
+            0 if required => &mut missing,
+            0 | 1 => continue,
+            _ => &mut twice,
+        };
+        let name = format!("`{name}`");
+        if !list.contains(&name) {
+            list.push(name);
         }
     }
-    if in_quotes {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "the header has no column {} (a numeric or categorical field may say `optional = true`)",
+            missing.join(", ")
+        ));
+    }
+    if !twice.is_empty() {
+        parts.push(format!(
+            "the header names {} more than once",
+            twice.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// The reject of a record whose bytes are not UTF-8: `line` is their lossy
+/// decoding, `bytes` the record exactly.
+fn undecodable(chunk: &Chunk, line: &str, pos: Pos, bytes: &[u8]) -> Parsed {
+    let at = std::str::from_utf8(bytes)
+        .err()
+        .map_or(0, |e| e.valid_up_to());
+    Parsed::Reject(Reject {
+        pos,
+        source: chunk.source.clone(),
+        line_hash: line_hash(bytes),
+        reason: Reason::BadEncoding,
+        detail: format!("not valid UTF-8 (at byte {at} of the record; the raw bytes are kept)"),
+        raw: line.to_string(),
+        raw_bytes: Some(bytes.to_vec()),
+        event_time: None,
+        arrived_ms: chunk.arrived_ms,
+    })
+}
+
+/// Where a CSV scan is inside a record: what decides whether a newline ends
+/// the record (RFC 4180: a newline inside a quoted field does not). The
+/// landing source cuts chunks and [`records`] splits them with this one
+/// machine, so both agree on where every record ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quoting {
+    /// At the start of a field (after a separator or a line start, and any spaces or tabs).
+    #[default]
+    FieldStart,
+    /// In an unquoted field, or after a quoted one closed (a quote is then an ordinary character).
+    Unquoted,
+    /// In a quoted field.
+    Quoted,
+    /// Just after a quote in a quoted field: another quote escapes it, anything else closes the field.
+    QuoteInQuoted,
+}
+
+impl Quoting {
+    /// The state after byte `b`.
+    #[inline]
+    pub fn step(self, b: u8) -> Quoting {
+        use Quoting::*;
+        match (self, b) {
+            (Quoted, b'"') => QuoteInQuoted,
+            (Quoted, _) => Quoted,
+            (QuoteInQuoted, b'"') | (FieldStart, b'"') => Quoted,
+            (_, b',' | b'\n') => FieldStart,
+            (FieldStart, b' ' | b'\t') => FieldStart,
+            _ => Unquoted,
+        }
+    }
+
+    /// Whether a record that is inside a quoted field (`open`) or not at the
+    /// start of the physical line `line` (with or without its newline) is
+    /// inside one at its end — then the newline does not end the record.
+    #[inline]
+    pub fn open_after(open: bool, line: &[u8]) -> bool {
+        if !line.contains(&b'"') {
+            return open;
+        }
+        let start = if open {
+            Quoting::Quoted
+        } else {
+            Quoting::FieldStart
+        };
+        line.iter().fold(start, |s, b| s.step(*b)) == Quoting::Quoted
+    }
+}
+
+/// The records of a chunk's `text`, each with the number of physical lines
+/// before it: lines, or for CSV (`csv`) quote-aware records, which may span
+/// lines. A record excludes its newline (and a `\r` before it). Blank
+/// records are yielded too (callers skip them, see [`is_blank`]).
+pub fn records(text: &str, csv: bool) -> Records<'_> {
+    Records {
+        text,
+        at: 0,
+        line: 0,
+        csv,
+    }
+}
+
+/// Iterator of [`records`].
+pub struct Records<'a> {
+    text: &'a str,
+    at: usize,
+    line: u64,
+    csv: bool,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (u64, &'a str);
+
+    fn next(&mut self) -> Option<(u64, &'a str)> {
+        let len = self.text.len();
+        if self.at >= len {
+            return None;
+        }
+        let (start, first) = (self.at, self.line);
+        let mut open = false;
+        loop {
+            let (end, next) = match self.text[self.at..].find('\n') {
+                Some(i) => (self.at + i, self.at + i + 1),
+                None => (len, len),
+            };
+            if self.csv {
+                open = Quoting::open_after(open, &self.text.as_bytes()[self.at..end]);
+            }
+            self.line += 1;
+            self.at = next;
+            if !open || next >= len {
+                let mut record = &self.text[start..end];
+                if end < len {
+                    record = record.strip_suffix('\r').unwrap_or(record);
+                }
+                return Some((first, record));
+            }
+        }
+    }
+}
+
+/// Whether a record is blank (not a record: neither sources nor `parse` count it).
+pub fn is_blank(record: &str) -> bool {
+    record.trim().is_empty()
+}
+
+/// Splits one CSV record into its fields (RFC 4180, the rules of [`Quoting`]).
+pub fn split_record(record: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    split_quoted(record, &mut out)?;
+    Ok(out)
+}
+
+/// Splits one CSV record with quoted fields, by the rules of [`Quoting`].
+fn split_quoted(line: &str, out: &mut Vec<String>) -> Result<(), String> {
+    let mut field = String::new();
+    let mut state = FieldStart;
+    for c in line.chars() {
+        state = match (state, c) {
+            (Quoted, '"') => QuoteInQuoted,
+            (Quoted, c) => {
+                field.push(c);
+            }
+            (QuoteInQuoted, '"') => {
+                field.push('"');
+                Quoted
+            }
+            (FieldStart, '"') => {
+                field.clear();
+                Quoted
+            }
+            (_, ',') => {
+                out.push(std::mem::take(&mut field));
+                FieldStart
+            }
+            (FieldStart, ' ' | '\t') => {
+                field.push(c);
+                FieldStart
+            }
+            (_, c) => {
+                field.push(c);
+                Unquoted
+            }
+        };
+    use Quoting::*;
+    }
+    if state == Quoted {
         return Err("unterminated quoted field".into());
     }
     out.push(field);
@@ -497,6 +697,7 @@ fn format_name(f: TimeFormat) -> &'static str {
         TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
         TimeFormat::Datetime => "`YYYY-MM-DD HH:MM:SS`",
     }
+                Quoted
 }
 
 /// Parses an event time in `format` to ms since the Unix epoch.
@@ -578,39 +779,42 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn parse_datetime(text: &str, need_zone: bool) -> Option<i64> {
+/// Whether `y` is a leap year of the proleptic Gregorian calendar.
+pub fn is_leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+/// Days in month `m` (1–12) of year `y`.
+pub fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// `YYYY-MM-DD?HH:MM:SS[.fff][zone]`: `rfc3339` (a `T`, `t` or space, and a
+/// zone) or `datetime` (a space, no zone). Dates are calendar-checked.
+fn parse_datetime(text: &str, rfc3339: bool) -> Option<i64> {
     let b = text.as_bytes();
     let num = |s: &[u8]| -> Option<i64> {
-        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        if s.is_empty() || s.len() > 4 || !s.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        std::str::from_utf8(s).ok()?.parse().ok()
+        Some(s.iter().fold(0, |n, c| n * 10 + i64::from(c - b'0')))
     };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;
     }
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    if !(1..=12).contains(&mo) || d < 1 || d > i64::from(days_in_month(y, mo as u32)) {
         return None;
     }
-    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
-    let mut rest = &b[10..];
-    if rest.is_empty() {
-        return (!need_zone).then_some(ms);
-    }
-    if rest[0] != b'T' && rest[0] != b't' && rest[0] != b' ' {
-        return None;
-    }
-    rest = &rest[1..];
-    if rest.len() < 5 || rest[2] != b':' {
-        return None;
-    }
-    let (h, mi) = (num(&rest[0..2])?, num(&rest[3..5])?);
-    rest = &rest[5..];
-    let mut s = 0;
-    if rest.first() == Some(&b':') {
-        s = num(rest.get(1..3)?)?;
-        rest = &rest[3..];
+    match b[10] {
+        b' ' => {}
+        b'T' | b't' if rfc3339 => {}
+        _ => return None,
     }
     if h > 23 || mi > 59 || s > 60 {
         return None;
@@ -630,18 +834,21 @@ fn parse_datetime(text: &str, need_zone: bool) -> Option<i64> {
         rest = &rest[1 + digits..];
     }
     match rest {
-        [] => (!need_zone).then_some(ms),
-        [b'Z'] | [b'z'] => Some(ms),
-        [sign @ (b'+' | b'-'), zone @ ..] => {
+        [] => (!rfc3339).then_some(ms),
+        [b'Z'] | [b'z'] if rfc3339 => Some(ms),
+        [sign @ (b'+' | b'-'), zone @ ..] if rfc3339 => {
             let (zh, zm) = match zone {
                 [a, b, b':', c, d] | [a, b, c, d] => (num(&[*a, *b])?, num(&[*c, *d])?),
                 [a, b] => (num(&[*a, *b])?, 0),
                 _ => return None,
             };
+    let (h, mi, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
             let offset = (zh * 60 + zm) * 60_000;
             Some(if *sign == b'+' {
                 ms - offset
+    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
             } else {
+    let mut rest = &b[19..];
                 ms + offset
             })
         }
@@ -662,8 +869,11 @@ pub trait Parse<'scope> {
     /// use millrace_operators::schema::{Schema, SchemaSpec};
     ///
     /// let spec: SchemaSpec = serde_json::from_str(
-    ///     r#"{"key": "account", "event_time": {"field": "t"}, "numeric": [{"name": "amount"}]}"#).unwrap();
+    ///     r#"{"key": "account", "event_time": {"field": "t", "max_age_ms": 9000000000000000000}, "numeric": [{"name": "amount"}]}"#).unwrap();
     /// let schema = Arc::new(Schema::new(&spec).unwrap());
+            if zh > 23 || zm > 59 {
+                return None;
+            }
     /// let chunk = Chunk {
     ///     source: "a.csv".into(), input: 1, first_line: 2, format: Format::Csv,
     ///     header: Some(vec!["t".to_string(), "account".into(), "amount".into()].into()),
@@ -675,6 +885,38 @@ pub trait Parse<'scope> {
     /// });
     /// let parsed: Vec<Parsed> = parsed.try_iter()
     ///     .flat_map(|e| match e { Event::Messages(_, d) => d, Event::Progress(_) => vec![] })
+/// Parses every record of `chunk` into `out`; returns how many there were.
+/// A bad header is logged once per input (`warned`).
+pub fn parse_chunk(
+    parser: &mut Parser,
+    chunk: &Chunk,
+    warned: &mut HashSet<u64>,
+    mut out: impl FnMut(Parsed),
+) -> u64 {
+    // Files' CSV records may span lines; a Kafka message is one line.
+    let csv = chunk.format == Format::Csv && chunk.positions.is_none();
+    let mut n = 0;
+    for (i, (offset, record)) in records(&chunk.text, csv).enumerate() {
+        let line = match &chunk.positions {
+            Some(p) => p.get(i).copied().unwrap_or(chunk.first_line + offset),
+            None => chunk.first_line + offset,
+        };
+        // Blank lines are not records (sources do not count them either).
+        if is_blank(record) {
+            continue;
+        }
+        let parsed = parser.parse_line(chunk, record, Pos { input: chunk.input, line });
+        if let Parsed::Reject(r) = &parsed {
+            if r.reason == Reason::BadHeader && warned.insert(chunk.input) {
+                tracing::warn!(file = %chunk.source, problem = %r.detail, "A landed file's header does not fit the schema: every record of it is rejected as bad_header.");
+            }
+        }
+        out(parsed);
+        n += 1;
+    }
+    n
+}
+
     ///     .collect();
     /// assert!(matches!(&parsed[0], Parsed::Record(r) if r.key == "acct-1" && r.nums == [12.5]));
     /// assert!(matches!(&parsed[1], Parsed::Reject(r) if r.reason.code() == "bad_number" && r.pos.line == 3));
@@ -694,6 +936,7 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
         schema: Arc<Schema>,
     ) -> (
         Stream<'scope, Epoch, Vec<Parsed>>,
+    ///     undecodable: Vec::new(),
         Stream<'scope, Epoch, Vec<Tally>>,
     ) {
         let mut builder = OperatorBuilder::new("parse".to_owned(), self.scope());
@@ -715,26 +958,14 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
                 let mut tally_handle = tally_out.activate();
                 input.for_each_stamp(|cap, data| {
                     let mut session = parsed_handle.session(&cap);
-                    let mut lines = 0u64;
+                    let mut n = 0u64;
                     for chunk in data.flat_map(|d| d.drain(..)) {
-                        let mut pos = Pos {
-                            input: chunk.input,
-                            line: chunk.first_line,
-                        };
-                        for (i, line) in chunk.text.lines().enumerate() {
-                            if let Some(p) = &chunk.positions {
-                                pos.line = p[i];
-                            }
-                            // Blank lines are not records (sources do not count them either).
-                            if !line.trim().is_empty() {
-                                session.give(parser.parse_line(&chunk, line, pos));
-                                lines += 1;
-                            }
-                            pos.line += 1;
-                        }
+                        n += parse_chunk(&mut parser, &chunk, &mut warned, |p| session.give(p));
                     }
                     tally_handle.session(&cap).give(Tally {
-                        input: lines,
+                        input: n,
+        // Inputs whose bad header was logged.
+        let mut warned: HashSet<u64> = HashSet::new();
                         ..Tally::default()
                     });
                 });
@@ -753,7 +984,7 @@ mod tests {
         let spec: SchemaSpec = toml::from_str(
             r#"
             key = "account"
-            event_time = { field = "event_time" }
+            event_time = { field = "event_time", max_age_ms = 9000000000000000000, max_future_ms = 9000000000000000000 }
             label = { field = "label" }
             [[numeric]]
             names = ["amount", "f0"]
@@ -805,6 +1036,7 @@ mod tests {
         assert_eq!(r.missing, 0b01);
         assert_eq!(r.cats, ["fuel"]);
         assert_eq!(r.label, Some(1.0));
+            undecodable: Vec::new(),
     }
 
     #[test]
@@ -914,3 +1146,251 @@ mod tests {
         }
     }
 }
+
+    /// Parses a whole chunk of text the way the operator does.
+    fn parse_text(schema: Arc<Schema>, header: &str, text: &str) -> Vec<Parsed> {
+        let mut c = chunk(Format::Csv);
+        c.header = Some(header.split(',').map(String::from).collect::<Vec<_>>().into());
+        c.text = text.into();
+        c.arrived_ms = 1_767_225_600_000;
+        let mut out = Vec::new();
+        let n = parse_chunk(&mut Parser::new(schema), &c, &mut HashSet::new(), |p| out.push(p));
+        assert_eq!(n as usize, out.len());
+        out
+    }
+
+    const HEADER: &str = "event_time,account,category,amount,f0,label";
+
+    #[test]
+    fn records_span_lines_only_inside_quotes() {
+        let text = "a,b\r\n\"x\ny\",\"q\"\"\n\"\n5\" pipe,\"z\"\nlast";
+        let got: Vec<(u64, &str)> = records(text, true).collect();
+        assert_eq!(
+            got,
+            [(0, "a,b"), (1, "\"x\ny\",\"q\"\"\n\""), (4, "5\" pipe,\"z\""), (5, "last")]
+        );
+        // Not CSV (JSON lines, Kafka messages): one record per line.
+        assert_eq!(records(text, false).count(), 6);
+        // An unterminated quote takes the rest of the text.
+        let got: Vec<(u64, &str)> = records("1,2\n\"open,\n3,4\n", true).collect();
+        assert_eq!(got, [(0, "1,2"), (1, "\"open,\n3,4")]);
+    }
+
+    #[test]
+    fn quoting_machine_agrees_with_the_field_splitter() {
+        for (line, open) in [
+            ("plain,line", false),
+            ("\"open", true),
+            ("\"closed\"", false),
+            ("  \"spaced", true),
+            ("x\"literal", false),
+            ("\"a\"\"b", true),
+            ("\"a\"\"\"", false),
+            ("\"a\"x\"", false),
+        ] {
+            assert_eq!(Quoting::open_after(false, line.as_bytes()), open, "{line}");
+            assert_eq!(split_record(line).is_err(), open, "{line}");
+        }
+        assert_eq!(
+            split_record("\"a,\nb\", c ,\"\"\"q\"\"\"").unwrap(),
+            ["a,\nb", " c ", "\"q\""]
+        );
+    }
+
+    #[test]
+    fn quoted_newlines_make_one_record_at_its_first_line() {
+        let text = "1767225600000,\"acct\n1\",fuel,1.5,0.5,1\n\n1767225600001,acct-2,\"fu,el\",2,0.5,0\n";
+        let out = parse_text(schema(), HEADER, text);
+        assert_eq!(out.len(), 2);
+        let Parsed::Record(r) = &out[0] else { panic!("{:?}", out[0]) };
+        assert_eq!((r.key.as_str(), r.pos.line), ("acct\n1", 2));
+        let Parsed::Record(r) = &out[1] else { panic!("{:?}", out[1]) };
+        assert_eq!((r.cats[0].as_str(), r.pos.line), ("fu,el", 5));
+        // An unterminated quote: one reject holding the rest.
+        let out = parse_text(schema(), HEADER, "1,\"a,fuel,1,0.5,1\n2,b,fuel,1,0.5,1\n");
+        assert_eq!(out.len(), 1);
+        let Parsed::Reject(r) = &out[0] else { panic!() };
+        assert_eq!((r.reason.code(), r.detail.as_str()), ("field_count", "unterminated quoted field"));
+        assert_eq!(r.raw, "1,\"a,fuel,1,0.5,1\n2,b,fuel,1,0.5,1");
+    }
+
+    #[test]
+    fn bad_headers_reject_every_record_and_say_why() {
+        let text = "1767225600000,acct-1,fuel,1,1\n1767225600000,acct-2,fuel,1,0\n";
+        let out = parse_text(schema(), "event_time,account,category,amount,label", text);
+        assert_eq!(out.len(), 2);
+        for p in &out {
+            let Parsed::Reject(r) = p else { panic!() };
+            assert_eq!(r.reason.code(), "bad_header");
+            assert!(r.detail.contains("no column `f0`"), "{}", r.detail);
+        }
+        let out = parse_text(schema(), "event_time,account,category,amount,f0,label,amount", "1,a,fuel,1,2,1,3\n");
+        let Parsed::Reject(r) = &out[0] else { panic!() };
+        assert_eq!(r.detail, "the header names `amount` more than once");
+        let out = parse_text(schema(), "event_time,category,amount,f0,label,label", "1,fuel,1,2,1,1\n");
+        let Parsed::Reject(r) = &out[0] else { panic!() };
+        assert!(r.detail.contains("no column `account`") && r.detail.contains("names `label` more than once"), "{}", r.detail);
+        // The label may be absent: the records are unlabelled.
+        let out = parse_text(schema(), "event_time,account,category,amount,f0", "1767225600000,a,fuel,1,2\n");
+        let Parsed::Record(r) = &out[0] else { panic!("{:?}", out[0]) };
+        assert_eq!(r.label, None);
+    }
+
+    #[test]
+    fn optional_columns_may_be_absent() {
+        let spec: SchemaSpec = toml::from_str(
+            r#"
+            key = "account"
+            event_time = { field = "event_time" }
+            [[numeric]]
+            names = ["amount"]
+            [[numeric]]
+            name = "f0"
+            optional = true
+            [[categorical]]
+            name = "category"
+            optional = true
+            "#,
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(&spec).unwrap());
+        let out = parse_text(schema, "event_time,account,amount", "1767225600000,a,2.5\n");
+        let Parsed::Record(r) = &out[0] else { panic!("{:?}", out[0]) };
+        assert_eq!((r.nums[0], r.missing, r.cats[0].as_str()), (2.5, 0b10, ""));
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_with_its_bytes() {
+        let bytes = b"1767225600000,acct-\xff,fuel,1,0.5,1".to_vec();
+        let mut c = chunk(Format::Csv);
+        c.text = format!("{}\n1767225600000,ok,fuel,1,0.5,1\n", String::from_utf8_lossy(&bytes));
+        c.undecodable = vec![(2, bytes.clone())];
+        c.arrived_ms = 1_767_225_600_000;
+        let mut out = Vec::new();
+        parse_chunk(&mut Parser::new(schema()), &c, &mut HashSet::new(), |p| out.push(p));
+        let Parsed::Reject(r) = &out[0] else { panic!() };
+        assert_eq!((r.reason.code(), r.raw_bytes.as_deref()), ("bad_encoding", Some(&bytes[..])));
+        assert!(r.raw.contains('\u{fffd}'));
+        assert!(matches!(&out[1], Parsed::Record(r) if r.key == "ok" && r.pos.line == 3));
+    }
+
+    #[test]
+    fn calendar_dates_are_checked() {
+        let lengths = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        for (y, leap) in [(2023, false), (2024, true), (1900, false), (2000, true), (2100, false)] {
+            for (m, len) in lengths.iter().enumerate() {
+                let len = if m == 1 && leap { 29 } else { *len };
+                let m = m + 1;
+                let last = format!("{y}-{m:02}-{len:02} 12:00:00");
+                let past = format!("{y}-{m:02}-{:02} 12:00:00", len + 1);
+                let t = parse_time(&last, TimeFormat::Datetime).unwrap_or_else(|| panic!("{last}"));
+                assert_eq!(format_time(t, TimeFormat::Datetime), last);
+                assert_eq!(parse_time(&past, TimeFormat::Datetime), None, "{past}");
+                let rfc = format!("{}Z", last.replace(' ', "T"));
+                assert_eq!(parse_time(&rfc, TimeFormat::Rfc3339), Some(t));
+                let rfc = format!("{}Z", past.replace(' ', "T"));
+                assert_eq!(parse_time(&rfc, TimeFormat::Rfc3339), None, "{rfc}");
+            }
+        }
+        assert_eq!(parse_time("2026-02-31 00:00:00", TimeFormat::Datetime), None);
+        assert_eq!(parse_time("2026-01-00 00:00:00", TimeFormat::Datetime), None);
+        for (text, ok) in [
+            ("2026-01-01T00:00:00+23:59", true),
+            ("2026-01-01T00:00:00-23:59", true),
+            ("2026-01-01T00:00:00+25:00", false),
+            ("2026-01-01T00:00:00+01:60", false),
+            ("2026-01-01T00:00Z", false),
+            ("2026-01-01T00:00:00", false),
+        ] {
+            assert_eq!(parse_time(text, TimeFormat::Rfc3339).is_some(), ok, "{text}");
+        }
+        for text in [
+            "2026-01-01T00:00:00",
+            "2026-01-01 00:00",
+            "2026-01-01 00:00:00Z",
+            "2026-01-01 00:00:00+01:00",
+            "2026-01-01",
+            "2026-01-01 00:00:00 ",
+        ] {
+            assert_eq!(parse_time(text, TimeFormat::Datetime), None, "{text}");
+        }
+        assert_eq!(
+            parse_time("2026-01-01 00:00:00.5", TimeFormat::Datetime),
+            Some(1_767_225_600_500)
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn fragment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(",".to_string()),
+                Just("\"".to_string()),
+                Just("\n".to_string()),
+                Just("\r\n".to_string()),
+                Just(" ".to_string()),
+                Just("1767225600000".to_string()),
+                Just("1e308".to_string()),
+                Just("NaN".to_string()),
+                Just("fuel".to_string()),
+                Just("acct".to_string()),
+                "[0-9.eE+-]{1,6}",
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+            /// Any text: no panic, one parsed value per non-blank record,
+            /// records cover the text, lines add up.
+            #[test]
+            fn every_record_is_accounted_for(parts in prop::collection::vec(fragment(), 0..40), csv in any::<bool>()) {
+                let text: String = parts.concat();
+                let recs: Vec<(u64, &str)> = records(&text, csv).collect();
+                let lines = text.matches('\n').count() as u64 + u64::from(!text.is_empty() && !text.ends_with('\n'));
+                let mut next = 0;
+                for (offset, r) in &recs {
+                    prop_assert_eq!(*offset, next);
+                    next += r.matches('\n').count() as u64 + 1;
+                }
+                prop_assert_eq!(next, lines);
+                let expected = recs.iter().filter(|(_, r)| !is_blank(r)).count();
+                let mut c = chunk(if csv { Format::Csv } else { Format::Jsonl });
+                c.text = text.clone();
+                let mut out = Vec::new();
+                let n = parse_chunk(&mut Parser::new(schema()), &c, &mut HashSet::new(), |p| out.push(p));
+                prop_assert_eq!(n as usize, expected);
+                prop_assert_eq!(out.len(), expected);
+                // Through the cleaner's rules too: whatever was read, values are finite or missing.
+                for p in &mut out {
+                    if let Parsed::Record(r) = p {
+                        prop_assert!(r.nums.iter().enumerate().all(|(i, v)| v.is_finite() || r.missing & (1 << i) != 0));
+                    }
+                }
+            }
+
+            /// Arbitrary bytes, lossily decoded as a source does: same guarantees.
+            #[test]
+            fn arbitrary_bytes_do_not_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+                let text = String::from_utf8_lossy(&bytes).to_string();
+                let expected = records(&text, true).filter(|(_, r)| !is_blank(r)).count();
+                let mut c = chunk(Format::Csv);
+                c.text = text;
+                let n = parse_chunk(&mut Parser::new(schema()), &c, &mut HashSet::new(), |_| {});
+                prop_assert_eq!(n as usize, expected);
+            }
+
+            /// Any date-like text parses to a time that formats back to the same date, or not at all.
+            #[test]
+            fn datetimes_round_trip(y in 0i64..10000, m in 0u32..14, d in 0u32..33, h in 0u32..25) {
+                let text = format!("{y:04}-{m:02}-{d:02} {h:02}:00:00");
+                match parse_time(&text, TimeFormat::Datetime) {
+                    Some(t) => prop_assert_eq!(format_time(t, TimeFormat::Datetime), text),
+                    None => prop_assert!(m == 0 || m > 12 || d == 0 || d > days_in_month(y, m) || h > 23),
+                }
+            }
+        }
+    }

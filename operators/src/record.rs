@@ -55,6 +55,13 @@ pub struct Chunk {
     /// The position of each line when they are not consecutive from
     /// `first_line` (Kafka offsets); `None` for files.
     pub positions: Option<Vec<u64>>,
+    /// Records whose bytes are not valid UTF-8: the line (or Kafka offset)
+    /// where each starts and its exact bytes, without the terminator. `text`
+    /// holds their lossy decoding (same quotes and newlines), so records are
+    /// split the same way; `parse` rejects them as `bad_encoding` and the
+    /// `rejected` table keeps these bytes.
+    #[serde(default)]
+    pub undecodable: Vec<(u64, Vec<u8>)>,
 }
 
 /// One parsed record. Numeric and categorical values are in schema order.
@@ -110,11 +117,16 @@ pub enum Reason {
     InvalidLabel,
     /// The event time is behind the watermark by more than the allowed lateness.
     Late,
+    /// The CSV header lacks a declared column or names one twice: every
+    /// record of the file is rejected with it.
+    BadHeader,
+    /// The record's bytes are not valid UTF-8 (the raw bytes are kept).
+    BadEncoding,
 }
 
 impl Reason {
     /// All reasons, in a fixed order (used for ledgers and metric labels).
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::FieldCount,
         Reason::BadJson,
         Reason::BadNumber,
@@ -125,6 +137,8 @@ impl Reason {
         Reason::UnknownCategory,
         Reason::InvalidLabel,
         Reason::Late,
+        Reason::BadHeader,
+        Reason::BadEncoding,
     ];
 
     /// The reason code written to the `rejected` table and used as metric label.
@@ -140,6 +154,8 @@ impl Reason {
             Reason::UnknownCategory => "unknown_category",
             Reason::InvalidLabel => "invalid_label",
             Reason::Late => "late",
+            Reason::BadHeader => "bad_header",
+            Reason::BadEncoding => "bad_encoding",
         }
     }
 
@@ -154,6 +170,8 @@ impl Reason {
                 | Reason::BadTime
                 | Reason::BadLabel
                 | Reason::MissingField
+                | Reason::BadHeader
+                | Reason::BadEncoding
         )
     }
 
@@ -179,8 +197,11 @@ pub struct Reject {
     pub reason: Reason,
     /// A human-readable detail: which field, what value, what was expected.
     pub detail: String,
-    /// The raw line, without its terminator.
+    /// The raw record, without its terminator (lossily decoded when it is not UTF-8).
     pub raw: String,
+    /// The record's exact bytes when they are not valid UTF-8 (`bad_encoding`).
+    #[serde(default)]
+    pub raw_bytes: Option<Vec<u8>>,
     /// The event time, if it parsed (used to place the row in the lake).
     pub event_time: Option<i64>,
     /// When the line's input arrived (processing time, ms).

@@ -105,6 +105,11 @@ pub struct NumericSpec {
     /// The value used when `impute = "constant"`.
     #[serde(default)]
     pub impute_value: Option<f64>,
+    /// The column may be absent from a CSV header (it is then imputed like a
+    /// missing value); by default a header without it rejects the whole
+    /// file as `bad_header`.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// How a missing numeric value is filled in.
@@ -132,6 +137,11 @@ pub struct CategoricalSpec {
     /// Without a vocabulary: hash values into this many buckets for features.
     #[serde(default)]
     pub hash_buckets: Option<u32>,
+    /// The column may be absent from a CSV header (the value is then
+    /// missing); by default a header without it rejects the whole file as
+    /// `bad_header`.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// A compiled numeric field.
@@ -147,6 +157,8 @@ pub struct NumericField {
     pub impute: Impute,
     /// Constant for [`Impute::Constant`].
     pub impute_value: f64,
+    /// May be absent from a CSV header.
+    pub optional: bool,
 }
 
 /// A compiled categorical field.
@@ -160,6 +172,8 @@ pub struct CategoricalField {
     pub index: HashMap<String, u32, crate::hash::FxBuild>,
     /// Hash buckets when there is no vocabulary.
     pub hash_buckets: Option<u32>,
+    /// May be absent from a CSV header.
+    pub optional: bool,
 }
 
 impl CategoricalField {
@@ -298,6 +312,7 @@ impl Schema {
                     max: n.max,
                     impute: n.impute,
                     impute_value,
+                    optional: n.optional,
                 });
             }
         }
@@ -348,6 +363,7 @@ impl Schema {
                 vocabulary: c.vocabulary.clone(),
                 index,
                 hash_buckets: c.hash_buckets,
+                optional: c.optional,
             });
         }
         Ok(Schema {

@@ -386,6 +386,8 @@ struct Part {
     taken: u64,
     text: String,
     positions: Vec<u64>,
+    /// Messages of the current epoch that are not UTF-8: offset and exact payload.
+    undecodable: Vec<(u64, Vec<u8>)>,
     first_ts: Option<i64>,
 }
 
@@ -455,6 +457,7 @@ pub fn kafka<'scope>(
                 taken: 0,
                 text: String::new(),
                 positions: Vec::new(),
+                undecodable: Vec::new(),
                 first_ts: None,
             });
         }
@@ -513,7 +516,12 @@ pub fn kafka<'scope>(
                             let payload = m.payload().unwrap_or_default();
                             match std::str::from_utf8(payload) {
                                 Ok(s) if !payload.iter().any(|b| *b == b'\n' || *b == b'\r') => p.text.push_str(s),
-                                _ => p.text.push_str(&String::from_utf8_lossy(payload).replace(['\n', '\r'], " ")),
+                                Ok(s) => p.text.push_str(&s.replace(['\n', '\r'], " ")),
+                                Err(_) => {
+                                    // Rejected as `bad_encoding`, its exact bytes kept.
+                                    p.undecodable.push((m.offset() as u64, payload.to_vec()));
+                                    p.text.push_str(&String::from_utf8_lossy(payload).replace(['\n', '\r'], " "));
+                                }
                             }
                             p.text.push('\n');
                             p.positions.push(m.offset() as u64);
@@ -557,6 +565,7 @@ pub fn kafka<'scope>(
                         text: std::mem::take(&mut p.text),
                         arrived_ms: p.first_ts.take().unwrap_or(0),
                         positions: Some(std::mem::take(&mut p.positions)),
+                        undecodable: std::mem::take(&mut p.undecodable),
                     });
                     p.taken = 0;
                 }

@@ -441,6 +441,7 @@ impl State {
             text,
             arrived_ms: f.arrived_ms,
             positions: None,
+            undecodable: Vec::new(),
         });
         Ok((chunk, lines, eof))
     }
