@@ -306,3 +306,39 @@ fn the_stale_lock_of_a_killed_job_is_taken_over_and_the_run_completes() {
     assert_same_lake(&dir.join("lake-a"), &lake, "stale lock taken over");
     assert_eq!(lake_digest(&dir.join("lake-a")), lake_digest(&lake));
 }
+
+#[test]
+fn a_lake_two_jobs_damaged_before_the_lock_recovers_to_an_older_checkpoint() {
+    // What two jobs on one lake used to leave: the first's checkpoint written,
+    // its parts still pending, and one of them deleted by the second job's
+    // recovery. Every later start then failed to publish the missing part.
+    let dir = input("damaged");
+    run_once(&dir, &quickstart(), "lake-a", &[]);
+    let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(once_args(&quickstart(), "lake-b", &[]))
+        .current_dir(&dir)
+        .env("FAILPOINTS", "before_publish=4*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the crash point was not hit");
+    let lake = dir.join("lake-b");
+    let pending = temp_or_pending(&lake);
+    let scored_part = pending
+        .iter()
+        .find(|p| p.starts_with(lake.join("scored")) && p.to_string_lossy().ends_with(".pending"))
+        .unwrap_or_else(|| panic!("no pending scored part: {pending:?}"));
+    std::fs::remove_file(scored_part).unwrap();
+    let out = millrace_raw(&dir, &once_args(&quickstart(), "lake-b", &[]));
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("resumed from the checkpoint of epoch 3"),
+        "the broken checkpoint 4 is skipped: {stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is missing, neither pending nor published"),
+        "{}",
+        text(&out)
+    );
+    assert_same_lake(&dir.join("lake-a"), &lake, "damaged lake");
+}
