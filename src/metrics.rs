@@ -50,9 +50,12 @@ pub const STATE_BYTES: &str = "millrace_state_bytes";
 pub const ALERTS_RATE_LIMITED: &str = "millrace_alerts_rate_limited_total";
 /// Alert rules currently firing.
 pub const ALERTS_FIRING: &str = "millrace_alerts_firing";
+/// Files of a landing folder that are not read, counted once each (label
+/// `reason`: `unsupported_extension`, `unreadable_name`).
+pub const LANDING_FILES_SKIPPED: &str = "millrace_landing_files_skipped_total";
 
 /// Every metric millrace exports, with its Prometheus type.
-pub const ALL: [(&str, &str); 22] = [
+pub const ALL: [(&str, &str); 23] = [
     (RECORDS_IN, "counter"),
     (BYTES_IN, "counter"),
     (RECORDS_CLEAN, "counter"),
@@ -75,6 +78,7 @@ pub const ALL: [(&str, &str); 22] = [
     (MODEL_VERSION, "gauge"),
     (ALERTS_RATE_LIMITED, "counter"),
     (STATE_BYTES, "gauge"),
+    (LANDING_FILES_SKIPPED, "counter"),
 ];
 
 /// A Grafana dashboard over the metrics in [`ALL`]: throughput, ledger, rejects by reason,

@@ -266,6 +266,7 @@ impl LabelSourceSpec {
             format: self.format,
             poll_interval_ms: self.poll_interval_ms,
             settle_ms: self.settle_ms,
+            on_change: OnChange::default(),
         })
     }
 }
@@ -297,6 +298,25 @@ pub struct LandingSpec {
     /// A file is complete once its size and modification time have not changed for this long.
     #[serde(default = "default_settle")]
     pub settle_ms: u64,
+    /// What to do when a file changes after it was picked up (see [`OnChange`]).
+    #[serde(default)]
+    pub on_change: OnChange,
+}
+
+/// `[source.landing] on_change`: what the landing source does when a file
+/// changes (shrinks, grows, is rewritten) after it was picked up. A changed
+/// file is never recorded as read; see `src/connectors/landing.rs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// Stop the run with an error naming the file (nothing of its unfinished
+    /// epoch is committed); the next run resumes it from the checkpoint once
+    /// it is back to what was picked up.
+    #[default]
+    Fail,
+    /// Warn, wait until the file settles again, then go on after the records
+    /// already read if they are still the file's beginning (else stop as `fail`).
+    Retry,
 }
 
 fn default_poll() -> u64 {

@@ -347,7 +347,9 @@ fn scored_batch(schema: &Schema, arrow: SchemaRef, rows: &[&Scored], epoch: Epoc
     RecordBatch::try_new(arrow, cols).expect("columns match the table schema")
 }
 
-/// The `rejected` table: reason, class (malformed or invalid), detail, raw text and lineage.
+/// The `rejected` table: reason, class (malformed or invalid), detail, raw
+/// text, the exact bytes of a record that is not UTF-8 (`raw_bytes`, binary,
+/// null otherwise: `raw` holds it lossily decoded) and lineage.
 pub fn rejected_table() -> TableFormat<Reject> {
     TableFormat {
         table: Table::Rejected,
@@ -364,6 +366,7 @@ fn rejected_schema(_schema: &Schema) -> SchemaRef {
         Field::new("detail", DataType::Utf8, false),
         Field::new("raw", DataType::Utf8, false),
         ts("event_time", true),
+        Field::new("raw_bytes", DataType::Binary, true),
     ];
     fields.extend(lineage_fields());
     Arc::new(ArrowSchema::new(fields))
@@ -383,7 +386,9 @@ fn rejected_batch(
         StringBuilder::new(),
     );
     let mut time = ts_builder(n);
+    let mut bytes = arrow::array::BinaryBuilder::new();
     for r in rows {
+        bytes.append_option(r.raw_bytes.as_deref());
         reason.append_value(r.reason.code());
         class.append_value(if r.reason.is_malformed() {
             "malformed"
@@ -400,6 +405,7 @@ fn rejected_batch(
         Arc::new(detail.finish()),
         Arc::new(raw.finish()),
         Arc::new(time.finish()),
+        Arc::new(bytes.finish()),
     ];
     cols.extend(lineage_columns(
         rows.iter().map(|r| (&*r.source, r.pos.line, r.arrived_ms)),

@@ -1,32 +1,68 @@
 //! `landing`: the landing-folder source (the trigger of the data-factory workflow).
 //!
-//! **Out:** [`Chunk`]s of whole lines (to `parse`, on this worker); at the
-//! epoch in which each file ends, a [`FileFact`] (name, size, rows, content
-//! hash, arrival) for the manifest and the monitors; and at the end of every
-//! epoch a [`SourcePos`] (the file it is in the middle of, with byte offset and
-//! line) for the checkpoint.
+//! **Out:** [`Chunk`]s of whole records (to `parse`, on this worker); at the
+//! epoch in which each file ends, a [`FileFact`] (name, size, records,
+//! content hash, arrival) for the manifest and the monitors; and at the end
+//! of every epoch a [`SourcePos`] (the file it is in the middle of, with byte
+//! offset, line and the hash of the bytes before it) for the checkpoint.
+//! **Records:** a JSON-lines record is a line; a CSV record is a line, or
+//! several when a quoted field holds a newline (RFC 4180): the source reads
+//! on while a quote is open ([`Quoting`], the machine `parse` splits with),
+//! so a chunk never ends inside a record. The ledger and `rows` count
+//! records, not physical lines; a record's line is the one it starts on.
+//! A record that is not UTF-8 is passed on lossily decoded with its exact
+//! bytes beside it (`parse` rejects it as `bad_encoding`).
 //! **Restore:** given a checkpointed [`FilePos`], the source reopens that file
 //! at that offset (re-hashing the prefix so the file's content hash stays
-//! whole) and continues from the epoch after the checkpoint.
+//! whole, and checking that it is still the prefix that was read) and
+//! continues from the epoch after the checkpoint. A resumed file that is gone
+//! is skipped with a warning (what was committed of it stays).
 //! **Partitioning:** every worker lists the folder and reads the files it owns
 //! (stable hash of the file name over all workers), in name order.
 //! **Which files:** regular files directly in the folder whose names do not
 //! start with `.` or `_` and do not end in a temporary suffix (`.tmp`,
-//! `.part`, `.partial`, `.crdownload`, `.inprogress`), with a known format,
-//! whose modification time is at least `settle_ms` old (so both "write to a
-//! temporary name, then rename in" and "write in place, then stop" work), and
-//! that the manifest does not already list with the same name, size and
-//! content hash. A file that changes after it was read is a new file.
-//! **Epochs:** an epoch ends after `records_per_epoch` lines or at the end of a
-//! file, whichever comes first, so the same files always give the same epochs.
-//! The source holds back while `max_epochs_in_flight` of its epochs are not yet
-//! committed (it watches a probe on the committed stream): a slow sink slows it
-//! down instead of growing memory.
+//! `.part`, `.partial`, `.crdownload`, `.inprogress`) — those are ignored
+//! without a word, they are on their way in —, with a known format (`.csv`,
+//! `.jsonl`, `.ndjson`, `.json`, each also gzipped as `.gz`), whose
+//! modification time is at least `settle_ms` old (so both "write to a
+//! temporary name, then rename in" and "write in place, then stop" work).
+//! Any other file (another extension, a name that is not UTF-8) is not read:
+//! it is logged once and counted in `millrace_landing_files_skipped_total`.
+//! A gzipped file is decompressed as it is read; its checkpointed offsets are
+//! offsets in the decompressed stream, its size and content hash those of the
+//! file itself.
+//! **Content identity:** a file is processed once per content: a name the
+//! manifest lists with the same size and xxh3 content hash is skipped; the
+//! same name with another content is a new file, read in full; another name
+//! with the content of a file already read is read too (it is another file),
+//! with a warning naming the first.
+//! **Changes while reading:** a file must not change once picked up. At its
+//! end the source checks that it read as many bytes as the file had when
+//! picked up and that the open file's size and modification time are those
+//! it had (a file that grows past that size is caught as soon as it does);
+//! a resumed file must still have its size at pick-up and the prefix that was
+//! read. A changed file is never recorded as read, and the chunk that ran
+//! into the change is not passed on (it may end in a cut record). Then, by
+//! `on_change`: `fail` (default) stops the run with an error naming the file
+//! — its unfinished epoch is not committed, and the next run resumes from the
+//! checkpoint once the file is back to what was picked up (the truncated,
+//! then landed again whole, case: no record is read twice), or skips it if
+//! it is gone; `retry` warns, waits until the file has settled again and
+//! reads on after the records already passed on if they are still its
+//! beginning (hash of those bytes), else stops as `fail` — those records are
+//! (being) committed, so reading the new content from its start could
+//! count them twice.
+//! **Epochs:** an epoch ends after `records_per_epoch` records or at the end
+//! of a file, whichever comes first, so the same files always give the same
+//! epochs. The source holds back while `max_epochs_in_flight` of its epochs
+//! are not yet committed (it watches a probe on the committed stream): a
+//! slow sink slows it down instead of growing memory.
 //! **`--once`:** the files present at start are read (waiting for any that
 //! have not settled), then the source finishes; otherwise it polls every
 //! `poll_interval_ms`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -34,7 +70,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use flate2::read::MultiGzDecoder;
 use millrace_operators::hash::{bytes_hash, owner};
+use millrace_operators::parse::{is_blank, split_record, Quoting};
 use millrace_operators::record::{Chunk, Format};
 use millrace_operators::Epoch;
 use serde::{Deserialize, Serialize};
@@ -46,22 +84,23 @@ use tracing::{info, warn};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::runtime::Fault;
-use crate::topology::{FileFormat, LandingSpec};
+use crate::topology::{FileFormat, LandingSpec, OnChange};
 
 /// What the landing source knows about a file it has read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileFact {
     /// File name, relative to the landing folder.
     pub name: String,
-    /// Size in bytes.
+    /// Size in bytes (of the file itself, also when it is gzipped).
     pub size_bytes: u64,
-    /// Data lines read (the CSV header is not counted; blank lines are not counted).
+    /// Data records read (the CSV header is not counted; blank lines are not
+    /// counted; a CSV record whose quoted field holds newlines counts once).
     pub rows: u64,
-    /// xxh3 of the whole content.
+    /// xxh3 of the whole content (of the file itself, also when it is gzipped).
     pub content_hash: u64,
     /// Modification time of the file when it was picked up (ms since the Unix epoch).
     pub arrived_ms: i64,
-    /// The epoch in which the file's last line was emitted.
+    /// The epoch in which the file's last record was emitted.
     pub last_epoch: Epoch,
     /// The worker that read it.
     pub worker: usize,
@@ -76,12 +115,15 @@ pub struct FilePos {
     pub size_bytes: u64,
     /// Its arrival time (ms).
     pub arrived_ms: i64,
-    /// Bytes consumed (header included).
+    /// Bytes consumed (header included; in the decompressed stream for a gzipped file).
     pub offset: u64,
     /// Line number of the next line.
     pub next_line: u64,
-    /// Data lines read so far.
+    /// Data records read so far.
     pub rows: u64,
+    /// xxh3 of the `offset` bytes consumed: a resumed file must still begin with them.
+    #[serde(default)]
+    pub prefix_hash: Option<u64>,
 }
 
 /// A source position at the end of an epoch.
@@ -99,7 +141,7 @@ pub struct SourcePos {
     pub labels: bool,
 }
 
-/// What a source emits: chunks of lines, facts of finished inputs, and its
+/// What a source emits: chunks of records, facts of finished inputs, and its
 /// position at every epoch's end (the landing folder's and Kafka's alike).
 pub type SourceStreams<'scope> = (
     Stream<'scope, Epoch, Vec<Chunk>>,
@@ -117,13 +159,20 @@ pub fn is_candidate_name(name: &str) -> bool {
         || TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)))
 }
 
-/// The format of `name` under `format`, or `None` if it is not a file this source reads.
+/// Whether `name` is a gzipped file (`.gz`): it is decompressed as it is read.
+pub fn is_gzip(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with(".gz")
+}
+
+/// The format of `name` under `format`, or `None` if it is not a file this
+/// source reads. `auto` goes by the extension, under a `.gz` if there is one.
 pub fn format_of(name: &str, format: FileFormat) -> Option<Format> {
     match format {
         FileFormat::Csv => Some(Format::Csv),
         FileFormat::Jsonl => Some(Format::Jsonl),
         FileFormat::Auto => {
             let lower = name.to_ascii_lowercase();
+            let lower = lower.strip_suffix(".gz").unwrap_or(&lower);
             if lower.ends_with(".csv") {
                 Some(Format::Csv)
             } else if [".jsonl", ".ndjson", ".json"]
@@ -167,18 +216,73 @@ struct Candidate {
     modified_ms: i64,
 }
 
+/// A landed file's bytes on their way to the decoder: counted, and hashed
+/// when the file is gzipped (a plain file is hashed as its records are read).
+struct Tee {
+    file: File,
+    bytes: u64,
+    hasher: Option<Xxh3>,
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.bytes += n as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// A landed file, decompressed if it is gzipped.
+enum Decoded {
+    Plain(Tee),
+    Gzip(Box<MultiGzDecoder<Tee>>),
+}
+
+impl Read for Decoded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Decoded::Plain(t) => t.read(buf),
+            Decoded::Gzip(g) => g.read(buf),
+        }
+    }
+}
+
+impl Decoded {
+    fn tee(&self) -> &Tee {
+        match self {
+            Decoded::Plain(t) => t,
+            Decoded::Gzip(g) => g.get_ref(),
+        }
+    }
+}
+
 struct OpenFile {
     name: Arc<str>,
     input: u64,
     format: Format,
-    reader: BufReader<File>,
+    reader: BufReader<Decoded>,
     header: Option<Arc<[String]>>,
     next_line: u64,
     rows: u64,
+    /// Size and modification time it must keep while it is read.
     size: u64,
+    modified_ms: i64,
+    /// When it arrived (its records' `arrived_ms`; kept across a resume).
     arrived_ms: i64,
+    /// xxh3 of the (decompressed) bytes consumed.
     hasher: Xxh3,
     offset: u64,
+}
+
+/// Where a file was before a chunk was read: restored when the chunk is dropped.
+struct Mark {
+    offset: u64,
+    next_line: u64,
+    rows: u64,
+    hasher: Xxh3,
 }
 
 impl OpenFile {
@@ -190,6 +294,58 @@ impl OpenFile {
             offset: self.offset,
             next_line: self.next_line,
             rows: self.rows,
+            prefix_hash: Some(self.hasher.digest()),
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            offset: self.offset,
+            next_line: self.next_line,
+            rows: self.rows,
+            hasher: self.hasher.clone(),
+        }
+    }
+
+    fn restore(&mut self, m: Mark) {
+        self.offset = m.offset;
+        self.next_line = m.next_line;
+        self.rows = m.rows;
+        self.hasher = m.hasher;
+    }
+
+    /// The content hash of the whole file, once it has been read to its end.
+    fn content_hash(&self) -> u64 {
+        match &self.reader.get_ref().tee().hasher {
+            Some(h) => h.digest(),
+            None => self.hasher.digest(),
+        }
+    }
+
+    /// How the file differs from what was picked up, if it does: `at_end`,
+    /// it has been read to its end and must have had exactly its size.
+    fn changed(&self, at_end: bool) -> Option<String> {
+        let read = self.reader.get_ref().tee().bytes;
+        if read > self.size || (at_end && read != self.size) {
+            return Some(format!(
+                "{read} bytes read of the {} it had when picked up",
+                self.size
+            ));
+        }
+        if !at_end {
+            return None;
+        }
+        match self.reader.get_ref().tee().file.metadata() {
+            Ok(m) if m.len() != self.size => Some(format!(
+                "it is now {} bytes, {} when picked up",
+                m.len(),
+                self.size
+            )),
+            Ok(m) if m.modified().map(ms).unwrap_or(self.modified_ms) != self.modified_ms => {
+                Some("it was modified again after it was picked up".to_string())
+            }
+            Ok(_) => None,
+            Err(e) => Some(format!("cannot stat it: {e}")),
         }
     }
 }
@@ -200,7 +356,7 @@ pub struct LandingSource {
     pub spec: LandingSpec,
     /// Read only what is there at start, then finish.
     pub once: bool,
-    /// Lines per epoch.
+    /// Records per epoch.
     pub records_per_epoch: u64,
     /// Uncommitted epochs allowed before the source waits.
     pub max_epochs_in_flight: u64,
@@ -216,6 +372,33 @@ pub struct LandingSource {
     pub stop: Arc<AtomicBool>,
     /// Per worker: where to resume (from the checkpoint), if in the middle of a file.
     pub resume: Vec<Option<FilePos>>,
+}
+
+/// Why a file of the landing folder is not read (the `reason` label of
+/// `millrace_landing_files_skipped_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Not `.csv`, `.jsonl`, `.ndjson`, `.json` (or one of these gzipped) under `format = "auto"`.
+    UnsupportedExtension,
+    /// The name is not UTF-8.
+    UnreadableName,
+}
+
+impl Skip {
+    /// The metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Skip::UnsupportedExtension => "unsupported_extension",
+            Skip::UnreadableName => "unreadable_name",
+        }
+    }
+}
+
+/// A file to reopen where it was left: from a checkpoint, or after it changed (`retry`).
+struct Reopen {
+    pos: FilePos,
+    /// `retry`: the file may have a new size; it is reopened once settled.
+    settle: bool,
 }
 
 struct State {
@@ -234,17 +417,33 @@ struct State {
     buf: Vec<u8>,
     /// Files found processed at `(size, modified)`: not hashed again while unchanged.
     known: HashMap<String, (u64, i64)>,
+    /// A file to reopen at a position before anything else is read.
+    reopen: Option<Reopen>,
+    /// Files not read, already logged and counted.
+    skipped: HashSet<OsString>,
+    /// `(size, content hash)` → name of every file processed, for the same-content warning.
+    contents: HashMap<(u64, u64), String>,
 }
 
 impl State {
+    /// Logs and counts, once, a file of the folder that is not read.
+    fn skip(&mut self, name: OsString, why: Skip) {
+        if self.skipped.contains(&name) {
+            return;
+        }
+        warn!(worker = self.worker, file = %name.to_string_lossy(), reason = why.code(), "A file in the landing folder is not read.");
+        metrics::counter!(crate::metrics::LANDING_FILES_SKIPPED, "reason" => why.code()).increment(1);
+        self.skipped.insert(name);
+    }
+
     /// Lists the folder; queues settled, owned, unprocessed files.
     fn scan(&mut self) -> std::io::Result<()> {
-        let root = &self.cfg.spec.path;
+        let root = self.cfg.spec.path.clone();
         let now = ms(SystemTime::now());
         let settle = self.cfg.spec.settle_ms as i64;
         let mut found = Vec::new();
         let mut unsettled = Vec::new();
-        let entries = match std::fs::read_dir(root) {
+        let entries = match std::fs::read_dir(&root) {
             Ok(e) => {
                 self.missing_warned = false;
                 e
@@ -267,26 +466,33 @@ impl State {
         };
         for entry in entries {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
-            };
-            if !is_candidate_name(&name)
-                || owner(bytes_hash(name.as_bytes()), self.peers) != self.worker
-            {
+            let os_name = entry.file_name();
+            if owner(bytes_hash(os_name.as_encoded_bytes()), self.peers) != self.worker {
                 continue;
             }
-            let Some(format) = format_of(&name, self.cfg.spec.format) else {
+            let Some(name) = os_name.to_str().map(str::to_string) else {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    self.skip(os_name, Skip::UnreadableName);
+                }
                 continue;
             };
+            if !is_candidate_name(&name) {
+                continue;
+            }
             let meta = entry.metadata()?;
             if !meta.is_file() {
                 continue;
             }
+            let Some(format) = format_of(&name, self.cfg.spec.format) else {
+                self.skip(os_name, Skip::UnsupportedExtension);
+                continue;
+            };
             if self.queue.iter().any(|c| c.name == name)
                 || self
                     .current
                     .as_ref()
                     .is_some_and(|f| &*f.name == name.as_str())
+                || self.reopen.as_ref().is_some_and(|r| r.pos.name == name)
             {
                 continue;
             }
@@ -337,26 +543,65 @@ impl State {
         Ok(())
     }
 
+    /// Reads one record (physical lines while a CSV quote is open) onto `self.buf`.
+    /// Returns the bytes read (0 at the end of the file).
+    fn read_record(
+        reader: &mut BufReader<Decoded>,
+        buf: &mut Vec<u8>,
+        csv: bool,
+        lines: &mut u64,
+    ) -> std::io::Result<usize> {
+        let first = buf.len();
+        let mut open = false;
+        loop {
+            let start = buf.len();
+            let n = reader.read_until(b'\n', buf)?;
+            if n == 0 {
+                return Ok(buf.len() - first);
+            }
+            *lines += 1;
+            if csv {
+                open = Quoting::open_after(open, &buf[start..]);
+            }
+            if !open {
+                return Ok(buf.len() - first);
+            }
+        }
+    }
+
     fn open(&mut self, c: Candidate) -> std::io::Result<OpenFile> {
         let path: PathBuf = self.cfg.spec.path.join(&c.name);
-        let mut reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
+        let gzip = is_gzip(&c.name);
+        let tee = Tee {
+            file: File::open(&path)?,
+            bytes: 0,
+            hasher: gzip.then(Xxh3::new),
+        };
+        let decoded = if gzip {
+            Decoded::Gzip(Box::new(MultiGzDecoder::new(tee)))
+        } else {
+            Decoded::Plain(tee)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, decoded);
         let mut hasher = Xxh3::new();
         let mut next_line = 1;
         let mut header = None;
         let mut offset = 0;
         if c.format == Format::Csv {
             self.buf.clear();
-            offset += reader.read_until(b'\n', &mut self.buf)? as u64;
+            offset += Self::read_record(&mut reader, &mut self.buf, true, &mut next_line)? as u64;
             hasher.update(&self.buf);
             let text = String::from_utf8_lossy(&self.buf);
-            let names: Vec<String> = text
+            let text = text
                 .trim_end_matches(['\n', '\r'])
-                .trim_start_matches('\u{feff}')
-                .split(',')
+                .trim_start_matches('\u{feff}');
+            let names = split_record(text)
+                .unwrap_or_else(|_| text.split(',').map(str::to_string).collect());
+            let names: Vec<String> = names
+                .iter()
                 .map(|h| h.trim().trim_matches('"').to_string())
                 .collect();
             header = Some(names.into());
-            next_line = 2;
         }
         Ok(OpenFile {
             input: bytes_hash(c.name.as_bytes()),
@@ -367,34 +612,54 @@ impl State {
             next_line,
             rows: 0,
             size: c.size,
+            modified_ms: c.modified_ms,
             arrived_ms: c.modified_ms,
             hasher,
             offset,
         })
     }
 
-    /// Reopens a file at a checkpointed position.
-    fn reopen(&mut self, pos: &FilePos) -> std::io::Result<OpenFile> {
+    /// Reopens a file at a position (a checkpoint's, or where `retry` left
+    /// it): it must still begin with the bytes read before it, and — unless
+    /// `new_size` (a retried file settled again) — have the size it had.
+    fn reopen(&mut self, pos: &FilePos, new_size: bool) -> std::io::Result<OpenFile> {
+        let path = self.cfg.spec.path.join(&pos.name);
+        let meta = std::fs::metadata(&path)?;
+        if !new_size && meta.len() != pos.size_bytes {
+            return Err(std::io::Error::other(format!(
+                "it changed since it was picked up: {} bytes, {} then",
+                meta.len(),
+                pos.size_bytes
+            )));
+        }
         let format = format_of(&pos.name, self.cfg.spec.format).unwrap_or(Format::Csv);
+        let modified_ms = meta.modified().map(ms).unwrap_or(pos.arrived_ms);
         let mut f = self.open(Candidate {
             name: pos.name.clone(),
             format,
-            size: pos.size_bytes,
-            modified_ms: pos.arrived_ms,
+            size: meta.len(),
+            modified_ms,
         })?;
-        // Re-hash what was read before the checkpoint so the content hash covers the whole file.
-        let mut rest = pos.offset - f.offset;
+        f.arrived_ms = pos.arrived_ms;
+        // Re-hash what was read before so the content hash covers the whole file.
+        let mut rest = pos.offset.saturating_sub(f.offset);
         let mut buf = vec![0u8; 1 << 16];
         while rest > 0 {
             let n = f.reader.read(&mut buf[..rest.min(1 << 16) as usize])?;
             if n == 0 {
                 return Err(std::io::Error::other(format!(
-                    "`{}` is shorter than its checkpointed position {}",
-                    pos.name, pos.offset
+                    "it is shorter than its checkpointed position {}",
+                    pos.offset
                 )));
             }
             f.hasher.update(&buf[..n]);
             rest -= n as u64;
+        }
+        if pos.prefix_hash.is_some_and(|h| h != f.hasher.digest()) {
+            return Err(std::io::Error::other(format!(
+                "its first {} bytes are not those that were read",
+                pos.offset
+            )));
         }
         f.offset = pos.offset;
         f.next_line = pos.next_line;
@@ -402,34 +667,47 @@ impl State {
         Ok(f)
     }
 
-    /// Reads up to `max` data lines of the current file into a chunk.
-    /// Returns the chunk (if any text was read), the data lines in it, and whether the file ended.
+    /// Reads up to `max` data records of the current file into a chunk.
+    /// Returns the chunk (if any text was read), the records in it, and whether the file ended.
     fn read_chunk(&mut self, max: u64) -> std::io::Result<(Option<Chunk>, u64, bool)> {
         let f = self.current.as_mut().expect("called with an open file");
+        let csv = f.format == Format::Csv;
         let mut text = String::new();
+        let mut undecodable = Vec::new();
         let first_line = f.next_line;
-        let mut lines = 0;
+        let mut records = 0;
         let mut eof = false;
-        while lines < max {
+        while records < max {
             self.buf.clear();
-            let n = f.reader.read_until(b'\n', &mut self.buf)?;
+            let start_line = f.next_line;
+            let n = Self::read_record(&mut f.reader, &mut self.buf, csv, &mut f.next_line)?;
             if n == 0 {
                 eof = true;
                 break;
             }
             f.offset += n as u64;
             f.hasher.update(&self.buf);
-            match std::str::from_utf8(&self.buf) {
-                Ok(s) => text.push_str(s),
-                Err(_) => text.push_str(&String::from_utf8_lossy(&self.buf)),
-            }
+            let blank = match std::str::from_utf8(&self.buf) {
+                Ok(s) => {
+                    text.push_str(s);
+                    is_blank(s)
+                }
+                Err(_) => {
+                    let body = self.buf.strip_suffix(b"\n").map_or(&self.buf[..], |b| {
+                        b.strip_suffix(b"\r").unwrap_or(b)
+                    });
+                    undecodable.push((start_line, body.to_vec()));
+                    let lossy = String::from_utf8_lossy(&self.buf);
+                    text.push_str(&lossy);
+                    is_blank(&lossy)
+                }
+            };
             if !text.ends_with('\n') {
                 text.push('\n');
             }
-            f.next_line += 1;
-            if self.buf.iter().any(|b| !b.is_ascii_whitespace()) {
+            if !blank {
                 f.rows += 1;
-                lines += 1;
+                records += 1;
             }
         }
         let chunk = (!text.is_empty()).then(|| Chunk {
@@ -441,9 +719,88 @@ impl State {
             text,
             arrived_ms: f.arrived_ms,
             positions: None,
-            undecodable: Vec::new(),
+            undecodable,
         });
-        Ok((chunk, lines, eof))
+        Ok((chunk, records, eof))
+    }
+
+    /// A file changed while it was read (`why`): the chunk that ran into it
+    /// is dropped (`mark` restored), and the run stops or waits per `on_change`.
+    fn changed(&mut self, step_id: &str, mark: Mark, why: String) {
+        let mut f = self.current.take().expect("called with an open file");
+        f.restore(mark);
+        match self.cfg.spec.on_change {
+            OnChange::Fail => self.cfg.fault.raise(format!(
+                "{step_id}: landed file `{}` changed while being read ({why}); it is not recorded as read. \
+                 Land it again as it was (the next run resumes it where the last checkpoint left it), \
+                 or move it away, or set `[source.landing] on_change = \"retry\"`",
+                f.name
+            )),
+            OnChange::Retry => {
+                warn!(step_id = %step_id, file = %f.name, %why, records_read = f.rows, "A landed file changed while being read; reading on once it has settled again.");
+                self.reopen = Some(Reopen {
+                    pos: f.position(),
+                    settle: true,
+                });
+            }
+        }
+    }
+
+    /// Reopens the file of `self.reopen` if it can be now. `Ok(false)`: not yet.
+    fn try_reopen(&mut self, step_id: &str) -> Result<bool, String> {
+        let Some(r) = self.reopen.take() else {
+            return Ok(true);
+        };
+        let path = self.cfg.spec.path.join(&r.pos.name);
+        if r.settle {
+            let settled = std::fs::metadata(&path).ok().and_then(|m| m.modified().ok()).map(ms);
+            if settled.is_some_and(|t| ms(SystemTime::now()) - t < self.cfg.spec.settle_ms as i64) {
+                self.reopen = Some(r);
+                return Ok(false);
+            }
+        }
+        match self.reopen(&r.pos, r.settle) {
+            Ok(f) => {
+                info!(step_id = %step_id, file = %r.pos.name, line = r.pos.next_line, "Resuming a landed file at its position.");
+                self.current = Some(f);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warn!(step_id = %step_id, file = %r.pos.name, records_read = r.pos.rows, "A landed file to resume is gone; what was read of it stays, the rest is not read.");
+                Ok(true)
+            }
+            Err(e) => Err(format!(
+                "{step_id}: cannot resume landed file `{}`: {e}. Land it again as it was picked up, or move it away",
+                r.pos.name
+            )),
+        }
+    }
+
+    /// The fact of a file read to its end, after its checks passed.
+    fn finish(&mut self, step_id: &str, epoch: Epoch) -> FileFact {
+        let f = self.current.take().expect("open");
+        let fact = FileFact {
+            name: f.name.to_string(),
+            size_bytes: f.size,
+            rows: f.rows,
+            content_hash: f.content_hash(),
+            arrived_ms: f.arrived_ms,
+            last_epoch: epoch,
+            worker: self.worker,
+        };
+        info!(step_id = %step_id, file = %fact.name, rows = fact.rows, bytes = fact.size_bytes, epoch, "Read a landed file.");
+        let key = (fact.size_bytes, fact.content_hash);
+        match self.contents.get(&key) {
+            Some(first) if *first != fact.name => {
+                warn!(step_id = %step_id, file = %fact.name, same_as = %first, "A landed file has the same content as one read before; it was read as a file of its own.");
+            }
+            _ => {
+                self.contents.insert(key, fact.name.clone());
+            }
+        }
+        // Remember it now: the manifest records it only once its epoch is committed.
+        self.cfg.processed.entry(fact.name.clone()).or_default().push(key);
+        fact
     }
 }
 
@@ -465,8 +822,16 @@ pub fn landing<'scope>(
     let (pos_out, positions) = builder.new_output();
     let mut pos_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourcePos>>>::from(pos_out);
     let step_id = step_id.to_string();
+    let worker = scope.index();
+    let resume = cfg.resume.get(worker).cloned().flatten();
+    let contents = cfg
+        .processed
+        .iter()
+        .flat_map(|(name, v)| v.iter().map(move |k| (*k, name.clone())))
+        .collect();
+    let settle_on_resume = cfg.spec.on_change == OnChange::Retry;
     let mut state = State {
-        worker: scope.index(),
+        worker,
         peers: scope.peers(),
         cfg,
         queue: VecDeque::new(),
@@ -478,15 +843,19 @@ pub fn landing<'scope>(
         next_scan: Instant::now(),
         buf: Vec::new(),
         known: HashMap::new(),
+        reopen: resume.map(|pos| Reopen {
+            pos,
+            settle: settle_on_resume,
+        }),
+        skipped: HashSet::new(),
+        contents,
     };
-    let resume = state.cfg.resume.get(state.worker).cloned().flatten();
     builder.build(move |mut caps| {
         // One capability per output: [chunks, facts, positions].
         for cap in caps.iter_mut() {
             cap.downgrade(&state.cfg.first_epoch);
         }
         let mut caps = Some(caps);
-        let mut resume = resume;
         move |_frontiers| {
             let Some(c) = caps.as_mut() else { return };
             let epoch = *c[0].time();
@@ -504,16 +873,15 @@ pub fn landing<'scope>(
                 activator.activate_after(Duration::from_millis(1));
                 return;
             }
-            if let Some(pos) = resume.take() {
-                match state.reopen(&pos) {
-                    Ok(f) => {
-                        info!(step_id = %step_id, file = %pos.name, line = pos.next_line, "Resuming a landed file at its checkpointed position.");
-                        state.current = Some(f);
-                    }
-                    Err(e) => {
-                        state.cfg.fault.raise(format!("{step_id}: cannot resume landed file `{}`: {e}", pos.name));
-                        return;
-                    }
+            match state.try_reopen(&step_id) {
+                Ok(true) => {}
+                Ok(false) => {
+                    activator.activate_after(poll.min(Duration::from_millis(state.cfg.spec.settle_ms.max(10))));
+                    return;
+                }
+                Err(message) => {
+                    state.cfg.fault.raise(message);
+                    return;
                 }
             }
             if state.current.is_none() {
@@ -543,6 +911,7 @@ pub fn landing<'scope>(
                 }
             }
             let room = state.cfg.records_per_epoch - state.lines_in_epoch;
+            let mark = state.current.as_ref().map(OpenFile::mark).expect("open");
             let (chunk, lines, eof) = match state.read_chunk(room) {
                 Ok(r) => r,
                 Err(e) => {
@@ -551,6 +920,12 @@ pub fn landing<'scope>(
                     return;
                 }
             };
+            // A file that changed is caught before the chunk that ran into it goes out.
+            if let Some(why) = state.current.as_ref().and_then(|f| f.changed(eof)) {
+                state.changed(&step_id, mark, why);
+                activator.activate();
+                return;
+            }
             let mut chunks_handle = chunks_out.activate();
             let mut facts_handle = facts_out.activate();
             let mut pos_handle = pos_out.activate();
@@ -561,22 +936,11 @@ pub fn landing<'scope>(
                 chunks_handle.session(&c[0]).give(chunk);
                 if !eof {
                     crate::crash_point!("landing_mid_file");
+                    crate::wait_point!("landing_between_chunks");
                 }
             }
             if eof {
-                let f = state.current.take().expect("open");
-                let fact = FileFact {
-                    name: f.name.to_string(),
-                    size_bytes: f.size,
-                    rows: f.rows,
-                    content_hash: f.hasher.digest(),
-                    arrived_ms: f.arrived_ms,
-                    last_epoch: epoch,
-                    worker: state.worker,
-                };
-                info!(step_id = %step_id, file = %fact.name, rows = fact.rows, bytes = fact.size_bytes, epoch, "Read a landed file.");
-                // Remember it now: the manifest records it only once its epoch is committed.
-                state.cfg.processed.entry(fact.name.clone()).or_default().push((fact.size_bytes, fact.content_hash));
+                let fact = state.finish(&step_id, epoch);
                 facts_handle.session(&c[1]).give(fact);
             }
             if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {
