@@ -342,3 +342,27 @@ fn a_lake_two_jobs_damaged_before_the_lock_recovers_to_an_older_checkpoint() {
     );
     assert_same_lake(&dir.join("lake-a"), &lake, "damaged lake");
 }
+
+#[test]
+fn a_cluster_job_holds_the_lake_through_its_process_0() {
+    let dir = input("cluster");
+    run_once(&dir, &quickstart(), "lake-a", &["--workers", "2"]);
+    let gate = dir.join("gate");
+    let job = start(
+        &dir,
+        "lake-b",
+        Some((&gate, 2)),
+        &["--workers", "1", "--local-cluster", "2"],
+    );
+    // Process 0 commits, so it is the one at the wait point — and the one holding the lake.
+    let process_0 = held_at(&gate);
+    assert_ne!(process_0, job.id(), "the launcher is not a process of the job");
+    let lock = std::fs::read_to_string(dir.join("lake-b/_lock")).unwrap();
+    assert!(lock.contains(&format!("\"pid\":{process_0},")), "{lock}");
+    let second = millrace_raw(&dir, &once_args(&quickstart(), "lake-b", &["--workers", "2"]));
+    assert_refused(&second, process_0, "a job on a lake a cluster job holds");
+    std::fs::write(&gate, b"").unwrap();
+    let out = finish(job);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_same_lake(&dir.join("lake-a"), &dir.join("lake-b"), "cluster job");
+}
