@@ -344,7 +344,8 @@ fn a_crash_resumes_with_the_predictions_still_waiting() {
 #[test]
 fn without_a_label_folder_a_once_run_finishes_and_counts_every_prediction() {
     let dir = scratch("labels-none");
-    // Records without the id column: every line is rejected, with the reason.
+    // Records without the id column: the header lacks a declared column, so
+    // every record of the file is rejected as `bad_header`, with the reason.
     gen(&dir, "tx-0001.csv", 20_000, 3, &[]);
     settle(&dir);
     let t = topology(&dir, true);
@@ -353,7 +354,7 @@ fn without_a_label_folder_a_once_run_finishes_and_counts_every_prediction() {
         out.contains("= clean 0 + rejected 20000 + duplicate 24"),
         "{out}"
     );
-    assert!(out.contains("missing_field 19991"), "{out}");
+    assert!(out.contains("(bad_header 20000)"), "{out}");
     // Records with ids, but their labels never landed (no `labels/` folder).
     std::fs::remove_dir_all(dir.join("landing")).unwrap();
     millrace(

@@ -1,4 +1,5 @@
-//! The ledger: where every input line ended up.
+//! The ledger: where every input record ended up (records, not physical
+//! lines: a CSV record whose quoted field holds newlines counts once).
 //!
 //! Every input line ends in exactly one of `clean`, `rejected` (by reason),
 //! `duplicate` or — a line of the delayed-label source — `labels`. `parse` counts the lines it read and `clean` counts where they

@@ -956,3 +956,147 @@ pub fn landing<'scope>(
     });
     (chunks, facts, positions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &Path, on_change: OnChange) -> State {
+        State {
+            cfg: LandingSource {
+                spec: LandingSpec {
+                    path: dir.to_path_buf(),
+                    format: FileFormat::Auto,
+                    poll_interval_ms: 10,
+                    settle_ms: 0,
+                    on_change,
+                },
+                once: true,
+                records_per_epoch: 1000,
+                max_epochs_in_flight: 4,
+                processed: Processed::new(),
+                first_epoch: 0,
+                fault: Fault::default(),
+                stop: Arc::new(AtomicBool::new(false)),
+                resume: Vec::new(),
+            },
+            worker: 0,
+            peers: 1,
+            queue: VecDeque::new(),
+            current: None,
+            lines_in_epoch: 0,
+            unsettled: Vec::new(),
+            listed_once: false,
+            missing_warned: false,
+            next_scan: Instant::now(),
+            buf: Vec::new(),
+            known: HashMap::new(),
+            reopen: None,
+            skipped: HashSet::new(),
+            contents: HashMap::new(),
+        }
+    }
+
+    fn folder(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("millrace-landing-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn candidate(dir: &Path, name: &str) -> Candidate {
+        let m = std::fs::metadata(dir.join(name)).unwrap();
+        Candidate {
+            name: name.into(),
+            format: format_of(name, FileFormat::Auto).unwrap(),
+            size: m.len(),
+            modified_ms: m.modified().map(ms).unwrap(),
+        }
+    }
+
+    #[test]
+    fn formats_by_extension_under_gzip() {
+        for (name, f) in [
+            ("a.csv", Some(Format::Csv)),
+            ("a.CSV.GZ", Some(Format::Csv)),
+            ("a.ndjson.gz", Some(Format::Jsonl)),
+            ("a.txt", None),
+            ("a.gz", None),
+        ] {
+            assert_eq!(format_of(name, FileFormat::Auto), f, "{name}");
+        }
+        assert!(is_gzip("x.json.gz") && !is_gzip("x.json"));
+    }
+
+    #[test]
+    fn chunks_hold_whole_quoted_records_and_undecodable_bytes() {
+        let dir = folder("records");
+        let text = b"\"a,\nb\",c\nx,\"open\n\ny\"\n\xff,1\r\nlast,2";
+        std::fs::write(dir.join("f.csv"), [b"h1,\"h\n2\"\n".as_slice(), text].concat()).unwrap();
+        let mut s = state(&dir, OnChange::Fail);
+        let f = s.open(candidate(&dir, "f.csv")).unwrap();
+        assert_eq!(&*f.header.clone().unwrap(), ["h1", "h\n2"]);
+        assert_eq!(f.next_line, 3);
+        s.current = Some(f);
+        let (chunk, n, eof) = s.read_chunk(2).unwrap();
+        let chunk = chunk.unwrap();
+        assert_eq!((n, eof, chunk.first_line), (2, false, 3));
+        assert_eq!(chunk.text, "\"a,\nb\",c\nx,\"open\n\ny\"\n");
+        let (chunk, n, eof) = s.read_chunk(10).unwrap();
+        let chunk = chunk.unwrap();
+        assert_eq!((n, eof, chunk.first_line), (2, true, 8));
+        assert_eq!(chunk.undecodable, [(8, b"\xff,1".to_vec())]);
+        assert!(s.current.as_ref().unwrap().changed(true).is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_file_that_shrank_or_changed_prefix_is_caught() {
+        let dir = folder("changed");
+        let body: String = (0..200).map(|i| format!("{i},x\n")).collect();
+        std::fs::write(dir.join("f.csv"), format!("a,b\n{body}")).unwrap();
+        let mut s = state(&dir, OnChange::Fail);
+        s.current = Some(s.open(candidate(&dir, "f.csv")).unwrap());
+        let (_, n, _) = s.read_chunk(50).unwrap();
+        assert_eq!(n, 50);
+        let pos = s.current.as_ref().unwrap().position();
+        std::fs::OpenOptions::new().write(true).open(dir.join("f.csv")).unwrap().set_len(300).unwrap();
+        let (_, _, eof) = s.read_chunk(1000).unwrap();
+        assert!(eof);
+        let why = s.current.as_ref().unwrap().changed(true).unwrap();
+        assert!(why.contains("it is now 300 bytes"), "{why}");
+        // Resuming: the size must be the one picked up, and the prefix the one read.
+        assert!(s.reopen(&pos, false).err().unwrap().to_string().contains("changed since"));
+        std::fs::write(dir.join("f.csv"), format!("a,b\n{}", body.replace('x', "y"))).unwrap();
+        let err = s.reopen(&pos, false).err().unwrap().to_string();
+        assert!(err.contains("are not those that were read"), "{err}");
+        std::fs::write(dir.join("f.csv"), format!("a,b\n{body}")).unwrap();
+        let f = s.reopen(&pos, false).unwrap();
+        assert_eq!((f.offset, f.rows, f.next_line), (pos.offset, 50, 52));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_gzipped_file_resumes_at_an_offset_of_its_decompressed_stream() {
+        use std::io::Write;
+        let dir = folder("gzip");
+        let plain: String = "a,b\n".to_string() + &(0..100).map(|i| format!("{i},x\n")).collect::<String>();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(plain.as_bytes()).unwrap();
+        let gz = e.finish().unwrap();
+        std::fs::write(dir.join("f.csv.gz"), &gz).unwrap();
+        let mut s = state(&dir, OnChange::Fail);
+        s.current = Some(s.open(candidate(&dir, "f.csv.gz")).unwrap());
+        s.read_chunk(10).unwrap();
+        let pos = s.current.as_ref().unwrap().position();
+        assert_eq!(pos.offset as usize, plain.find("10,x").unwrap());
+        s.current = Some(s.reopen(&pos, false).unwrap());
+        let (chunk, n, eof) = s.read_chunk(1000).unwrap();
+        assert_eq!((n, eof), (90, true));
+        assert!(chunk.unwrap().text.starts_with("10,x\n"));
+        let f = s.current.as_ref().unwrap();
+        assert!(f.changed(true).is_none());
+        assert_eq!(f.content_hash(), xxhash_rust::xxh3::xxh3_64(&gz));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
