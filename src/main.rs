@@ -11,6 +11,9 @@ use millrace::gen::{generate, GenFormat, GenOptions};
 use millrace::runtime::{self, RunOptions};
 use millrace::topology::{Compiled, Topology};
 
+/// How long a run may take to stop after SIGINT/SIGTERM before it exits as if killed.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// millrace: streaming ML pipelines on timely dataflow.
 #[derive(Parser)]
 #[command(version, about)]
@@ -670,6 +673,18 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                     std::process::exit(130);
                 }
                 eprintln!("millrace: stopping at the next epoch boundary (interrupt again to exit at once)");
+                // A stop must not wait on an epoch that takes long (or never
+                // ends): past the grace period the process exits as a kill
+                // would. Commits are atomic, so the lake keeps its last
+                // committed epoch and the next run resumes from it.
+                std::thread::spawn(|| {
+                    std::thread::sleep(STOP_GRACE);
+                    eprintln!(
+                        "millrace: did not stop within {} s; exiting now (the lake keeps its last committed epoch)",
+                        STOP_GRACE.as_secs()
+                    );
+                    std::process::exit(130);
+                });
             })
             .context("cannot install the signal handler")?;
             let fault = millrace::runtime::Fault::default();

@@ -62,9 +62,15 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         .unwrap_or(10.0 * mag);
     let mut t = (lo / step).ceil() * step;
     let mut out = Vec::new();
-    while t <= hi + step * 1e-9 {
+    // Bounded: where the step is below the precision of `t` (a range far
+    // from zero and narrow), adding it would not move `t`.
+    while t <= hi + step * 1e-9 && out.len() <= 4 * n.max(1) + 4 {
         out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
-        t += step;
+        let after = t + step;
+        if after <= t {
+            break;
+        }
+        t = after;
     }
     out
 }
@@ -521,6 +527,10 @@ mod tests {
             .zip([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
             .all(|(a, b)| (a - b).abs() < 1e-12));
         assert_eq!(ticks(0.0, 100.0, 4), vec![0.0, 25.0, 50.0, 75.0, 100.0]);
+        // A narrow range far from zero: the step is below the precision of the values.
+        let far = ticks(1e20, 1e20 + 1000.0, 5);
+        assert!(!far.is_empty() && far.len() <= 24, "{far:?}");
+        assert_eq!(ticks(-1e300, 1e300, 4).len(), 5);
         assert_eq!(
             fmt_time(1_767_225_600_000.0 + 3_723_000.0, true),
             "01:02:03"

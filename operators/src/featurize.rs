@@ -32,7 +32,7 @@ use crate::clean::PreHashed;
 use crate::detect::series::SeriesDetector;
 use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
 use crate::record::{Example, Record};
-use crate::schema::{Schema, SchemaError};
+use crate::schema::{Schema, SchemaError, MAX_MAGNITUDE};
 use crate::Epoch;
 
 /// One `[[features]]` entry in a topology file.
@@ -364,6 +364,7 @@ impl Features {
                     }
                 }
             })
+            .map(finite)
             .collect::<Vec<f64>>();
         let sparse = self
             .sparse
@@ -386,6 +387,18 @@ impl Features {
             dense,
             sparse,
         }
+    }
+}
+
+/// A feature value the model can use whatever the input: a ratio to a
+/// vanishing mean or a statistic that overflowed is held at ±[`MAX_MAGNITUDE`],
+/// and a value that is not a number (0/0) counts as 0, so no learner or
+/// scaler ever takes in a NaN or an infinity.
+fn finite(v: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE)
     }
 }
 

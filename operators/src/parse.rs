@@ -126,7 +126,7 @@ impl Parser {
             Format::Csv => self.parse_csv(chunk, line, pos, lh),
             Format::Jsonl => self.parse_json(chunk, line, pos, lh),
         };
-        let result = result.and_then(|record| match violation(&self.schema, &record) {
+        let result = result.and_then(|mut record| match violation(&self.schema, &mut record) {
             None => Ok(record),
             Some((reason, detail)) => Err((reason, detail, Some(record.event_time))),
         });
@@ -317,8 +317,18 @@ impl Parser {
     }
 }
 
-/// The first declared rule (range, vocabulary, required value) `record` breaks, if any.
-pub fn violation(schema: &Schema, record: &Record) -> Option<(Reason, String)> {
+/// The first declared rule (plausible event time, range, vocabulary, required
+/// value) `record` breaks, if any. Values outside the range of a field that
+/// says `clamp = true` are clamped to the bound here instead.
+pub fn violation(schema: &Schema, record: &mut Record) -> Option<(Reason, String)> {
+    if !schema.event_time.field.is_empty() {
+        if let Some(why) = schema
+            .event_time
+            .implausible(record.event_time, record.arrived_ms)
+        {
+            return Some((Reason::BadTime, why));
+        }
+    }
     for (i, f) in schema.numeric.iter().enumerate() {
         if record.missing & (1 << i) != 0 {
             if f.impute == Impute::Reject {
@@ -330,12 +340,19 @@ pub fn violation(schema: &Schema, record: &Record) -> Option<(Reason, String)> {
             continue;
         }
         let v = record.nums[i];
-        if f.min.is_some_and(|lo| v < lo) || f.max.is_some_and(|hi| v > hi) {
-            let lo = f.min.map_or("-inf".to_string(), |x| x.to_string());
-            let hi = f.max.map_or("+inf".to_string(), |x| x.to_string());
+        let (lo, hi) = f.bounds();
+        if f.clamp {
+            record.nums[i] = v.clamp(lo, hi);
+        } else if v < lo || v > hi {
             return Some((
                 Reason::OutOfRange,
-                format!("`{}` = {v} is outside [{lo}, {hi}]", f.name),
+                format!(
+                    "`{}` = {} is outside [{}, {}]",
+                    f.name,
+                    number(v),
+                    number(lo),
+                    number(hi)
+                ),
             ));
         }
     }
@@ -349,6 +366,15 @@ pub fn violation(schema: &Schema, record: &Record) -> Option<(Reason, String)> {
         }
     }
     None
+}
+
+/// A number as a person writes it: `12.5`, `1e200` (not 201 digits).
+fn number(v: f64) -> String {
+    if v != 0.0 && !(1e-6..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -652,6 +678,7 @@ pub fn split_record(record: &str) -> Result<Vec<String>, String> {
 
 /// Splits one CSV record with quoted fields, by the rules of [`Quoting`].
 fn split_quoted(line: &str, out: &mut Vec<String>) -> Result<(), String> {
+    use Quoting::*;
     let mut field = String::new();
     let mut state = FieldStart;
     for c in line.chars() {
@@ -659,6 +686,7 @@ fn split_quoted(line: &str, out: &mut Vec<String>) -> Result<(), String> {
             (Quoted, '"') => QuoteInQuoted,
             (Quoted, c) => {
                 field.push(c);
+                Quoted
             }
             (QuoteInQuoted, '"') => {
                 field.push('"');
@@ -681,7 +709,6 @@ fn split_quoted(line: &str, out: &mut Vec<String>) -> Result<(), String> {
                 Unquoted
             }
         };
-    use Quoting::*;
     }
     if state == Quoted {
         return Err("unterminated quoted field".into());
@@ -697,7 +724,6 @@ fn format_name(f: TimeFormat) -> &'static str {
         TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
         TimeFormat::Datetime => "`YYYY-MM-DD HH:MM:SS`",
     }
-                Quoted
 }
 
 /// Parses an event time in `format` to ms since the Unix epoch.
@@ -816,10 +842,13 @@ fn parse_datetime(text: &str, rfc3339: bool) -> Option<i64> {
         b'T' | b't' if rfc3339 => {}
         _ => return None,
     }
+    let (h, mi, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
     if h > 23 || mi > 59 || s > 60 {
         return None;
     }
+    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
     ms += (h * 3600 + mi * 60 + s) * 1000;
+    let mut rest = &b[19..];
     if rest.first() == Some(&b'.') || rest.first() == Some(&b',') {
         let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
@@ -842,13 +871,13 @@ fn parse_datetime(text: &str, rfc3339: bool) -> Option<i64> {
                 [a, b] => (num(&[*a, *b])?, 0),
                 _ => return None,
             };
-    let (h, mi, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+            if zh > 23 || zm > 59 {
+                return None;
+            }
             let offset = (zh * 60 + zm) * 60_000;
             Some(if *sign == b'+' {
                 ms - offset
-    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
             } else {
-    let mut rest = &b[19..];
                 ms + offset
             })
         }
@@ -856,35 +885,6 @@ fn parse_datetime(text: &str, rfc3339: bool) -> Option<i64> {
     }
 }
 
-/// The `parse` operator. See the module docs.
-pub trait Parse<'scope> {
-    /// Parses every line of every chunk; returns the parsed values and the per-epoch input tallies.
-    ///
-    /// # Examples
-    /// ```
-    /// use std::sync::Arc;
-    /// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
-    /// use millrace_operators::parse::Parse;
-    /// use millrace_operators::record::{Chunk, Format, Parsed};
-    /// use millrace_operators::schema::{Schema, SchemaSpec};
-    ///
-    /// let spec: SchemaSpec = serde_json::from_str(
-    ///     r#"{"key": "account", "event_time": {"field": "t", "max_age_ms": 9000000000000000000}, "numeric": [{"name": "amount"}]}"#).unwrap();
-    /// let schema = Arc::new(Schema::new(&spec).unwrap());
-            if zh > 23 || zm > 59 {
-                return None;
-            }
-    /// let chunk = Chunk {
-    ///     source: "a.csv".into(), input: 1, first_line: 2, format: Format::Csv,
-    ///     header: Some(vec!["t".to_string(), "account".into(), "amount".into()].into()),
-    ///     text: "1000,acct-1,12.5\n2000,acct-2,oops\n".into(), arrived_ms: 0, positions: None,
-    /// };
-    /// let (parsed, _tallies) = timely::example(move |scope| {
-    ///     let (parsed, tallies) = vec![chunk].to_stream(scope).parse(schema);
-    ///     (parsed.capture(), tallies.capture())
-    /// });
-    /// let parsed: Vec<Parsed> = parsed.try_iter()
-    ///     .flat_map(|e| match e { Event::Messages(_, d) => d, Event::Progress(_) => vec![] })
 /// Parses every record of `chunk` into `out`; returns how many there were.
 /// A bad header is logged once per input (`warned`).
 pub fn parse_chunk(
@@ -917,6 +917,33 @@ pub fn parse_chunk(
     n
 }
 
+/// The `parse` operator. See the module docs.
+pub trait Parse<'scope> {
+    /// Parses every line of every chunk; returns the parsed values and the per-epoch input tallies.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use timely::dataflow::operators::{Capture, ToStream, capture::Event};
+    /// use millrace_operators::parse::Parse;
+    /// use millrace_operators::record::{Chunk, Format, Parsed};
+    /// use millrace_operators::schema::{Schema, SchemaSpec};
+    ///
+    /// let spec: SchemaSpec = serde_json::from_str(
+    ///     r#"{"key": "account", "event_time": {"field": "t", "max_age_ms": 9000000000000000000}, "numeric": [{"name": "amount"}]}"#).unwrap();
+    /// let schema = Arc::new(Schema::new(&spec).unwrap());
+    /// let chunk = Chunk {
+    ///     source: "a.csv".into(), input: 1, first_line: 2, format: Format::Csv,
+    ///     header: Some(vec!["t".to_string(), "account".into(), "amount".into()].into()),
+    ///     text: "1000,acct-1,12.5\n2000,acct-2,oops\n".into(), arrived_ms: 0, positions: None,
+    ///     undecodable: Vec::new(),
+    /// };
+    /// let (parsed, _tallies) = timely::example(move |scope| {
+    ///     let (parsed, tallies) = vec![chunk].to_stream(scope).parse(schema);
+    ///     (parsed.capture(), tallies.capture())
+    /// });
+    /// let parsed: Vec<Parsed> = parsed.try_iter()
+    ///     .flat_map(|e| match e { Event::Messages(_, d) => d, Event::Progress(_) => vec![] })
     ///     .collect();
     /// assert!(matches!(&parsed[0], Parsed::Record(r) if r.key == "acct-1" && r.nums == [12.5]));
     /// assert!(matches!(&parsed[1], Parsed::Reject(r) if r.reason.code() == "bad_number" && r.pos.line == 3));
@@ -936,7 +963,6 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
         schema: Arc<Schema>,
     ) -> (
         Stream<'scope, Epoch, Vec<Parsed>>,
-    ///     undecodable: Vec::new(),
         Stream<'scope, Epoch, Vec<Tally>>,
     ) {
         let mut builder = OperatorBuilder::new("parse".to_owned(), self.scope());
@@ -952,6 +978,8 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
             timely::container::CapacityContainerBuilder<Vec<Tally>>,
         >::from(tally_out);
         let mut parser = Parser::new(schema);
+        // Inputs whose bad header was logged.
+        let mut warned: HashSet<u64> = HashSet::new();
         builder.build(move |_caps| {
             move |_frontiers| {
                 let mut parsed_handle = parsed_out.activate();
@@ -964,8 +992,6 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
                     }
                     tally_handle.session(&cap).give(Tally {
                         input: n,
-        // Inputs whose bad header was logged.
-        let mut warned: HashSet<u64> = HashSet::new();
                         ..Tally::default()
                     });
                 });
@@ -1010,6 +1036,7 @@ mod tests {
             text: String::new(),
             arrived_ms: 5,
             positions: None,
+            undecodable: Vec::new(),
         }
     }
 
@@ -1036,7 +1063,6 @@ mod tests {
         assert_eq!(r.missing, 0b01);
         assert_eq!(r.cats, ["fuel"]);
         assert_eq!(r.label, Some(1.0));
-            undecodable: Vec::new(),
     }
 
     #[test]
@@ -1145,7 +1171,6 @@ mod tests {
             assert_eq!(days_from_civil(y, m, dd), d);
         }
     }
-}
 
     /// Parses a whole chunk of text the way the operator does.
     fn parse_text(schema: Arc<Schema>, header: &str, text: &str) -> Vec<Parsed> {
@@ -1394,3 +1419,4 @@ mod tests {
             }
         }
     }
+}

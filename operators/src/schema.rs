@@ -44,6 +44,62 @@ pub struct EventTimeSpec {
     /// How the value is written.
     #[serde(default)]
     pub format: TimeFormat,
+    /// An event time later than the record's arrival (a landed file's
+    /// modification time, a Kafka message's timestamp; the wall clock when
+    /// the arrival is unknown) by more than this is rejected as `bad_time`:
+    /// a clock in the future, a time in microseconds read as milliseconds.
+    #[serde(default = "default_max_future_ms")]
+    pub max_future_ms: i64,
+    /// An event time earlier than the record's arrival by more than this is
+    /// rejected as `bad_time` (default 50 years: a `0` or `-1` placeholder, a
+    /// time in seconds read as milliseconds). Raise it to replay older history.
+    #[serde(default = "default_max_age_ms")]
+    pub max_age_ms: i64,
+}
+
+fn default_max_future_ms() -> i64 {
+    86_400_000
+}
+
+fn default_max_age_ms() -> i64 {
+    50 * 365 * 86_400_000 + 12 * 86_400_000
+}
+
+/// The magnitude beyond which a numeric value is out of range whatever the
+/// field declares: the squares and sums of squares that features, scalers
+/// and monitors keep would overflow to infinity beyond about 1e150, and sums
+/// of many such squares well before; 1e100 leaves room for both.
+pub const MAX_MAGNITUDE: f64 = 1e100;
+
+impl EventTimeSpec {
+    /// Why `t` is not a plausible event time for a record that arrived at
+    /// `arrived_ms` (`<= 0`: unknown, the wall clock is used), if it is not.
+    pub fn implausible(&self, t: i64, arrived_ms: i64) -> Option<String> {
+        let now = if arrived_ms > 0 {
+            arrived_ms
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let (lo, hi) = (
+            now.saturating_sub(self.max_age_ms.max(0)),
+            now.saturating_add(self.max_future_ms.max(0)),
+        );
+        if t > hi {
+            Some(format!(
+                "`{}` = {t} ms is more than {} ms after the record arrived (`max_future_ms`)",
+                self.field, self.max_future_ms
+            ))
+        } else if t < lo {
+            Some(format!(
+                "`{}` = {t} ms is more than {} ms before the record arrived (`max_age_ms`)",
+                self.field, self.max_age_ms
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// How an event time is written in the input.
@@ -105,6 +161,10 @@ pub struct NumericSpec {
     /// The value used when `impute = "constant"`.
     #[serde(default)]
     pub impute_value: Option<f64>,
+    /// Clamp a value outside `[min, max]` (or beyond ±1e100) to the bound
+    /// instead of rejecting the record as `out_of_range`.
+    #[serde(default)]
+    pub clamp: bool,
     /// The column may be absent from a CSV header (it is then imputed like a
     /// missing value); by default a header without it rejects the whole
     /// file as `bad_header`.
@@ -157,8 +217,20 @@ pub struct NumericField {
     pub impute: Impute,
     /// Constant for [`Impute::Constant`].
     pub impute_value: f64,
+    /// Clamp out-of-range values to the bound instead of rejecting.
+    pub clamp: bool,
     /// May be absent from a CSV header.
     pub optional: bool,
+}
+
+impl NumericField {
+    /// The bounds a value must lie in: the declared ones within ±[`MAX_MAGNITUDE`].
+    pub fn bounds(&self) -> (f64, f64) {
+        (
+            self.min.unwrap_or(-MAX_MAGNITUDE).max(-MAX_MAGNITUDE),
+            self.max.unwrap_or(MAX_MAGNITUDE).min(MAX_MAGNITUDE),
+        )
+    }
 }
 
 /// A compiled categorical field.
@@ -312,6 +384,7 @@ impl Schema {
                     max: n.max,
                     impute: n.impute,
                     impute_value,
+                    clamp: n.clamp,
                     optional: n.optional,
                 });
             }

@@ -158,8 +158,9 @@ pub fn exact_auc(pairs: &mut [(f64, bool)]) -> f64 {
     let mut rank_sum = 0.0;
     let mut i = 0;
     while i < pairs.len() {
-        let mut j = i;
-        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+        // Ties by `total_cmp`, so a NaN (equal to itself there) cannot stall the loop.
+        let mut j = i + 1;
+        while j < pairs.len() && pairs[j].0.total_cmp(&pairs[i].0).is_eq() {
             j += 1;
         }
         // Ranks i+1 ..= j share their average.
@@ -192,6 +193,9 @@ mod tests {
         ];
         assert!((exact_auc(&mut mixed) - 4.0 / 6.0).abs() < 1e-12);
         assert!(exact_auc(&mut [(0.3, true)]).is_nan());
+        // A NaN score ends (it sorts above every number) instead of looping.
+        let mut nan = [(f64::NAN, true), (0.2, false), (f64::NAN, false), (0.9, true)];
+        assert!((exact_auc(&mut nan) - 0.625).abs() < 1e-12);
     }
 
     #[test]

@@ -201,6 +201,11 @@ pub enum ModelKind {
     Feature,
 }
 
+/// The largest weight magnitude: with features held within ±1e100 (see
+/// `featurize`) and gradients within ±1e12, a margin stays finite however an
+/// SGD run diverges, so no score is ever NaN. Real models are far inside it.
+const MAX_WEIGHT: f64 = 1e100;
+
 /// The logistic function, clamped like River's `utils.math.sigmoid`.
 #[inline]
 pub fn sigmoid(z: f64) -> f64 {
@@ -324,14 +329,14 @@ impl LogisticRegression {
             self.adagrad_step(dense, sparse, g);
             return;
         }
-        self.intercept -= self.intercept_lr * g;
+        self.intercept = (self.intercept - self.intercept_lr * g).clamp(-MAX_WEIGHT, MAX_WEIGHT);
         let (lr, l2) = (self.lr, self.l2);
         for (w, x) in self.weights[..self.dense_len].iter_mut().zip(dense) {
-            *w -= lr * (x * g + l2 * *w);
+            *w = (*w - lr * (x * g + l2 * *w)).clamp(-MAX_WEIGHT, MAX_WEIGHT);
         }
         for &s in sparse {
             let w = &mut self.weights[self.dense_len + s as usize];
-            *w -= lr * (g + l2 * *w);
+            *w = (*w - lr * (g + l2 * *w)).clamp(-MAX_WEIGHT, MAX_WEIGHT);
         }
         self.updates += 1;
     }

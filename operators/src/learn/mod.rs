@@ -60,12 +60,23 @@ impl Learner {
     /// The prediction: a probability for classifiers, a value for regression.
     #[inline]
     pub fn predict(&self, dense: &[f64], sparse: &[u32]) -> f64 {
-        match self {
+        let p = match self {
             Learner::Logistic(m) => m.predict(dense, sparse),
             Learner::Linear(m) => m.margin(dense, sparse),
             Learner::Ftrl(m) => m.predict(dense, sparse),
             Learner::Tree(m) => m.predict(dense, sparse),
             Learner::Forest(m) => m.predict(dense, sparse),
+        };
+        // Features are finite and weights bounded, so this is a last guard: a
+        // NaN score would poison every metric and ranking downstream.
+        if p.is_nan() {
+            if self.is_classifier() {
+                0.5
+            } else {
+                0.0
+            }
+        } else {
+            p
         }
     }
 
