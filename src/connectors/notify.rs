@@ -31,6 +31,8 @@ pub trait Delivery: Send + 'static {
 pub struct RateLimit {
     per_hour: usize,
     sent: std::collections::HashMap<String, std::collections::VecDeque<i64>>,
+    /// Rules over their limit whose holding back has been logged.
+    held: std::collections::HashSet<String>,
 }
 
 impl RateLimit {
@@ -39,6 +41,7 @@ impl RateLimit {
         RateLimit {
             per_hour: per_hour as usize,
             sent: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -56,11 +59,15 @@ impl RateLimit {
             }
             if q.len() < self.per_hour {
                 q.push_back(now_ms);
+                self.held.remove(&key);
                 out.push(a.clone());
             } else {
                 metrics::counter!(crate::metrics::ALERTS_RATE_LIMITED, "rule" => a.rule_id.clone())
                     .increment(1);
-                tracing::warn!(rule_id = %key, message = %a.message, "Alert not sent to the channels: more than max_per_rule_per_hour this hour (it is in the lake).");
+                // Said once when the rule reaches its limit, not for every alert held back.
+                if self.held.insert(key.clone()) {
+                    tracing::warn!(rule_id = %key, message = %a.message, "Alerts of this rule are no longer sent to the channels this hour: more than max_per_rule_per_hour (they are in the lake; millrace_alerts_rate_limited_total counts them).");
+                }
             }
         }
         out

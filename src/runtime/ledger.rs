@@ -956,8 +956,16 @@ fn unix_ms() -> i64 {
 
 /// Logs and counts alerts as they are raised.
 fn announce(step: &str, alerts: &[Alert]) {
-    for a in alerts {
-        tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch = a.epoch, message = %a.message, "Alert.");
+    // A storm (a misfitted rule on a sparse stream raises one per window) is
+    // not logged line by line: it is all in the lake and the alerts file.
+    const LOGGED: usize = 20;
+    if alerts.len() > LOGGED {
+        tracing::warn!(step_id = %step, epoch = alerts[0].epoch, more = alerts.len() - LOGGED, "More alerts in this epoch than are logged one by one; all are in the lake's alerts table and file.");
+    }
+    for (i, a) in alerts.iter().enumerate() {
+        if i < LOGGED {
+            tracing::warn!(step_id = %step, rule_id = %a.rule_id, state = ?a.state, epoch = a.epoch, message = %a.message, "Alert.");
+        }
         let state = if a.state == AlertState::Firing {
             "firing"
         } else {

@@ -748,8 +748,17 @@ impl std::fmt::Display for RunSummary {
             self.peak_rss_bytes as f64 / 1_048_576.0
         )?;
         if !self.alerts.is_empty() {
+            // A long list (a rule that does not fit the stream) is in the lake, not on the terminal.
+            const LISTED: usize = 50;
             writeln!(f, "alerts: {} raised", self.alerts.len())?;
-            for a in &self.alerts {
+            if self.alerts.len() > LISTED {
+                writeln!(
+                    f,
+                    "  (the first {LISTED}; all {} are in the lake's alerts table)",
+                    self.alerts.len()
+                )?;
+            }
+            for a in self.alerts.iter().take(LISTED) {
                 writeln!(
                     f,
                     "  epoch {:>6}  {:<8} {:?} {}",

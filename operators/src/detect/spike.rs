@@ -33,6 +33,20 @@ pub struct SpikeDip {
     threshold: f64,
     direction: Direction,
     history: VecDeque<f64>,
+    /// The history in order (`f64::total_cmp`), kept beside it so a value
+    /// costs O(window) rather than two sorts; rebuilt after a restore.
+    #[serde(skip)]
+    sorted: Sorted,
+}
+
+/// A cache derived from the history: not part of a detector's identity.
+#[derive(Clone, Debug, Default)]
+struct Sorted(Vec<f64>);
+
+impl PartialEq for Sorted {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl SpikeDip {
@@ -43,27 +57,58 @@ impl SpikeDip {
             threshold,
             direction,
             history: VecDeque::new(),
+            sorted: Sorted::default(),
         }
     }
 
     /// The robust z-score of `x` against the window, if the window is warm.
     pub fn z(&self, x: f64) -> Option<f64> {
+        self.z_scaled(x, 1e-12)
+    }
+
+    /// [`SpikeDip::z`] with the scale at least `floor`.
+    fn z_scaled(&self, x: f64, floor: f64) -> Option<f64> {
         if self.history.len() < self.window.clamp(3, 10) {
             return None;
         }
-        let mut v: Vec<f64> = self.history.iter().copied().collect();
-        let median = median(&mut v);
-        let mut dev: Vec<f64> = v.iter().map(|y| (y - median).abs()).collect();
-        let mad = median_of(&mut dev) * 1.4826;
+        let rebuilt;
+        let v: &[f64] = if self.sorted.0.len() == self.history.len() {
+            &self.sorted.0
+        } else {
+            rebuilt = sorted(&self.history);
+            &rebuilt
+        };
+        let median = median_sorted(v);
+        let mad = mad_sorted(v, median) * 1.4826;
         // A nearly flat window (a steady record rate, say) would make any
         // wobble look infinite: the scale is at least 1% of the level.
-        let scale = mad.max(median.abs() * 0.01).max(1e-12);
+        let scale = mad.max(median.abs() * 0.01).max(floor);
         Some((x - median) / scale)
     }
 
     /// Scores `x`, then adds it to the window.
     pub fn update(&mut self, x: f64) -> Assessment {
-        let out = match self.z(x) {
+        self.update_scaled(x, 1e-12)
+    }
+
+    /// Scores a count (records in a window), then adds it to the window. A
+    /// count's scale is at least the square root of the median count (a
+    /// Poisson count's standard deviation) and at least 1: one record after
+    /// a run of empty windows is not a spike, nor one window of 990 among
+    /// windows of exactly 1,000.
+    pub fn update_count(&mut self, x: f64) -> Assessment {
+        let floor = if self.history.is_empty() {
+            1.0
+        } else if self.sorted.0.len() == self.history.len() {
+            median_sorted(&self.sorted.0)
+        } else {
+            median_sorted(&sorted(&self.history))
+        };
+        self.update_scaled(x, floor.abs().sqrt().max(1.0))
+    }
+
+    fn update_scaled(&mut self, x: f64, floor: f64) -> Assessment {
+        let out = match self.z_scaled(x, floor) {
             None => Assessment::QUIET,
             Some(z) => {
                 let signed = match self.direction {
@@ -77,20 +122,29 @@ impl SpikeDip {
                 }
             }
         };
+        if self.sorted.0.len() != self.history.len() {
+            self.sorted.0 = sorted(&self.history);
+        }
         self.history.push_back(x);
+        let at = self.sorted.0.partition_point(|y| y.total_cmp(&x).is_lt());
+        self.sorted.0.insert(at, x);
         if self.history.len() > self.window {
-            self.history.pop_front();
+            let old = self.history.pop_front().expect("longer than the window");
+            let at = self.sorted.0.partition_point(|y| y.total_cmp(&old).is_lt());
+            self.sorted.0.remove(at);
         }
         out
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    median_of(v)
+fn sorted(values: &VecDeque<f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = values.iter().copied().collect();
+    v.sort_unstable_by(f64::total_cmp);
+    v
 }
 
-fn median_of(v: &mut [f64]) -> f64 {
-    v.sort_unstable_by(f64::total_cmp);
+/// The median of sorted values.
+fn median_sorted(v: &[f64]) -> f64 {
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
@@ -99,10 +153,72 @@ fn median_of(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The median of `|v - median|` over sorted values, in O(n): the deviations
+/// come in increasing order walking outwards from the median.
+fn mad_sorted(v: &[f64], median: f64) -> f64 {
+    let n = v.len();
+    let split = v.partition_point(|y| *y < median);
+    let (mut below, mut above) = (split, split);
+    let (mut prev, mut cur) = (0.0, 0.0);
+    for _ in 0..=n / 2 {
+        let down = if below > 0 { median - v[below - 1] } else { f64::INFINITY };
+        let up = if above < n { v[above] - median } else { f64::INFINITY };
+        prev = cur;
+        if down <= up {
+            cur = down;
+            below -= 1;
+        } else {
+            cur = up;
+            above += 1;
+        }
+    }
+    if n % 2 == 1 {
+        cur
+    } else {
+        (prev + cur) / 2.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::Noise;
     use super::*;
+
+    /// The median and MAD by sorting, as a reference.
+    fn by_sorting(values: &[f64]) -> (f64, f64) {
+        let med = |v: &mut Vec<f64>| {
+            v.sort_unstable_by(f64::total_cmp);
+            median_sorted(v)
+        };
+        let m = med(&mut values.to_vec());
+        (m, med(&mut values.iter().map(|y| (y - m).abs()).collect()))
+    }
+
+    #[test]
+    fn incremental_median_and_mad_equal_sorting() {
+        let mut noise = Noise::new(9);
+        for window in [3, 4, 10, 31] {
+            let mut d = SpikeDip::new(window, 5.0, Direction::Both);
+            for i in 0..500 {
+                // Ties, zeros and outliers included.
+                let x = match i % 9 {
+                    0 => 0.0,
+                    1 => 5.0,
+                    2 => 1e6,
+                    _ => (noise.normal() * 4.0).round(),
+                };
+                d.update(x);
+                let h: Vec<f64> = d.history.iter().copied().collect();
+                let (m, mad) = by_sorting(&h);
+                assert_eq!(median_sorted(&d.sorted.0), m);
+                assert_eq!(mad_sorted(&d.sorted.0, m), mad, "window {window}, step {i}");
+            }
+            // A restored detector (no cache) answers the same.
+            let restored: SpikeDip =
+                serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+            assert_eq!(restored.z(3.0), d.z(3.0));
+        }
+    }
 
     #[test]
     fn a_single_spike_fires_once_and_noise_does_not() {
