@@ -193,15 +193,27 @@ pub fn hist_measures(reference: &Histogram, current: &Histogram) -> DriftMeasure
             ks_p: 1.0,
         };
     }
-    let mut bins: Vec<i32> = reference.keys().chain(current.keys()).copied().collect();
-    bins.sort_unstable();
-    bins.dedup();
+    let (ln_nr, ln_nc) = (nr.ln(), nc.ln());
     let (mut psi, mut ks, mut cr, mut cc) = (0.0, 0.0f64, 0.0, 0.0);
-    for b in bins {
-        let a = reference.get(&b).copied().unwrap_or(0) as f64;
-        let c = current.get(&b).copied().unwrap_or(0) as f64;
-        let (p, q) = ((a / nr).max(1e-4), (c / nc).max(1e-4));
-        psi += (q - p) * (q / p).ln();
+    // Every bin of either, in order: a merge of the two sorted maps.
+    let (mut refs, mut curs) = (reference.iter().peekable(), current.iter().peekable());
+    loop {
+        let (a, c) = match (refs.peek(), curs.peek()) {
+            (None, None) => break,
+            (Some((br, _)), Some((bc, _))) if br == bc => {
+                (*refs.next().expect("peeked").1, *curs.next().expect("peeked").1)
+            }
+            (Some((br, _)), Some((bc, _))) if br < bc => (*refs.next().expect("peeked").1, 0),
+            (Some(_), None) => (*refs.next().expect("peeked").1, 0),
+            _ => (0, *curs.next().expect("peeked").1),
+        };
+        // ln(q / p) as ln q − ln p, the logarithms of counts from a table:
+        // one `ln` per histogram instead of one per bin (this runs for every
+        // window of every drift rule).
+        let (p, lp) = share(a, nr, ln_nr);
+        let (q, lq) = share(c, nc, ln_nc);
+        psi += (q - p) * (lq - lp);
+        let (a, c) = (a as f64, c as f64);
         cr += a / nr;
         cc += c / nc;
         ks = ks.max((cr - cc).abs());
@@ -214,6 +226,27 @@ pub fn hist_measures(reference: &Histogram, current: &Histogram) -> DriftMeasure
     }
 }
 
+/// A bin's share `n / total` floored at 1e-4 (PSI's guard against empty
+/// bins), and its natural logarithm.
+#[inline]
+fn share(n: u64, total: f64, ln_total: f64) -> (f64, f64) {
+    const FLOOR: f64 = 1e-4;
+    let p = n as f64 / total;
+    if p < FLOOR {
+        (FLOOR, FLOOR.ln())
+    } else {
+        (p, ln_count(n) - ln_total)
+    }
+}
+
+/// `ln(n)`, from a table for small counts.
+#[inline]
+fn ln_count(n: u64) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..4096u32).map(|k| f64::from(k).ln()).collect());
+    table.get(n as usize).copied().unwrap_or_else(|| (n as f64).ln())
+}
+
 /// Windowed histogram drift: the last `current` windows against the `reference` windows before them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistDrift {
@@ -224,6 +257,41 @@ pub struct HistDrift {
     recent: VecDeque<Histogram>,
     /// The latest measures.
     pub last: Option<DriftMeasures>,
+    /// The reference and current windows summed, kept up to date as windows
+    /// move through (exact: counts); rebuilt after a restore.
+    #[serde(skip)]
+    sums: Sums,
+}
+
+/// [`HistDrift`]'s running sums: derived from its windows, not part of its identity.
+#[derive(Clone, Debug, Default)]
+struct Sums {
+    valid: bool,
+    reference: Histogram,
+    current: Histogram,
+}
+
+impl PartialEq for Sums {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+fn add(to: &mut Histogram, h: &Histogram) {
+    for (b, n) in h {
+        *to.entry(*b).or_default() += n;
+    }
+}
+
+fn subtract(from: &mut Histogram, h: &Histogram) {
+    for (b, n) in h {
+        if let Some(have) = from.get_mut(b) {
+            *have -= n;
+            if *have == 0 {
+                from.remove(b);
+            }
+        }
+    }
 }
 
 impl HistDrift {
@@ -239,30 +307,44 @@ impl HistDrift {
             ks_threshold,
             recent: VecDeque::new(),
             last: None,
+            sums: Sums::default(),
         }
     }
 
     /// Takes the next window's histogram (windows without values are not passed).
     pub fn update(&mut self, window: Histogram) -> Assessment {
+        let full = self.reference + self.current;
+        let was_full = self.recent.len() == full;
         self.recent.push_back(window);
-        if self.recent.len() > self.reference + self.current {
-            self.recent.pop_front();
+        if self.recent.len() > full {
+            let oldest = self.recent.pop_front().expect("longer than full");
+            if was_full && self.sums.valid {
+                // The oldest reference window leaves, the oldest current one
+                // becomes the newest reference one, the new window comes in.
+                let moved = &self.recent[self.reference - 1];
+                subtract(&mut self.sums.reference, &oldest);
+                add(&mut self.sums.reference, moved);
+                subtract(&mut self.sums.current, moved);
+                add(&mut self.sums.current, &self.recent[full - 1]);
+            }
         }
-        if self.recent.len() < self.reference + self.current {
+        if self.recent.len() < full {
             return Assessment::QUIET;
         }
-        let sum = |hs: &mut dyn Iterator<Item = &Histogram>| {
-            let mut out = Histogram::new();
-            for h in hs {
-                for (b, n) in h {
-                    *out.entry(*b).or_default() += n;
-                }
+        if !(was_full && self.sums.valid) {
+            let mut sums = Sums {
+                valid: true,
+                ..Sums::default()
+            };
+            for h in self.recent.iter().take(self.reference) {
+                add(&mut sums.reference, h);
             }
-            out
-        };
-        let reference = sum(&mut self.recent.iter().take(self.reference));
-        let current = sum(&mut self.recent.iter().skip(self.reference));
-        let m = hist_measures(&reference, &current);
+            for h in self.recent.iter().skip(self.reference) {
+                add(&mut sums.current, h);
+            }
+            self.sums = sums;
+        }
+        let m = hist_measures(&self.sums.reference, &self.sums.current);
         self.last = Some(m);
         Assessment {
             score: squash(m.psi, self.psi_threshold).max(squash(m.ks, self.ks_threshold)),
@@ -290,6 +372,30 @@ fn kolmogorov_q(lambda: f64) -> f64 {
 mod tests {
     use super::super::testing::Noise;
     use super::*;
+
+    #[test]
+    fn running_sums_equal_summing_the_windows() {
+        let mut noise = crate::detect::testing::Noise::new(5);
+        let mut d = HistDrift::new(7, 3, 0.2, 0.1);
+        for i in 0..300 {
+            let mut h = Histogram::new();
+            for _ in 0..(i % 4) + 1 {
+                *h.entry((noise.normal() * 3.0 + (i / 100) as f64) as i32).or_default() += 1;
+            }
+            if i == 150 {
+                // A restored detector rebuilds its sums.
+                d = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+            }
+            d.update(h);
+            if d.recent.len() == 10 {
+                let (mut r, mut c) = (Histogram::new(), Histogram::new());
+                d.recent.iter().take(7).for_each(|h| add(&mut r, h));
+                d.recent.iter().skip(7).for_each(|h| add(&mut c, h));
+                assert_eq!(d.last, Some(hist_measures(&r, &c)), "step {i}");
+                assert_eq!((&d.sums.reference, &d.sums.current), (&r, &c), "step {i}");
+            }
+        }
+    }
 
     #[test]
     fn psi_and_ks_textbook_values() {

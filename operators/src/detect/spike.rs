@@ -97,14 +97,55 @@ impl SpikeDip {
     /// a run of empty windows is not a spike, nor one window of 990 among
     /// windows of exactly 1,000.
     pub fn update_count(&mut self, x: f64) -> Assessment {
+        if self.sorted.0.len() != self.history.len() {
+            self.sorted.0 = sorted(&self.history);
+        }
         let floor = if self.history.is_empty() {
             1.0
-        } else if self.sorted.0.len() == self.history.len() {
-            median_sorted(&self.sorted.0)
         } else {
-            median_sorted(&sorted(&self.history))
+            median_sorted(&self.sorted.0)
         };
         self.update_scaled(x, floor.abs().sqrt().max(1.0))
+    }
+
+    /// Whether [`SpikeDip::update_count`] would find every one of any number
+    /// of zeros in a row unremarkable: counts are never negative, so while
+    /// zeros come in the median can only fall, and a 0's robust z is at most
+    /// `median / max(1, sqrt(median))` (the count's scale floor).
+    pub fn zeros_are_quiet(&self) -> bool {
+        if self.direction == Direction::Spikes {
+            return true;
+        }
+        let rebuilt;
+        let v: &[f64] = if self.sorted.0.len() == self.history.len() {
+            &self.sorted.0
+        } else {
+            rebuilt = sorted(&self.history);
+            &rebuilt
+        };
+        let (Some(lowest), Some(highest)) = (v.first(), v.last()) else {
+            return true; // No history: nothing to stand out from.
+        };
+        // Sorted by `total_cmp`: a NaN (or a negative) would sit at an end.
+        if !(*lowest >= 0.0 && *highest >= 0.0) {
+            return false;
+        }
+        let median = median_sorted(v);
+        median / median.sqrt().max(1.0) <= self.threshold
+    }
+
+    /// Adds `n` zeros to the window without scoring them (see [`SpikeDip::zeros_are_quiet`]).
+    pub fn push_zeros(&mut self, n: usize) {
+        if n >= self.window {
+            self.history.clear();
+            self.history.extend(std::iter::repeat_n(0.0, self.window));
+            self.sorted.0.clear();
+            self.sorted.0.extend(std::iter::repeat_n(0.0, self.window));
+            return;
+        }
+        for _ in 0..n {
+            self.push(0.0);
+        }
     }
 
     fn update_scaled(&mut self, x: f64, floor: f64) -> Assessment {
@@ -122,6 +163,12 @@ impl SpikeDip {
                 }
             }
         };
+        self.push(x);
+        out
+    }
+
+    /// Adds `x` to the window (and its sorted copy).
+    fn push(&mut self, x: f64) {
         if self.sorted.0.len() != self.history.len() {
             self.sorted.0 = sorted(&self.history);
         }
@@ -133,7 +180,6 @@ impl SpikeDip {
             let at = self.sorted.0.partition_point(|y| y.total_cmp(&old).is_lt());
             self.sorted.0.remove(at);
         }
-        out
     }
 }
 
