@@ -19,7 +19,9 @@
 
 pub mod adwin;
 pub mod change_point;
+pub mod corpus;
 pub mod drift;
+pub mod scoring;
 pub mod series;
 pub mod spike;
 
