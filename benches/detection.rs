@@ -1,0 +1,343 @@
+//! Anomaly detectors scored on the generated labelled corpus.
+//!
+//! `cargo bench --bench detection [-- --series N --seed S]` generates N
+//! labelled series (default 1,000, seed 1; see `detect::corpus`), runs every
+//! detector of the project that scores a series record by record with no
+//! look-ahead, and two baselines, over every series, and scores each with the
+//! window-based scorer of `detect::scoring` (threshold optimised per detector
+//! and profile over the whole corpus). It prints markdown tables:
+//!
+//! 1. detector × profile (standard, reward_low_FP, reward_low_FN) on the
+//!    0..100 scale, with the standard profile's threshold and records/s (the
+//!    detector alone, single thread);
+//! 2. per anomaly kind, the share of windows detected at the standard
+//!    threshold;
+//! 3. false positives per 1,000 scored points, by what precedes them: the
+//!    clean stretch before a series' first window, or a window of each kind
+//!    (the stretch after a level shift is where plateaus of high scores show).
+//!
+//! The detectors, as a user gets them by default:
+//! - `series`: `SeriesDetector::default()` (window 256), as in `series_anomaly.toml`;
+//! - `spike_dip`: `SpikeDip::new(30, 6.0, Both)`, a `spike` monitor's defaults; score = `Assessment.score`;
+//! - `page_hinkley`: `PageHinkley::new(0.5, 25.0, 30)`, a `change_point` monitor's defaults;
+//! - `random`: uniform scores, seeded per series;
+//! - `windowed_gaussian`: mean and standard deviation of the last 6,400 values,
+//!   score = 1 − the normal tail probability of the value (the classic
+//!   baseline of the Numenta benchmark).
+//!
+//! A missing value (`NaN`) scores 0 and is not shown to the detector
+//! (`SeriesDetector` skips it itself).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use millrace_operators::detect::change_point::PageHinkley;
+use millrace_operators::detect::corpus::{self, Kind, Series};
+use millrace_operators::detect::scoring::{self, Scored, Window, PROFILES};
+use millrace_operators::detect::series::SeriesDetector;
+use millrace_operators::detect::spike::{Direction, SpikeDip};
+
+fn arg(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A detector scoring one series, one value at a time.
+trait Online {
+    fn score(&mut self, x: f64) -> f64;
+}
+
+impl Online for SeriesDetector {
+    fn score(&mut self, x: f64) -> f64 {
+        self.update(x)
+    }
+}
+
+impl Online for SpikeDip {
+    fn score(&mut self, x: f64) -> f64 {
+        if x.is_finite() {
+            self.update(x).score
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Online for PageHinkley {
+    fn score(&mut self, x: f64) -> f64 {
+        if x.is_finite() {
+            self.update(x).score
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Uniform scores (SplitMix64).
+struct Random(u64);
+
+impl Online for Random {
+    fn score(&mut self, _: f64) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Mean and standard deviation of the last `window` values; score = 1 − tail probability.
+struct WindowedGaussian {
+    window: usize,
+    values: VecDeque<f64>,
+    origin: Option<f64>,
+    sum: f64,
+    squares: f64,
+}
+
+impl WindowedGaussian {
+    fn new(window: usize) -> Self {
+        WindowedGaussian {
+            window,
+            values: VecDeque::with_capacity(window),
+            origin: None,
+            sum: 0.0,
+            squares: 0.0,
+        }
+    }
+}
+
+impl Online for WindowedGaussian {
+    fn score(&mut self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        // Sums of deviations from the first value, to keep the variance precise.
+        let origin = *self.origin.get_or_insert(x);
+        let n = self.values.len() as f64;
+        let mut score = 0.0;
+        if self.values.len() >= 10 {
+            let mean = self.sum / n;
+            let var = (self.squares / n - mean * mean).max(0.0);
+            let sd = var.sqrt().max(1e-9 * (mean + origin).abs().max(1e-9));
+            score = 1.0 - normal_tail(((x - origin - mean) / sd).abs());
+        }
+        let d = x - origin;
+        self.values.push_back(d);
+        self.sum += d;
+        self.squares += d * d;
+        if self.values.len() > self.window {
+            let old = self.values.pop_front().unwrap();
+            self.sum -= old;
+            self.squares -= old * old;
+        }
+        score
+    }
+}
+
+/// `Q(z)`, the standard normal's upper tail probability, from the complementary
+/// error function (Chebyshev fit, relative error below 1.2e-7).
+fn normal_tail(z: f64) -> f64 {
+    let x = z / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.5 * x.abs());
+    let poly = -x * x - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
+}
+
+const DETECTORS: [&str; 5] = [
+    "series",
+    "spike_dip",
+    "page_hinkley",
+    "windowed_gaussian",
+    "random",
+];
+
+fn detector(name: &str, seed: u64, index: usize) -> Box<dyn Online> {
+    match name {
+        "series" => Box::new(SeriesDetector::default()),
+        "spike_dip" => Box::new(SpikeDip::new(30, 6.0, Direction::Both)),
+        "page_hinkley" => Box::new(PageHinkley::new(0.5, 25.0, 30)),
+        "windowed_gaussian" => Box::new(WindowedGaussian::new(6_400)),
+        "random" => Box::new(Random(seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d))),
+        _ => unreachable!("{name}"),
+    }
+}
+
+/// One series' windows, the kind of each (its first label's), and the probation.
+struct Labels {
+    windows: Vec<Window>,
+    kinds: Vec<Kind>,
+    from: usize,
+}
+
+fn labels(s: &Series) -> Labels {
+    let starts: Vec<usize> = s.anomalies.iter().map(|a| a.start).collect();
+    let (windows, kinds) = scoring::windows(s.values.len(), &starts)
+        .into_iter()
+        .map(|(w, held)| {
+            let kind = s.anomalies.iter().find(|a| a.start == held[0]).unwrap().kind;
+            (w, kind)
+        })
+        .unzip();
+    Labels {
+        windows,
+        kinds,
+        from: scoring::probation(s.values.len()),
+    }
+}
+
+/// Per kind (detected, windows); per preceding kind (`None`: no window yet) (false positives, points).
+type Breakdown = (
+    BTreeMap<Kind, (usize, usize)>,
+    BTreeMap<Option<Kind>, (usize, usize)>,
+);
+
+fn breakdown(scores: &[Vec<f64>], labels: &[Labels], threshold: f64) -> Breakdown {
+    let (mut hits, mut alarms): Breakdown = Default::default();
+    for (s, l) in scores.iter().zip(labels) {
+        let out = scoring::score_series(s, &l.windows, l.from, threshold);
+        for (kind, d) in l.kinds.iter().zip(&out.detected) {
+            let e = hits.entry(*kind).or_default();
+            e.0 += d.is_some() as usize;
+            e.1 += 1;
+        }
+        // The stretches outside windows, each led by the window before it.
+        let mut lead = None;
+        let mut begin = l.from;
+        let bounds = l.windows.iter().map(|w| (w.start, w.end + 1));
+        for (k, (start, next)) in bounds.chain([(s.len(), s.len())]).enumerate() {
+            let (lo, hi) = (begin, start.max(begin));
+            let e = alarms.entry(lead).or_default();
+            e.1 += hi - lo;
+            e.0 += out.false_positives.iter().filter(|i| (lo..hi).contains(*i)).count();
+            lead = l.kinds.get(k).copied();
+            begin = next.max(l.from);
+        }
+    }
+    (hits, alarms)
+}
+
+struct Result {
+    name: &'static str,
+    best: [(f64, f64); 3],
+    records_per_s: f64,
+    breakdown: Breakdown,
+}
+
+fn measure(name: &'static str, seed: u64, corpus: &[Series], labels: &[Labels]) -> Result {
+    let t = Instant::now();
+    let scores: Vec<Vec<f64>> = corpus
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut d = detector(name, seed, i);
+            s.values.iter().map(|x| d.score(*x)).collect()
+        })
+        .collect();
+    let elapsed = t.elapsed().as_secs_f64();
+    let records: usize = corpus.iter().map(|s| s.values.len()).sum();
+    let scored: Vec<Scored> = scores
+        .iter()
+        .zip(labels)
+        .map(|(s, l)| Scored {
+            scores: s,
+            windows: &l.windows,
+            from: l.from,
+        })
+        .collect();
+    let best = scoring::optimise(&scored);
+    let breakdown = breakdown(&scores, labels, best[0].0);
+    eprintln!(
+        "{name}: {records} records in {elapsed:.2} s, scored in {:.2} s",
+        t.elapsed().as_secs_f64() - elapsed
+    );
+    Result {
+        name,
+        best,
+        records_per_s: records as f64 / elapsed,
+        breakdown,
+    }
+}
+
+fn print_tables(results: &[Result]) {
+    println!("| detector | standard | reward_low_FP | reward_low_FN | threshold (standard) | records/s |");
+    println!("|---|---|---|---|---|---|");
+    for r in results {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.6} | {:.0} |",
+            r.name, r.best[0].1, r.best[1].1, r.best[2].1, r.best[0].0, r.records_per_s
+        );
+    }
+    let names: Vec<&str> = results.iter().map(|r| r.name).collect();
+    println!("\nShare of windows detected at the standard threshold:\n");
+    println!("| kind | windows | {} |", names.join(" | "));
+    println!("|---|---|{}", "---|".repeat(names.len()));
+    for kind in Kind::ALL {
+        let total = results[0].breakdown.0.get(&kind).map_or(0, |e| e.1);
+        let cells: Vec<String> = results
+            .iter()
+            .map(|r| {
+                let (d, n) = r.breakdown.0.get(&kind).copied().unwrap_or_default();
+                format!("{:.0}%", 100.0 * d as f64 / n.max(1) as f64)
+            })
+            .collect();
+        println!("| {} | {total} | {} |", kind.name(), cells.join(" | "));
+    }
+    println!("\nFalse positives per 1,000 scored points outside windows, by the window before them:\n");
+    println!("| after | points | {} |", names.join(" | "));
+    println!("|---|---|{}", "---|".repeat(names.len()));
+    let leads = std::iter::once(None).chain(Kind::ALL.map(Some));
+    for lead in leads {
+        let points = results[0].breakdown.1.get(&lead).map_or(0, |e| e.1);
+        let cells: Vec<String> = results
+            .iter()
+            .map(|r| {
+                let (f, n) = r.breakdown.1.get(&lead).copied().unwrap_or_default();
+                format!("{:.2}", 1000.0 * f as f64 / n.max(1) as f64)
+            })
+            .collect();
+        let label = lead.map_or("(no window yet)", Kind::name);
+        println!("| {label} | {points} | {} |", cells.join(" | "));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let count = arg(&args, "--series", 1_000) as usize;
+    let seed = arg(&args, "--seed", 1);
+    assert!((normal_tail(0.0) - 0.5).abs() < 1e-7 && (normal_tail(1.959_964) - 0.025).abs() < 1e-7);
+    let t = Instant::now();
+    let corpus = corpus::corpus(seed, count);
+    let labels: Vec<Labels> = corpus.iter().map(labels).collect();
+    let records: usize = corpus.iter().map(|s| s.values.len()).sum();
+    let mut kinds: BTreeMap<Kind, usize> = BTreeMap::new();
+    for a in corpus.iter().flat_map(|s| &s.anomalies) {
+        *kinds.entry(a.kind).or_default() += 1;
+    }
+    let mut spacings: BTreeMap<i64, usize> = BTreeMap::new();
+    for s in &corpus {
+        *spacings.entry(s.spacing_ms / 60_000).or_default() += 1;
+    }
+    println!(
+        "corpus: seed {seed}, {count} series, {records} records, generated in {:.1} s; series per spacing (min): {spacings:?}; anomalies: {}",
+        t.elapsed().as_secs_f64(),
+        kinds.iter().map(|(k, n)| format!("{} {n}", k.name())).collect::<Vec<_>>().join(", ")
+    );
+    let results: Vec<Result> = DETECTORS
+        .iter()
+        .map(|name| measure(name, seed, &corpus, &labels))
+        .collect();
+    println!("\nProfiles: {}\n", PROFILES.map(|p| format!("{} (A_TP {}, A_FP {}, A_FN {})", p.name, p.true_positive, p.false_positive, p.false_negative)).join("; "));
+    print_tables(&results);
+}
