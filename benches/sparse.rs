@@ -125,13 +125,13 @@ fn parent(rows: u64, repeat: usize) {
         .collect();
     println!("median of {repeat} interleaved rounds per spacing");
     println!(
-        "{:<8} {:>10} {:>10} {:>12} {:>8} {:>8} {:>10}",
-        "spacing", "lines", "seconds", "records/s", "ratio", "alerts", "windows"
+        "{:<8} {:>10} {:>10} {:>12} {:>8} {:>8} {:>10} {:>8}",
+        "spacing", "lines", "seconds", "records/s", "ratio", "alerts", "windows", "peak MB"
     );
     let base = rate(&medians[0]);
     for (mode, v) in modes.iter().zip(&medians) {
         println!(
-            "{:<8} {:>10} {:>10.3} {:>12.0} {:>8.3} {:>8} {:>10}",
+            "{:<8} {:>10} {:>10.3} {:>12.0} {:>8.3} {:>8} {:>10} {:>8.1}",
             mode,
             v["lines"],
             v["seconds"].as_f64().unwrap(),
@@ -139,6 +139,7 @@ fn parent(rows: u64, repeat: usize) {
             rate(v) / base,
             v["alerts"],
             v["windows"],
+            v["peak_kb"].as_f64().unwrap() / 1024.0,
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -173,6 +174,7 @@ fn child(mode: &str, dir: &Path) {
         "{}",
         serde_json::json!({"mode": mode, "lines": lines, "seconds": secs,
             "records_per_s": lines as f64 / secs, "alerts": s.alerts.len(),
+            "peak_kb": common::peak_rss_kb(),
             "windows": (lines as f64 * spacing / 10_000.0).ceil() as u64})
     );
 }
