@@ -312,6 +312,30 @@ fn print_tables(results: &[Result]) {
     }
 }
 
+/// The scorer on this corpus: an oracle firing at each window's first record
+/// scores 100 on every profile, and one that never fires 0.
+fn sanity(corpus: &[Series], labels: &[Labels]) {
+    let oracle: Vec<Vec<f64>> = corpus
+        .iter()
+        .zip(labels)
+        .map(|(s, l)| {
+            let mut v = vec![0.0; s.values.len()];
+            l.windows.iter().for_each(|w| v[w.start.max(l.from)] = 1.0);
+            v
+        })
+        .collect();
+    let scored: Vec<Scored> = oracle
+        .iter()
+        .zip(labels)
+        .map(|(s, l)| Scored { scores: s, windows: &l.windows, from: l.from })
+        .collect();
+    for p in PROFILES {
+        let perfect = scoring::tally(&scored, 0.5).normalised(&p);
+        let null = scoring::tally(&scored, 2.0).normalised(&p);
+        assert!((perfect - 100.0).abs() < 1e-6 && null == 0.0, "{perfect} {null}");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let count = arg(&args, "--series", 1_000) as usize;
@@ -334,6 +358,7 @@ fn main() {
         t.elapsed().as_secs_f64(),
         kinds.iter().map(|(k, n)| format!("{} {n}", k.name())).collect::<Vec<_>>().join(", ")
     );
+    sanity(&corpus, &labels);
     let results: Vec<Result> = DETECTORS
         .iter()
         .map(|name| measure(name, seed, &corpus, &labels))
