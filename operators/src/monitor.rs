@@ -1122,12 +1122,15 @@ impl Monitors {
             let rule = &mut self.rules[i];
             let count = w[0].0;
             let mut drift = None;
+            // Windows a spike or volume rule compared with, if fewer than a full baseline.
+            let mut short = None;
             let (observed, assessment) = match rule.spec.kind {
                 MonitorKind::Volume => {
                     let Detector::Spike(d) = &mut rule.detector else {
                         unreachable!()
                     };
                     let n = w[rule.series].0 as f64;
+                    short = d.short_baseline();
                     (n, d.update_count(n))
                 }
                 MonitorKind::Spike | MonitorKind::ChangePoint => {
@@ -1142,7 +1145,10 @@ impl Monitors {
                         Aggregate::Count => n as f64,
                     };
                     let a = match &mut rule.detector {
-                        Detector::Spike(d) => d.update(v),
+                        Detector::Spike(d) => {
+                            short = d.short_baseline();
+                            d.update(v)
+                        }
                         Detector::Change(d) => d.update(v),
                         _ => unreachable!(),
                     };
@@ -1208,8 +1214,11 @@ impl Monitors {
             };
             // The detail of a grouped rule is its group; a drift rule's, its measures.
             // Said only in an alert, so written only for one.
-            let detail = match drift {
-                Some((psi, ks)) if alerting => Some(format!("PSI {psi:.3}, KS {ks:.3}")),
+            let detail = match (drift, short) {
+                (Some((psi, ks)), _) if alerting => Some(format!("PSI {psi:.3}, KS {ks:.3}")),
+                (_, Some(n)) if alerting && assessment.anomalous => {
+                    Some(format!("baseline: {n} windows"))
+                }
                 _ => None,
             };
             let detail = detail.or_else(|| rule.group.clone());
@@ -1260,6 +1269,7 @@ impl Monitors {
             epoch,
         };
         let about = match (&rule.group, &detail) {
+            (Some(g), Some(d)) if d != g => format!(" for `{g}` ({d})"),
             (Some(g), _) => format!(" for `{g}`"),
             (None, Some(d)) if spec.kind == MonitorKind::FileSize => format!(" for file `{d}`"),
             (None, Some(d)) if spec.kind == MonitorKind::Restart => format!(": {d}"),

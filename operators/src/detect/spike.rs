@@ -6,6 +6,22 @@
 //! the spikes they are looking for, unlike mean and standard deviation. A
 //! value fires when `|z| > threshold` (in the direction asked for), the
 //! spirit of Azure Stream Analytics' `AnomalyDetection_SpikeAndDip`.
+//!
+//! **Warm-up.** A detector scores from [`MIN_HISTORY`] (3) values on, so a
+//! monitor with little history still sees a gross deviation (a ×20 mean
+//! after six 10-second windows). With `n` values the median and MAD are
+//! noisy — the MAD of three values is the smaller of two deviations and can
+//! be near zero — so below [`FULL_HISTORY`] (10) values, or the whole window
+//! if it is shorter, the *estimated* scale (1.4826 × MAD) is widened by
+//! `m(n) / m(full)`, where `m(n)` is the factor by which the threshold must
+//! grow for the robust z of `n` Gaussian values to exceed it as rarely as
+//! that of 10 values exceeds it ([`SHORT_BASELINE`], Monte Carlo, checked by
+//! `a_short_baseline_fires_on_noise_no_more_often_than_ten_values`). The
+//! floors (1% of the level; √median for counts) are not estimated from the
+//! values, so they are not widened: a count far beyond its Poisson spread
+//! fires on a short baseline as it would on a long one. With `n` below the
+//! full baseline [`SpikeDip::baseline`] says so, and the monitors put it in
+//! the alert ("baseline: 6 windows").
 
 use std::collections::VecDeque;
 
@@ -25,6 +41,20 @@ pub enum Direction {
     /// Only values far below.
     Dips,
 }
+
+/// Values a detector needs before it scores.
+pub const MIN_HISTORY: usize = 3;
+
+/// Values from which the median and MAD are taken as they are.
+pub const FULL_HISTORY: usize = 10;
+
+/// `m(n)` for `n` = 3..=10 values: with `n` standard normal values, `x` a
+/// new one and `z = |x − median| / (1.4826 · MAD)`, `P(z > 6·m(n))` equals
+/// `P(z > 6)` at `n = 10` (0.0048; 10⁶ draws per `n`, rounded up). Odd `n`
+/// are worse than the even `n + 1`: one deviation is the median itself, 0.
+/// Derived at the default threshold 6; the same widening applies to any
+/// threshold (stricter than needed below 6, a little looser above it).
+pub const SHORT_BASELINE: [f64; 8] = [39.0, 3.9, 3.6, 1.8, 1.75, 1.25, 1.21, 1.0];
 
 /// Robust z-score spike/dip detector over a sliding window.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,14 +91,33 @@ impl SpikeDip {
         }
     }
 
-    /// The robust z-score of `x` against the window, if the window is warm.
+    /// The robust z-score of `x` against the window, if it holds at least
+    /// [`MIN_HISTORY`] values (see the module docs for a short baseline).
     pub fn z(&self, x: f64) -> Option<f64> {
         self.z_scaled(x, 1e-12)
     }
 
+    /// Values the next one is compared with, while they are fewer than a
+    /// full baseline (`FULL_HISTORY`, or the window if shorter) and enough
+    /// to score: what an alert should say its baseline is.
+    pub fn short_baseline(&self) -> Option<usize> {
+        let n = self.history.len();
+        (MIN_HISTORY..self.full()).contains(&n).then_some(n)
+    }
+
+    fn full(&self) -> usize {
+        self.window.min(FULL_HISTORY)
+    }
+
+    /// How much the estimated scale is widened with `n` values (1 from a full baseline on).
+    fn widening(&self, n: usize) -> f64 {
+        let m = |k: usize| SHORT_BASELINE[k.clamp(MIN_HISTORY, FULL_HISTORY) - MIN_HISTORY];
+        (m(n) / m(self.full())).max(1.0)
+    }
+
     /// [`SpikeDip::z`] with the scale at least `floor`.
     fn z_scaled(&self, x: f64, floor: f64) -> Option<f64> {
-        if self.history.len() < self.window.clamp(3, 10) {
+        if self.history.len() < MIN_HISTORY.min(self.window) {
             return None;
         }
         let rebuilt;
@@ -79,7 +128,7 @@ impl SpikeDip {
             &rebuilt
         };
         let median = median_sorted(v);
-        let mad = mad_sorted(v, median) * 1.4826;
+        let mad = mad_sorted(v, median) * 1.4826 * self.widening(v.len());
         // A nearly flat window (a steady record rate, say) would make any
         // wobble look infinite: the scale is at least 1% of the level.
         let scale = mad.max(median.abs() * 0.01).max(floor);
@@ -264,6 +313,54 @@ mod tests {
                 serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
             assert_eq!(restored.z(3.0), d.z(3.0));
         }
+    }
+
+    /// The rate at which `n` values of noise and a new one give `|z| > 6`,
+    /// with the widening of a detector whose full baseline is 10.
+    fn false_alarm_rate(n: usize, draws: usize, seed: u64) -> f64 {
+        let mut noise = Noise::new(seed);
+        let mut fired = 0;
+        for _ in 0..draws {
+            let mut d = SpikeDip::new(30, 6.0, Direction::Both);
+            for _ in 0..n {
+                d.push(noise.normal());
+            }
+            // Scale-free noise (no floor binds): 1% of a level of 0 is 0.
+            if d.update(noise.normal()).anomalous {
+                fired += 1;
+            }
+        }
+        fired as f64 / draws as f64
+    }
+
+    #[test]
+    fn a_short_baseline_fires_on_noise_no_more_often_than_ten_values() {
+        let full = false_alarm_rate(10, 100_000, 21);
+        assert!((0.003..0.007).contains(&full), "{full}");
+        for n in MIN_HISTORY..FULL_HISTORY {
+            let short = false_alarm_rate(n, 100_000, 22 + n as u64);
+            // Sampling noise of ~500 events: 20% slack.
+            assert!(short < full * 1.2, "n = {n}: {short} against {full} at 10");
+        }
+        let mut d = SpikeDip::new(30, 6.0, Direction::Both);
+        assert_eq!(d.z(1.0), None);
+        for x in [100.0, 101.0, 99.0] {
+            assert_eq!(d.short_baseline(), None);
+            d.update(x);
+        }
+        assert_eq!(d.short_baseline(), Some(3));
+        assert!(d.update(2000.0).anomalous, "a ×20 spike on 3 values fires");
+    }
+
+    #[test]
+    fn a_short_window_is_its_own_full_baseline() {
+        let mut d = SpikeDip::new(5, 6.0, Direction::Both);
+        for x in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0] {
+            d.update(x);
+        }
+        assert_eq!(d.short_baseline(), None);
+        assert_eq!(d.widening(5), 1.0);
+        assert!((d.widening(3) - 39.0 / 3.6).abs() < 1e-12);
     }
 
     #[test]
