@@ -169,7 +169,9 @@ fn detector(name: &str, seed: u64, index: usize) -> Box<dyn Online> {
         "spike_dip" => Box::new(SpikeDip::new(30, 6.0, Direction::Both)),
         "page_hinkley" => Box::new(PageHinkley::new(0.5, 25.0, 30)),
         "windowed_gaussian" => Box::new(WindowedGaussian::new(6_400)),
-        "random" => Box::new(Random(seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d))),
+        "random" => Box::new(Random(
+            seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
+        )),
         _ => unreachable!("{name}"),
     }
 }
@@ -186,7 +188,12 @@ fn labels(s: &Series) -> Labels {
     let (windows, kinds) = scoring::windows(s.values.len(), &starts)
         .into_iter()
         .map(|(w, held)| {
-            let kind = s.anomalies.iter().find(|a| a.start == held[0]).unwrap().kind;
+            let kind = s
+                .anomalies
+                .iter()
+                .find(|a| a.start == held[0])
+                .unwrap()
+                .kind;
             (w, kind)
         })
         .unzip();
@@ -220,7 +227,11 @@ fn breakdown(scores: &[Vec<f64>], labels: &[Labels], threshold: f64) -> Breakdow
             let (lo, hi) = (begin, start.max(begin));
             let e = alarms.entry(lead).or_default();
             e.1 += hi - lo;
-            e.0 += out.false_positives.iter().filter(|i| (lo..hi).contains(*i)).count();
+            e.0 += out
+                .false_positives
+                .iter()
+                .filter(|i| (lo..hi).contains(*i))
+                .count();
             lead = l.kinds.get(k).copied();
             begin = next.max(l.from);
         }
@@ -294,7 +305,9 @@ fn print_tables(results: &[Result]) {
             .collect();
         println!("| {} | {total} | {} |", kind.name(), cells.join(" | "));
     }
-    println!("\nFalse positives per 1,000 scored points outside windows, by the window before them:\n");
+    println!(
+        "\nFalse positives per 1,000 scored points outside windows, by the window before them:\n"
+    );
     println!("| after | points | {} |", names.join(" | "));
     println!("|---|---|{}", "---|".repeat(names.len()));
     let leads = std::iter::once(None).chain(Kind::ALL.map(Some));
@@ -327,12 +340,19 @@ fn sanity(corpus: &[Series], labels: &[Labels]) {
     let scored: Vec<Scored> = oracle
         .iter()
         .zip(labels)
-        .map(|(s, l)| Scored { scores: s, windows: &l.windows, from: l.from })
+        .map(|(s, l)| Scored {
+            scores: s,
+            windows: &l.windows,
+            from: l.from,
+        })
         .collect();
     for p in PROFILES {
         let perfect = scoring::tally(&scored, 0.5).normalised(&p);
         let null = scoring::tally(&scored, 2.0).normalised(&p);
-        assert!((perfect - 100.0).abs() < 1e-6 && null == 0.0, "{perfect} {null}");
+        assert!(
+            (perfect - 100.0).abs() < 1e-6 && null == 0.0,
+            "{perfect} {null}"
+        );
     }
 }
 
@@ -363,6 +383,14 @@ fn main() {
         .iter()
         .map(|name| measure(name, seed, &corpus, &labels))
         .collect();
-    println!("\nProfiles: {}\n", PROFILES.map(|p| format!("{} (A_TP {}, A_FP {}, A_FN {})", p.name, p.true_positive, p.false_positive, p.false_negative)).join("; "));
+    println!(
+        "\nProfiles: {}\n",
+        PROFILES
+            .map(|p| format!(
+                "{} (A_TP {}, A_FP {}, A_FN {})",
+                p.name, p.true_positive, p.false_positive, p.false_negative
+            ))
+            .join("; ")
+    );
     print_tables(&results);
 }

@@ -201,7 +201,11 @@ pub fn series(seed: u64, index: usize) -> Series {
     let count = if rng.chance(0.1) { 0 } else { rng.int(1, 4) };
     let slots = slots(n, count);
     // A seasonal anomaly needs a whole period (a day; a week at daily spacing) inside its slot.
-    let period = if spacing_ms < DAY { (DAY / spacing_ms) as usize } else { 7 };
+    let period = if spacing_ms < DAY {
+        (DAY / spacing_ms) as usize
+    } else {
+        7
+    };
     let kinds: Vec<Kind> = slots
         .iter()
         .map(|(lo, hi)| loop {
@@ -217,7 +221,11 @@ pub fn series(seed: u64, index: usize) -> Series {
     let window = ((WINDOW_FRACTION * n as f64 / count.max(1) as f64) as usize).max(1);
     let mut anomalies = Vec::new();
     for (kind, (lo, hi)) in kinds.into_iter().zip(slots) {
-        let last = if kind == Kind::Seasonal { hi - period } else { hi };
+        let last = if kind == Kind::Seasonal {
+            hi - period
+        } else {
+            hi
+        };
         let start = rng.int(lo, last);
         let ctx = Context {
             shape: &shape,
@@ -262,7 +270,11 @@ fn shape(rng: &mut Rng, n: usize, spacing_ms: i64, seasonal: bool) -> Shape {
         level,
         sigma,
         heavy: rng.chance(0.4),
-        phi: if rng.chance(0.5) { rng.range(0.0, 0.8) } else { 0.0 },
+        phi: if rng.chance(0.5) {
+            rng.range(0.0, 0.8)
+        } else {
+            0.0
+        },
         slope,
         daily,
         peak_hour: rng.range(8.0, 20.0),
@@ -298,13 +310,13 @@ fn normal_values(rng: &mut Rng, s: &Shape, timestamps: &[i64]) -> Vec<f64> {
         .iter()
         .enumerate()
         .map(|(i, &t)| {
-            let e = if s.heavy { rng.student3() } else { rng.normal() };
+            let e = if s.heavy {
+                rng.student3()
+            } else {
+                rng.normal()
+            };
             ar = s.phi * ar + innovation * e;
-            s.level
-                + s.slope * i as f64
-                + s.daily_at(t, s.peak_hour)
-                + s.weekly_at(t, WEEKEND)
-                + ar
+            s.level + s.slope * i as f64 + s.daily_at(t, s.peak_hour) + s.weekly_at(t, WEEKEND) + ar
         })
         .collect()
 }
@@ -400,10 +412,18 @@ fn seasonal(rng: &mut Rng, c: &Context, values: &mut [f64], start: usize) -> usi
             break;
         }
         let delta = if daily {
-            let new = if missing { 0.0 } else { s.daily_at(t, moved_peak) };
+            let new = if missing {
+                0.0
+            } else {
+                s.daily_at(t, moved_peak)
+            };
             new - s.daily_at(t, s.peak_hour)
         } else {
-            let new = if missing { 0.0 } else { s.weekly_at(t, moved_dip) };
+            let new = if missing {
+                0.0
+            } else {
+                s.weekly_at(t, moved_dip)
+            };
             new - s.weekly_at(t, WEEKEND)
         };
         values[i] += delta;
@@ -422,11 +442,17 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_corpus() {
         // Bit for bit (a missing value is NaN, which equals nothing), without printing series.
-        let bits = |c: &[Series]| -> Vec<(String, Vec<i64>, Vec<u64>, Vec<Anomaly>)> {
+        type Bits = (String, Vec<i64>, Vec<u64>, Vec<Anomaly>);
+        let bits = |c: &[Series]| -> Vec<Bits> {
             c.iter()
                 .map(|s| {
                     let v = s.values.iter().map(|v| v.to_bits()).collect();
-                    (s.name.clone(), s.timestamps_ms.clone(), v, s.anomalies.clone())
+                    (
+                        s.name.clone(),
+                        s.timestamps_ms.clone(),
+                        v,
+                        s.anomalies.clone(),
+                    )
                 })
                 .collect()
         };
@@ -449,7 +475,10 @@ mod tests {
             assert_eq!(s.timestamps_ms.len(), n);
             let max = if s.spacing_ms == DAY { 4_000 } else { 20_000 };
             assert!((1_000..=max).contains(&n), "{} {n}", s.name);
-            assert!(s.timestamps_ms.windows(2).all(|w| w[1] >= w[0] + s.spacing_ms));
+            assert!(s
+                .timestamps_ms
+                .windows(2)
+                .all(|w| w[1] >= w[0] + s.spacing_ms));
             assert!(s.anomalies.len() <= 4);
             for a in &s.anomalies {
                 *kinds.entry(a.kind).or_insert(0) += 1;
@@ -461,7 +490,9 @@ mod tests {
         assert_eq!(spacings.len(), 4, "{spacings:?}");
         assert!(c.iter().filter(|s| s.anomalies.is_empty()).count() >= 10);
         let gapped = c.iter().filter(|s| {
-            s.timestamps_ms.windows(2).any(|w| w[1] - w[0] > s.spacing_ms)
+            s.timestamps_ms
+                .windows(2)
+                .any(|w| w[1] - w[0] > s.spacing_ms)
         });
         assert!(gapped.count() >= 100);
     }

@@ -213,7 +213,8 @@ pub fn score_series(scores: &[f64], windows: &[Window], from: usize, threshold: 
     // `next`: the first window not ending before the current record.
     let mut next = 0;
     for (i, s) in scores.iter().enumerate().skip(from) {
-        if !(*s >= threshold) {
+        // A NaN score is below every threshold.
+        if s.is_nan() || *s < threshold {
             continue;
         }
         while next < windows.len() && windows[next].end < i {
@@ -331,7 +332,10 @@ mod tests {
 
     /// A 1,000-record series with anomalies labelled at 400 and 800: windows of 50.
     fn two_windows() -> Vec<Window> {
-        windows(1000, &[800, 400]).into_iter().map(|w| w.0).collect()
+        windows(1000, &[800, 400])
+            .into_iter()
+            .map(|w| w.0)
+            .collect()
     }
 
     fn fire_at(records: &[usize]) -> Vec<f64> {
@@ -348,14 +352,29 @@ mod tests {
         assert_eq!(
             w,
             vec![
-                Window { start: 375, end: 424 },
-                Window { start: 775, end: 824 }
+                Window {
+                    start: 375,
+                    end: 424
+                },
+                Window {
+                    start: 775,
+                    end: 824
+                }
             ]
         );
         // Overlapping windows merge and keep both labels; windows clip at the ends.
         let merged = windows(1000, &[500, 530, 2]);
         assert_eq!(merged[0].0, Window { start: 0, end: 18 });
-        assert_eq!(merged[1], (Window { start: 484, end: 546 }, vec![500, 530]));
+        assert_eq!(
+            merged[1],
+            (
+                Window {
+                    start: 484,
+                    end: 546
+                },
+                vec![500, 530]
+            )
+        );
         assert!(windows(1000, &[]).is_empty());
     }
 
@@ -390,7 +409,10 @@ mod tests {
         let middle = score_series(&fire_at(&[400]), &w, 150, 0.5).tally;
         let late = score_series(&fire_at(&[420]), &w, 150, 0.5).tally;
         let s = |t: &Tally| t.normalised(&STANDARD);
-        assert!(s(&early) > s(&middle) && s(&middle) > s(&late), "{early:?} {middle:?} {late:?}");
+        assert!(
+            s(&early) > s(&middle) && s(&middle) > s(&late),
+            "{early:?} {middle:?} {late:?}"
+        );
         // In the middle of the window y = -0.5: σ = 2/(1+e^-2.5) - 1.
         let y = (400.0 - 424.0 - 1.0) / 50.0;
         assert!((middle.hit_reward - scaled_sigmoid(y)).abs() < 1e-12);
@@ -412,12 +434,24 @@ mod tests {
         assert!((near.false_alarm_cost - -scaled_sigmoid(6.0 / 50.0)).abs() < 1e-12);
         assert!(near.false_alarm_cost < 0.6 && far.false_alarm_cost == 1.0);
         // Low-FP doubles the cost; low-FN keeps it.
-        let cost = |p: &Profile| before.raw(p) - Tally { false_alarm_cost: 0.0, ..before.clone() }.raw(p);
+        let cost = |p: &Profile| {
+            before.raw(p)
+                - Tally {
+                    false_alarm_cost: 0.0,
+                    ..before.clone()
+                }
+                .raw(p)
+        };
         assert!((cost(&STANDARD) + 0.11).abs() < 1e-12);
         assert!((cost(&REWARD_LOW_FP) + 0.22).abs() < 1e-12);
         assert!((cost(&REWARD_LOW_FN) + 0.11).abs() < 1e-12);
         // Detections in the probation are ignored.
-        assert_eq!(score_series(&fire_at(&[100]), &w, 150, 0.5).tally.false_positives, 0);
+        assert_eq!(
+            score_series(&fire_at(&[100]), &w, 150, 0.5)
+                .tally
+                .false_positives,
+            0
+        );
     }
 
     #[test]
@@ -447,7 +481,11 @@ mod tests {
         s[376] = 0.9;
         s[776] = 0.9;
         s[300] = 0.7;
-        let corpus = [Scored { scores: &s, windows: &w, from: 150 }];
+        let corpus = [Scored {
+            scores: &s,
+            windows: &w,
+            from: 150,
+        }];
         let best = optimise(&corpus);
         for (k, (threshold, score)) in best.iter().enumerate() {
             assert!(*threshold > 0.7 && *threshold <= 0.9, "{k}: {threshold}");
@@ -455,8 +493,14 @@ mod tests {
             assert!((score - expected).abs() < 1e-9 && *score > 99.0, "{score}");
         }
         // A detector that only fires falsely is best never firing: 0.
-        let noise: Vec<f64> = (0..1000).map(|i| if i == 200 { 1.0 } else { 0.0 }).collect();
-        let corpus = [Scored { scores: &noise, windows: &w, from: 150 }];
+        let noise: Vec<f64> = (0..1000)
+            .map(|i| if i == 200 { 1.0 } else { 0.0 })
+            .collect();
+        let corpus = [Scored {
+            scores: &noise,
+            windows: &w,
+            from: 150,
+        }];
         assert!(optimise(&corpus).iter().all(|(_, s)| *s == 0.0));
     }
 }
