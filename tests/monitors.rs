@@ -104,6 +104,68 @@ fn the_quickstart_alerts_on_the_spike_the_gap_and_the_drift_and_resolves() {
     assert!(out.contains("alerts:"), "{out}");
 }
 
+/// Alerts in the lake's JSON-lines file with their messages: (rule, state, window start, message).
+fn messages(lake: &Path) -> Vec<(String, String, i64, String)> {
+    let text = std::fs::read_to_string(lake.join("alerts.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["rule_id"].as_str().unwrap().to_string(),
+                v["state"].as_str().unwrap().to_string(),
+                v["window_start_ms"].as_i64().unwrap(),
+                v["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_short_baseline_still_alerts_the_spike_and_the_gap_at_200k_rows() {
+    // At 200,000 rows the spike comes after 7 windows: fewer than the 10 a
+    // full baseline holds. Both spike rules fire in the spike's window and
+    // say their baseline is short; the gap is alerted while it lasts; a
+    // stream without faults or drift raises nothing.
+    let window = 10_000;
+    for seed in [11, 12, 13] {
+        let dir = scratch(&format!("monitors-short-{seed}"));
+        let truth = gen(&dir, "tx.csv", 200_000, seed, &[]);
+        settle(&dir);
+        let out = run_once(&dir, &quickstart(), "lake", &[]);
+        let all = messages(&dir.join("lake"));
+        let spike = truth["spike_ms"][0].as_i64().unwrap();
+        for rule in ["volume", "amount_spike"] {
+            let (_, _, start, message) = all
+                .iter()
+                .find(|a| a.0 == rule && a.1 == "firing")
+                .unwrap_or_else(|| panic!("seed {seed}: no {rule} alert:\n{all:#?}\n{out}"));
+            assert!(
+                (spike - window..=spike + 2 * window).contains(start),
+                "seed {seed}: {rule}: spike at {spike}, alert window at {start}"
+            );
+            assert!(message.contains("(baseline: 7 windows)"), "{message}");
+        }
+        let (gap_start, gap_end) = (
+            truth["gap_ms"][0].as_i64().unwrap(),
+            truth["gap_ms"][1].as_i64().unwrap(),
+        );
+        let stale = all
+            .iter()
+            .find(|a| a.0 == "stale_input" && a.1 == "firing")
+            .map(|a| a.2);
+        assert!(
+            stale.is_some_and(|s| (gap_start..=gap_start + 3 * window + 2 * window).contains(&s)),
+            "seed {seed}: gap {gap_start}..{gap_end}, stale alert at {stale:?}"
+        );
+    }
+    let dir = scratch("monitors-short-quiet");
+    gen(&dir, "tx.csv", 200_000, 14, &["--no-faults", "--drift-at", "2"]);
+    settle(&dir);
+    let out = run_once(&dir, &quickstart(), "lake", &[]);
+    let all = messages(&dir.join("lake"));
+    assert!(all.is_empty(), "false alarms: {all:#?}\n{out}");
+}
+
 #[test]
 fn a_million_records_without_faults_raise_no_alert() {
     // `--no-faults` removes every injected fault but keeps the concept drift

@@ -34,6 +34,14 @@
 //! | `watermark_stall` | processing time during which records arrived but the latest event time did not advance | fires past `threshold` ms (60,000) |
 //! | `errors` | source and sink errors and retries per epoch (Kafka fetch, consumer and produce errors, produce retries) | fires above `threshold` (0) |
 //!
+//! Warm-up: [`SpikeDip`] rules (`volume`, `spike`, `file_size`,
+//! `batch_size`) score from the 3rd value on, with the MAD scale widened
+//! below a full baseline of 10 values (see [`crate::detect::spike`]); a
+//! window rule's alert on a short baseline says so ("baseline: 7 windows").
+//! `change_point` waits for `history` values, `drift` for `history +
+//! current` windows with records, `error_rate` for two full ADWIN blocks
+//! (2,048 errors); the threshold rules need no history.
+//!
 //! Latency is measured from a record's arrival (the landed file's
 //! modification time; the Kafka message's timestamp) to the moment its epoch
 //! is complete at the coordinator, every sink having written it: the
