@@ -92,7 +92,10 @@ fn parent(rows: u64, repeat: usize) {
     )
     .unwrap();
     let from = r#"event_time = { field = "event_time", format = "epoch_ms" }"#;
-    assert!(text.contains(from), "the quickstart declares its event time");
+    assert!(
+        text.contains(from),
+        "the quickstart declares its event time"
+    );
     let max_age_ms = (rows as i64 + 10) * 86_400_000;
     let text = text.replace(
         from,

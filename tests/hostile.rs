@@ -133,7 +133,10 @@ fn wait_reached(child: &mut Child, gate: &Path) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the run ended ({status}) before its wait point");
         }
-        assert!(Instant::now() < deadline, "the run never reached its wait point");
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached its wait point"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -143,7 +146,12 @@ fn manifest_names(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("lake/_manifest/landing.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -208,14 +216,33 @@ fn a_header_lacking_or_repeating_a_declared_column_rejects_the_file() {
         .map(|(i, l)| format!("{l},{}\n", if i == 0 { "amount" } else { "3.5" }))
         .collect();
     land(&dir, "b-twice.csv", twice.as_bytes());
-    land(&dir, "c-fine.csv", csv(20).replace("acct-", "other-").as_bytes());
+    land(
+        &dir,
+        "c-fine.csv",
+        csv(20).replace("acct-", "other-").as_bytes(),
+    );
     let (out, err) = run(&dir, &quickstart());
     assert_eq!(ledger(&out), (170, 20, 150, 0), "{out}");
-    assert_eq!(reasons(&dir), BTreeMap::from([("bad_header".to_string(), 150)]));
+    assert_eq!(
+        reasons(&dir),
+        BTreeMap::from([("bad_header".to_string(), 150)])
+    );
     let details = counts(&dir.join("lake"), "rejected", "detail");
-    assert!(details.keys().any(|d| d.contains("no column `f0`")), "{details:?}");
-    assert!(details.keys().any(|d| d.contains("`amount` more than once")), "{details:?}");
-    assert_eq!(err.matches("bad_header").count(), 2, "one warning per file:\n{err}");
+    assert!(
+        details.keys().any(|d| d.contains("no column `f0`")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .keys()
+            .any(|d| d.contains("`amount` more than once")),
+        "{details:?}"
+    );
+    assert_eq!(
+        err.matches("bad_header").count(),
+        2,
+        "one warning per file:\n{err}"
+    );
 }
 
 #[test]
@@ -223,7 +250,10 @@ fn an_optional_column_may_be_absent_from_the_header() {
     let dir = scratch("hostile-optional");
     let t = topology(
         &dir,
-        &[(r#"name = "category""#, "name = \"category\"\noptional = true")],
+        &[(
+            r#"name = "category""#,
+            "name = \"category\"\noptional = true",
+        )],
         "",
     );
     let text: String = csv(30).replace(",grocery,", ",").replace(",category,", ",");
@@ -255,7 +285,10 @@ fn a_file_truncated_while_read_stops_the_run_and_resumes_when_landed_again() {
     std::fs::write(&gate, "").unwrap();
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = texts(&out);
-    assert!(!out.status.success(), "a changed file must stop the run:\n{stdout}");
+    assert!(
+        !out.status.success(),
+        "a changed file must stop the run:\n{stdout}"
+    );
     assert!(
         stderr.contains("`big.csv` changed while being read"),
         "{stderr}"
@@ -277,7 +310,10 @@ fn a_file_rewritten_while_read_is_retried_once_settled() {
     let t = topology(
         &dir,
         &[
-            ("settle_ms = 1000", "settle_ms = 1000\non_change = \"retry\""),
+            (
+                "settle_ms = 1000",
+                "settle_ms = 1000\non_change = \"retry\"",
+            ),
             EPOCH_100,
         ],
         "",
@@ -289,13 +325,21 @@ fn a_file_rewritten_while_read_is_retried_once_settled() {
     wait_reached(&mut child, &gate);
     // Truncated and written again whole while the source reads it.
     let p = dir.join("landing/big.csv");
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(10).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
     std::fs::write(&p, full.as_bytes()).unwrap();
     std::fs::write(&gate, "").unwrap();
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("changed while being read; reading on"), "{stderr}");
+    assert!(
+        stderr.contains("changed while being read; reading on"),
+        "{stderr}"
+    );
     assert_eq!(ledger(&stdout), (600, 600, 0, 0), "{stdout}");
     let lines = scored_lines(&dir);
     assert_eq!(lines.len(), 600);
@@ -316,7 +360,10 @@ fn a_file_landed_again_is_known_by_its_content() {
     land(&dir, "b.csv", csv(40).as_bytes());
     let (out, err) = run(&dir, &quickstart());
     assert_eq!(ledger(&out).0, 40, "{out}");
-    assert!(err.contains("same content as one read before") && err.contains("a.csv"), "{err}");
+    assert!(
+        err.contains("same content as one read before") && err.contains("a.csv"),
+        "{err}"
+    );
     std::fs::remove_file(dir.join("landing/b.csv")).unwrap();
     // Same name, new content: a new file, read in full.
     land(&dir, "a.csv", csv(45).replace("acct-", "new-").as_bytes());
@@ -329,7 +376,10 @@ fn a_gzipped_file_resumes_from_a_checkpoint_in_its_decompressed_stream() {
     let dir = scratch("hostile-gzip-resume");
     let t = topology(
         &dir,
-        &[EPOCH_100, ("max_epochs_in_flight = 4", "max_epochs_in_flight = 2")],
+        &[
+            EPOCH_100,
+            ("max_epochs_in_flight = 4", "max_epochs_in_flight = 2"),
+        ],
         "",
     );
     land(&dir, "big.csv.gz", &gzip(csv(1000).as_bytes()));
@@ -339,7 +389,10 @@ fn a_gzipped_file_resumes_from_a_checkpoint_in_its_decompressed_stream() {
     child.kill().unwrap();
     child.wait().unwrap();
     let ckpt = std::fs::read_to_string(newest_checkpoint(&dir.join("lake"))).unwrap();
-    assert!(ckpt.contains("big.csv.gz"), "the checkpoint is inside the file: {ckpt}");
+    assert!(
+        ckpt.contains("big.csv.gz"),
+        "the checkpoint is inside the file: {ckpt}"
+    );
     run(&dir, &t);
     let expected: Vec<(String, u64)> = (2..1002).map(|l| ("big.csv.gz".to_string(), l)).collect();
     assert_eq!(scored_lines(&dir), expected);
@@ -366,8 +419,14 @@ fn quoted_newlines_separators_and_quotes_make_one_record() {
     let (out, _) = run(&dir, &quickstart());
     assert_eq!(ledger(&out), (100, 100, 0, 0), "{out}");
     let keys: Vec<String> = scored(&dir.join("lake")).into_iter().map(|r| r.2).collect();
-    assert!(keys.contains(&"acct\nwith\r\nnewlines-3".to_string()), "{keys:?}");
-    assert!(keys.contains(&"acct, \"quoted\"\n-7".to_string()), "{keys:?}");
+    assert!(
+        keys.contains(&"acct\nwith\r\nnewlines-3".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"acct, \"quoted\"\n-7".to_string()),
+        "{keys:?}"
+    );
     // A record's line is where it starts: 10 records span 3 lines, 10 span 2.
     let lines: Vec<u64> = scored_lines(&dir).into_iter().map(|l| l.1).collect();
     assert_eq!(lines.len(), 100);
@@ -384,7 +443,10 @@ fn an_unterminated_quote_is_one_reject_and_the_run_ends() {
     land(&dir, "u.csv", text.as_bytes());
     let (out, _) = run(&dir, &quickstart());
     assert_eq!(ledger(&out), (11, 10, 1, 0), "{out}");
-    assert_eq!(reasons(&dir), BTreeMap::from([("field_count".to_string(), 1)]));
+    assert_eq!(
+        reasons(&dir),
+        BTreeMap::from([("field_count".to_string(), 1)])
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -412,14 +474,28 @@ fn files_not_read_are_logged_gzip_is_read_and_raw_bytes_are_kept() {
     }
     let (out, err) = run(&dir, &quickstart());
     assert_eq!(ledger(&out), (33, 32, 1, 0), "{out}");
-    assert_eq!(reasons(&dir), BTreeMap::from([("bad_encoding".to_string(), 1)]));
-    assert!(err.contains("notes.txt") && err.contains("unsupported_extension"), "{err}");
+    assert_eq!(
+        reasons(&dir),
+        BTreeMap::from([("bad_encoding".to_string(), 1)])
+    );
+    assert!(
+        err.contains("notes.txt") && err.contains("unsupported_extension"),
+        "{err}"
+    );
     #[cfg(unix)]
     assert!(err.contains("unreadable_name"), "{err}");
     let mut kept = Vec::new();
     for (_, b) in read_table(&dir.join("lake"), "rejected") {
-        let col = b.column_by_name("raw_bytes").unwrap().as_binary::<i32>().clone();
-        kept.extend((0..b.num_rows()).filter(|i| !col.is_null(*i)).map(|i| col.value(i).to_vec()));
+        let col = b
+            .column_by_name("raw_bytes")
+            .unwrap()
+            .as_binary::<i32>()
+            .clone();
+        kept.extend(
+            (0..b.num_rows())
+                .filter(|i| !col.is_null(*i))
+                .map(|i| col.value(i).to_vec()),
+        );
     }
     assert_eq!(kept, [raw]);
     let mut names = manifest_names(&dir);

@@ -125,7 +125,10 @@ fn implausible_event_times_are_rejected_as_bad_time() {
     for table in ["clean", "scored"] {
         for f in table_files(&lake, table) {
             let p = f.display().to_string();
-            assert!(p.contains("date=2026-01-01") || p.contains("date=2025-12-31"), "{p}");
+            assert!(
+                p.contains("date=2026-01-01") || p.contains("date=2025-12-31"),
+                "{p}"
+            );
         }
     }
 }

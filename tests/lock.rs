@@ -161,12 +161,16 @@ fn race(dir: &Path, lake: &str, offsets: &[u64], round: &str) -> Output {
             refused.push(finish(job));
         }
     }
-    let winner = winner.unwrap_or_else(|| panic!("{round}: the holder {holder} is not one of the jobs"));
+    let winner =
+        winner.unwrap_or_else(|| panic!("{round}: the holder {holder} is not one of the jobs"));
     for out in &refused {
         assert_refused(out, holder, round);
     }
     let lock = std::fs::read_to_string(dir.join(lake).join("_lock")).unwrap();
-    assert!(lock.contains(&format!("\"pid\":{holder},")), "{round}: {lock}");
+    assert!(
+        lock.contains(&format!("\"pid\":{holder},")),
+        "{round}: {lock}"
+    );
     std::fs::write(&gate, b"").unwrap();
     let out = finish(winner);
     assert!(out.status.success(), "{round}: {}", text(&out));
@@ -201,7 +205,10 @@ fn two_and_three_jobs_started_together_one_runs_the_others_are_refused() {
                     .env("FAILPOINTS", "before_publish=3*off->return")
                     .output()
                     .unwrap();
-                assert!(!out.status.success(), "{round}: the crash point was not hit");
+                assert!(
+                    !out.status.success(),
+                    "{round}: the crash point was not hit"
+                );
             }
             let mut offsets: Vec<u64> = (0..jobs).map(|_| rng.below(1500)).collect();
             offsets[0] = 0;
@@ -222,7 +229,11 @@ fn two_and_three_jobs_started_together_one_runs_the_others_are_refused() {
             let out = String::from_utf8_lossy(&out.stdout);
             assert!(out.contains("ledger: in "), "{context}: {out}");
             assert_same_lake(&base, &dir.join(&lake), &context);
-            assert_eq!(lake_digest(&base), lake_digest(&dir.join(&lake)), "{context}");
+            assert_eq!(
+                lake_digest(&base),
+                lake_digest(&dir.join(&lake)),
+                "{context}"
+            );
         }
     }
 }
@@ -237,7 +248,9 @@ fn a_job_started_while_another_is_mid_run_is_refused_and_changes_nothing() {
     let lake = dir.join("lake-b");
     let before = committed_state(&lake);
     assert!(
-        before.iter().any(|(p, _)| p.to_string_lossy().ends_with(".ckpt")),
+        before
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with(".ckpt")),
         "the holder is past a commit point"
     );
     let second = millrace_raw(&dir, &once_args(&quickstart(), "lake-b", &[]));
@@ -356,10 +369,17 @@ fn a_cluster_job_holds_the_lake_through_its_process_0() {
     );
     // Process 0 commits, so it is the one at the wait point — and the one holding the lake.
     let process_0 = held_at(&gate);
-    assert_ne!(process_0, job.id(), "the launcher is not a process of the job");
+    assert_ne!(
+        process_0,
+        job.id(),
+        "the launcher is not a process of the job"
+    );
     let lock = std::fs::read_to_string(dir.join("lake-b/_lock")).unwrap();
     assert!(lock.contains(&format!("\"pid\":{process_0},")), "{lock}");
-    let second = millrace_raw(&dir, &once_args(&quickstart(), "lake-b", &["--workers", "2"]));
+    let second = millrace_raw(
+        &dir,
+        &once_args(&quickstart(), "lake-b", &["--workers", "2"]),
+    );
     assert_refused(&second, process_0, "a job on a lake a cluster job holds");
     std::fs::write(&gate, b"").unwrap();
     let out = finish(job);

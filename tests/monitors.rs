@@ -159,7 +159,13 @@ fn a_short_baseline_still_alerts_the_spike_and_the_gap_at_200k_rows() {
         );
     }
     let dir = scratch("monitors-short-quiet");
-    gen(&dir, "tx.csv", 200_000, 14, &["--no-faults", "--drift-at", "2"]);
+    gen(
+        &dir,
+        "tx.csv",
+        200_000,
+        14,
+        &["--no-faults", "--drift-at", "2"],
+    );
     settle(&dir);
     let out = run_once(&dir, &quickstart(), "lake", &[]);
     let all = messages(&dir.join("lake"));

@@ -867,7 +867,8 @@ impl Monitors {
                         e.insert(w);
                     }
                     e => {
-                        let slot = e.or_insert_with(|| vec![(0, 0.0, f64::NEG_INFINITY); self.width]);
+                        let slot =
+                            e.or_insert_with(|| vec![(0, 0.0, f64::NEG_INFINITY); self.width]);
                         for (a, b) in slot.iter_mut().zip(w) {
                             a.0 += b.0;
                             a.1 += b.1;
@@ -1088,7 +1089,9 @@ impl Monitors {
                 d.push_zeros(n);
                 let keep = r.spec.history.max(1);
                 let zeros = n.min(keep);
-                let drop = (r.recent.len() + zeros).saturating_sub(keep).min(r.recent.len());
+                let drop = (r.recent.len() + zeros)
+                    .saturating_sub(keep)
+                    .min(r.recent.len());
                 r.recent.drain(..drop);
                 r.recent.extend(std::iter::repeat_n(0.0, zeros));
             }
@@ -1111,7 +1114,8 @@ impl Monitors {
                 // The first window end `e` on the grid with `e - seen > t`.
                 let first_end = seen.saturating_add(t.max(0.0) as i64).saturating_add(1);
                 let k = (first_end - from - self.window_ms).max(0);
-                let start = from + (k + self.window_ms - 1).div_euclid(self.window_ms) * self.window_ms;
+                let start =
+                    from + (k + self.window_ms - 1).div_euclid(self.window_ms) * self.window_ms;
                 Some(start)
             })
             .min()
@@ -1217,7 +1221,9 @@ impl Monitors {
                         rule.recent.pop_front();
                     }
                     rule.recent.push_back(observed);
-                    alerting.then(|| expected_range(rule.recent.make_contiguous())).flatten()
+                    alerting
+                        .then(|| expected_range(rule.recent.make_contiguous()))
+                        .flatten()
                 }
             };
             // The detail of a grouped rule is its group; a drift rule's, its measures.
@@ -1556,11 +1562,16 @@ mod tests {
         let mut out = Vec::new();
         for (i, &(start, n, a)) in windows.iter().enumerate() {
             let mut p = WindowPartial::default();
-            p.windows.insert(start, vec![(n, 0.0, 0.0), (n, a * n as f64, a)]);
+            p.windows
+                .insert(start, vec![(n, 0.0, 0.0), (n, a * n as f64, a)]);
             out.extend(m.epoch(EpochFacts {
                 epoch: i as u64,
                 partials: vec![p],
-                tally: LedgerCounts { input: n, clean: n, ..Default::default() },
+                tally: LedgerCounts {
+                    input: n,
+                    clean: n,
+                    ..Default::default()
+                },
                 latest_ms: Some(start + 10_000),
                 ..Default::default()
             }));

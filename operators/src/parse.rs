@@ -511,11 +511,24 @@ pub fn header_problem(schema: &Schema, header: &[String]) -> Option<String> {
         (schema.event_time.field.as_str(), true),
         (schema.key.as_str(), true),
         (schema.id.as_str(), true),
-        (schema.label.as_ref().map_or("", |l| l.field.as_str()), false),
+        (
+            schema.label.as_ref().map_or("", |l| l.field.as_str()),
+            false,
+        ),
     ]
     .into_iter()
-    .chain(schema.numeric.iter().map(|f| (f.name.as_str(), !f.optional)))
-    .chain(schema.categorical.iter().map(|f| (f.name.as_str(), !f.optional)));
+    .chain(
+        schema
+            .numeric
+            .iter()
+            .map(|f| (f.name.as_str(), !f.optional)),
+    )
+    .chain(
+        schema
+            .categorical
+            .iter()
+            .map(|f| (f.name.as_str(), !f.optional)),
+    );
     let (mut missing, mut twice) = (Vec::new(), Vec::new());
     for (name, required) in declared.filter(|(name, _)| !name.is_empty()) {
         let list = match count(name) {
@@ -905,7 +918,14 @@ pub fn parse_chunk(
         if is_blank(record) {
             continue;
         }
-        let parsed = parser.parse_line(chunk, record, Pos { input: chunk.input, line });
+        let parsed = parser.parse_line(
+            chunk,
+            record,
+            Pos {
+                input: chunk.input,
+                line,
+            },
+        );
         if let Parsed::Reject(r) = &parsed {
             if r.reason == Reason::BadHeader && warned.insert(chunk.input) {
                 tracing::warn!(file = %chunk.source, problem = %r.detail, "A landed file's header does not fit the schema: every record of it is rejected as bad_header.");
@@ -1175,11 +1195,19 @@ mod tests {
     /// Parses a whole chunk of text the way the operator does.
     fn parse_text(schema: Arc<Schema>, header: &str, text: &str) -> Vec<Parsed> {
         let mut c = chunk(Format::Csv);
-        c.header = Some(header.split(',').map(String::from).collect::<Vec<_>>().into());
+        c.header = Some(
+            header
+                .split(',')
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .into(),
+        );
         c.text = text.into();
         c.arrived_ms = 1_767_225_600_000;
         let mut out = Vec::new();
-        let n = parse_chunk(&mut Parser::new(schema), &c, &mut HashSet::new(), |p| out.push(p));
+        let n = parse_chunk(&mut Parser::new(schema), &c, &mut HashSet::new(), |p| {
+            out.push(p)
+        });
         assert_eq!(n as usize, out.len());
         out
     }
@@ -1192,7 +1220,12 @@ mod tests {
         let got: Vec<(u64, &str)> = records(text, true).collect();
         assert_eq!(
             got,
-            [(0, "a,b"), (1, "\"x\ny\",\"q\"\"\n\""), (4, "5\" pipe,\"z\""), (5, "last")]
+            [
+                (0, "a,b"),
+                (1, "\"x\ny\",\"q\"\"\n\""),
+                (4, "5\" pipe,\"z\""),
+                (5, "last")
+            ]
         );
         // Not CSV (JSON lines, Kafka messages): one record per line.
         assert_eq!(records(text, false).count(), 6);
@@ -1224,18 +1257,26 @@ mod tests {
 
     #[test]
     fn quoted_newlines_make_one_record_at_its_first_line() {
-        let text = "1767225600000,\"acct\n1\",fuel,1.5,0.5,1\n\n1767225600001,acct-2,\"fu,el\",2,0.5,0\n";
+        let text =
+            "1767225600000,\"acct\n1\",fuel,1.5,0.5,1\n\n1767225600001,acct-2,\"fu,el\",2,0.5,0\n";
         let out = parse_text(schema(), HEADER, text);
         assert_eq!(out.len(), 2);
-        let Parsed::Record(r) = &out[0] else { panic!("{:?}", out[0]) };
+        let Parsed::Record(r) = &out[0] else {
+            panic!("{:?}", out[0])
+        };
         assert_eq!((r.key.as_str(), r.pos.line), ("acct\n1", 2));
-        let Parsed::Record(r) = &out[1] else { panic!("{:?}", out[1]) };
+        let Parsed::Record(r) = &out[1] else {
+            panic!("{:?}", out[1])
+        };
         assert_eq!((r.cats[0].as_str(), r.pos.line), ("fu,el", 5));
         // An unterminated quote: one reject holding the rest.
         let out = parse_text(schema(), HEADER, "1,\"a,fuel,1,0.5,1\n2,b,fuel,1,0.5,1\n");
         assert_eq!(out.len(), 1);
         let Parsed::Reject(r) = &out[0] else { panic!() };
-        assert_eq!((r.reason.code(), r.detail.as_str()), ("field_count", "unterminated quoted field"));
+        assert_eq!(
+            (r.reason.code(), r.detail.as_str()),
+            ("field_count", "unterminated quoted field")
+        );
         assert_eq!(r.raw, "1,\"a,fuel,1,0.5,1\n2,b,fuel,1,0.5,1");
     }
 
@@ -1249,15 +1290,34 @@ mod tests {
             assert_eq!(r.reason.code(), "bad_header");
             assert!(r.detail.contains("no column `f0`"), "{}", r.detail);
         }
-        let out = parse_text(schema(), "event_time,account,category,amount,f0,label,amount", "1,a,fuel,1,2,1,3\n");
+        let out = parse_text(
+            schema(),
+            "event_time,account,category,amount,f0,label,amount",
+            "1,a,fuel,1,2,1,3\n",
+        );
         let Parsed::Reject(r) = &out[0] else { panic!() };
         assert_eq!(r.detail, "the header names `amount` more than once");
-        let out = parse_text(schema(), "event_time,category,amount,f0,label,label", "1,fuel,1,2,1,1\n");
+        let out = parse_text(
+            schema(),
+            "event_time,category,amount,f0,label,label",
+            "1,fuel,1,2,1,1\n",
+        );
         let Parsed::Reject(r) = &out[0] else { panic!() };
-        assert!(r.detail.contains("no column `account`") && r.detail.contains("names `label` more than once"), "{}", r.detail);
+        assert!(
+            r.detail.contains("no column `account`")
+                && r.detail.contains("names `label` more than once"),
+            "{}",
+            r.detail
+        );
         // The label may be absent: the records are unlabelled.
-        let out = parse_text(schema(), "event_time,account,category,amount,f0", "1767225600000,a,fuel,1,2\n");
-        let Parsed::Record(r) = &out[0] else { panic!("{:?}", out[0]) };
+        let out = parse_text(
+            schema(),
+            "event_time,account,category,amount,f0",
+            "1767225600000,a,fuel,1,2\n",
+        );
+        let Parsed::Record(r) = &out[0] else {
+            panic!("{:?}", out[0])
+        };
         assert_eq!(r.label, None);
     }
 
@@ -1280,7 +1340,9 @@ mod tests {
         .unwrap();
         let schema = Arc::new(Schema::new(&spec).unwrap());
         let out = parse_text(schema, "event_time,account,amount", "1767225600000,a,2.5\n");
-        let Parsed::Record(r) = &out[0] else { panic!("{:?}", out[0]) };
+        let Parsed::Record(r) = &out[0] else {
+            panic!("{:?}", out[0])
+        };
         assert_eq!((r.nums[0], r.missing, r.cats[0].as_str()), (2.5, 0b10, ""));
     }
 
@@ -1288,13 +1350,21 @@ mod tests {
     fn invalid_utf8_is_rejected_with_its_bytes() {
         let bytes = b"1767225600000,acct-\xff,fuel,1,0.5,1".to_vec();
         let mut c = chunk(Format::Csv);
-        c.text = format!("{}\n1767225600000,ok,fuel,1,0.5,1\n", String::from_utf8_lossy(&bytes));
+        c.text = format!(
+            "{}\n1767225600000,ok,fuel,1,0.5,1\n",
+            String::from_utf8_lossy(&bytes)
+        );
         c.undecodable = vec![(2, bytes.clone())];
         c.arrived_ms = 1_767_225_600_000;
         let mut out = Vec::new();
-        parse_chunk(&mut Parser::new(schema()), &c, &mut HashSet::new(), |p| out.push(p));
+        parse_chunk(&mut Parser::new(schema()), &c, &mut HashSet::new(), |p| {
+            out.push(p)
+        });
         let Parsed::Reject(r) = &out[0] else { panic!() };
-        assert_eq!((r.reason.code(), r.raw_bytes.as_deref()), ("bad_encoding", Some(&bytes[..])));
+        assert_eq!(
+            (r.reason.code(), r.raw_bytes.as_deref()),
+            ("bad_encoding", Some(&bytes[..]))
+        );
         assert!(r.raw.contains('\u{fffd}'));
         assert!(matches!(&out[1], Parsed::Record(r) if r.key == "ok" && r.pos.line == 3));
     }
@@ -1302,7 +1372,13 @@ mod tests {
     #[test]
     fn calendar_dates_are_checked() {
         let lengths = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-        for (y, leap) in [(2023, false), (2024, true), (1900, false), (2000, true), (2100, false)] {
+        for (y, leap) in [
+            (2023, false),
+            (2024, true),
+            (1900, false),
+            (2000, true),
+            (2100, false),
+        ] {
             for (m, len) in lengths.iter().enumerate() {
                 let len = if m == 1 && leap { 29 } else { *len };
                 let m = m + 1;
@@ -1317,8 +1393,14 @@ mod tests {
                 assert_eq!(parse_time(&rfc, TimeFormat::Rfc3339), None, "{rfc}");
             }
         }
-        assert_eq!(parse_time("2026-02-31 00:00:00", TimeFormat::Datetime), None);
-        assert_eq!(parse_time("2026-01-00 00:00:00", TimeFormat::Datetime), None);
+        assert_eq!(
+            parse_time("2026-02-31 00:00:00", TimeFormat::Datetime),
+            None
+        );
+        assert_eq!(
+            parse_time("2026-01-00 00:00:00", TimeFormat::Datetime),
+            None
+        );
         for (text, ok) in [
             ("2026-01-01T00:00:00+23:59", true),
             ("2026-01-01T00:00:00-23:59", true),
@@ -1327,7 +1409,11 @@ mod tests {
             ("2026-01-01T00:00Z", false),
             ("2026-01-01T00:00:00", false),
         ] {
-            assert_eq!(parse_time(text, TimeFormat::Rfc3339).is_some(), ok, "{text}");
+            assert_eq!(
+                parse_time(text, TimeFormat::Rfc3339).is_some(),
+                ok,
+                "{text}"
+            );
         }
         for text in [
             "2026-01-01T00:00:00",

@@ -434,7 +434,8 @@ impl State {
             return;
         }
         warn!(worker = self.worker, file = %name.to_string_lossy(), reason = why.code(), "A file in the landing folder is not read.");
-        metrics::counter!(crate::metrics::LANDING_FILES_SKIPPED, "reason" => why.code()).increment(1);
+        metrics::counter!(crate::metrics::LANDING_FILES_SKIPPED, "reason" => why.code())
+            .increment(1);
         self.skipped.insert(name);
     }
 
@@ -695,9 +696,10 @@ impl State {
                     is_blank(s)
                 }
                 Err(_) => {
-                    let body = self.buf.strip_suffix(b"\n").map_or(&self.buf[..], |b| {
-                        b.strip_suffix(b"\r").unwrap_or(b)
-                    });
+                    let body = self
+                        .buf
+                        .strip_suffix(b"\n")
+                        .map_or(&self.buf[..], |b| b.strip_suffix(b"\r").unwrap_or(b));
                     undecodable.push((start_line, body.to_vec()));
                     let lossy = String::from_utf8_lossy(&self.buf);
                     text.push_str(&lossy);
@@ -755,7 +757,10 @@ impl State {
         };
         let path = self.cfg.spec.path.join(&r.pos.name);
         if r.settle {
-            let settled = std::fs::metadata(&path).ok().and_then(|m| m.modified().ok()).map(ms);
+            let settled = std::fs::metadata(&path)
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(ms);
             if settled.is_some_and(|t| ms(SystemTime::now()) - t < self.cfg.spec.settle_ms as i64) {
                 self.reopen = Some(r);
                 return Ok(false);
@@ -801,7 +806,11 @@ impl State {
             }
         }
         // Remember it now: the manifest records it only once its epoch is committed.
-        self.cfg.processed.entry(fact.name.clone()).or_default().push(key);
+        self.cfg
+            .processed
+            .entry(fact.name.clone())
+            .or_default()
+            .push(key);
         fact
     }
 }
@@ -1000,7 +1009,8 @@ mod tests {
     }
 
     fn folder(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("millrace-landing-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("millrace-landing-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -1034,7 +1044,11 @@ mod tests {
     fn chunks_hold_whole_quoted_records_and_undecodable_bytes() {
         let dir = folder("records");
         let text = b"\"a,\nb\",c\nx,\"open\n\ny\"\n\xff,1\r\nlast,2";
-        std::fs::write(dir.join("f.csv"), [b"h1,\"h\n2\"\n".as_slice(), text].concat()).unwrap();
+        std::fs::write(
+            dir.join("f.csv"),
+            [b"h1,\"h\n2\"\n".as_slice(), text].concat(),
+        )
+        .unwrap();
         let mut s = state(&dir, OnChange::Fail);
         let f = s.open(candidate(&dir, "f.csv")).unwrap();
         assert_eq!(&*f.header.clone().unwrap(), ["h1", "h\n2"]);
@@ -1062,14 +1076,28 @@ mod tests {
         let (_, n, _) = s.read_chunk(50).unwrap();
         assert_eq!(n, 50);
         let pos = s.current.as_ref().unwrap().position();
-        std::fs::OpenOptions::new().write(true).open(dir.join("f.csv")).unwrap().set_len(300).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("f.csv"))
+            .unwrap()
+            .set_len(300)
+            .unwrap();
         let (_, _, eof) = s.read_chunk(1000).unwrap();
         assert!(eof);
         let why = s.current.as_ref().unwrap().changed(true).unwrap();
         assert!(why.contains("it is now 300 bytes"), "{why}");
         // Resuming: the size must be the one picked up, and the prefix the one read.
-        assert!(s.reopen(&pos, false).err().unwrap().to_string().contains("changed since"));
-        std::fs::write(dir.join("f.csv"), format!("a,b\n{}", body.replace('x', "y"))).unwrap();
+        assert!(s
+            .reopen(&pos, false)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("changed since"));
+        std::fs::write(
+            dir.join("f.csv"),
+            format!("a,b\n{}", body.replace('x', "y")),
+        )
+        .unwrap();
         let err = s.reopen(&pos, false).err().unwrap().to_string();
         assert!(err.contains("are not those that were read"), "{err}");
         std::fs::write(dir.join("f.csv"), format!("a,b\n{body}")).unwrap();
@@ -1082,7 +1110,8 @@ mod tests {
     fn a_gzipped_file_resumes_at_an_offset_of_its_decompressed_stream() {
         use std::io::Write;
         let dir = folder("gzip");
-        let plain: String = "a,b\n".to_string() + &(0..100).map(|i| format!("{i},x\n")).collect::<String>();
+        let plain: String =
+            "a,b\n".to_string() + &(0..100).map(|i| format!("{i},x\n")).collect::<String>();
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(plain.as_bytes()).unwrap();
         let gz = e.finish().unwrap();

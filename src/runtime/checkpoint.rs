@@ -653,7 +653,9 @@ mod tests {
         let c = c.unwrap();
         assert_eq!(c.epoch, 4);
         assert!(
-            rejected[0].reason.contains("part-0000000005-0001.parquet is missing"),
+            rejected[0]
+                .reason
+                .contains("part-0000000005-0001.parquet is missing"),
             "{rejected:?}"
         );
         recover(&l, Some(&c)).unwrap();

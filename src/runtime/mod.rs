@@ -58,7 +58,10 @@ pub fn wait_at_gate(name: &str, gate: &std::path::Path) {
         return;
     }
     let reached = gate.with_extension("reached");
-    eprintln!("millrace: wait point `{name}` reached, waiting for {}", gate.display());
+    eprintln!(
+        "millrace: wait point `{name}` reached, waiting for {}",
+        gate.display()
+    );
     let _ = std::fs::write(&reached, std::process::id().to_string());
     while !gate.exists() {
         std::thread::sleep(Duration::from_millis(10));

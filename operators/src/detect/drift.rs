@@ -200,9 +200,10 @@ pub fn hist_measures(reference: &Histogram, current: &Histogram) -> DriftMeasure
     loop {
         let (a, c) = match (refs.peek(), curs.peek()) {
             (None, None) => break,
-            (Some((br, _)), Some((bc, _))) if br == bc => {
-                (*refs.next().expect("peeked").1, *curs.next().expect("peeked").1)
-            }
+            (Some((br, _)), Some((bc, _))) if br == bc => (
+                *refs.next().expect("peeked").1,
+                *curs.next().expect("peeked").1,
+            ),
             (Some((br, _)), Some((bc, _))) if br < bc => (*refs.next().expect("peeked").1, 0),
             (Some(_), None) => (*refs.next().expect("peeked").1, 0),
             _ => (0, *curs.next().expect("peeked").1),
@@ -244,7 +245,10 @@ fn share(n: u64, total: f64, ln_total: f64) -> (f64, f64) {
 fn ln_count(n: u64) -> f64 {
     static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| (0..4096u32).map(|k| f64::from(k).ln()).collect());
-    table.get(n as usize).copied().unwrap_or_else(|| (n as f64).ln())
+    table
+        .get(n as usize)
+        .copied()
+        .unwrap_or_else(|| (n as f64).ln())
 }
 
 /// Windowed histogram drift: the last `current` windows against the `reference` windows before them.
@@ -380,7 +384,8 @@ mod tests {
         for i in 0..300 {
             let mut h = Histogram::new();
             for _ in 0..(i % 4) + 1 {
-                *h.entry((noise.normal() * 3.0 + (i / 100) as f64) as i32).or_default() += 1;
+                *h.entry((noise.normal() * 3.0 + (i / 100) as f64) as i32)
+                    .or_default() += 1;
             }
             if i == 150 {
                 // A restored detector rebuilds its sums.

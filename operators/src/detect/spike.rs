@@ -256,8 +256,16 @@ fn mad_sorted(v: &[f64], median: f64) -> f64 {
     let (mut below, mut above) = (split, split);
     let (mut prev, mut cur) = (0.0, 0.0);
     for _ in 0..=n / 2 {
-        let down = if below > 0 { median - v[below - 1] } else { f64::INFINITY };
-        let up = if above < n { v[above] - median } else { f64::INFINITY };
+        let down = if below > 0 {
+            median - v[below - 1]
+        } else {
+            f64::INFINITY
+        };
+        let up = if above < n {
+            v[above] - median
+        } else {
+            f64::INFINITY
+        };
         prev = cur;
         if down <= up {
             cur = down;

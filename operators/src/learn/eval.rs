@@ -194,7 +194,12 @@ mod tests {
         assert!((exact_auc(&mut mixed) - 4.0 / 6.0).abs() < 1e-12);
         assert!(exact_auc(&mut [(0.3, true)]).is_nan());
         // A NaN score ends (it sorts above every number) instead of looping.
-        let mut nan = [(f64::NAN, true), (0.2, false), (f64::NAN, false), (0.9, true)];
+        let mut nan = [
+            (f64::NAN, true),
+            (0.2, false),
+            (f64::NAN, false),
+            (0.9, true),
+        ];
         assert!((exact_auc(&mut nan) - 0.625).abs() < 1e-12);
     }
 
