@@ -99,14 +99,7 @@ fn parent(rows: u64, repeat: usize, files: u64) {
         .unwrap();
         emitted += truth.rows_emitted;
         duplicates += truth.duplicates;
-        // Let the file settle so the landing source takes it at once.
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        common::settle(&path);
     }
     println!(
         "quickstart bench: {emitted} lines ({rows} rows + {duplicates} duplicates) in {files} file(s), seed 7, 10,000 accounts, 2 cores"

@@ -76,14 +76,7 @@ fn parent(rows: u64, repeat: usize) {
             std::io::BufWriter::new(std::fs::File::create(&path).unwrap()),
         )
         .unwrap();
-        // Settled: the landing source takes it at once.
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        common::settle(&path);
     }
     // The quickstart, with an event-time range that admits a stream of
     // `rows` days (at 1 day apart it reaches back far).

@@ -1,5 +1,7 @@
 //! What the benches share: each mode runs in a child process of the bench
 //! binary (so its peak memory is its own) and reports one JSON line.
+// Each bench uses the part it needs.
+#![allow(dead_code)]
 
 use std::process::Command;
 
@@ -35,4 +37,15 @@ pub fn run_modes<'a>(modes: &[&'a str], env: &[(&str, &str)]) -> Vec<(&'a str, s
 /// This process's peak resident memory in KiB.
 pub fn peak_rss_kb() -> u64 {
     millrace::runtime::peak_rss_bytes() / 1024
+}
+
+/// Marks a landed file as written a minute ago, so the landing source takes it at once.
+pub fn settle(path: &std::path::Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
 }

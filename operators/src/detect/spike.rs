@@ -115,20 +115,23 @@ impl SpikeDip {
         (m(n) / m(self.full())).max(1.0)
     }
 
+    /// The history in order: the kept copy, or one sorted now after a restore.
+    fn sorted_history(&self) -> std::borrow::Cow<'_, [f64]> {
+        if self.sorted.0.len() == self.history.len() {
+            std::borrow::Cow::Borrowed(&self.sorted.0)
+        } else {
+            std::borrow::Cow::Owned(sorted(&self.history))
+        }
+    }
+
     /// [`SpikeDip::z`] with the scale at least `floor`.
     fn z_scaled(&self, x: f64, floor: f64) -> Option<f64> {
         if self.history.len() < MIN_HISTORY.min(self.window) {
             return None;
         }
-        let rebuilt;
-        let v: &[f64] = if self.sorted.0.len() == self.history.len() {
-            &self.sorted.0
-        } else {
-            rebuilt = sorted(&self.history);
-            &rebuilt
-        };
-        let median = median_sorted(v);
-        let mad = mad_sorted(v, median) * 1.4826 * self.widening(v.len());
+        let v = self.sorted_history();
+        let median = median_sorted(&v);
+        let mad = mad_sorted(&v, median) * 1.4826 * self.widening(v.len());
         // A nearly flat window (a steady record rate, say) would make any
         // wobble look infinite: the scale is at least 1% of the level.
         let scale = mad.max(median.abs() * 0.01).max(floor);
@@ -165,13 +168,7 @@ impl SpikeDip {
         if self.direction == Direction::Spikes {
             return true;
         }
-        let rebuilt;
-        let v: &[f64] = if self.sorted.0.len() == self.history.len() {
-            &self.sorted.0
-        } else {
-            rebuilt = sorted(&self.history);
-            &rebuilt
-        };
+        let v = self.sorted_history();
         let (Some(lowest), Some(highest)) = (v.first(), v.last()) else {
             return true; // No history: nothing to stand out from.
         };
@@ -179,7 +176,7 @@ impl SpikeDip {
         if !(*lowest >= 0.0 && *highest >= 0.0) {
             return false;
         }
-        let median = median_sorted(v);
+        let median = median_sorted(&v);
         median / median.sqrt().max(1.0) <= self.threshold
     }
 
