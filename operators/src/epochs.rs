@@ -83,9 +83,10 @@ pub struct StateError {
 /// so a build whose state layout differs must not read it: bump this whenever
 /// any operator's state changes shape, and record the new layout (the test
 /// `state_layout_is_the_one_recorded_for_this_format` fails until both are
-/// done). 2: session 5 (trees' subspaces and budgets, the forest, the label
-/// clock). 3: session 6 (trees' leaf models).
-pub const STATE_FORMAT: u32 = 3;
+/// done). 2: trees' subspaces and budgets, the forest, the label clock. 3:
+/// trees' leaf models. 4: the series detector's seasonal baseline, calibration
+/// and episodes.
+pub const STATE_FORMAT: u32 = 4;
 
 /// Encodes operator state.
 pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {

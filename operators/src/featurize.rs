@@ -53,7 +53,9 @@ pub struct FeatureSpec {
     /// Whether the model standardises this dense feature (default true).
     #[serde(default = "yes")]
     pub standardize: bool,
-    /// `anomaly` only: how many of the key's recent values a value is compared with (default 256).
+    /// `anomaly` only: how many unremarkable values end an anomaly episode,
+    /// after which a new anomaly scores in full again (default 32; see
+    /// [`SeriesDetector`]).
     #[serde(default)]
     pub window: Option<usize>,
 }
@@ -203,11 +205,11 @@ impl Features {
                     })
                 }
                 FeatureKind::Anomaly => {
-                    let window = spec.window.unwrap_or(256);
-                    if window < 8 {
+                    let window = spec.window.unwrap_or(32);
+                    if window < 1 {
                         return Err(e(
                             "window",
-                            format!("expected at least 8 values, found {window}"),
+                            format!("expected at least 1 value, found {window}"),
                         ));
                     }
                     f.anomalies.push((numeric(field)?, window));
@@ -327,7 +329,7 @@ impl Features {
             .anomalies
             .iter()
             .zip(state.detectors.iter_mut())
-            .map(|((j, _), d)| d.update(record.nums[*j]))
+            .map(|((j, _), d)| d.update(record.event_time, record.nums[*j]))
             .collect();
         let std = |t: usize| (state.m2[t] / n).max(0.0).sqrt();
         let dense = self

@@ -12,8 +12,12 @@
 //!   (log-uniform; 1,000–4,000 at daily spacing), with 0–3 **gaps** (missing
 //!   stretches of time, not labelled: gaps are normal in operational data).
 //! - **Level** 10–10,000 and **noise** of 1–10% of it, Gaussian or Student-t
-//!   with 3 degrees of freedom (heavy tails), half the time autocorrelated
-//!   (AR(1), φ up to 0.8).
+//!   with 3 degrees of freedom (heavy tails) or right-skewed (log-normal, as
+//!   latencies are), half the time autocorrelated (AR(1), φ up to 0.8); a
+//!   third of the series also **wander** (a slow random walk of the level, as
+//!   temperatures do). One series in seven is a **count** instead (events per
+//!   interval: Poisson around a level of 3–300, whole numbers, so repeated
+//!   values are normal there).
 //! - **Seasonality**: a daily peak (2–10 noise σ, at 8:00–20:00, 2–5 h wide)
 //!   and weekend dips (1–5 σ), each present or not; and a linear **trend**.
 //! - **Anomalies**: none in a tenth of the series, otherwise 1–4, each of a
@@ -145,6 +149,27 @@ impl Rng {
         let u = 1.0 - self.uniform(); // (0, 1]
         (-2.0 * u.ln()).sqrt() * (2.0 * PI * self.uniform()).cos()
     }
+    /// A log-normal (σ = 0.6 in log space), centred and scaled to unit variance.
+    fn lognormal_unit(&mut self) -> f64 {
+        const S2: f64 = 0.36;
+        let mean = (S2 / 2.0).exp();
+        let sd = ((S2.exp() - 1.0) * S2.exp()).sqrt();
+        ((0.6 * self.normal()).exp() - mean) / sd
+    }
+    /// A Poisson draw (Knuth's product below 30, a rounded normal above).
+    fn poisson(&mut self, mean: f64) -> f64 {
+        if mean >= 30.0 {
+            return (mean + mean.sqrt() * self.normal()).round().max(0.0);
+        }
+        let limit = (-mean).exp();
+        let mut k = 0.0;
+        let mut p = self.uniform();
+        while p > limit {
+            k += 1.0;
+            p *= self.uniform();
+        }
+        k
+    }
     /// Student-t with 3 degrees of freedom, scaled to unit variance.
     fn student3(&mut self) -> f64 {
         let chi2: f64 = (0..3).map(|_| self.normal().powi(2)).sum();
@@ -157,6 +182,9 @@ struct Shape {
     level: f64,
     sigma: f64,
     heavy: bool,
+    skewed: bool,
+    counts: bool,
+    wander: f64,
     phi: f64,
     slope: f64,
     daily: f64,
@@ -236,6 +264,12 @@ pub fn series(seed: u64, index: usize) -> Series {
         let start = inject(&mut rng, &ctx, &mut values, kind, start);
         anomalies.push(Anomaly { start, kind });
     }
+    if shape.counts {
+        // Counts stay whole numbers, anomalies included (NaN stays missing).
+        for v in values.iter_mut().filter(|v| v.is_finite()) {
+            *v = v.round().max(0.0);
+        }
+    }
     Series {
         name: format!("s{index:04}_{label}"),
         spacing_ms,
@@ -246,8 +280,21 @@ pub fn series(seed: u64, index: usize) -> Series {
 }
 
 fn shape(rng: &mut Rng, n: usize, spacing_ms: i64, seasonal: bool) -> Shape {
-    let level = (10f64.ln() + rng.uniform() * 1_000f64.ln()).exp();
-    let sigma = level * rng.range(0.01, 0.1);
+    let counts = rng.chance(1.0 / 7.0);
+    let (level, sigma) = if counts {
+        let level = (3f64.ln() + rng.uniform() * 100f64.ln()).exp();
+        (level, level.sqrt())
+    } else {
+        let level = (10f64.ln() + rng.uniform() * 1_000f64.ln()).exp();
+        (level, level * rng.range(0.01, 0.1))
+    };
+    let heavy = !counts && rng.chance(0.4);
+    let skewed = !counts && !heavy && rng.chance(0.25);
+    let wander = if rng.chance(1.0 / 3.0) {
+        sigma * rng.range(0.02, 0.1)
+    } else {
+        0.0
+    };
     let daily_possible = spacing_ms < DAY;
     let daily = if daily_possible && (seasonal || rng.chance(0.6)) {
         sigma * rng.range(2.0, 10.0)
@@ -269,8 +316,11 @@ fn shape(rng: &mut Rng, n: usize, spacing_ms: i64, seasonal: bool) -> Shape {
     Shape {
         level,
         sigma,
-        heavy: rng.chance(0.4),
-        phi: if rng.chance(0.5) {
+        heavy,
+        skewed,
+        counts,
+        wander,
+        phi: if !counts && rng.chance(0.5) {
             rng.range(0.0, 0.8)
         } else {
             0.0
@@ -306,17 +356,30 @@ fn timestamps(rng: &mut Rng, n: usize, spacing_ms: i64) -> Vec<i64> {
 fn normal_values(rng: &mut Rng, s: &Shape, timestamps: &[i64]) -> Vec<f64> {
     let innovation = s.sigma * (1.0 - s.phi * s.phi).sqrt();
     let mut ar = 0.0;
+    let mut walk = 0.0;
     timestamps
         .iter()
         .enumerate()
         .map(|(i, &t)| {
+            // The walk is pulled back gently so that it wanders, not escapes.
+            walk = 0.999 * walk + s.wander * rng.normal();
+            let mean = s.level
+                + s.slope * i as f64
+                + s.daily_at(t, s.peak_hour)
+                + s.weekly_at(t, WEEKEND)
+                + walk;
+            if s.counts {
+                return rng.poisson(mean.max(0.0));
+            }
             let e = if s.heavy {
                 rng.student3()
+            } else if s.skewed {
+                rng.lognormal_unit()
             } else {
                 rng.normal()
             };
             ar = s.phi * ar + innovation * e;
-            s.level + s.slope * i as f64 + s.daily_at(t, s.peak_hour) + s.weekly_at(t, WEEKEND) + ar
+            mean + ar
         })
         .collect()
 }
@@ -364,7 +427,9 @@ fn inject(rng: &mut Rng, c: &Context, values: &mut [f64], kind: Kind, start: usi
             }
         }
         Kind::LevelShift => {
-            let delta = rng.sign() * sigma * rng.range(4.0, 10.0);
+            // Counts cannot fall below 0: theirs shift up.
+            let sign = if c.shape.counts { 1.0 } else { rng.sign() };
+            let delta = sign * sigma * rng.range(4.0, 10.0);
             values[start..].iter_mut().for_each(|v| *v += delta);
         }
         Kind::VarianceChange => {
@@ -386,7 +451,8 @@ fn inject(rng: &mut Rng, c: &Context, values: &mut [f64], kind: Kind, start: usi
             values[start..end].iter_mut().for_each(|v| *v = to);
         }
         Kind::TrendChange => {
-            let total = rng.sign() * sigma * rng.range(4.0, 8.0);
+            let sign = if c.shape.counts { 1.0 } else { rng.sign() };
+            let total = sign * sigma * rng.range(4.0, 8.0);
             let ramp = lasting(rng, c.window, 3 * c.window) - start;
             for (k, v) in values[start..].iter_mut().enumerate() {
                 *v += total * (k + 1).min(ramp) as f64 / c.window as f64;

@@ -13,6 +13,11 @@
 //! | [`change_point::PageHinkley`] | has the level shifted? | two-sided Page–Hinkley test (CUSUM of deviations from the running mean) |
 //! | [`adwin::Adwin`] | has the mean of a stream (e.g. model error) changed? | ADWIN: adaptive window cut where two sub-windows' means differ beyond a Hoeffding bound |
 //! | [`drift`] | has a distribution shifted from its reference? | population stability index and the two-sample Kolmogorov–Smirnov statistic |
+//! | [`gaussian::WindowedGaussian`] | is this value improbable under the recent mean and spread? | normal tail probability over a sliding window (the classic baseline) |
+//! | [`seasonal::Seasonal`] | what should this value be at this time of day and week? | robust additive level + seasonal profiles learned online, the season found by their errors |
+//! | [`series::SeriesDetector`] | is this value of a series anomalous? | level, change, variance and flat-line questions on the seasonal residual, calibrated per series, weighted to onsets |
+//! | [`likelihood::Likelihood`] | how unusual is this raw score, given the recent ones? | anomaly likelihood: tail of the short average of scores under their long-run distribution |
+//! | [`hst::HalfSpaceTrees`] | is this vector in a region of space where few have been? | half-space trees (mass of the region in the previous window) |
 //!
 //! Scores are in `[0, 1]` so detectors can be combined and thresholded the
 //! same way; each detector also says whether its own threshold fired.
@@ -21,7 +26,11 @@ pub mod adwin;
 pub mod change_point;
 pub mod corpus;
 pub mod drift;
+pub mod gaussian;
+pub mod hst;
+pub mod likelihood;
 pub mod scoring;
+pub mod seasonal;
 pub mod series;
 pub mod spike;
 

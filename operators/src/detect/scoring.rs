@@ -15,16 +15,18 @@
 //!   anomalies, centred on the label and clipped to the series; overlapping
 //!   windows merge.
 //! - **Probation.** Detections in the first `probation_fraction` (15%) of a
-//!   series are ignored: every detector needs some history.
+//!   series, but never more than 750 records, are ignored: every detector
+//!   needs some history (the cap is the benchmark's own: `0.15 · 5000`).
 //! - **Detections** are records whose score is `>= threshold`. Inside a window
-//!   only the first one counts, rewarded `A_TP · σ(y)` where `y` runs from −1
-//!   at the window's first record to 0 past its last and
-//!   `σ(y) = 2 / (1 + e^(5y)) − 1` — so an early detection earns ~0.987, one at
-//!   the window's end ~0. A detection outside every window is a false positive
-//!   costing `A_FP · −σ(y)` with `y` its distance after the preceding window's
-//!   end in window lengths (`σ` is −1 beyond 3 window lengths): a detection
-//!   just after a window costs little, a detection before any window costs
-//!   the full `A_FP`. A window without a detection costs `A_FN`.
+//!   only the first one counts, rewarded `A_TP · σ(y) / σ(−1)` where `y` runs
+//!   from −1 at the window's first record to 0 past its last and
+//!   `σ(y) = 2 / (1 + e^(5y)) − 1` — so a detection at the window's first
+//!   record earns `A_TP`, one at its end ~0. A detection outside every window
+//!   is a false positive costing `A_FP · −σ(y)` with `y` its distance after
+//!   the preceding window's last record in window lengths less one (`σ` is −1
+//!   from 3 on): a detection just after a window costs little, a detection
+//!   before any window costs the full `A_FP`. A window without a detection
+//!   costs `A_FN`.
 //! - **Normalisation.** The corpus' raw score `S` is placed between that of the
 //!   null detector (never fires: `−A_FN` per window) and the perfect one (fires
 //!   on every window's first record): `100 · (S − S_null) / (S_perfect − S_null)`.
@@ -80,9 +82,9 @@ pub const WINDOW_FRACTION: f64 = 0.10;
 /// Share of a series' first records whose detections are ignored.
 pub const PROBATION_FRACTION: f64 = 0.15;
 
-/// The scaled sigmoid: ~0.987 at `y = −1`, 0 at `y = 0`, towards −1 after; −1 beyond 3.
+/// The scaled sigmoid: ~0.987 at `y = −1`, 0 at `y = 0`, towards −1 after; −1 from 3 on.
 pub fn scaled_sigmoid(y: f64) -> f64 {
-    if y > 3.0 {
+    if y >= 3.0 {
         -1.0
     } else {
         2.0 / (1.0 + (5.0 * y).exp()) - 1.0
@@ -130,16 +132,19 @@ pub fn windows(len: usize, labels: &[usize]) -> Vec<(Window, Vec<usize>)> {
     out
 }
 
+/// Records of probation at most, whatever the series' length.
+pub const MAX_PROBATION: usize = 750;
+
 /// The first record whose detections count, for a series of `len` records.
 pub fn probation(len: usize) -> usize {
-    (PROBATION_FRACTION * len as f64) as usize
+    ((PROBATION_FRACTION * len as f64) as usize).min(MAX_PROBATION)
 }
 
 /// What a detector did on one series (or a corpus) at one threshold, before
 /// any profile's weights.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tally {
-    /// Sum of `σ(y)` over the windows' first detections.
+    /// Sum of `σ(y) / σ(−1)` over the windows' first detections (each in `0..=1`).
     pub hit_reward: f64,
     /// Sum of `−σ(y)` over false positives (each in `0..=1`).
     pub false_alarm_cost: f64,
@@ -175,7 +180,7 @@ impl Tally {
 
     /// The raw score of the detector that fires on each window's first record only.
     pub fn perfect(&self, profile: &Profile) -> f64 {
-        profile.true_positive * scaled_sigmoid(-1.0) * self.windows as f64
+        profile.true_positive * self.windows as f64
     }
 
     /// The score under `profile` on the 0..100 scale (null 0, perfect 100; below 0
@@ -224,13 +229,13 @@ pub fn score_series(scores: &[f64], windows: &[Window], from: usize, threshold: 
             Some(w) if w.start <= i => {
                 if out.detected[next].is_none() {
                     let y = (i as f64 - w.end as f64 - 1.0) / w.len();
-                    out.tally.hit_reward += scaled_sigmoid(y);
+                    out.tally.hit_reward += scaled_sigmoid(y) / scaled_sigmoid(-1.0);
                     out.detected[next] = Some(i);
                 }
             }
             _ => {
                 let cost = match next.checked_sub(1).map(|p| windows[p]) {
-                    Some(p) => -scaled_sigmoid((i - p.end) as f64 / p.len()),
+                    Some(p) => -scaled_sigmoid((i - p.end) as f64 / (p.len() - 1.0).max(1.0)),
                     None => 1.0,
                 };
                 out.tally.false_alarm_cost += cost;
@@ -415,7 +420,7 @@ mod tests {
         );
         // In the middle of the window y = -0.5: σ = 2/(1+e^-2.5) - 1.
         let y = (400.0 - 424.0 - 1.0) / 50.0;
-        assert!((middle.hit_reward - scaled_sigmoid(y)).abs() < 1e-12);
+        assert!((middle.hit_reward - scaled_sigmoid(y) / scaled_sigmoid(-1.0)).abs() < 1e-12);
         // A late hit still beats a miss.
         assert!(s(&late) > 0.0);
     }
@@ -431,7 +436,7 @@ mod tests {
         }
         let near = score_series(&fire_at(&[430]), &w, 150, 0.5).tally;
         let far = score_series(&fire_at(&[600]), &w, 150, 0.5).tally;
-        assert!((near.false_alarm_cost - -scaled_sigmoid(6.0 / 50.0)).abs() < 1e-12);
+        assert!((near.false_alarm_cost - -scaled_sigmoid(6.0 / 49.0)).abs() < 1e-12);
         assert!(near.false_alarm_cost < 0.6 && far.false_alarm_cost == 1.0);
         // Low-FP doubles the cost; low-FN keeps it.
         let cost = |p: &Profile| {
@@ -459,7 +464,7 @@ mod tests {
         let w = two_windows();
         // One window found at its start, the other missed, one false positive before both.
         let t = score_series(&fire_at(&[200, 375]), &w, 150, 0.5).tally;
-        let hit = scaled_sigmoid(-1.0);
+        let hit = 1.0;
         // Standard: raw = hit - 0.11 - 1; null = -2; perfect = 2 hit.
         let expected = 100.0 * (hit - 0.11 - 1.0 + 2.0) / (2.0 * hit + 2.0);
         assert!((t.normalised(&STANDARD) - expected).abs() < 1e-9);

@@ -28,13 +28,16 @@
 //! A missing value (`NaN`) scores 0 and is not shown to the detector
 //! (`SeriesDetector` skips it itself).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use millrace_operators::detect::change_point::PageHinkley;
 use millrace_operators::detect::corpus::{self, Kind, Series};
+use millrace_operators::detect::gaussian::WindowedGaussian;
+use millrace_operators::detect::hst::HalfSpaceTrees;
+use millrace_operators::detect::likelihood::Likelihood;
 use millrace_operators::detect::scoring::{self, Scored, Window, PROFILES};
-use millrace_operators::detect::series::SeriesDetector;
+use millrace_operators::detect::series::{Components, SeriesConfig, SeriesDetector};
 use millrace_operators::detect::spike::{Direction, SpikeDip};
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -47,17 +50,17 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
 
 /// A detector scoring one series, one value at a time.
 trait Online {
-    fn score(&mut self, x: f64) -> f64;
+    fn score(&mut self, t_ms: i64, x: f64) -> f64;
 }
 
 impl Online for SeriesDetector {
-    fn score(&mut self, x: f64) -> f64 {
-        self.update(x)
+    fn score(&mut self, t_ms: i64, x: f64) -> f64 {
+        self.update(t_ms, x)
     }
 }
 
 impl Online for SpikeDip {
-    fn score(&mut self, x: f64) -> f64 {
+    fn score(&mut self, _: i64, x: f64) -> f64 {
         if x.is_finite() {
             self.update(x).score
         } else {
@@ -67,9 +70,46 @@ impl Online for SpikeDip {
 }
 
 impl Online for PageHinkley {
-    fn score(&mut self, x: f64) -> f64 {
+    fn score(&mut self, _: i64, x: f64) -> f64 {
         if x.is_finite() {
             self.update(x).score
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Online for WindowedGaussian {
+    fn score(&mut self, _: i64, x: f64) -> f64 {
+        self.update(x)
+    }
+}
+
+/// Half-space trees on the value and its step.
+struct Hst {
+    trees: HalfSpaceTrees,
+    last: Option<f64>,
+}
+
+impl Online for Hst {
+    fn score(&mut self, _: i64, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        let step = self.last.map_or(0.0, |l| x - l);
+        self.last = Some(x);
+        self.trees.update(&[x, step])
+    }
+}
+
+/// Any detector's score through the anomaly-likelihood post-processor.
+struct Likely<D>(D, Likelihood);
+
+impl<D: Online> Online for Likely<D> {
+    fn score(&mut self, t_ms: i64, x: f64) -> f64 {
+        let raw = self.0.score(t_ms, x);
+        if x.is_finite() {
+            self.1.update(raw)
         } else {
             0.0
         }
@@ -80,7 +120,7 @@ impl Online for PageHinkley {
 struct Random(u64);
 
 impl Online for Random {
-    fn score(&mut self, _: f64) -> f64 {
+    fn score(&mut self, _: i64, _: f64) -> f64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -89,86 +129,119 @@ impl Online for Random {
     }
 }
 
-/// Mean and standard deviation of the last `window` values; score = 1 − tail probability.
-struct WindowedGaussian {
-    window: usize,
-    values: VecDeque<f64>,
-    origin: Option<f64>,
-    sum: f64,
-    squares: f64,
-}
-
-impl WindowedGaussian {
-    fn new(window: usize) -> Self {
-        WindowedGaussian {
-            window,
-            values: VecDeque::with_capacity(window),
-            origin: None,
-            sum: 0.0,
-            squares: 0.0,
-        }
-    }
-}
-
-impl Online for WindowedGaussian {
-    fn score(&mut self, x: f64) -> f64 {
-        if !x.is_finite() {
-            return 0.0;
-        }
-        // Sums of deviations from the first value, to keep the variance precise.
-        let origin = *self.origin.get_or_insert(x);
-        let n = self.values.len() as f64;
-        let mut score = 0.0;
-        if self.values.len() >= 10 {
-            let mean = self.sum / n;
-            let var = (self.squares / n - mean * mean).max(0.0);
-            let sd = var.sqrt().max(1e-9 * (mean + origin).abs().max(1e-9));
-            score = 1.0 - normal_tail(((x - origin - mean) / sd).abs());
-        }
-        let d = x - origin;
-        self.values.push_back(d);
-        self.sum += d;
-        self.squares += d * d;
-        if self.values.len() > self.window {
-            let old = self.values.pop_front().unwrap();
-            self.sum -= old;
-            self.squares -= old * old;
-        }
-        score
-    }
-}
-
-/// `Q(z)`, the standard normal's upper tail probability, from the complementary
-/// error function (Chebyshev fit, relative error below 1.2e-7).
-fn normal_tail(z: f64) -> f64 {
-    let x = z / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * x.abs());
-    let poly = -x * x - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
-    0.5 * if x >= 0.0 { erfc } else { 2.0 - erfc }
-}
-
-const DETECTORS: [&str; 5] = [
+const DETECTORS: [&str; 18] = [
     "series",
+    "series_level",
+    "series_change",
+    "series_variance",
+    "series_flat",
+    "series_trend",
+    "series_raw",
+    "series_no_onset",
+    "series_no_calibration",
+    "series_no_seasons",
+    "likelihood_raw",
+    "likelihood_series",
     "spike_dip",
     "page_hinkley",
     "windowed_gaussian",
+    "likelihood_gaussian",
+    "half_space_trees",
     "random",
 ];
 
+/// One component of the default detector, with the default calibration and onset steps.
+fn part(components: Components) -> Box<dyn Online> {
+    Box::new(SeriesDetector::with_config(SeriesConfig {
+        components,
+        ..SeriesConfig::default()
+    }))
+}
+
+fn variant(f: impl FnOnce(&mut SeriesConfig)) -> Box<dyn Online> {
+    let mut c = SeriesConfig::default();
+    f(&mut c);
+    Box::new(SeriesDetector::with_config(c))
+}
+
 fn detector(name: &str, seed: u64, index: usize) -> Box<dyn Online> {
+    let none = Components {
+        level: false,
+        change: false,
+        variance: false,
+        flat: false,
+        trend: false,
+    };
+    let raw = SeriesConfig {
+        calibrate: false,
+        onset_window: 0,
+        ..SeriesConfig::default()
+    };
     match name {
         "series" => Box::new(SeriesDetector::default()),
+        "series_level" => part(Components {
+            level: true,
+            ..none
+        }),
+        "series_change" => part(Components {
+            change: true,
+            ..none
+        }),
+        "series_variance" => part(Components {
+            variance: true,
+            ..none
+        }),
+        "series_flat" => part(Components { flat: true, ..none }),
+        "series_trend" => part(Components {
+            trend: true,
+            ..none
+        }),
+        "x_no_trend" => part(Components {
+            trend: false,
+            ..Components::ALL
+        }),
+        "series_raw" => Box::new(SeriesDetector::with_config(raw)),
+        "series_no_onset" => Box::new(SeriesDetector::with_config(SeriesConfig {
+            onset_window: 0,
+            ..SeriesConfig::default()
+        })),
+        "series_no_calibration" => Box::new(SeriesDetector::with_config(SeriesConfig {
+            calibrate: false,
+            ..SeriesConfig::default()
+        })),
+        "series_no_seasons" => Box::new(SeriesDetector::with_config(SeriesConfig {
+            seasons: false,
+            ..SeriesConfig::default()
+        })),
+        "likelihood_raw" => Box::new(Likely(
+            SeriesDetector::with_config(raw),
+            Likelihood::default(),
+        )),
+        "likelihood_series" => Box::new(Likely(SeriesDetector::default(), Likelihood::default())),
         "spike_dip" => Box::new(SpikeDip::new(30, 6.0, Direction::Both)),
         "page_hinkley" => Box::new(PageHinkley::new(0.5, 25.0, 30)),
         "windowed_gaussian" => Box::new(WindowedGaussian::new(6_400)),
+        "likelihood_gaussian" => {
+            Box::new(Likely(WindowedGaussian::new(6_400), Likelihood::default()))
+        }
+        "half_space_trees" => Box::new(Hst {
+            trees: HalfSpaceTrees::new(2, 25, 15, 250, seed ^ index as u64),
+            last: None,
+        }),
+        // Experiments: `x_episode_E`, `x_quiet_Q`.
+        x if x.starts_with("x_episode_") => {
+            let e: f64 = x["x_episode_".len()..].parse().unwrap();
+            variant(|c| c.episode = e)
+        }
+        "x_likelihood" => variant(|c| {
+            c.calibrate = false;
+            c.likelihood = true
+        }),
+        "x_likelihood_calibrated" => variant(|c| c.likelihood = true),
+        x if x.starts_with("x_quiet_") => {
+            let q: usize = x["x_quiet_".len()..].parse().unwrap();
+            variant(|c| c.onset_window = q)
+        }
         "random" => Box::new(Random(
             seed ^ (index as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d),
         )),
@@ -253,7 +326,11 @@ fn measure(name: &'static str, seed: u64, corpus: &[Series], labels: &[Labels]) 
         .enumerate()
         .map(|(i, s)| {
             let mut d = detector(name, seed, i);
-            s.values.iter().map(|x| d.score(*x)).collect()
+            s.timestamps_ms
+                .iter()
+                .zip(&s.values)
+                .map(|(t, x)| d.score(*t, *x))
+                .collect()
         })
         .collect();
     let elapsed = t.elapsed().as_secs_f64();
@@ -268,6 +345,30 @@ fn measure(name: &'static str, seed: u64, corpus: &[Series], labels: &[Labels]) 
         })
         .collect();
     let best = scoring::optimise(&scored);
+    // Where the scores lie outside windows (after probation): quantiles, to stderr.
+    let mut outside: Vec<f64> = scores
+        .iter()
+        .zip(labels)
+        .flat_map(|(s, l)| {
+            s.iter()
+                .enumerate()
+                .skip(l.from)
+                .filter(|(i, _)| !l.windows.iter().any(|w| (w.start..=w.end).contains(i)))
+                .map(|(_, v)| *v)
+                .collect::<Vec<f64>>()
+        })
+        .collect();
+    outside.sort_unstable_by(f64::total_cmp);
+    let q = |p: f64| outside[((outside.len() - 1) as f64 * p) as usize];
+    eprintln!(
+        "{name}: outside windows p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} p99.99 {:.3} max {:.3}",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        q(1.0)
+    );
     let breakdown = breakdown(&scores, labels, best[0].0);
     eprintln!(
         "{name}: {records} records in {elapsed:.2} s, scored in {:.2} s",
@@ -360,7 +461,6 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let count = arg(&args, "--series", 1_000) as usize;
     let seed = arg(&args, "--seed", 1);
-    assert!((normal_tail(0.0) - 0.5).abs() < 1e-7 && (normal_tail(1.959_964) - 0.025).abs() < 1e-7);
     let t = Instant::now();
     let corpus = corpus::corpus(seed, count);
     let labels: Vec<Labels> = corpus.iter().map(labels).collect();
@@ -379,7 +479,20 @@ fn main() {
         kinds.iter().map(|(k, n)| format!("{} {n}", k.name())).collect::<Vec<_>>().join(", ")
     );
     sanity(&corpus, &labels);
-    let results: Vec<Result> = DETECTORS
+    // `--only a,b`: just these detectors.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let names: Vec<&'static str> = match &only {
+        None => DETECTORS.to_vec(),
+        Some(o) => o
+            .iter()
+            .map(|x| &*Box::leak(x.clone().into_boxed_str()))
+            .collect(),
+    };
+    let results: Vec<Result> = names
         .iter()
         .map(|name| measure(name, seed, &corpus, &labels))
         .collect();
