@@ -431,7 +431,6 @@ pub fn build<'scope>(
                 t.lake.path.join(p)
             }
         }),
-        threshold: t.model.threshold,
         restart: ctx.restart,
         progress: ctx.progress.clone(),
         max_per_rule_per_hour: t.alerts.max_per_rule_per_hour,

@@ -80,18 +80,17 @@ fn the_quickstart_alerts_on_the_spike_the_gap_and_the_drift_and_resolves() {
     );
     let (r, _) = first(&all, "stale_input", "resolved").expect("the staleness alert resolves");
     assert!(r >= gap_end && r <= gap_end + 5 * window, "{out}");
-    // The concept drift: the model's error rate rises. Bound: the alert fires
-    // within 60 s of event time (60,000 records at this stream's rate) of
-    // the drift point, and resolves once the model has adapted.
+    // The concept drift: the model ranks labels worse. It fires within two
+    // windows of the drift point, and resolves once the model has re-learnt.
     let drift = truth["drift_at_ms"].as_i64().unwrap();
     let d = all
         .iter()
         .filter(|a| a.0 == "model_error" && a.1 == "firing")
         .map(|a| a.2)
         .find(|s| *s >= drift)
-        .unwrap_or_else(|| panic!("no model error alert after the drift at {drift}:\n{out}"));
+        .unwrap_or_else(|| panic!("no concept drift alert after the drift at {drift}:\n{out}"));
     assert!(
-        d <= drift + 60_000,
+        d <= drift + 2 * window,
         "drift at {drift}, alert at {d}:\n{out}"
     );
     assert!(
@@ -120,97 +119,131 @@ fn messages(lake: &Path) -> Vec<(String, String, i64, String)> {
         .collect()
 }
 
-#[test]
-fn a_short_baseline_still_alerts_the_spike_and_the_gap_at_200k_rows() {
-    // At 200,000 rows the spike comes after 7 windows: fewer than the 10 a
-    // full baseline holds. Both spike rules fire in the spike's window and
-    // say their baseline is short; the gap is alerted while it lasts; a
-    // stream without faults or drift raises nothing.
-    let window = 10_000;
-    for seed in [11, 12, 13] {
-        let dir = scratch(&format!("monitors-short-{seed}"));
-        let truth = gen(&dir, "tx.csv", 200_000, seed, &[]);
-        settle(&dir);
-        let out = run_once(&dir, &quickstart(), "lake", &[]);
-        let all = messages(&dir.join("lake"));
-        let spike = truth["spike_ms"][0].as_i64().unwrap();
-        for rule in ["volume", "amount_spike"] {
-            let (_, _, start, message) = all
-                .iter()
-                .find(|a| a.0 == rule && a.1 == "firing")
-                .unwrap_or_else(|| panic!("seed {seed}: no {rule} alert:\n{all:#?}\n{out}"));
-            assert!(
-                (spike - window..=spike + 2 * window).contains(start),
-                "seed {seed}: {rule}: spike at {spike}, alert window at {start}"
-            );
-            assert!(message.contains("(baseline: 7 windows)"), "{message}");
-        }
-        let (gap_start, gap_end) = (
-            truth["gap_ms"][0].as_i64().unwrap(),
-            truth["gap_ms"][1].as_i64().unwrap(),
-        );
-        let stale = all
-            .iter()
-            .find(|a| a.0 == "stale_input" && a.1 == "firing")
-            .map(|a| a.2);
-        assert!(
-            stale.is_some_and(|s| (gap_start..=gap_start + 3 * window + 2 * window).contains(&s)),
-            "seed {seed}: gap {gap_start}..{gap_end}, stale alert at {stale:?}"
-        );
-    }
-    let dir = scratch("monitors-short-quiet");
-    gen(
-        &dir,
-        "tx.csv",
-        200_000,
-        14,
-        &["--no-faults", "--drift-at", "2"],
-    );
+/// The first firing alert of any of `rules` whose window starts in `from..=to`.
+fn fired_in(
+    all: &[(String, String, i64, String)],
+    rules: &[&str],
+    from: i64,
+    to: i64,
+) -> Option<(String, i64, String)> {
+    all.iter()
+        .find(|a| rules.contains(&a.0.as_str()) && a.1 == "firing" && (from..=to).contains(&a.2))
+        .map(|a| (a.0.clone(), a.2, a.3.clone()))
+}
+
+/// Runs the quickstart on `rows` generated rows of `seed` (with `extra`
+/// generator flags); returns the truth, the alerts and the run's output.
+fn quickstart_alerts(
+    name: &str,
+    rows: u64,
+    seed: u64,
+    extra: &[&str],
+) -> (
+    serde_json::Value,
+    Vec<(String, String, i64, String)>,
+    String,
+) {
+    let dir = scratch(name);
+    let truth = gen(&dir, "tx.csv", rows, seed, extra);
     settle(&dir);
     let out = run_once(&dir, &quickstart(), "lake", &[]);
     let all = messages(&dir.join("lake"));
-    assert!(all.is_empty(), "false alarms: {all:#?}\n{out}");
+    (truth, all, out)
 }
 
 #[test]
-fn a_million_records_without_faults_raise_no_alert() {
+fn every_spike_gap_and_drift_is_alerted_within_two_windows_at_200k_and_1m_rows() {
+    // The generator's faults: a volume ×5 / amount ×20 spike at 30% of the
+    // rows, a 60 s silent gap at 45%, the concept drift at 60%. At 200,000
+    // rows the spike comes after 7 windows, fewer than a full baseline (10):
+    // the spike rules still fire in the spike's window and say so.
+    let window = 10_000;
+    for (rows, seed) in [
+        (200_000, 31),
+        (200_000, 32),
+        (200_000, 33),
+        (1_000_000, 34),
+        (1_000_000, 35),
+    ] {
+        let (truth, all, out) =
+            quickstart_alerts(&format!("monitors-{rows}-{seed}"), rows, seed, &[]);
+        let at = |k: &str, i: usize| truth[k][i].as_i64().unwrap();
+        let context = || format!("{rows} rows, seed {seed}:\n{all:#?}\n{out}");
+        let spike = at("spike_ms", 0);
+        for rule in ["volume", "amount_spike"] {
+            let (_, _, message) = fired_in(&all, &[rule], spike - window, spike + 2 * window)
+                .unwrap_or_else(|| {
+                    panic!("no {rule} alert for the spike at {spike}: {}", context())
+                });
+            if rows == 200_000 {
+                assert!(message.contains("a rise; baseline: "), "{message}");
+            }
+        }
+        let gap = at("gap_ms", 0);
+        let (rule, _, message) = fired_in(
+            &all,
+            &["volume", "stale_input"],
+            gap - window,
+            gap + 2 * window,
+        )
+        .unwrap_or_else(|| panic!("no alert for the gap at {gap}: {}", context()));
+        assert!(
+            rule == "stale_input" || message.contains("a fall"),
+            "{message}"
+        );
+        // The staleness rule itself fires once the gap passes its 30 s threshold.
+        assert!(
+            fired_in(&all, &["stale_input"], gap, at("gap_ms", 1)).is_some(),
+            "{}",
+            context()
+        );
+        let drift = truth["drift_at_ms"].as_i64().unwrap();
+        let (_, _, message) = fired_in(&all, &["model_error"], drift, drift + 2 * window)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no concept drift alert for the drift at {drift}: {}",
+                    context()
+                )
+            });
+        assert!(message.starts_with("concept drift"), "{message}");
+    }
+}
+
+#[test]
+fn streams_without_faults_raise_only_the_concept_drift_and_without_drift_nothing() {
     // `--no-faults` removes every injected fault but keeps the concept drift
     // (the reference generator's meaning); `--drift-at 2` moves the drift past
-    // the end. With neither, nothing fires; with the drift, only the model's
-    // error rule does, after the drift point.
-    for (name, extra) in [
-        ("quiet", &["--no-faults", "--drift-at", "2"][..]),
-        ("drift", &["--no-faults"][..]),
-    ] {
-        let dir = scratch(&format!("monitors-{name}"));
-        let truth = gen(&dir, "tx.csv", 1_000_000, 8, extra);
-        settle(&dir);
-        let out = millrace(
-            &dir,
-            &[
-                "run",
-                &quickstart(),
-                "--once",
-                "--landing",
-                "landing",
-                "--lake",
-                "lake",
-            ],
+    // the end. With the drift, only the concept-drift rule fires, after it;
+    // without, nothing fires at all.
+    let window = 10_000;
+    for (rows, seed) in [(200_000, 36), (200_000, 37), (1_000_000, 38)] {
+        let (truth, all, out) = quickstart_alerts(
+            &format!("monitors-drift-{rows}-{seed}"),
+            rows,
+            seed,
+            &["--no-faults"],
         );
-        let all = alerts(&dir.join("lake"));
-        if name == "quiet" {
-            assert!(all.is_empty(), "false alarms: {all:?}\n{out}");
-        } else {
-            let drift = truth["drift_at_ms"].as_i64().unwrap();
-            assert!(
-                all.iter().all(|a| a.0 == "model_error" && a.2 >= drift),
-                "{all:?}\n{out}"
-            );
-            assert!(
-                all.iter().any(|a| a.0 == "model_error" && a.1 == "firing"),
-                "{out}"
-            );
-        }
+        let drift = truth["drift_at_ms"].as_i64().unwrap();
+        assert!(
+            all.iter().all(|a| a.0 == "model_error" && a.2 >= drift),
+            "{rows} rows, seed {seed}: {all:#?}\n{out}"
+        );
+        assert!(
+            fired_in(&all, &["model_error"], drift, drift + 2 * window).is_some(),
+            "{rows} rows, seed {seed}: {all:#?}\n{out}"
+        );
+    }
+    for (rows, seed) in [(200_000, 39), (1_000_000, 40), (1_000_000, 41)] {
+        let (_, all, out) = quickstart_alerts(
+            &format!("monitors-quiet-{rows}-{seed}"),
+            rows,
+            seed,
+            &["--no-faults", "--drift-at", "2"],
+        );
+        assert!(
+            all.is_empty(),
+            "{rows} rows, seed {seed}: false alarms: {all:#?}\n{out}"
+        );
     }
 }
 

@@ -22,9 +22,10 @@
 //! | `volume` | records per window, overall or per value of `group_by` | [`SpikeDip`] on the count (spikes and drops) |
 //! | `spike` | `aggregate` of `field` per window | [`SpikeDip`] |
 //! | `change_point` | `aggregate` of `field` per window | [`PageHinkley`] |
+//! | `multivariate` | the vector of `aggregate` of each of `fields` per window | [`HalfSpaceTrees`] over the last `history` windows' vectors; the log-mass of a window's vector against its recent ones ([`SpikeDip`], falls only) |
 //! | `staleness` | event-time gap between consecutive non-empty windows | fires when the gap exceeds `threshold` ms |
 //! | `drift` | every record's `field` (or score), as a histogram per window | [`HistDrift`]: PSI and KS of the last `current` windows against the `history` windows before them |
-//! | `error_rate` | the model's 0/1 prequential errors, record by record | [`Adwin`], fires when the error rate rises |
+//! | `error_rate` | the model's prequential `(score, label)` pairs, in blocks of `block_records` (1,000) labelled records | [`QualityDrift`]: the block's ROC AUC against the earlier blocks (robust z, one-sided CUSUM) — a concept drift |
 //! | `rejected_rate` | share of rejected lines per epoch | fires above `threshold` |
 //! | `latency` | `percentile` of record arrival → sink commit per epoch (processing time) | fires above `threshold` ms |
 //! | `file_size` | bytes of each landed file | [`SpikeDip`] on log-size (abnormally large or small) |
@@ -39,8 +40,8 @@
 //! below a full baseline of 10 values (see [`crate::detect::spike`]); a
 //! window rule's alert on a short baseline says so ("baseline: 7 windows").
 //! `change_point` waits for `history` values, `drift` for `history +
-//! current` windows with records, `error_rate` for two full ADWIN blocks
-//! (2,048 errors); the threshold rules need no history.
+//! current` windows with records, `error_rate` for 10 blocks of labelled
+//! records (10,000 by default: the model's own early learning is not drift); the threshold rules need no history.
 //!
 //! Latency is measured from a record's arrival (the landed file's
 //! modification time; the Kafka message's timestamp) to the moment its epoch
@@ -52,9 +53,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::adwin::Adwin;
 use crate::detect::change_point::PageHinkley;
 use crate::detect::drift::{Binning, HistDrift, Histogram};
+use crate::detect::hst::HalfSpaceTrees;
+use crate::detect::quality::{QualityDrift, DEFAULT_H};
 use crate::detect::spike::{Direction, SpikeDip};
 use crate::detect::Assessment;
 use crate::ledger::LedgerCounts;
@@ -77,6 +79,9 @@ pub struct MonitorSpec {
     /// The field watched by `spike`, `change_point` and `drift`: a numeric field, or `score`.
     #[serde(default)]
     pub field: Option<String>,
+    /// `multivariate` only: the fields watched together (numeric fields or `score`, at least two).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
     /// How a window's values become one number.
     #[serde(default)]
     pub aggregate: Aggregate,
@@ -90,7 +95,7 @@ pub struct MonitorSpec {
     /// The detector's threshold: robust z for `volume`/`spike`/`file_size`/
     /// `batch_size`, λ (in standard deviations) for `change_point`, PSI for
     /// `drift`, gap ms for `staleness`, rejected share for `rejected_rate`,
-    /// ms for `latency`; unused by `error_rate` and `restart`.
+    /// ms for `latency`, the CUSUM alarm for `error_rate` (5); unused by `restart`.
     #[serde(default)]
     pub threshold: Option<f64>,
     /// `latency` only: the percentile compared with the threshold (default 99).
@@ -103,6 +108,9 @@ pub struct MonitorSpec {
     /// `drift` only: the recent windows compared with the reference (default 3).
     #[serde(default)]
     pub current: Option<usize>,
+    /// `error_rate` only: labelled records per block whose ROC AUC is judged (default 1,000).
+    #[serde(default)]
+    pub block_records: Option<usize>,
     /// Quiet windows after which a firing alert resolves.
     #[serde(default = "default_resolve")]
     pub resolve_after: u32,
@@ -133,6 +141,8 @@ pub enum MonitorKind {
     Spike,
     /// A lasting shift in a window aggregate.
     ChangePoint,
+    /// A window whose aggregates of several fields are unusual together.
+    Multivariate,
     /// No records for longer than the threshold (event time).
     Staleness,
     /// The distribution of a field or of the score shifts from its reference.
@@ -165,6 +175,7 @@ impl MonitorKind {
             MonitorKind::Volume
                 | MonitorKind::Spike
                 | MonitorKind::ChangePoint
+                | MonitorKind::Multivariate
                 | MonitorKind::Staleness
                 | MonitorKind::Drift
         )
@@ -298,6 +309,40 @@ impl Watched {
             if m.window_ms <= 0 {
                 return Err(e("window_ms", "expected a positive window".into()));
             }
+            match (&m.fields, m.kind == MonitorKind::Multivariate) {
+                (None, true) => {
+                    return Err(e(
+                        "fields",
+                        "expected the fields to watch together (numeric fields or `score`)".into(),
+                    ))
+                }
+                (Some(fs), true) => {
+                    if fs.len() < 2 {
+                        return Err(e("fields", "expected at least two fields".into()));
+                    }
+                    for f in fs {
+                        let s = field_series(schema, f).ok_or_else(|| {
+                            e(
+                                "fields",
+                                format!("`{f}` is not a numeric field of the schema, nor `score`"),
+                            )
+                        })?;
+                        if !series.contains(&s) {
+                            series.push(s);
+                        }
+                    }
+                }
+                (Some(_), false) => {
+                    return Err(e(
+                        "fields",
+                        format!(
+                            "only `multivariate` monitors take `fields`, not `{}` (use `field`)",
+                            kind_key(m.kind)
+                        ),
+                    ))
+                }
+                (None, false) => {}
+            }
             let needs_field = matches!(
                 m.kind,
                 MonitorKind::Spike | MonitorKind::ChangePoint | MonitorKind::Drift
@@ -310,16 +355,12 @@ impl Watched {
                     ))
                 }
                 (Some(f), true) => {
-                    let s = if f == "score" {
-                        None
-                    } else {
-                        Some(schema.numeric_index(f).ok_or_else(|| {
-                            e(
-                                "field",
-                                format!("`{f}` is not a numeric field of the schema, nor `score`"),
-                            )
-                        })?)
-                    };
+                    let s = field_series(schema, f).ok_or_else(|| {
+                        e(
+                            "field",
+                            format!("`{f}` is not a numeric field of the schema, nor `score`"),
+                        )
+                    })?;
                     if m.kind == MonitorKind::Drift {
                         if !hist.contains(&s) {
                             hist.push(s);
@@ -381,6 +422,18 @@ impl Watched {
                     ));
                 }
             }
+            if m.block_records.is_some() && m.kind != MonitorKind::ErrorRate {
+                return Err(e(
+                    "block_records",
+                    "only `error_rate` monitors take `block_records`".into(),
+                ));
+            }
+            if m.block_records.is_some_and(|b| b < 50) {
+                return Err(e(
+                    "block_records",
+                    "expected at least 50 labelled records per block".into(),
+                ));
+            }
             if m.current.is_some() && m.kind != MonitorKind::Drift {
                 return Err(e(
                     "current",
@@ -401,6 +454,14 @@ impl Watched {
             hist,
             groups,
         })
+    }
+
+    /// The slots of a `multivariate` rule's fields.
+    fn indices(&self, fields: &[String], schema: &Schema) -> Vec<usize> {
+        fields
+            .iter()
+            .map(|f| self.index(&Some(f.clone()), schema))
+            .collect()
     }
 
     fn field_of(field: &Option<String>, schema: &Schema) -> Option<usize> {
@@ -502,6 +563,15 @@ impl WindowPartial {
     }
 }
 
+/// A watched series: `None` for the score, `Some(i)` for numeric field `i`; `None` if neither.
+fn field_series(schema: &Schema, f: &str) -> Option<Option<usize>> {
+    if f == "score" {
+        Some(None)
+    } else {
+        schema.numeric_index(f).map(Some)
+    }
+}
+
 /// The `p`-th percentiles (0–100) of `now - arrival` over records, in ms.
 pub fn latency_percentiles(arrivals: &[(i64, u64)], now_ms: i64, ps: &[f64]) -> Vec<f64> {
     let mut lat: Vec<(i64, u64)> = arrivals
@@ -537,8 +607,8 @@ pub struct EpochFacts<'a> {
     pub partials: Vec<WindowPartial>,
     /// The epoch's ledger.
     pub tally: LedgerCounts,
-    /// The model's 0/1 errors, in record order.
-    pub errors: &'a [bool],
+    /// The model's prequential `(score, label)` pairs, in record order.
+    pub predictions: &'a [(f64, bool)],
     /// The latest event time seen so far.
     pub latest_ms: Option<i64>,
     /// Files that ended in the epoch: (name, bytes), in name order.
@@ -557,7 +627,9 @@ pub(crate) enum Detector {
     Spike(SpikeDip),
     Change(PageHinkley),
     Drift(HistDrift),
-    Adwin(Adwin),
+    Quality(QualityDrift),
+    /// Half-space trees over window vectors, and the robust z of their log-mass.
+    Multi(HalfSpaceTrees, SpikeDip),
     Threshold(f64),
 }
 
@@ -568,6 +640,9 @@ struct Rule {
     group: Option<String>,
     /// Its slot in a window's aggregates (or drift histogram index).
     series: usize,
+    /// `multivariate`: the slots of its fields.
+    #[serde(default)]
+    slots: Vec<usize>,
     detector: Detector,
     firing: bool,
     quiet: u32,
@@ -577,6 +652,9 @@ struct Rule {
     /// Watermark stall: since when (processing time) the watermark has not moved.
     #[serde(default)]
     since_ms: Option<i64>,
+    /// `volume` and `spike`: whether the firing alert is a rise (1) or a fall (−1).
+    #[serde(default)]
+    direction: i8,
 }
 
 /// The coordinator's half: rules, open windows, watermark. See the module docs.
@@ -604,6 +682,9 @@ pub struct Monitors {
     /// Test switch: close empty windows one by one (not checkpointed).
     #[serde(skip)]
     closed_form: ClosedForm,
+    /// The latest event time at which a concept drift (`error_rate`) was firing.
+    #[serde(default)]
+    concept_drift_ms: Option<i64>,
 }
 
 /// Whether runs of empty windows are closed in closed form (see
@@ -646,6 +727,15 @@ impl Monitors {
                 | MonitorKind::Spike
                 | MonitorKind::FileSize
                 | MonitorKind::BatchSize => spike(),
+                MonitorKind::Multivariate => {
+                    let dims = m.fields.as_ref().map_or(2, Vec::len);
+                    // The id seeds the trees: the same rule builds the same trees in every run.
+                    let seed = crate::hash::bytes_hash(m.id.as_bytes());
+                    Detector::Multi(
+                        HalfSpaceTrees::new(dims, 25, 8, m.history.max(10), seed),
+                        SpikeDip::new(m.history, threshold.unwrap_or(DEFAULT_Z), Direction::Dips),
+                    )
+                }
                 MonitorKind::ChangePoint => Detector::Change(PageHinkley::new(
                     0.5,
                     threshold.unwrap_or(25.0),
@@ -657,9 +747,13 @@ impl Monitors {
                     threshold.unwrap_or(0.2),
                     0.1,
                 )),
-                // A subtle concept drift moves a prequential error rate by less
-                // than a point: the window must hold a few hundred thousand errors.
-                MonitorKind::ErrorRate => Detector::Adwin(Adwin::new(0.002, 1024, 300_000)),
+                // A concept drift shows in how the model ranks records (the 0/1
+                // error rate of a rare-positive stream barely moves).
+                MonitorKind::ErrorRate => Detector::Quality(QualityDrift::new(
+                    m.block_records.unwrap_or(1000),
+                    m.history,
+                    threshold.unwrap_or(DEFAULT_H),
+                )),
                 MonitorKind::Staleness => {
                     Detector::Threshold(threshold.unwrap_or(3.0 * m.window_ms as f64))
                 }
@@ -680,6 +774,8 @@ impl Monitors {
                 last_seen_end: None,
                 recent: std::collections::VecDeque::new(),
                 since_ms: None,
+                direction: 0,
+                slots: Vec::new(),
             };
             match (m.kind, &m.group_by) {
                 (MonitorKind::Volume, Some(g)) => {
@@ -703,6 +799,11 @@ impl Monitors {
                 (MonitorKind::Drift, _) => {
                     rules.push(rule(None, watched.hist_index(&m.field, schema)))
                 }
+                (MonitorKind::Multivariate, _) => {
+                    let mut r = rule(None, 0);
+                    r.slots = watched.indices(m.fields.as_deref().unwrap_or_default(), schema);
+                    rules.push(r);
+                }
                 _ => rules.push(rule(None, 0)),
             }
         }
@@ -720,6 +821,7 @@ impl Monitors {
             last_input_ms: None,
             partitions: BTreeMap::new(),
             closed_form: ClosedForm::default(),
+            concept_drift_ms: None,
         }
     }
 
@@ -844,7 +946,7 @@ impl Monitors {
             epoch,
             mut partials,
             tally,
-            errors,
+            predictions,
             latest_ms,
             files,
             rows_committed,
@@ -899,8 +1001,8 @@ impl Monitors {
         if let Some(t) = latest_ms {
             self.watermark = self.watermark.max(t - self.allowed_lateness_ms);
         }
-        self.close_windows(epoch, &mut alerts);
-        // Per-epoch and per-file rules.
+        // Per-epoch and per-file rules first: a concept drift they find this
+        // epoch explains the score drift the windows may show.
         let rejected = tally.rejected_total() as f64 / tally.input.max(1) as f64;
         let at = latest_ms.unwrap_or(0);
         let restart = self.restart.take();
@@ -918,25 +1020,28 @@ impl Monitors {
                 MonitorKind::RejectedRate if tally.input > 0 => {
                     vec![(over(rejected), rejected, Some((0.0, threshold)), None)]
                 }
-                MonitorKind::ErrorRate if !errors.is_empty() => {
-                    let Detector::Adwin(a) = &mut rule.detector else {
+                MonitorKind::ErrorRate if !predictions.is_empty() => {
+                    let Detector::Quality(q) = &mut rule.detector else {
                         unreachable!()
                     };
-                    let mut worst = Assessment::QUIET;
-                    for e in errors {
-                        let r = a.update(f64::from(*e));
-                        // Only a rise in the error rate, by at least a twentieth, is degradation
-                        // (small swings while the model is still learning are not).
-                        if r.anomalous
-                            && a.last_change
-                                .is_some_and(|(before, after)| after > before * 1.05)
-                            && r.score > worst.score
-                        {
-                            worst = r;
+                    // The epoch's worst block, if one ended in it.
+                    let mut worst: Option<(Assessment, f64, Option<(f64, f64)>)> = None;
+                    for (score, label) in predictions {
+                        if let Some(a) = q.update(*score, *label) {
+                            let (auc, expected) = q.last.unwrap_or((f64::NAN, None));
+                            if worst.as_ref().is_none_or(|w| a.score >= w.0.score) {
+                                worst = Some((a, auc, expected));
+                            }
                         }
                     }
-                    let expected = a.last_change.map(|(before, _)| (0.0, before));
-                    vec![(worst, a.mean(), expected, None)]
+                    let block = rule.spec.block_records.unwrap_or(1000);
+                    worst
+                        .map(|(a, auc, expected)| {
+                            let detail = format!("ROC AUC of the last {block} labelled records");
+                            (a, auc, expected, Some(detail))
+                        })
+                        .into_iter()
+                        .collect()
                 }
                 MonitorKind::Latency if !arrivals.is_empty() => {
                     let p = rule.spec.percentile.unwrap_or(99.0);
@@ -1009,6 +1114,14 @@ impl Monitors {
                 );
             }
         }
+        if self
+            .rules
+            .iter()
+            .any(|r| r.spec.kind == MonitorKind::ErrorRate && r.firing)
+        {
+            self.concept_drift_ms = Some(at);
+        }
+        self.close_windows(epoch, &mut alerts);
         alerts
     }
 
@@ -1136,6 +1249,11 @@ impl Monitors {
             let mut drift = None;
             // Windows a spike or volume rule compared with, if fewer than a full baseline.
             let mut short = None;
+            // Whether the value is above (1) or below (−1) what a spike or volume rule expected.
+            let mut direction = None;
+            // A multivariate rule's window vector, for its alert.
+            let mut combination: Option<String> = None;
+            let side = |d: &SpikeDip, x: f64| d.z(x).map(|z| if z >= 0.0 { 1i8 } else { -1 });
             let (observed, assessment) = match rule.spec.kind {
                 MonitorKind::Volume => {
                     let Detector::Spike(d) = &mut rule.detector else {
@@ -1143,6 +1261,7 @@ impl Monitors {
                     };
                     let n = w[rule.series].0 as f64;
                     short = d.short_baseline();
+                    direction = side(d, n);
                     (n, d.update_count(n))
                 }
                 MonitorKind::Spike | MonitorKind::ChangePoint => {
@@ -1150,21 +1269,48 @@ impl Monitors {
                     if n == 0 {
                         continue; // No values: nothing to say about their level.
                     }
-                    let v = match rule.spec.aggregate {
-                        Aggregate::Mean => sum / n as f64,
-                        Aggregate::Sum => sum,
-                        Aggregate::Max => max,
-                        Aggregate::Count => n as f64,
-                    };
+                    let v = aggregate(rule.spec.aggregate, (n, sum, max));
                     let a = match &mut rule.detector {
                         Detector::Spike(d) => {
                             short = d.short_baseline();
+                            direction = side(d, v);
                             d.update(v)
                         }
                         Detector::Change(d) => d.update(v),
                         _ => unreachable!(),
                     };
                     (v, a)
+                }
+                MonitorKind::Multivariate => {
+                    let Detector::Multi(trees, mass) = &mut rule.detector else {
+                        unreachable!()
+                    };
+                    if rule.slots.iter().any(|&k| w[k].0 == 0) {
+                        continue; // No values: nothing to say about their joint level.
+                    }
+                    let v: Vec<f64> = rule
+                        .slots
+                        .iter()
+                        .map(|&k| aggregate(rule.spec.aggregate, w[k]))
+                        .collect();
+                    let fields = rule.spec.fields.as_deref().unwrap_or_default();
+                    combination = Some(
+                        fields
+                            .iter()
+                            .zip(&v)
+                            .map(|(f, x)| format!("{f} {x:.3}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
+                    match trees.update_mass(&v) {
+                        // The log of the mass (half a vector at least: an empty region is not −∞).
+                        Some(m) => {
+                            let l = (m.max(0.5)).ln();
+                            short = mass.short_baseline();
+                            (l, mass.update(l))
+                        }
+                        None => (f64::NAN, Assessment::QUIET),
+                    }
                 }
                 MonitorKind::Drift => {
                     let Some(h) = hists.get_mut(rule.series).filter(|h| !h.is_empty()) else {
@@ -1173,9 +1319,18 @@ impl Monitors {
                     let Detector::Drift(d) = &mut rule.detector else {
                         unreachable!()
                     };
-                    let a = d.update(std::mem::take(h));
+                    let mut a = d.update(std::mem::take(h));
                     let m = d.last.unwrap_or_default();
                     drift = Some((m.psi, m.ks));
+                    // While the model re-learns after a concept drift its
+                    // scores move: that is the concept drift alert's news.
+                    let relearning = rule.spec.field.as_deref() == Some("score")
+                        && self.concept_drift_ms.is_some_and(|t| {
+                            start <= t.saturating_add(rule.spec.history as i64 * self.window_ms)
+                        });
+                    if relearning {
+                        a.anomalous = false;
+                    }
                     (m.psi, a)
                 }
                 MonitorKind::Staleness => {
@@ -1206,6 +1361,25 @@ impl Monitors {
                 }
                 _ => continue,
             };
+            // A rise that turns into a fall (a spike, then a gap) is two
+            // anomalies: the first resolves and the second fires.
+            let flipped = assessment.anomalous
+                && rule.firing
+                && direction.is_some_and(|d| rule.direction != 0 && d != rule.direction);
+            if flipped {
+                rule.quiet = rule.spec.resolve_after.saturating_sub(1);
+                self.lifecycle(
+                    i,
+                    epoch,
+                    (start, end),
+                    Assessment::QUIET,
+                    observed,
+                    None,
+                    None,
+                    alerts,
+                );
+            }
+            let rule = &mut self.rules[i];
             // The expected range is only said in an alert: computed when one is due.
             let alerting = if assessment.anomalous {
                 !rule.firing
@@ -1228,13 +1402,26 @@ impl Monitors {
             };
             // The detail of a grouped rule is its group; a drift rule's, its measures.
             // Said only in an alert, so written only for one.
+            let side = match direction {
+                Some(1) => "a rise",
+                Some(_) => "a fall",
+                None => "",
+            };
+            let firing = alerting && assessment.anomalous;
             let detail = match (drift, short) {
                 (Some((psi, ks)), _) if alerting => Some(format!("PSI {psi:.3}, KS {ks:.3}")),
-                (_, Some(n)) if alerting && assessment.anomalous => {
-                    Some(format!("baseline: {n} windows"))
+                _ if firing && combination.is_some() => combination
+                    .map(|c| format!("{c}; log-mass among the last {} windows", rule.spec.history)),
+                (_, Some(n)) if firing && !side.is_empty() => {
+                    Some(format!("{side}; baseline: {n} windows"))
                 }
+                (_, Some(n)) if firing => Some(format!("baseline: {n} windows")),
+                _ if firing && !side.is_empty() => Some(side.to_string()),
                 _ => None,
             };
+            if firing {
+                rule.direction = direction.unwrap_or(0);
+            }
             let detail = detail.or_else(|| rule.group.clone());
             self.lifecycle(
                 i,
@@ -1348,6 +1535,16 @@ impl Monitors {
     }
 }
 
+/// A window's `(count, sum, max)` of a series as one number.
+fn aggregate(a: Aggregate, (n, sum, max): (u64, f64, f64)) -> f64 {
+    match a {
+        Aggregate::Mean => sum / n as f64,
+        Aggregate::Sum => sum,
+        Aggregate::Max => max,
+        Aggregate::Count => n as f64,
+    }
+}
+
 /// The kind's name in the topology.
 pub fn kind_key(kind: MonitorKind) -> String {
     serde_json::to_value(kind)
@@ -1361,9 +1558,10 @@ fn kind_name(kind: MonitorKind) -> &'static str {
         MonitorKind::Volume => "volume anomaly",
         MonitorKind::Spike => "spike or dip",
         MonitorKind::ChangePoint => "change point",
+        MonitorKind::Multivariate => "unusual combination",
         MonitorKind::Staleness => "stale data",
         MonitorKind::Drift => "distribution drift",
-        MonitorKind::ErrorRate => "model error rising",
+        MonitorKind::ErrorRate => "concept drift (the model ranks labels worse)",
         MonitorKind::RejectedRate => "rejected records",
         MonitorKind::Latency => "slow processing",
         MonitorKind::FileSize => "abnormal file size",
@@ -1434,6 +1632,81 @@ mod tests {
             }));
         }
         out
+    }
+
+    #[test]
+    fn multivariate_finds_a_window_unusual_only_in_its_combination() {
+        let spec: SchemaSpec = serde_json::from_str(
+            r#"{"key": "k", "event_time": {"field": "t"}, "numeric": [{"name": "amount"}, {"name": "f0"}]}"#,
+        )
+        .unwrap();
+        let s = Schema::new(&spec).unwrap();
+        let sp = specs(
+            r#"
+            [[monitors]]
+            id = "joint"
+            kind = "multivariate"
+            fields = ["amount", "f0"]
+            window_ms = 1000
+            history = 30
+            "#,
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut m = Monitors::new(&s, &sp, &watched, 0);
+        let mut alerts = Vec::new();
+        let mut u = 0.37f64;
+        for i in 0..200u64 {
+            // amount and f0 move together; window 150 breaks the link, each
+            // value within its usual range.
+            u = (u * 9301.0 + 49297.0) % 233280.0 / 233280.0 * 0.999 + 0.0005;
+            let (a, f) = if i == 150 {
+                (60.0, 0.05)
+            } else {
+                (50.0 + 10.0 * u, u)
+            };
+            let start = i as i64 * 1000;
+            let mut p = WindowPartial::default();
+            p.windows.insert(
+                start,
+                vec![(100, 0.0, 0.0), (100, a * 100.0, a), (100, f * 100.0, f)],
+            );
+            alerts.extend(m.epoch(EpochFacts {
+                epoch: i,
+                partials: vec![p],
+                tally: LedgerCounts {
+                    input: 100,
+                    clean: 100,
+                    ..Default::default()
+                },
+                latest_ms: Some(start + 1000),
+                ..Default::default()
+            }));
+        }
+        let fired: Vec<i64> = alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| a.window_start_ms / 1000)
+            .collect();
+        assert_eq!(fired, vec![150], "{alerts:#?}");
+        assert!(
+            alerts[0].message.contains("amount 60.000, f0 0.050"),
+            "{}",
+            alerts[0].message
+        );
+        // Validation: fields are required, known and at least two; `field` is not the key.
+        let bad = |t: &str| Watched::new(&s, &specs(t)).unwrap_err().path;
+        assert_eq!(
+            bad("[[monitors]]\nid = \"j\"\nkind = \"multivariate\"\n"),
+            "monitors[0].fields"
+        );
+        assert_eq!(
+            bad("[[monitors]]\nid = \"j\"\nkind = \"multivariate\"\nfields = [\"amount\", \"nope\"]\n"),
+            "monitors[0].fields"
+        );
+        assert_eq!(
+            bad("[[monitors]]\nid = \"j\"\nkind = \"spike\"\nfields = [\"amount\", \"f0\"]\n"),
+            "monitors[0].fields"
+        );
     }
 
     #[test]

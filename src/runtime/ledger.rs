@@ -372,8 +372,6 @@ pub struct Coordinator {
     pub alerts_table: bool,
     /// The JSON-lines file alerts are appended to.
     pub alerts_jsonl: Option<std::path::PathBuf>,
-    /// The model's decision threshold (errors for the `error_rate` monitor).
-    pub threshold: f64,
     /// Alert channels (webhook, email) fed after each checkpoint.
     pub notifiers: Vec<crate::connectors::notify::Notifier>,
     /// Set when the previous run did not finish cleanly: why, for `restart` monitors.
@@ -410,7 +408,6 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             monitors,
             alerts_table: write_alerts,
             alerts_jsonl,
-            threshold,
             notifiers,
             mut restart,
             registry,
@@ -630,13 +627,12 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     // Monitors judge the epoch; their alerts are committed with it.
                     let alerts = match monitors.as_mut() {
                         Some(m) => {
-                            let errors: Vec<bool> = acc.eval.pairs.iter().map(|(p, y)| (*p > threshold) != *y).collect();
                             let latest = (latest_time != i64::MIN).then_some(latest_time);
                             m.epoch(EpochFacts {
                                 epoch,
                                 partials: std::mem::take(&mut acc.windows),
                                 tally: acc.tally,
-                                errors: &errors,
+                                predictions: &acc.eval.pairs,
                                 latest_ms: latest,
                                 files: acc.files.iter().map(|f| (f.name.clone(), f.size_bytes)).collect(),
                                 rows_committed: acc.rows,

@@ -12,6 +12,7 @@
 //! | [`spike::SpikeDip`] | is this value far from the recent ones? | robust z-score against the median and MAD of a sliding window |
 //! | [`change_point::PageHinkley`] | has the level shifted? | two-sided Page–Hinkley test (CUSUM of deviations from the running mean) |
 //! | [`adwin::Adwin`] | has the mean of a stream (e.g. model error) changed? | ADWIN: adaptive window cut where two sub-windows' means differ beyond a Hoeffding bound |
+//! | [`quality::QualityDrift`] | has the model stopped telling the labels apart (concept drift)? | exact ROC AUC per block of labelled records, robust z against earlier blocks, one-sided CUSUM |
 //! | [`drift`] | has a distribution shifted from its reference? | population stability index and the two-sample Kolmogorov–Smirnov statistic |
 //! | [`gaussian::WindowedGaussian`] | is this value improbable under the recent mean and spread? | normal tail probability over a sliding window (the classic baseline) |
 //! | [`seasonal::Seasonal`] | what should this value be at this time of day and week? | robust additive level + seasonal profiles learned online, the season found by their errors |
@@ -29,6 +30,7 @@ pub mod drift;
 pub mod gaussian;
 pub mod hst;
 pub mod likelihood;
+pub mod quality;
 pub mod scoring;
 pub mod seasonal;
 pub mod series;

@@ -124,8 +124,9 @@ impl SpikeDip {
         }
     }
 
-    /// [`SpikeDip::z`] with the scale at least `floor`.
-    fn z_scaled(&self, x: f64, floor: f64) -> Option<f64> {
+    /// The median and the (widened, floored) scale of the window, if it holds
+    /// at least [`MIN_HISTORY`] values.
+    fn median_scale(&self, floor: f64) -> Option<(f64, f64)> {
         if self.history.len() < MIN_HISTORY.min(self.window) {
             return None;
         }
@@ -135,7 +136,20 @@ impl SpikeDip {
         // A nearly flat window (a steady record rate, say) would make any
         // wobble look infinite: the scale is at least 1% of the level.
         let scale = mad.max(median.abs() * 0.01).max(floor);
-        Some((x - median) / scale)
+        Some((median, scale))
+    }
+
+    /// [`SpikeDip::z`] with the scale at least `floor`.
+    fn z_scaled(&self, x: f64, floor: f64) -> Option<f64> {
+        self.median_scale(floor)
+            .map(|(median, scale)| (x - median) / scale)
+    }
+
+    /// The median ± `k` robust standard deviations of the window (what a
+    /// value within `k` of it looks like), if it holds enough values.
+    pub fn expected_range(&self, k: f64) -> Option<(f64, f64)> {
+        self.median_scale(1e-12)
+            .map(|(median, scale)| (median - k * scale, median + k * scale))
     }
 
     /// Scores `x`, then adds it to the window.
