@@ -280,6 +280,7 @@ pub fn build<'scope>(
         compression: t.lake.compression,
         schema: plan.schema.clone(),
         pending: snapshot,
+        partitioning: t.lake.partition,
     };
     let wants = |table: Table| t.lake.tables.contains(&table);
     let mut events: Vec<Stream<'scope, Epoch, Vec<Event>>> = vec![
@@ -656,10 +657,11 @@ pub fn describe(plan: &Compiled) -> String {
     let tables: Vec<&str> = t.lake.tables.iter().map(|t| t.name()).collect();
     let _ = writeln!(
         out,
-        "  lake       {} tables [{}] ({:?} Parquet)",
+        "  lake       {} tables [{}] ({:?} Parquet, partitioned by {:?})",
         t.lake.path.display(),
         tables.join(", "),
-        t.lake.compression
+        t.lake.compression,
+        t.lake.partition
     );
     if let Some(k) = &t.sink.kafka {
         let _ = writeln!(

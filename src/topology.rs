@@ -352,6 +352,29 @@ pub struct LakeSpec {
     /// Parquet compression.
     #[serde(default)]
     pub compression: Compression,
+    /// How event time splits a table into Hive partitions.
+    #[serde(default)]
+    pub partition: Partitioning,
+}
+
+/// How a lake table is split into Hive partitions by event time (UTC).
+///
+/// Finer partitions let a reader skip more, but every partition an epoch
+/// touches is a file of its own: a stream whose epochs span days or months
+/// of event time (a backfill, hourly or daily series) writes far fewer,
+/// larger files with `day` or `month`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// `date=YYYY-MM-DD/hour=HH/`.
+    #[default]
+    Hour,
+    /// `date=YYYY-MM-DD/`.
+    Day,
+    /// `month=YYYY-MM/`.
+    Month,
+    /// No partition folders: the table's parts sit in its folder.
+    None,
 }
 
 /// The lake's tables.

@@ -43,7 +43,7 @@ use timely::dataflow::Stream;
 
 use crate::runtime::write_behind::WriteBehind;
 use crate::runtime::Fault;
-use crate::topology::{Compression, Table};
+use crate::topology::{Compression, Partitioning, Table};
 
 /// A committed part of an epoch of one table on one worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,8 @@ pub struct Lake {
     pub schema: Arc<Schema>,
     /// Two-phase commit: write parts under pending names for the checkpoint to publish.
     pub pending: bool,
+    /// How event time splits the tables into partitions.
+    pub partitioning: Partitioning,
 }
 
 /// How rows of type `R` become one lake table. A sink can write several
@@ -417,10 +419,33 @@ fn rejected_batch(
 
 /// `date=YYYY-MM-DD/hour=HH` of a time in ms.
 pub fn partition_of(ms: i64) -> String {
+    partition_path(Partitioning::Hour, ms)
+}
+
+/// The partition folder (relative to the table's) of a time in ms; empty for [`Partitioning::None`].
+pub fn partition_path(p: Partitioning, ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let hour = ms.rem_euclid(86_400_000) / 3_600_000;
     let (y, m, d) = civil_from_days(days);
-    format!("date={y:04}-{m:02}-{d:02}/hour={hour:02}")
+    match p {
+        Partitioning::Hour => format!("date={y:04}-{m:02}-{d:02}/hour={hour:02}"),
+        Partitioning::Day => format!("date={y:04}-{m:02}-{d:02}"),
+        Partitioning::Month => format!("month={y:04}-{m:02}"),
+        Partitioning::None => String::new(),
+    }
+}
+
+/// A key that is equal for two times exactly when they share a partition.
+fn partition_key(p: Partitioning, ms: i64) -> i64 {
+    match p {
+        Partitioning::Hour => ms.div_euclid(3_600_000),
+        Partitioning::Day => ms.div_euclid(86_400_000),
+        Partitioning::Month => {
+            let (y, m, _) = civil_from_days(ms.div_euclid(86_400_000));
+            y * 12 + m as i64
+        }
+        Partitioning::None => 0,
+    }
 }
 
 /// The committed file name of `epoch` written by `worker`.
@@ -511,17 +536,19 @@ pub fn write_epoch<R>(
     epoch: Epoch,
     worker: usize,
 ) -> std::io::Result<Commit> {
-    // Grouped by hour first: the partition's name is formatted once per part, not per row.
-    let mut hours: BTreeMap<i64, Vec<&R>> = BTreeMap::new();
+    // Grouped by partition first: its name is formatted once per part, not per row.
+    let mut groups: BTreeMap<i64, (i64, Vec<&R>)> = BTreeMap::new();
     for r in rows {
-        hours
-            .entry((format.partition_time)(r).div_euclid(3_600_000))
-            .or_default()
+        let t = (format.partition_time)(r);
+        groups
+            .entry(partition_key(lake.partitioning, t))
+            .or_insert_with(|| (t, Vec::new()))
+            .1
             .push(r);
     }
-    let parts = hours
-        .into_iter()
-        .map(|(hour, rows)| (partition_of(hour * 3_600_000), rows));
+    let parts = groups
+        .into_values()
+        .map(|(t, rows)| (partition_path(lake.partitioning, t), rows));
     let mut commit = Commit {
         table: format.table,
         epoch,
@@ -535,14 +562,18 @@ pub fn write_epoch<R>(
     for (partition, rows) in parts {
         let batch = (format.batch)(&lake.schema, arrow.clone(), &rows, epoch);
         let name = part_name(epoch, worker);
-        let dir = lake.root.join(table).join(&partition);
+        let folder = if partition.is_empty() {
+            table.to_string()
+        } else {
+            format!("{table}/{partition}")
+        };
+        let dir = lake.root.join(&folder);
         if lake.pending {
             let pending = pending_name(&name);
             commit.bytes += write_atomic(&dir, &pending, &batch, lake.compression)?;
-            commit.parts.push((
-                format!("{table}/{partition}/{pending}"),
-                format!("{table}/{partition}/{name}"),
-            ));
+            commit
+                .parts
+                .push((format!("{folder}/{pending}"), format!("{folder}/{name}")));
         } else {
             commit.bytes += write_atomic(&dir, &name, &batch, lake.compression)?;
         }
@@ -611,5 +642,33 @@ mod tests {
         );
         assert_eq!(partition_of(-1), "date=1969-12-31/hour=23");
         assert_eq!(part_name(42, 3), "part-0000000042-0003.parquet");
+    }
+
+    #[test]
+    fn coarser_partitions_by_day_month_or_none() {
+        let t = 1_767_225_600_000 + 3_600_000 * 13; // 2026-01-01 13:00
+        assert_eq!(partition_path(Partitioning::Day, t), "date=2026-01-01");
+        assert_eq!(partition_path(Partitioning::Month, t), "month=2026-01");
+        assert_eq!(partition_path(Partitioning::Month, -1), "month=1969-12");
+        assert_eq!(partition_path(Partitioning::None, t), "");
+        // The grouping key agrees with the folder at month and year ends.
+        let dec31 = 1_767_225_600_000 - 1;
+        for p in [
+            Partitioning::Hour,
+            Partitioning::Day,
+            Partitioning::Month,
+            Partitioning::None,
+        ] {
+            let same = partition_key(p, dec31) == partition_key(p, t);
+            assert_eq!(
+                same,
+                partition_path(p, dec31) == partition_path(p, t),
+                "{p:?}"
+            );
+            assert_eq!(
+                partition_key(p, t) == partition_key(p, t + 1),
+                partition_path(p, t) == partition_path(p, t + 1)
+            );
+        }
     }
 }

@@ -75,8 +75,9 @@ struct Profile {
     bin_ms: i64,
     /// Per bin; NaN until the bin is first seen.
     offsets: Vec<f64>,
-    /// Per bin: visits so far (an offset averages its first visits, then forgets at the season rate).
-    visits: Vec<u32>,
+    /// Per bin: visits so far, up to 255 (an offset averages its first
+    /// visits, then forgets at the season rate, reached long before).
+    visits: Vec<u8>,
     /// The level the prediction starts from (of the deseasoned values).
     level: f64,
     /// A slow level of the deseasoned values, that the offsets are learned

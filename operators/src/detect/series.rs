@@ -367,8 +367,11 @@ fn chi_square_surprise(mean_square: f64, dof: f64) -> f64 {
     (normal_surprise(z) + std::f64::consts::LOG10_2).max(0.0)
 }
 
-/// Bins of a tenth of a decade, up to 40 decades.
-const BINS: usize = 400;
+/// Bins per decade of surprise.
+const PER_DECADE: f64 = 8.0;
+/// Bins: up to 16 decades, the last one open-ended (a 99th percentile past
+/// 10 decades already takes the smallest factor).
+const BINS: usize = 128;
 /// Surprises seen before the calibration applies.
 const CALIBRATION_MIN: f64 = 200.0;
 /// Where the 99th percentile of an exact model's surprises sits.
@@ -377,9 +380,9 @@ const TARGET_P99: f64 = 2.0;
 /// The histogram of a detector's own surprises; see the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Calibration {
-    counts: Vec<f64>,
-    total: f64,
-    factor: f64,
+    counts: Vec<f32>,
+    total: f32,
+    factor: f32,
     since: u32,
 }
 
@@ -399,16 +402,16 @@ impl Calibration {
     const DECAY: f64 = 0.9999;
 
     fn apply(&self, s: f64) -> f64 {
-        s * self.factor
+        s * f64::from(self.factor)
     }
 
     fn observe(&mut self, s: f64) {
-        let bin = ((s * 10.0) as usize).min(BINS - 1);
+        let bin = ((s * PER_DECADE) as usize).min(BINS - 1);
         self.counts[bin] += 1.0;
         self.total += 1.0;
         self.since += 1;
         if self.since >= 50 {
-            let decay = Self::DECAY.powi(self.since as i32);
+            let decay = Self::DECAY.powi(self.since as i32) as f32;
             self.counts.iter_mut().for_each(|c| *c *= decay);
             self.total *= decay;
             self.since = 0;
@@ -417,20 +420,22 @@ impl Calibration {
     }
 
     fn refit(&mut self) {
-        if self.total < CALIBRATION_MIN * 0.99 {
+        if f64::from(self.total) < CALIBRATION_MIN * 0.99 {
             return;
         }
         let tail = 0.01 * self.total;
         let mut seen = 0.0;
         let mut p99 = 0.0;
         for (b, c) in self.counts.iter().enumerate().rev() {
-            seen += c;
-            if seen >= tail {
-                p99 = (b as f64 + 1.0) / 10.0;
+            if seen + c >= tail {
+                // Within the bin, as if its values were spread evenly.
+                let inside = ((tail - seen) / c.max(f32::MIN_POSITIVE)).clamp(0.0, 1.0);
+                p99 = (b as f64 + 1.0 - f64::from(inside)) / PER_DECADE;
                 break;
             }
+            seen += c;
         }
-        self.factor = (TARGET_P99 / p99.max(0.5)).clamp(0.2, 2.0);
+        self.factor = (TARGET_P99 / p99.max(0.5)).clamp(0.2, 2.0) as f32;
     }
 }
 
