@@ -1,9 +1,11 @@
 //! Anomaly detectors scored on the generated labelled corpus.
 //!
-//! `cargo bench --bench detection [-- --series N --seed S]` generates N
-//! labelled series (default 1,000, seed 1; see `detect::corpus`), runs every
-//! detector of the project that scores a series record by record with no
-//! look-ahead, and two baselines, over every series, and scores each with the
+//! `cargo bench -p millrace-operators --bench detection [-- --series N --seed S --only a,b]`
+//! generates N labelled series (default 1,000, seed 1; see `detect::corpus`),
+//! runs every detector of the project that scores a series record by record
+//! with no look-ahead — the default series detector, each of its parts and
+//! steps, the anomaly-likelihood post-processor, the monitors' detectors —
+//! and the baselines, over every series, and scores each with the
 //! window-based scorer of `detect::scoring` (threshold optimised per detector
 //! and profile over the whole corpus). It prints markdown tables:
 //!
@@ -16,15 +18,24 @@
 //!    clean stretch before a series' first window, or a window of each kind
 //!    (the stretch after a level shift is where plateaus of high scores show).
 //!
-//! The detectors, as a user gets them by default:
-//! - `series`: `SeriesDetector::default()` (window 256), as in `series_anomaly.toml`;
+//! The detectors:
+//! - `series`: `SeriesDetector::default()`, as in `series_anomaly.toml`;
+//! - `series_level` … `series_trend`: one of its questions alone, with its
+//!   calibration and onset steps;
+//! - `series_raw`: all questions, neither step; `series_no_onset`,
+//!   `series_no_calibration`, `series_no_seasons`: the default less one part;
+//! - `series_likelihood`: the anomaly likelihood in place of the calibration;
+//! - `likelihood_raw`, `likelihood_series`, `likelihood_gaussian`: the
+//!   likelihood applied to `series_raw`, `series` and `windowed_gaussian`;
 //! - `spike_dip`: `SpikeDip::new(30, 6.0, Both)`, a `spike` monitor's defaults; score = `Assessment.score`;
 //! - `page_hinkley`: `PageHinkley::new(0.5, 25.0, 30)`, a `change_point` monitor's defaults;
-//! - `random`: uniform scores, seeded per series;
 //! - `windowed_gaussian`: mean and standard deviation of the last 6,400 values,
-//!   score = 1 − the normal tail probability of the value (the classic
-//!   baseline of the Numenta benchmark).
+//!   score from the normal tail probability of the value (the classic
+//!   baseline of the public benchmarks);
+//! - `half_space_trees`: half-space trees on (value, step), window 250;
+//! - `random`: uniform scores, seeded per series.
 //!
+//! `x_episode_E` and `x_quiet_Q` (with `--only`) try other onset settings.
 //! A missing value (`NaN`) scores 0 and is not shown to the detector
 //! (`SeriesDetector` skips it itself).
 
@@ -129,7 +140,7 @@ impl Online for Random {
     }
 }
 
-const DETECTORS: [&str; 18] = [
+const DETECTORS: [&str; 19] = [
     "series",
     "series_level",
     "series_change",
@@ -140,6 +151,7 @@ const DETECTORS: [&str; 18] = [
     "series_no_onset",
     "series_no_calibration",
     "series_no_seasons",
+    "series_likelihood",
     "likelihood_raw",
     "likelihood_series",
     "spike_dip",
@@ -233,7 +245,7 @@ fn detector(name: &str, seed: u64, index: usize) -> Box<dyn Online> {
             let e: f64 = x["x_episode_".len()..].parse().unwrap();
             variant(|c| c.episode = e)
         }
-        "x_likelihood" => variant(|c| {
+        "series_likelihood" => variant(|c| {
             c.calibrate = false;
             c.likelihood = true
         }),

@@ -1367,17 +1367,28 @@ impl Monitors {
                 && rule.firing
                 && direction.is_some_and(|d| rule.direction != 0 && d != rule.direction);
             if flipped {
+                let was = if rule.direction > 0 { "rise" } else { "fall" };
                 rule.quiet = rule.spec.resolve_after.saturating_sub(1);
+                let before = alerts.len();
+                let window = (start, end);
                 self.lifecycle(
                     i,
                     epoch,
-                    (start, end),
+                    window,
                     Assessment::QUIET,
                     observed,
                     None,
                     None,
                     alerts,
                 );
+                if let Some(a) = alerts.get_mut(before) {
+                    let r = &self.rules[i];
+                    a.message = format!(
+                        "{} `{}`: the {was} is over, the opposite follows (observed {observed:.3})",
+                        kind_name(r.spec.kind),
+                        r.spec.id
+                    );
+                }
             }
             let rule = &mut self.rules[i];
             // The expected range is only said in an alert: computed when one is due.
