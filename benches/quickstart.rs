@@ -35,10 +35,11 @@ use arrow::array::{
     TimestampMillisecondBuilder, UInt64Builder,
 };
 use arrow::record_batch::RecordBatch;
+use millrace::connectors::lake::Compression;
 use millrace::connectors::lake::{
-    clean_table, part_name, partition_of, rejected_table, scored_table, write_atomic,
+    clean_table, part_name, partition_of, rejected_table, scored_table, write_part,
 };
-use millrace::topology::{Compression, Topology};
+use millrace::topology::Topology;
 use millrace_operators::clean::Dedup;
 use millrace_operators::hash::{line_hash, FxBuild};
 use millrace_operators::learn::logistic::ModelSpec;
@@ -499,14 +500,14 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, source: &str, arr
         ];
         scored.extend(lin);
         let name = part_name(epoch, 0);
-        write_atomic(
+        write_part(
             &lake.join("clean").join(part),
             &name,
             &RecordBatch::try_new(arrows.0.clone(), clean).unwrap(),
             Compression::Snappy,
         )
         .unwrap();
-        write_atomic(
+        write_part(
             &lake.join("scored").join(part),
             &name,
             &RecordBatch::try_new(arrows.1.clone(), scored).unwrap(),
@@ -546,7 +547,7 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, source: &str, arr
             Arc::new(time.finish()),
         ];
         cols.extend(lineage(rows, &|i| b.rejects[i].5, epoch, arrived, source));
-        write_atomic(
+        write_part(
             &lake.join("rejected").join(part),
             &part_name(epoch, 0),
             &RecordBatch::try_new(arrows.2.clone(), cols).unwrap(),

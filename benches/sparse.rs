@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use millrace::topology::{Table, Topology};
+use millrace::connectors::lake::Table;
+use millrace::topology::Topology;
 
 /// The spacings, as (name, ms between rows).
 const SPACINGS: [(&str, f64); 4] = [

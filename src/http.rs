@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::runtime::Fault;
+use crate::core::fault::Fault;
 use crate::svg::esc;
 
 /// What the server shows.
@@ -31,7 +31,7 @@ pub struct LiveView {
     /// The run's fault, for `/healthz`.
     pub fault: Fault,
     /// Sampled records per step, for `/tap/<step>`.
-    pub taps: Arc<crate::tap::Taps>,
+    pub taps: Arc<crate::dataflow::tap::Taps>,
     /// `POST /promote` sets it: the challenger is promoted at the next epoch (`None`: no challenger).
     pub promote: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -96,7 +96,7 @@ fn handle(mut stream: TcpStream, view: &LiveView) -> std::io::Result<()> {
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4",
-            crate::metrics::render(),
+            crate::core::metrics::render(),
         ),
         "/healthz" => match view.fault.message() {
             None => ("200 OK", "text/plain", "ok\n".to_string()),
@@ -129,7 +129,7 @@ fn handle(mut stream: TcpStream, view: &LiveView) -> std::io::Result<()> {
                     format!(
                         "no step `{}` to tap; steps: {}\n",
                         &p[5..],
-                        crate::tap::STEPS.join(", ")
+                        crate::dataflow::tap::STEPS.join(", ")
                     ),
                 ),
             }

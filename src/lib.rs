@@ -7,12 +7,11 @@
 #![deny(missing_docs)]
 
 pub mod connectors;
+pub mod core;
 pub mod dataflow;
 pub mod gen;
 pub mod http;
-pub mod metrics;
 pub mod report;
 pub mod runtime;
 pub mod svg;
-pub mod tap;
 pub mod topology;

@@ -157,23 +157,12 @@ enum ModelsAction {
 /// Writes `bytes` to `path` through a temporary name in the same folder (a
 /// landing folder never sees a half-written file).
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .context("expected a file path")?
-        .to_string_lossy()
-        .to_string();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))
+    Ok(millrace::core::storage::write_atomic(path, bytes)?)
 }
 
 /// The one model in `lake`, or the named one.
 fn model_name(lake: &std::path::Path, model: Option<String>) -> anyhow::Result<String> {
-    use millrace::runtime::registry;
+    use millrace::dataflow::coordinator::registry;
     if let Some(m) = model {
         return Ok(m);
     }
@@ -190,7 +179,7 @@ fn model_name(lake: &std::path::Path, model: Option<String>) -> anyhow::Result<S
 }
 
 fn models(action: ModelsAction) -> anyhow::Result<()> {
-    use millrace::runtime::registry;
+    use millrace::dataflow::coordinator::registry;
     match action {
         ModelsAction::List { lake, model } => {
             let name = model_name(&lake, model)?;
@@ -424,10 +413,10 @@ fn tap(
     let addr = addr.or(plan.topology.runtime.http_addr.clone()).context(
         "the topology has no `[runtime] http_addr` and no --addr was given: where is the job?",
     )?;
-    if !millrace::tap::STEPS.contains(&step) {
+    if !millrace::dataflow::tap::STEPS.contains(&step) {
         bail!(
             "no step `{step}` to tap; steps: {}",
-            millrace::tap::STEPS.join(", ")
+            millrace::dataflow::tap::STEPS.join(", ")
         );
     }
     let (mut after, mut shown) = (0u64, 0usize);
@@ -599,7 +588,7 @@ fn real_main(command: Command) -> anyhow::Result<()> {
             millrace::report::write(&lake, &out, &title).map_err(anyhow::Error::msg)?;
             println!("report: {}", out.display());
         }
-        Command::Grafana => println!("{}", millrace::metrics::grafana_dashboard()),
+        Command::Grafana => println!("{}", millrace::core::metrics::grafana_dashboard()),
         Command::Tap {
             topology,
             step,
@@ -687,11 +676,11 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 });
             })
             .context("cannot install the signal handler")?;
-            let fault = millrace::runtime::Fault::default();
+            let fault = millrace::core::fault::Fault::default();
             let http_addr = http_addr.or(plan.topology.runtime.http_addr.clone());
             let taps = http_addr
                 .as_ref()
-                .map(|_| Arc::new(millrace::tap::Taps::new(100)));
+                .map(|_| Arc::new(millrace::dataflow::tap::Taps::new(100)));
             let promote = (http_addr.is_some() && plan.topology.challenger.is_some())
                 .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
             if let Some(addr) = &http_addr {
@@ -861,22 +850,11 @@ fn real_main(command: Command) -> anyhow::Result<()> {
                 let stdout = std::io::stdout();
                 generate(&opts, stdout.lock())?
             } else {
-                let name = out
-                    .file_name()
-                    .context("--out: expected a file path")?
-                    .to_string_lossy()
-                    .to_string();
-                let tmp = out.with_file_name(format!(".{name}.tmp"));
-                if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                }
-                let file = std::fs::File::create(&tmp)
-                    .with_context(|| format!("cannot create {}", tmp.display()))?;
-                let t = generate(&opts, std::io::BufWriter::with_capacity(1 << 20, &file))?;
-                file.sync_all()?;
-                std::fs::rename(&tmp, &out)
-                    .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+                let (t, _) = millrace::core::storage::write_atomic_with(
+                    &out,
+                    || {},
+                    |file| generate(&opts, std::io::BufWriter::with_capacity(1 << 20, file)),
+                )?;
                 t
             };
             if let Some(path) = truth {

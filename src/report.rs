@@ -640,11 +640,5 @@ pub fn render(data: &ReportData, title: &str) -> String {
 pub fn write(lake: &Path, out: &Path, title: &str) -> Result<(), String> {
     let data = load(lake)?;
     let html = render(&data, title);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let tmp = out.with_extension("html.tmp");
-    std::fs::write(&tmp, html).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("cannot write {}: {e}", out.display()))
+    crate::core::storage::write_atomic(out, html.as_bytes()).map_err(|e| e.to_string())
 }

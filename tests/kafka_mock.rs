@@ -67,7 +67,7 @@ fn a_broker_down_for_seconds_mid_stream_loses_nothing() {
     );
     assert_eq!(summary.ledger.clean, clean);
     assert_eq!(rows(&dir.join("lake"), "scored") as u64, clean);
-    let metrics = millrace::metrics::render();
+    let metrics = millrace::core::metrics::render();
     let errors: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("millrace_kafka_errors_total"))

@@ -98,7 +98,8 @@ fn newest_part_epoch(lake: &Path) -> Option<u64> {
             let name = e.file_name().to_string_lossy().to_string();
             if e.path().is_dir() {
                 stack.push(e.path());
-            } else if let Some(ep) = millrace::runtime::checkpoint::part_epoch(&name) {
+            } else if let Some(ep) = millrace::dataflow::coordinator::checkpoint::part_epoch(&name)
+            {
                 newest = newest.max(Some(ep));
             }
         }
@@ -332,7 +333,7 @@ fn corrupt_checkpoints_fall_back_or_refuse() {
         if p.extension().is_some_and(|x| x == "ckpt") {
             let header = format!(
                 "millrace-checkpoint {} 0000000000000000\n{{}}",
-                millrace::runtime::checkpoint::VERSION
+                millrace::dataflow::coordinator::checkpoint::VERSION
             );
             std::fs::write(&p, header).unwrap();
         }

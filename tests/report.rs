@@ -379,11 +379,11 @@ fn the_live_view_serves_metrics_that_agree_with_the_ledger() {
 
 #[test]
 fn the_grafana_board_is_generated_from_the_exported_names() {
-    let board = millrace::metrics::grafana_dashboard();
+    let board = millrace::core::metrics::grafana_dashboard();
     let shipped = std::fs::read_to_string(repo().join("grafana/millrace.json")).unwrap();
     assert_eq!(shipped.trim(), board.trim(), "grafana/millrace.json is stale: regenerate it with `millrace grafana > grafana/millrace.json`");
     let v: serde_json::Value = serde_json::from_str(&board).unwrap();
-    let exported: Vec<&str> = millrace::metrics::ALL.iter().map(|m| m.0).collect();
+    let exported: Vec<&str> = millrace::core::metrics::ALL.iter().map(|m| m.0).collect();
     let mut used = 0;
     for p in v["panels"].as_array().unwrap() {
         assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));

@@ -8,8 +8,6 @@
 //! (`<rule>:<epoch>:<state>`, with `[group]` for grouped rules) to
 //! deduplicate on. Webhook, email and Kafka channels are in `notify`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,8 +20,8 @@ use millrace_operators::monitor::Alert;
 use millrace_operators::schema::Schema;
 use millrace_operators::Epoch;
 
+use crate::connectors::lake::Table;
 use crate::connectors::lake::TableFormat;
-use crate::topology::Table;
 
 /// The `alerts` table: one row per firing or resolved alert.
 pub fn alerts_table() -> TableFormat<Alert> {
@@ -125,9 +123,6 @@ pub fn append_jsonl(path: &Path, alerts: &[Alert]) -> std::io::Result<()> {
     if alerts.is_empty() {
         return Ok(());
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut text = String::new();
     for a in alerts {
         let mut v = serde_json::to_value(a).map_err(std::io::Error::other)?;
@@ -138,7 +133,5 @@ pub fn append_jsonl(path: &Path, alerts: &[Alert]) -> std::io::Result<()> {
         text.push_str(&v.to_string());
         text.push('\n');
     }
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    crate::core::storage::append_durable(path, &text)
 }

@@ -40,8 +40,8 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::Stream;
 
 use crate::connectors::lake::Commit;
-use crate::runtime::Fault;
-use crate::topology::Table;
+use crate::connectors::lake::SinkId;
+use crate::core::fault::Fault;
 
 /// `[sink.csv]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,7 +244,7 @@ impl<'scope> CsvSink<'scope> for Stream<'scope, Epoch, Vec<CsvRow>> {
                     }
                     rows.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
                     let mut commit = Commit {
-                        table: Table::Csv,
+                        sink: SinkId::Csv,
                         epoch,
                         worker,
                         files: 0,

@@ -61,7 +61,7 @@ use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
 
 use crate::connectors::landing::{FileFact, SourcePos, SourceStreams};
-use crate::runtime::Fault;
+use crate::core::fault::Fault;
 
 /// `[source.kafka]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -496,8 +496,8 @@ pub fn kafka<'scope>(
             while let Some(ev) = consumer.poll(Duration::ZERO) {
                 if let Err(e) = ev {
                     transport_errors += 1;
-                    metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
-                    crate::metrics::io_error();
+                    metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
+                    crate::core::metrics::io_error();
                     warn!(step_id = %step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
                 }
             }
@@ -539,8 +539,8 @@ pub fn kafka<'scope>(
                         }
                         Some(Err(e)) => {
                             transport_errors += 1;
-                            metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
-                            crate::metrics::io_error();
+                            metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
+                            crate::core::metrics::io_error();
                             warn!(step_id = %step, partition = %p.name, %e, "Kafka fetch error; librdkafka retries.");
                             break;
                         }
@@ -554,8 +554,8 @@ pub fn kafka<'scope>(
                 let mut chunks_handle = chunks_out.activate();
                 let mut session = chunks_handle.session(&c[0]);
                 for p in parts.iter_mut().filter(|p| p.taken > 0) {
-                    metrics::counter!(crate::metrics::RECORDS_IN, "step" => "kafka").increment(p.taken);
-                    metrics::counter!(crate::metrics::BYTES_IN, "step" => "kafka").increment(p.text.len() as u64);
+                    metrics::counter!(crate::core::metrics::RECORDS_IN, "step" => "kafka").increment(p.taken);
+                    metrics::counter!(crate::core::metrics::BYTES_IN, "step" => "kafka").increment(p.text.len() as u64);
                     session.give(Chunk {
                         source: p.name.clone(),
                         input: p.input,
@@ -576,7 +576,7 @@ pub fn kafka<'scope>(
                     for (a, p) in cfg.assigned.iter().zip(parts.iter()) {
                         if let Some(high) = cached_high_watermark(&consumer, &a.topic, a.partition) {
                             let lag = (high - p.next.max(0)).max(0) as f64;
-                            metrics::gauge!(crate::metrics::KAFKA_LAG, "topic" => a.topic.clone(), "partition" => a.partition.to_string()).set(lag);
+                            metrics::gauge!(crate::core::metrics::KAFKA_LAG, "topic" => a.topic.clone(), "partition" => a.partition.to_string()).set(lag);
                         }
                     }
                     pos_out.activate().session(&c[2]).give(SourcePos { worker, position: None, offsets, labels: false });

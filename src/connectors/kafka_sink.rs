@@ -38,9 +38,9 @@ use tracing::info;
 
 use crate::connectors::kafka::client_config;
 use crate::connectors::lake::Commit;
-use crate::runtime::write_behind::WriteBehind;
-use crate::runtime::Fault;
-use crate::topology::Table;
+use crate::connectors::lake::SinkId;
+use crate::core::fault::Fault;
+use crate::core::write_behind::WriteBehind;
 
 /// `[sink.kafka]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -336,7 +336,7 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
             let err = |what: &str, e: &dyn std::fmt::Display| format!("{step}: {what} (topic `{}`, epoch {epoch}): {e}", spec.topic);
             if skip_until.is_some_and(|s| epoch <= s) {
                 info!(step_id = %step, epoch, "Epoch already in Kafka from before the restart; not producing it again.");
-                return Ok(vec![Commit { table: Table::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes: 0, parts: vec![] }]);
+                return Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes: 0, parts: vec![] }]);
             }
             if producer.is_none() {
                 let mut c = client_config(&sink.brokers, &BTreeMap::new());
@@ -372,13 +372,13 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;
-                            metrics::counter!(crate::metrics::KAFKA_RETRIES, "step" => "kafka_scored").increment(1);
-                            crate::metrics::io_error();
+                            metrics::counter!(crate::core::metrics::KAFKA_RETRIES, "step" => "kafka_scored").increment(1);
+                            crate::core::metrics::io_error();
                             p.poll(Duration::from_millis(10));
                         }
                         Err((e, _)) => {
-                            metrics::counter!(crate::metrics::KAFKA_ERRORS, "step" => "kafka_scored", "kind" => "produce").increment(1);
-                            crate::metrics::io_error();
+                            metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka_scored", "kind" => "produce").increment(1);
+                            crate::core::metrics::io_error();
                             return Err(err("cannot produce", &e));
                         }
                     }
@@ -395,7 +395,7 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
             } else {
                 p.flush(Duration::from_secs(60)).map_err(|e| err("records were not acknowledged", &e))?;
             }
-            Ok(vec![Commit { table: Table::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
+            Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
         })
     }
 }

@@ -22,7 +22,6 @@
 //! the source's flow control — advances past the failed epoch).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,29 +40,61 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
-use crate::runtime::write_behind::WriteBehind;
-use crate::runtime::Fault;
-use crate::topology::{Compression, Partitioning, Table};
+pub use crate::core::commit::{Commit, SinkId, Table};
+use crate::core::fault::Fault;
+use crate::core::storage;
+use crate::core::write_behind::WriteBehind;
 
-/// A committed part of an epoch of one table on one worker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Commit {
-    /// The table.
-    pub table: Table,
-    /// The epoch.
-    pub epoch: Epoch,
-    /// The worker that wrote it.
-    pub worker: usize,
-    /// Files written.
-    pub files: u64,
-    /// Rows written.
-    pub rows: u64,
-    /// Bytes written.
-    pub bytes: u64,
-    /// With checkpoints: the parts, still under their pending names, and the
-    /// visible names the coordinator renames them to once the epoch's
-    /// checkpoint is written (both relative to the lake).
-    pub parts: Vec<(String, String)>,
+/// `[lake]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSpec {
+    /// The lake's root folder.
+    pub path: PathBuf,
+    /// The tables to write.
+    #[serde(default = "all_tables")]
+    pub tables: Vec<Table>,
+    /// Parquet compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// How event time splits a table into Hive partitions.
+    #[serde(default)]
+    pub partition: Partitioning,
+}
+
+/// How a lake table is split into Hive partitions by event time (UTC).
+///
+/// Finer partitions let a reader skip more, but every partition an epoch
+/// touches is a file of its own: a stream whose epochs span days or months
+/// of event time (a backfill, hourly or daily series) writes far fewer,
+/// larger files with `day` or `month`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// `date=YYYY-MM-DD/hour=HH/`.
+    #[default]
+    Hour,
+    /// `date=YYYY-MM-DD/`.
+    Day,
+    /// `month=YYYY-MM/`.
+    Month,
+    /// No partition folders: the table's parts sit in its folder.
+    None,
+}
+
+fn all_tables() -> Vec<Table> {
+    vec![Table::Clean, Table::Scored, Table::Rejected, Table::Metrics]
+}
+
+/// Parquet compression codecs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Snappy: fast, read by every Parquet reader.
+    #[default]
+    Snappy,
+    /// None.
+    None,
 }
 
 /// Where and how tables are written.
@@ -458,16 +489,14 @@ pub fn pending_name(name: &str) -> String {
     format!(".{name}.pending")
 }
 
-/// Writes one Parquet file atomically: temporary name, fsync, rename, fsync of the folder.
+/// Writes one Parquet file atomically and durably ([`storage::write_atomic_with`]).
 /// Returns the bytes written.
-pub fn write_atomic(
+pub fn write_part(
     dir: &Path,
     name: &str,
     batch: &RecordBatch,
     compression: Compression,
 ) -> std::io::Result<u64> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
     let codec = match compression {
         Compression::Snappy => parquet::basic::Compression::SNAPPY,
         Compression::None => parquet::basic::Compression::UNCOMPRESSED,
@@ -497,16 +526,16 @@ pub fn write_atomic(
         }
     }
     let props = props.build();
-    let file = File::create(&tmp)?;
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
-    writer.write(batch).map_err(std::io::Error::other)?;
-    let file = writer.into_inner().map_err(std::io::Error::other)?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    drop(file);
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()?;
+    let ((), bytes) = storage::write_atomic_with(
+        &dir.join(name),
+        || {},
+        |file| {
+            let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
+                .map_err(std::io::Error::other)?;
+            writer.write(batch).map_err(std::io::Error::other)?;
+            writer.close().map(|_| ()).map_err(std::io::Error::other)
+        },
+    )?;
     Ok(bytes)
 }
 
@@ -550,7 +579,7 @@ pub fn write_epoch<R>(
         .into_values()
         .map(|(t, rows)| (partition_path(lake.partitioning, t), rows));
     let mut commit = Commit {
-        table: format.table,
+        sink: SinkId::Lake(format.table),
         epoch,
         worker,
         files: 0,
@@ -570,12 +599,12 @@ pub fn write_epoch<R>(
         let dir = lake.root.join(&folder);
         if lake.pending {
             let pending = pending_name(&name);
-            commit.bytes += write_atomic(&dir, &pending, &batch, lake.compression)?;
+            commit.bytes += write_part(&dir, &pending, &batch, lake.compression)?;
             commit
                 .parts
                 .push((format!("{folder}/{pending}"), format!("{folder}/{name}")));
         } else {
-            commit.bytes += write_atomic(&dir, &name, &batch, lake.compression)?;
+            commit.bytes += write_part(&dir, &name, &batch, lake.compression)?;
         }
         commit.files += 1;
         commit.rows += rows.len() as u64;

@@ -79,75 +79,71 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::{ProbeHandle, Scope, Stream};
+use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::runtime::Fault;
-use crate::topology::{FileFormat, LandingSpec, OnChange};
+use crate::core::fault::Fault;
+pub use crate::core::position::{FileFact, FilePos, SourcePos, SourceStreams};
 
-/// What the landing source knows about a file it has read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileFact {
-    /// File name, relative to the landing folder.
-    pub name: String,
-    /// Size in bytes (of the file itself, also when it is gzipped).
-    pub size_bytes: u64,
-    /// Data records read (the CSV header is not counted; blank lines are not
-    /// counted; a CSV record whose quoted field holds newlines counts once).
-    pub rows: u64,
-    /// xxh3 of the whole content (of the file itself, also when it is gzipped).
-    pub content_hash: u64,
-    /// Modification time of the file when it was picked up (ms since the Unix epoch).
-    pub arrived_ms: i64,
-    /// The epoch in which the file's last record was emitted.
-    pub last_epoch: Epoch,
-    /// The worker that read it.
-    pub worker: usize,
+/// `[source.landing]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandingSpec {
+    /// The folder to watch (relative paths are relative to the working directory).
+    pub path: PathBuf,
+    /// How files are encoded: `csv`, `jsonl`, or `auto` (by file extension).
+    #[serde(default)]
+    pub format: FileFormat,
+    /// How often to look for new files when not running `--once`.
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    /// A file is complete once its size and modification time have not changed for this long.
+    #[serde(default = "default_settle")]
+    pub settle_ms: u64,
+    /// What to do when a file changes after it was picked up (see [`OnChange`]).
+    #[serde(default)]
+    pub on_change: OnChange,
 }
 
-/// Where a worker's source is inside a file: what a checkpoint records to resume it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilePos {
-    /// File name, relative to the landing folder.
-    pub name: String,
-    /// Size when it was picked up.
-    pub size_bytes: u64,
-    /// Its arrival time (ms).
-    pub arrived_ms: i64,
-    /// Bytes consumed (header included; in the decompressed stream for a gzipped file).
-    pub offset: u64,
-    /// Line number of the next line.
-    pub next_line: u64,
-    /// Data records read so far.
-    pub rows: u64,
-    /// xxh3 of the `offset` bytes consumed: a resumed file must still begin with them.
-    #[serde(default)]
-    pub prefix_hash: Option<u64>,
+/// `[source.landing] on_change`: what the landing source does when a file
+/// changes (shrinks, grows, is rewritten) after it was picked up. A changed
+/// file is never recorded as read; see `src/connectors/landing.rs`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// Stop the run with an error naming the file (nothing of its unfinished
+    /// epoch is committed); the next run resumes it from the checkpoint once
+    /// it is back to what was picked up.
+    #[default]
+    Fail,
+    /// Warn, wait until the file settles again, then go on after the records
+    /// already read if they are still the file's beginning (else stop as `fail`).
+    Retry,
 }
 
-/// A source position at the end of an epoch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourcePos {
-    /// The worker.
-    pub worker: usize,
-    /// The file it is in the middle of, if any.
-    pub position: Option<FilePos>,
-    /// Kafka sources: the next offset of each of the worker's partitions (`topic/partition`).
-    #[serde(default)]
-    pub offsets: BTreeMap<String, i64>,
-    /// A position of the delayed-label source (`[source.labels]`).
-    #[serde(default)]
-    pub labels: bool,
+/// `poll_interval_ms` by default.
+pub fn default_poll() -> u64 {
+    1_000
 }
 
-/// What a source emits: chunks of records, facts of finished inputs, and its
-/// position at every epoch's end (the landing folder's and Kafka's alike).
-pub type SourceStreams<'scope> = (
-    Stream<'scope, Epoch, Vec<Chunk>>,
-    Stream<'scope, Epoch, Vec<FileFact>>,
-    Stream<'scope, Epoch, Vec<SourcePos>>,
-);
+/// `settle_ms` by default.
+pub fn default_settle() -> u64 {
+    1_000
+}
+
+/// File encodings the landing source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// By extension: `.csv` is CSV; `.jsonl`, `.ndjson` and `.json` are JSON lines.
+    #[default]
+    Auto,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
 
 /// Names with these endings are files still being written.
 const TEMP_SUFFIXES: [&str; 5] = [".tmp", ".part", ".partial", ".crdownload", ".inprogress"];
@@ -434,7 +430,7 @@ impl State {
             return;
         }
         warn!(worker = self.worker, file = %name.to_string_lossy(), reason = why.code(), "A file in the landing folder is not read.");
-        metrics::counter!(crate::metrics::LANDING_FILES_SKIPPED, "reason" => why.code())
+        metrics::counter!(crate::core::metrics::LANDING_FILES_SKIPPED, "reason" => why.code())
             .increment(1);
         self.skipped.insert(name);
     }
@@ -942,8 +938,8 @@ pub fn landing<'scope>(
             let mut pos_handle = pos_out.activate();
             state.lines_in_epoch += lines;
             if let Some(chunk) = chunk {
-                metrics::counter!(crate::metrics::RECORDS_IN, "step" => "landing").increment(lines);
-                metrics::counter!(crate::metrics::BYTES_IN, "step" => "landing").increment(chunk.text.len() as u64);
+                metrics::counter!(crate::core::metrics::RECORDS_IN, "step" => "landing").increment(lines);
+                metrics::counter!(crate::core::metrics::BYTES_IN, "step" => "landing").increment(chunk.text.len() as u64);
                 chunks_handle.session(&c[0]).give(chunk);
                 if !eof {
                     crate::crash_point!("landing_mid_file");

@@ -62,7 +62,7 @@ impl RateLimit {
                 self.held.remove(&key);
                 out.push(a.clone());
             } else {
-                metrics::counter!(crate::metrics::ALERTS_RATE_LIMITED, "rule" => a.rule_id.clone())
+                metrics::counter!(crate::core::metrics::ALERTS_RATE_LIMITED, "rule" => a.rule_id.clone())
                     .increment(1);
                 // Said once when the rule reaches its limit, not for every alert held back.
                 if self.held.insert(key.clone()) {
@@ -95,18 +95,18 @@ impl Notifier {
                     for attempt in 1..=attempts {
                         match channel.deliver(&batch) {
                             Ok(()) => {
-                                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "delivered").increment(1);
+                                metrics::counter!(crate::core::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "delivered").increment(1);
                                 tracing::info!(channel = name, alerts = batch.len(), attempt, "Delivered alerts.");
                                 break;
                             }
                             Err(e) if attempt < attempts => {
-                                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "retried").increment(1);
+                                metrics::counter!(crate::core::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "retried").increment(1);
                                 warn!(channel = name, attempt, %e, "Alert delivery failed; retrying.");
                                 std::thread::sleep(wait);
                                 wait = (wait * 2).min(Duration::from_secs(10));
                             }
                             Err(e) => {
-                                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "failed").increment(1);
+                                metrics::counter!(crate::core::metrics::ALERT_DELIVERIES, "channel" => name, "outcome" => "failed").increment(1);
                                 let rules: Vec<String> = batch.iter().map(|a| format!("{}:{:?}", a.rule_id, a.state)).collect();
                                 error!(channel = name, attempts, %e, alerts = ?rules, "Alert delivery failed for good; the alerts are in the lake's alerts table.");
                             }
@@ -131,7 +131,7 @@ impl Notifier {
             if let Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) =
                 q.try_send(alerts.to_vec())
             {
-                metrics::counter!(crate::metrics::ALERT_DELIVERIES, "channel" => self.name, "outcome" => "dropped").increment(1);
+                metrics::counter!(crate::core::metrics::ALERT_DELIVERIES, "channel" => self.name, "outcome" => "dropped").increment(1);
                 error!(channel = self.name, alerts = batch.len(), "Alert queue full; dropping a batch (the alerts are in the lake's alerts table).");
             }
         }

@@ -6,107 +6,27 @@
 //! Faults raised inside operators (a file that cannot be read, a lake write
 //! that fails) stop every worker; nothing past the failed epoch is committed.
 
-pub mod checkpoint;
-pub mod ledger;
 pub mod lock;
-pub mod manifest;
-pub mod progress;
-pub mod registry;
 pub mod running;
-pub mod snapshots;
-pub mod write_behind;
-
-/// A named point where the recovery tests inject a crash (`return`: the process
-/// aborts on the spot, like `kill -9`) or a delay (`sleep(ms)`). Compiled only
-/// with `--features failpoints`; configured with `FAILPOINTS=name=action;...`.
-#[macro_export]
-macro_rules! crash_point {
-    ($name:expr) => {{
-        #[cfg(feature = "failpoints")]
-        {
-            let _: Option<()> = fail::eval($name, |_| {
-                eprintln!("millrace: crash point `{}` hit, aborting", $name);
-                std::process::abort()
-            });
-        }
-    }};
-}
-
-/// A named point where a test holds the run (`FAILPOINTS=name=return(PATH)`):
-/// the process writes its pid to `PATH.reached`, then waits until `PATH`
-/// exists. Lets a test act while a job is provably mid-run (holding the lake,
-/// an epoch committed) without guessing at timing. Compiled only with
-/// `--features failpoints`.
-#[macro_export]
-macro_rules! wait_point {
-    ($name:expr) => {{
-        #[cfg(feature = "failpoints")]
-        {
-            let _: Option<()> = fail::eval($name, |gate| {
-                if let Some(gate) = gate {
-                    $crate::runtime::wait_at_gate($name, std::path::Path::new(&gate));
-                }
-            });
-        }
-    }};
-}
-
-/// Announces `PATH.reached` and blocks until `gate` exists (see [`wait_point!`]).
-#[cfg(feature = "failpoints")]
-pub fn wait_at_gate(name: &str, gate: &std::path::Path) {
-    if gate.exists() {
-        return;
-    }
-    let reached = gate.with_extension("reached");
-    eprintln!(
-        "millrace: wait point `{name}` reached, waiting for {}",
-        gate.display()
-    );
-    let _ = std::fs::write(&reached, std::process::id().to_string());
-    while !gate.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_operators::learn::eval::EvalMetrics;
 use millrace_operators::LedgerCounts;
-use tracing::{error, warn};
+use tracing::warn;
 
+use crate::connectors::lake::SinkId;
 use crate::connectors::landing::FileFact;
+use crate::core::fault::Fault;
 use crate::dataflow;
-use crate::topology::{Compiled, Table};
-
-/// A fault raised by any operator on any worker; every worker stops when it sees one.
-#[derive(Clone, Debug, Default)]
-pub struct Fault(Arc<Mutex<Option<String>>>);
-
-impl Fault {
-    /// Records the first fault (later ones are logged only).
-    pub fn raise(&self, message: String) {
-        error!(%message, "Stopping the run.");
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(message);
-        }
-    }
-
-    /// Whether a fault has been raised.
-    pub fn is_raised(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
-    }
-
-    /// The first fault's message.
-    pub fn message(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
+use crate::dataflow::coordinator::{checkpoint, ledger, manifest, registry};
+use crate::dataflow::progress;
+use crate::topology::Compiled;
 
 /// This process's place in a multi-process timely cluster.
 #[derive(Clone, Debug)]
@@ -176,7 +96,7 @@ pub struct RunOptions {
     /// Show a `--once` run's progress on stderr.
     pub show_progress: bool,
     /// Sample records of the tappable steps here (the live view).
-    pub taps: Option<Arc<crate::tap::Taps>>,
+    pub taps: Option<Arc<crate::dataflow::tap::Taps>>,
     /// Set (by the live view's `POST /promote`) to promote the challenger at the next epoch.
     pub promote: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -231,7 +151,7 @@ pub struct RunSummary {
     /// Files read in this run.
     pub files: Vec<FileFact>,
     /// Files, rows and bytes committed per table.
-    pub committed: Vec<(Table, u64, u64, u64)>,
+    pub committed: Vec<(SinkId, u64, u64, u64)>,
     /// Wall time.
     pub elapsed: Duration,
     /// The lake.
@@ -265,7 +185,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         0 => Some(lock::acquire(&lake, "run")?),
         _ => None,
     };
-    crate::metrics::install();
+    crate::core::metrics::install();
     let start = prepare(&plan, workers, process == 0)?;
     let facts = manifest::load(&lake).map_err(|e| {
         RunError::External(format!(
@@ -772,16 +692,16 @@ impl std::fmt::Display for RunSummary {
                 )?;
             }
         }
-        if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == Table::Kafka) {
+        if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == SinkId::Kafka) {
             writeln!(f, "kafka: {rows} scored records produced ({bytes} bytes)")?;
         }
-        if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == Table::Csv) {
+        if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == SinkId::Csv) {
             writeln!(f, "csv: {rows} rows appended ({bytes} bytes)")?;
         }
         let tables: Vec<String> = self
             .committed
             .iter()
-            .filter(|c| c.0 != Table::Kafka && c.0 != Table::Csv)
+            .filter(|c| matches!(c.0, SinkId::Lake(_)))
             .map(|(t, files, rows, _)| format!("{} {rows} rows in {files} files", t.name()))
             .collect();
         write!(

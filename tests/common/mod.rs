@@ -384,8 +384,9 @@ pub fn late_counts(out: &str) -> [u64; 6] {
 pub fn final_model(lake: &Path) -> Vec<millrace_operators::score::Scorer> {
     let text = std::fs::read(newest_checkpoint(lake)).unwrap();
     let body = &text[text.iter().position(|b| *b == b'\n').unwrap() + 1..];
-    let ckpt: millrace::runtime::checkpoint::Checkpoint = serde_json::from_slice(body).unwrap();
-    let states = millrace::runtime::checkpoint::load_states(lake, &ckpt).unwrap();
+    let ckpt: millrace::dataflow::coordinator::checkpoint::Checkpoint =
+        serde_json::from_slice(body).unwrap();
+    let states = millrace::dataflow::coordinator::checkpoint::load_states(lake, &ckpt).unwrap();
     let models: Vec<millrace_operators::score::Scorer> = states
         .iter()
         .filter(|((step, _), _)| step == "score")

@@ -50,11 +50,12 @@ use tracing::{error, info};
 
 use crate::connectors::alerts::{alerts_table, append_jsonl};
 use crate::connectors::lake::{write_epoch, Commit, Lake, TableFormat};
+use crate::connectors::lake::{SinkId, Table};
 use crate::connectors::landing::{FileFact, FilePos, SourcePos};
-use crate::runtime::checkpoint::{self, Checkpoint, StateRef};
-use crate::runtime::snapshots::StateSaved;
-use crate::runtime::{manifest, Fault};
-use crate::topology::Table;
+use crate::core::fault::Fault;
+use crate::dataflow::coordinator::checkpoint::{self, Checkpoint, StateRef};
+use crate::dataflow::coordinator::manifest;
+use crate::dataflow::coordinator::snapshots::StateSaved;
 use millrace_operators::monitor::{
     latency_percentiles, Alert, AlertState, EpochFacts, Monitors, WindowPartial,
 };
@@ -251,7 +252,7 @@ pub struct RunTotals {
     /// Files read to their end and recorded in the manifest.
     pub files: Vec<FileFact>,
     /// Rows and bytes committed to the lake, by table.
-    pub committed: BTreeMap<Table, (u64, u64, u64)>,
+    pub committed: BTreeMap<SinkId, (u64, u64, u64)>,
     /// Alerts raised, in order.
     pub alerts: Vec<Alert>,
     /// Promotions of the challenger: the epoch and the version it became.
@@ -295,7 +296,7 @@ impl RunTotals {
 
 /// Counts a completed epoch's ledger (once per epoch, on the coordinator).
 fn record_epoch_metrics(tally: &Tally, wall_s: f64) {
-    use crate::metrics::*;
+    use crate::core::metrics::*;
     metrics::counter!(RECORDS_CLEAN).increment(tally.clean);
     metrics::counter!(RECORDS_DUPLICATE).increment(tally.duplicate);
     for (reason, n) in tally.reasons() {
@@ -379,7 +380,7 @@ pub struct Coordinator {
     /// Publish model versions to the lake's registry.
     pub registry: Option<RegistryCtx>,
     /// Progress counters of a `--once` run.
-    pub progress: Option<Arc<crate::runtime::progress::Progress>>,
+    pub progress: Option<Arc<crate::dataflow::progress::Progress>>,
     /// The channels' per-rule rate limit (alerts per hour).
     pub max_per_rule_per_hour: u32,
 }
@@ -464,7 +465,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
             let mut rate = crate::connectors::notify::RateLimit::new(max_per_rule_per_hour);
             let mut idle_started = false;
             let resumed_epoch = checkpointing.as_ref().and_then(|c| c.resumed.as_ref()).map_or(0, |r| r.epoch);
-            let mut io_errors_seen = crate::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
+            let mut io_errors_seen = crate::core::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
             let mut last_epoch: Epoch = 0;
             // Alerts raised between epochs: delivered at once, written to the table with the next epoch.
             let mut between: Vec<Alert> = Vec::new();
@@ -534,12 +535,12 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             Event::Commit(c) => {
                                 acc.rows += c.rows;
                                 acc.bytes += c.bytes;
-                                let sink = c.table.name();
-                                metrics::counter!(crate::metrics::RECORDS_OUT, "sink" => sink).increment(c.rows);
-                                metrics::counter!(crate::metrics::BYTES_OUT, "sink" => sink).increment(c.bytes);
+                                let sink = c.sink.name();
+                                metrics::counter!(crate::core::metrics::RECORDS_OUT, "sink" => sink).increment(c.rows);
+                                metrics::counter!(crate::core::metrics::BYTES_OUT, "sink" => sink).increment(c.bytes);
                                 acc.parts.extend(c.parts);
                                 let mut t = totals.borrow_mut();
-                                let entry = t.committed.entry(c.table).or_default();
+                                let entry = t.committed.entry(c.sink).or_default();
                                 entry.0 += c.files;
                                 entry.1 += c.rows;
                                 entry.2 += c.bytes;
@@ -617,12 +618,12 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     // One sample per group of records that arrived together (a file, a
                     // fetched batch): the recorder keeps every sample until a scrape, so
                     // one per record would grow without bound in a job nobody scrapes.
-                    let histogram = metrics::histogram!(crate::metrics::LATENCY_SECONDS);
+                    let histogram = metrics::histogram!(crate::core::metrics::LATENCY_SECONDS);
                     for (t, _) in &arrivals {
                         histogram.record((now_ms - t).max(0) as f64 / 1e3);
                     }
                     if latency[1].is_finite() {
-                        metrics::gauge!(crate::metrics::LATENCY_P99_SECONDS).set(latency[1] / 1e3);
+                        metrics::gauge!(crate::core::metrics::LATENCY_P99_SECONDS).set(latency[1] / 1e3);
                     }
                     // Monitors judge the epoch; their alerts are committed with it.
                     let alerts = match monitors.as_mut() {
@@ -638,7 +639,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                                 rows_committed: acc.rows,
                                 now_ms,
                                 io_errors: {
-                                    let all = crate::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
+                                    let all = crate::core::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
                                     let n = all - io_errors_seen;
                                     io_errors_seen = all;
                                     n
@@ -653,7 +654,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                             m.saw_input(now_ms);
                         }
                     }
-                    metrics::gauge!(crate::metrics::ALERTS_FIRING).set(monitors.as_ref().map_or(0, |m| m.firing().len()) as f64);
+                    metrics::gauge!(crate::core::metrics::ALERTS_FIRING).set(monitors.as_ref().map_or(0, |m| m.firing().len()) as f64);
                     announce(&step, &alerts);
                     // The table also gets the alerts raised between epochs (already delivered).
                     let table_alerts: Vec<Alert> = between.drain(..).chain(alerts.iter().cloned()).collect();
@@ -739,10 +740,10 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     record_epoch_metrics(&c.tally, c.wall);
                     // Model metrics without a version label (versions are unbounded); the version is its own gauge.
                     if c.row.epoch_eval.n > 0 && c.row.epoch_eval.accuracy.is_finite() {
-                        metrics::gauge!(crate::metrics::MODEL_VERSION).set(c.version as f64);
-                        metrics::gauge!(crate::metrics::MODEL_ACCURACY).set(c.row.epoch_eval.accuracy);
+                        metrics::gauge!(crate::core::metrics::MODEL_VERSION).set(c.version as f64);
+                        metrics::gauge!(crate::core::metrics::MODEL_ACCURACY).set(c.row.epoch_eval.accuracy);
                         if c.row.epoch_eval.auc.is_finite() {
-                            metrics::gauge!(crate::metrics::MODEL_AUC).set(c.row.epoch_eval.auc);
+                            metrics::gauge!(crate::core::metrics::MODEL_AUC).set(c.row.epoch_eval.auc);
                         }
                     }
                     t.epochs += 1;
@@ -914,7 +915,7 @@ impl Committer {
         // New model versions go to the registry once their epoch is committed.
         if let Some(reg) = &self.registry {
             for (r, config, range, metrics) in &job.releases {
-                crate::runtime::registry::publish(
+                crate::dataflow::coordinator::registry::publish(
                     root,
                     &reg.name,
                     r,
@@ -928,15 +929,23 @@ impl Committer {
                 .map_err(|e| format!("{step}: cannot publish model version {}: {e}", r.version))?;
                 if r.promoted {
                     // The rule promoted the challenger: it is the registry's champion too.
-                    crate::runtime::registry::promote(root, &reg.name, &format!("v{}", r.version))
-                        .map_err(|e| {
-                            format!("{step}: cannot mark version {} champion: {e}", r.version)
-                        })?;
+                    crate::dataflow::coordinator::registry::promote(
+                        root,
+                        &reg.name,
+                        &format!("v{}", r.version),
+                    )
+                    .map_err(|e| {
+                        format!("{step}: cannot mark version {} champion: {e}", r.version)
+                    })?;
                 }
             }
             if !job.releases.is_empty() {
-                crate::runtime::registry::prune_states(root, &reg.name, reg.keep_versions)
-                    .map_err(|e| format!("{step}: cannot prune model states: {e}"))?;
+                crate::dataflow::coordinator::registry::prune_states(
+                    root,
+                    &reg.name,
+                    reg.keep_versions,
+                )
+                .map_err(|e| format!("{step}: cannot prune model states: {e}"))?;
             }
         }
         Ok(())
@@ -967,7 +976,7 @@ fn announce(step: &str, alerts: &[Alert]) {
         } else {
             "resolved"
         };
-        metrics::counter!(crate::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => state)
+        metrics::counter!(crate::core::metrics::ALERTS, "rule" => a.rule_id.clone(), "state" => state)
             .increment(1);
     }
 }

@@ -32,7 +32,6 @@
 //! to an older checkpoint instead of failing on every start.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +41,8 @@ use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::connectors::landing::{FileFact, FilePos};
-use crate::runtime::manifest;
+use crate::core::storage;
+use crate::dataflow::coordinator::manifest;
 
 /// The checkpoint format version this build writes and reads: the operator
 /// state format ([`millrace_operators::epochs::STATE_FORMAT`], whose test
@@ -156,29 +156,6 @@ pub fn state_file(epoch: Epoch, worker: usize) -> String {
     format!("_checkpoints/state/{epoch:010}-w{worker:04}.bin")
 }
 
-/// Fsyncs a folder so a rename or create in it is durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Writes `bytes` to `path` atomically: a temporary name, fsync, rename, fsync of the folder.
-/// `crash` runs between the fsync and the rename (a named crash point).
-pub fn write_atomic(path: &Path, bytes: &[u8], crash: impl FnOnce()) -> std::io::Result<()> {
-    let dir = path.parent().expect("files live in folders");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().expect("a file name").to_string_lossy()
-    ));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    crash();
-    std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
 /// Writes one worker's snapshots of one epoch; returns its reference data `(file, len, checksum)`.
 pub fn write_state(
     lake: &Path,
@@ -188,7 +165,7 @@ pub fn write_state(
 ) -> std::io::Result<(String, u64, u64)> {
     let rel = state_file(epoch, worker);
     let bytes = bincode::serialize(snapshots).map_err(std::io::Error::other)?;
-    write_atomic(&lake.join(&rel), &bytes, || {})?;
+    storage::write_atomic(&lake.join(&rel), &bytes)?;
     Ok((rel, bytes.len() as u64, xxh3_64(&bytes)))
 }
 
@@ -202,7 +179,11 @@ pub fn encode(ckpt: &Checkpoint) -> Vec<u8> {
 
 /// Writes checkpoint `ckpt` atomically. `crash` runs after the temporary file is durable, before the rename.
 pub fn write(lake: &Path, ckpt: &Checkpoint, crash: impl FnOnce()) -> std::io::Result<()> {
-    write_atomic(&dir(lake).join(ckpt_name(ckpt.epoch)), &encode(ckpt), crash)
+    let bytes = encode(ckpt);
+    storage::write_atomic_with(&dir(lake).join(ckpt_name(ckpt.epoch)), crash, |f| {
+        f.write_all(&bytes)
+    })
+    .map(|_| ())
 }
 
 /// Why a checkpoint file was not used.
@@ -326,29 +307,7 @@ pub fn load_states(
     Ok(out)
 }
 
-/// Renames `parts` (pending → visible, relative to the lake); already renamed ones are skipped.
-pub fn publish(lake: &Path, parts: &[(String, String)]) -> std::io::Result<()> {
-    let mut dirs = std::collections::BTreeSet::new();
-    for (pending, visible) in parts {
-        let (from, to) = (lake.join(pending), lake.join(visible));
-        match std::fs::rename(&from, &to) {
-            Ok(()) => {
-                dirs.insert(to.parent().expect("parts live in folders").to_path_buf());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot publish {}: {e}", from.display()),
-                ))
-            }
-        }
-    }
-    for d in dirs {
-        sync_dir(&d)?;
-    }
-    Ok(())
-}
+pub use crate::core::storage::publish;
 
 /// The epoch in a part file name (`part-<epoch>-<worker>.parquet`, pending or not).
 pub fn part_epoch(name: &str) -> Option<Epoch> {

@@ -7,6 +7,8 @@
 //! error names the file, the line, the key path and what was expected; the line
 //! is found by walking the key path through a spanned parse of the file.
 
+use crate::connectors::lake::LakeSpec;
+use crate::connectors::landing::{FileFormat, LandingSpec, OnChange};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -224,10 +226,10 @@ pub struct LabelSourceSpec {
     #[serde(default)]
     pub format: FileFormat,
     /// How often to look for new files when not running `--once`.
-    #[serde(default = "default_poll")]
+    #[serde(default = "crate::connectors::landing::default_poll")]
     pub poll_interval_ms: u64,
     /// A file is complete once unchanged for this long.
-    #[serde(default = "default_settle")]
+    #[serde(default = "crate::connectors::landing::default_settle")]
     pub settle_ms: u64,
     /// The id field of a label line (default: `[schema] id`).
     #[serde(default)]
@@ -281,150 +283,6 @@ pub struct SinkSpec {
     /// `[sink.csv]`: scored rows as CSV, one file per input, in input order.
     #[serde(default)]
     pub csv: Option<crate::connectors::csv::CsvSinkSpec>,
-}
-
-/// `[source.landing]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LandingSpec {
-    /// The folder to watch (relative paths are relative to the working directory).
-    pub path: PathBuf,
-    /// How files are encoded: `csv`, `jsonl`, or `auto` (by file extension).
-    #[serde(default)]
-    pub format: FileFormat,
-    /// How often to look for new files when not running `--once`.
-    #[serde(default = "default_poll")]
-    pub poll_interval_ms: u64,
-    /// A file is complete once its size and modification time have not changed for this long.
-    #[serde(default = "default_settle")]
-    pub settle_ms: u64,
-    /// What to do when a file changes after it was picked up (see [`OnChange`]).
-    #[serde(default)]
-    pub on_change: OnChange,
-}
-
-/// `[source.landing] on_change`: what the landing source does when a file
-/// changes (shrinks, grows, is rewritten) after it was picked up. A changed
-/// file is never recorded as read; see `src/connectors/landing.rs`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnChange {
-    /// Stop the run with an error naming the file (nothing of its unfinished
-    /// epoch is committed); the next run resumes it from the checkpoint once
-    /// it is back to what was picked up.
-    #[default]
-    Fail,
-    /// Warn, wait until the file settles again, then go on after the records
-    /// already read if they are still the file's beginning (else stop as `fail`).
-    Retry,
-}
-
-fn default_poll() -> u64 {
-    1_000
-}
-
-fn default_settle() -> u64 {
-    1_000
-}
-
-/// File encodings the landing source reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    /// By extension: `.csv` is CSV; `.jsonl`, `.ndjson` and `.json` are JSON lines.
-    #[default]
-    Auto,
-    /// CSV with a header line.
-    Csv,
-    /// One JSON object per line.
-    Jsonl,
-}
-
-/// `[lake]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeSpec {
-    /// The lake's root folder.
-    pub path: PathBuf,
-    /// The tables to write.
-    #[serde(default = "all_tables")]
-    pub tables: Vec<Table>,
-    /// Parquet compression.
-    #[serde(default)]
-    pub compression: Compression,
-    /// How event time splits a table into Hive partitions.
-    #[serde(default)]
-    pub partition: Partitioning,
-}
-
-/// How a lake table is split into Hive partitions by event time (UTC).
-///
-/// Finer partitions let a reader skip more, but every partition an epoch
-/// touches is a file of its own: a stream whose epochs span days or months
-/// of event time (a backfill, hourly or daily series) writes far fewer,
-/// larger files with `day` or `month`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Partitioning {
-    /// `date=YYYY-MM-DD/hour=HH/`.
-    #[default]
-    Hour,
-    /// `date=YYYY-MM-DD/`.
-    Day,
-    /// `month=YYYY-MM/`.
-    Month,
-    /// No partition folders: the table's parts sit in its folder.
-    None,
-}
-
-/// The lake's tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Table {
-    /// Every clean (imputed) record with all its fields.
-    Clean,
-    /// Key, event time, score, label and model version of every clean record.
-    Scored,
-    /// Rejected lines with reason, raw text, source and line.
-    Rejected,
-    /// Per-epoch ledger, throughput and model metrics.
-    Metrics,
-    /// Alerts raised by the monitors (firing and resolved).
-    Alerts,
-    /// Not a lake table: the Kafka sink's commits (for the run's accounting).
-    Kafka,
-    /// Not a lake table: the CSV sink's commits.
-    Csv,
-}
-
-impl Table {
-    /// The table's folder name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Clean => "clean",
-            Table::Scored => "scored",
-            Table::Rejected => "rejected",
-            Table::Metrics => "metrics",
-            Table::Alerts => "alerts",
-            Table::Kafka => "kafka",
-            Table::Csv => "csv",
-        }
-    }
-}
-
-fn all_tables() -> Vec<Table> {
-    vec![Table::Clean, Table::Scored, Table::Rejected, Table::Metrics]
-}
-
-/// Parquet compression codecs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Snappy: fast, read by every Parquet reader.
-    #[default]
-    Snappy,
-    /// None.
-    None,
 }
 
 /// `[runtime]`.
@@ -632,18 +490,6 @@ impl Topology {
                     "expected `brokers` (there is no Kafka source to take them from)",
                 ));
             }
-        }
-        if self.lake.tables.contains(&Table::Kafka) {
-            return Err(e(
-                "lake.tables",
-                "`kafka` is not a lake table; use `[sink.kafka]`",
-            ));
-        }
-        if self.lake.tables.contains(&Table::Csv) {
-            return Err(e(
-                "lake.tables",
-                "`csv` is not a lake table; use `[sink.csv]`",
-            ));
         }
         if self.runtime.records_per_epoch == 0 {
             return Err(e(

@@ -6,8 +6,6 @@
 //! epoch in which the file ended. A torn last line — a crash mid-append — is
 //! ignored with a warning: its file was not recorded, so it will be read again.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -58,31 +56,12 @@ pub fn append(lake: &Path, facts: &[FileFact]) -> std::io::Result<()> {
     if facts.is_empty() {
         return Ok(());
     }
-    let p = path(lake);
-    std::fs::create_dir_all(p.parent().expect("manifest has a folder"))?;
     let mut text = String::new();
     for f in facts {
         text.push_str(&serde_json::to_string(f).map_err(std::io::Error::other)?);
         text.push('\n');
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(&p)?;
-    let len = file.metadata()?.len();
-    if len > 0 {
-        // Start on a fresh line if an earlier append was torn.
-        use std::io::{Read, Seek, SeekFrom};
-        let mut last = [0u8];
-        file.seek(SeekFrom::Start(len - 1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            text.insert(0, '\n');
-        }
-    }
-    file.write_all(text.as_bytes())?;
-    file.sync_all()
+    crate::core::storage::append_durable(&path(lake), &text)
 }
 
 /// Replaces the manifest with `facts` (atomically).
@@ -92,7 +71,7 @@ pub fn rewrite(lake: &Path, facts: &[FileFact]) -> std::io::Result<()> {
         text.push_str(&serde_json::to_string(f).map_err(std::io::Error::other)?);
         text.push('\n');
     }
-    crate::runtime::checkpoint::write_atomic(&path(lake), text.as_bytes(), || {})
+    crate::core::storage::write_atomic(&path(lake), text.as_bytes())
 }
 
 #[cfg(test)]
@@ -117,7 +96,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         append(&dir, &[fact("a.csv", 10), fact("b.csv", 20)]).unwrap();
         append(&dir, &[fact("a.csv", 11)]).unwrap();
-        let mut f = OpenOptions::new().append(true).open(path(&dir)).unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path(&dir))
+            .unwrap();
         f.write_all(b"{\"name\":\"c.cs").unwrap();
         append(&dir, &[fact("d.csv", 5)]).unwrap();
         let facts = load(&dir).unwrap();

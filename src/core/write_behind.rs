@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use crate::runtime::Fault;
+use crate::core::fault::Fault;
 
 /// The write-behind operator. See the module docs.
 pub trait WriteBehind<'scope, D> {

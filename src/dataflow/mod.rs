@@ -14,6 +14,10 @@
 //! `score`, `lake_records`, `lake_rejected`, `checkpoint_state`, `ledger`): they key checkpointed state and label
 //! metrics.
 
+pub mod coordinator;
+pub mod progress;
+pub mod tap;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -39,12 +43,13 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use crate::connectors::csv::{header as csv_header, rejected_row, scored_row, CsvSink};
 use crate::connectors::kafka::{kafka, Assigned, KafkaSource};
 use crate::connectors::kafka_sink::{KafkaScoredSink, KafkaSink};
+use crate::connectors::lake::Table;
 use crate::connectors::lake::{clean_table, rejected_table, scored_table, Lake, LakeSink};
 use crate::connectors::landing::{landing, LandingSource, Processed};
-use crate::runtime::ledger::{Checkpointing, Coordinator, Event, Ledger, RunTotals};
-use crate::runtime::snapshots::PersistSnapshots;
-use crate::runtime::Fault;
-use crate::topology::{Compiled, Table};
+use crate::core::fault::Fault;
+use crate::dataflow::coordinator::ledger::{Checkpointing, Coordinator, Event, Ledger, RunTotals};
+use crate::dataflow::coordinator::snapshots::PersistSnapshots;
+use crate::topology::Compiled;
 
 /// Where the delayed-label source's files go in the manifest (a prefix no landed name has).
 pub const LABEL_FILES: &str = "labels/";
@@ -78,9 +83,9 @@ pub struct Context {
     /// A registry version to start the model from (no checkpoint to resume).
     pub warm_start: Option<millrace_operators::score::ModelRelease>,
     /// Progress counters (a `--once` run over a landing folder).
-    pub progress: Option<Arc<crate::runtime::progress::Progress>>,
+    pub progress: Option<Arc<crate::dataflow::progress::Progress>>,
     /// Sample records into these rings (the live view's `/tap`).
-    pub taps: Option<Arc<crate::tap::Taps>>,
+    pub taps: Option<Arc<crate::dataflow::tap::Taps>>,
     /// A request to promote the challenger (read by worker 0, which tells the others).
     pub promote: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -437,7 +442,7 @@ pub fn build<'scope>(
         max_per_rule_per_hour: t.alerts.max_per_rule_per_hour,
         registry: (worker == 0
             && t.model.kind != millrace_operators::learn::logistic::ModelKind::Feature)
-            .then(|| crate::runtime::ledger::RegistryCtx {
+            .then(|| crate::dataflow::coordinator::ledger::RegistryCtx {
                 name: t.name.clone(),
                 config: serde_json::to_value(&t.model).expect("serializes"),
                 challenger_config: t
@@ -719,7 +724,7 @@ pub fn describe(plan: &Compiled) -> String {
         } else {
             ""
         },
-        crate::runtime::manifest::path(&t.lake.path).display()
+        crate::dataflow::coordinator::manifest::path(&t.lake.path).display()
     );
     out
 }

@@ -118,12 +118,7 @@ pub fn load(lake: &Path, name: &str) -> Result<Registry, String> {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
+use crate::core::storage::write_atomic;
 
 /// Saves the registry atomically.
 pub fn save(lake: &Path, reg: &Registry) -> Result<(), String> {
@@ -307,7 +302,7 @@ pub fn load_state(
     if !tag.starts_with(&tagged("")) {
         return Err(format!(
             "version {version} of `{name}` was published by another millrace build, whose model state this build cannot read (state format {}); start from zero, or use that build",
-            crate::runtime::checkpoint::VERSION
+            crate::dataflow::coordinator::checkpoint::VERSION
         ));
     }
     if tag != tagged(fingerprint) {
@@ -328,7 +323,7 @@ pub fn load_state(
 fn tagged(fingerprint: &str) -> String {
     format!(
         "millrace-state {}:{fingerprint}",
-        crate::runtime::checkpoint::VERSION
+        crate::dataflow::coordinator::checkpoint::VERSION
     )
 }
 

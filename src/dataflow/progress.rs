@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connectors::landing::FileFormat;
 use crate::connectors::landing::{format_of, is_candidate_name, Processed};
-use crate::topology::FileFormat;
 
 /// Shared counters.
 #[derive(Debug, Default)]

@@ -13,9 +13,9 @@ use millrace_operators::{Epoch, Snapshot};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
-use crate::runtime::checkpoint::{write_state, StateRef};
-use crate::runtime::write_behind::WriteBehind;
-use crate::runtime::Fault;
+use crate::core::fault::Fault;
+use crate::core::write_behind::WriteBehind;
+use crate::dataflow::coordinator::checkpoint::{write_state, StateRef};
 
 /// A worker's snapshots of an epoch are durable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ impl<'scope> PersistSnapshots<'scope> for Stream<'scope, Epoch, Vec<Snapshot>> {
                     )
                 })?;
             for s in &snapshots {
-                metrics::gauge!(crate::metrics::STATE_BYTES, "step" => s.step_id.clone(), "worker" => worker.to_string())
+                metrics::gauge!(crate::core::metrics::STATE_BYTES, "step" => s.step_id.clone(), "worker" => worker.to_string())
                     .set(s.bytes.len() as f64);
             }
             let refs = snapshots
