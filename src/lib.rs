@@ -6,6 +6,7 @@
 //! `millrace-operators` and the [`connectors`], and runs it.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod connectors;
 pub mod core;
 pub mod dataflow;
