@@ -229,7 +229,7 @@ fn engine(dir: &Path, brokers: &str, workers: usize, mode: &str) -> u64 {
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/fraud_kafka.toml"),
     )
     .unwrap();
-    let k = plan.kafka.as_mut().unwrap();
+    let k = plan.source.kafka_mut().unwrap();
     k.brokers = brokers.to_string();
     k.topics = vec!["tx".into()];
     k.group_id = format!("bench-{mode}");

@@ -187,7 +187,8 @@ fn child(mode: &str, dir: &Path) {
                 &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml"),
             )
             .unwrap();
-            plan.landing
+            plan.source
+                .landing_mut()
                 .as_mut()
                 .expect("the quickstart reads a landing folder")
                 .path = dir.join("landing");

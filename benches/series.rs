@@ -151,7 +151,8 @@ fn child(mode: &str, dir: &Path) {
                 &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/series_anomaly.toml"),
             )
             .unwrap();
-            plan.landing
+            plan.source
+                .landing_mut()
                 .as_mut()
                 .expect("the series topology reads a landing folder")
                 .path = dir.join("landing");

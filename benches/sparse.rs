@@ -150,7 +150,8 @@ fn child(mode: &str, dir: &Path) {
         .unwrap();
     let started = Instant::now();
     let mut plan = Topology::load(&dir.join("topology.toml")).unwrap();
-    plan.landing
+    plan.source
+        .landing_mut()
         .as_mut()
         .expect("the quickstart reads a landing folder")
         .path = dir.join(format!("landing-{mode}"));

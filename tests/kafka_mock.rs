@@ -33,7 +33,7 @@ fn a_broker_down_for_seconds_mid_stream_loses_nothing() {
         .unwrap()
         .replace("topics = [\"transactions\"]", "topics = [\"tx\"]");
     let mut plan = Topology::parse("fraud_kafka.toml", &text).unwrap();
-    plan.kafka.as_mut().unwrap().brokers = brokers.clone();
+    plan.source.kafka_mut().unwrap().brokers = brokers.clone();
     // The mock cluster serves no admin requests: no Kafka sink or alert topic here.
     plan.topology.sink.kafka = None;
     plan.topology.alerts.kafka = None;

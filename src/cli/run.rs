@@ -119,13 +119,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 /// The command line's `--landing`, `--brokers`, `--lake` and checks of `--workers` and the folder.
 fn apply_overrides(plan: &mut Compiled, args: &RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.landing {
-        match plan.landing.as_mut() {
+        match plan.source.landing_mut() {
             Some(l) => l.path = dir.clone(),
             None => bail!("--landing: this topology reads Kafka, not a landing folder"),
         }
     }
     if let Some(b) = &args.brokers {
-        match plan.kafka.as_mut() {
+        match plan.source.kafka_mut() {
             Some(k) => k.brokers = b.clone(),
             None if plan.topology.sink.kafka.is_none() => {
                 bail!("--brokers: this topology uses no Kafka")
@@ -146,7 +146,7 @@ fn apply_overrides(plan: &mut Compiled, args: &RunArgs) -> anyhow::Result<()> {
     if args.workers == 0 {
         bail!("--workers: expected at least 1 worker");
     }
-    if let (true, Some(l)) = (args.once, &plan.landing) {
+    if let (true, Some(l)) = (args.once, plan.source.landing()) {
         if !l.path.is_dir() {
             bail!("the landing folder {} does not exist (set `source.landing.path` or pass --landing DIR)", l.path.display());
         }

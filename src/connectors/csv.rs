@@ -171,6 +171,40 @@ fn reconcile(dir: &Path, lengths: &Lengths, worker: usize, peers: usize) -> std:
     Ok(())
 }
 
+impl super::Sink for CsvSinkSpec {
+    fn step_id(&self) -> &str {
+        "csv"
+    }
+
+    /// Scored rows and rejected lines (which keep their rows), one file per input.
+    fn build<'scope>(
+        &self,
+        inputs: &super::SinkInputs<'scope>,
+        ctx: &super::SinkContext,
+        state: StateIo,
+    ) -> Result<super::SinkStreams<'scope>, StateError> {
+        use timely::dataflow::operators::vec::Map;
+        use timely::dataflow::operators::Concatenate;
+        let (a, b) = (ctx.schema.clone(), ctx.schema.clone());
+        let scope = inputs.scored.scope();
+        let rows = scope.concatenate(vec![
+            inputs.scored.clone().map(move |s| scored_row(&a, &s)),
+            inputs.rejected.clone().map(move |r| rejected_row(&b, &r)),
+        ]);
+        let (commits, snapshots) = rows.sink_csv(
+            self.step_id(),
+            ctx.lake.join(&self.path),
+            header(&ctx.schema, self),
+            state,
+            ctx.fault.clone(),
+        )?;
+        Ok(super::SinkStreams {
+            commits,
+            snapshots: Some(snapshots),
+        })
+    }
+}
+
 /// The CSV sink operator. See the module docs.
 pub trait CsvSink<'scope> {
     /// Appends each epoch's rows to their files; returns the commits and (when checkpointing) the state snapshots.

@@ -397,6 +397,31 @@ impl Part {
     }
 }
 
+impl super::Source for KafkaSourceSpec {
+    fn build<'scope>(
+        &self,
+        scope: Scope<'scope, Epoch>,
+        step_id: &str,
+        start: super::SourceStart,
+        committed: ProbeHandle<Epoch>,
+    ) -> SourceStreams<'scope> {
+        let worker = scope.index();
+        let source = KafkaSource {
+            spec: self.clone(),
+            assigned: start.assignment.get(worker).cloned().unwrap_or_default(),
+            job_partitions: start.assignment.iter().map(Vec::len).sum(),
+            job_workers: start.assignment.len(),
+            once: start.once,
+            records_per_epoch: start.records_per_epoch,
+            max_epochs_in_flight: start.max_epochs_in_flight,
+            first_epoch: start.first_epoch,
+            fault: start.fault,
+            stop: start.stop,
+        };
+        kafka(scope, step_id, source, committed)
+    }
+}
+
 /// Builds the Kafka source on this worker. See the module docs.
 #[allow(clippy::type_complexity)]
 pub fn kafka<'scope>(

@@ -308,6 +308,29 @@ pub struct KafkaSink {
     pub committed: BTreeMap<String, Epoch>,
 }
 
+impl super::Sink for KafkaSink {
+    fn step_id(&self) -> &str {
+        "kafka_scored"
+    }
+
+    fn build<'scope>(
+        &self,
+        inputs: &super::SinkInputs<'scope>,
+        ctx: &super::SinkContext,
+        _state: millrace_operators::epochs::StateIo,
+    ) -> Result<super::SinkStreams<'scope>, millrace_operators::epochs::StateError> {
+        let commits =
+            inputs
+                .scored
+                .clone()
+                .sink_kafka(self.step_id(), self.clone(), ctx.fault.clone());
+        Ok(super::SinkStreams {
+            commits,
+            snapshots: None,
+        })
+    }
+}
+
 /// The Kafka sink operator. See the module docs.
 pub trait KafkaScoredSink<'scope> {
     /// Produces every scored record to the topic, one transaction per epoch.

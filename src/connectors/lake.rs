@@ -612,6 +612,117 @@ pub fn write_epoch<R>(
     Ok(commit)
 }
 
+/// The lake tables of the scored records (`clean`, `scored`), one sink writing both.
+pub struct LakeRecords {
+    /// The tables to write (`clean`, `scored`, or both).
+    pub tables: Vec<Table>,
+    /// Parquet compression.
+    pub compression: Compression,
+    /// Partitions by event time.
+    pub partitioning: Partitioning,
+}
+
+/// The `rejected` table.
+pub struct LakeRejected {
+    /// Parquet compression.
+    pub compression: Compression,
+    /// Partitions by event time.
+    pub partitioning: Partitioning,
+}
+
+impl LakeSpec {
+    /// The sinks `[lake]` declares: one for the scored records' tables, one for
+    /// the rejected lines (the `metrics` and `alerts` tables are the coordinator's).
+    pub fn sinks(&self) -> Vec<std::sync::Arc<dyn super::Sink + Send + Sync>> {
+        let mut out: Vec<std::sync::Arc<dyn super::Sink + Send + Sync>> = Vec::new();
+        let tables: Vec<Table> = [Table::Clean, Table::Scored]
+            .into_iter()
+            .filter(|t| self.tables.contains(t))
+            .collect();
+        if !tables.is_empty() {
+            out.push(std::sync::Arc::new(LakeRecords {
+                tables,
+                compression: self.compression,
+                partitioning: self.partition,
+            }));
+        }
+        if self.tables.contains(&Table::Rejected) {
+            out.push(std::sync::Arc::new(LakeRejected {
+                compression: self.compression,
+                partitioning: self.partition,
+            }));
+        }
+        out
+    }
+}
+
+fn lake(ctx: &super::SinkContext, compression: Compression, partitioning: Partitioning) -> Lake {
+    Lake {
+        root: ctx.lake.clone(),
+        compression,
+        schema: ctx.schema.clone(),
+        pending: ctx.pending,
+        partitioning,
+    }
+}
+
+impl super::Sink for LakeRecords {
+    fn step_id(&self) -> &str {
+        "lake_records"
+    }
+
+    fn build<'scope>(
+        &self,
+        inputs: &super::SinkInputs<'scope>,
+        ctx: &super::SinkContext,
+        _state: millrace_operators::epochs::StateIo,
+    ) -> Result<super::SinkStreams<'scope>, millrace_operators::epochs::StateError> {
+        let formats = self
+            .tables
+            .iter()
+            .map(|t| match t {
+                Table::Clean => clean_table(),
+                _ => scored_table(),
+            })
+            .collect();
+        let lake = lake(ctx, self.compression, self.partitioning);
+        let commits =
+            inputs
+                .scored
+                .clone()
+                .sink_lake(self.step_id(), lake, formats, ctx.fault.clone());
+        Ok(super::SinkStreams {
+            commits,
+            snapshots: None,
+        })
+    }
+}
+
+impl super::Sink for LakeRejected {
+    fn step_id(&self) -> &str {
+        "lake_rejected"
+    }
+
+    fn build<'scope>(
+        &self,
+        inputs: &super::SinkInputs<'scope>,
+        ctx: &super::SinkContext,
+        _state: millrace_operators::epochs::StateIo,
+    ) -> Result<super::SinkStreams<'scope>, millrace_operators::epochs::StateError> {
+        let lake = lake(ctx, self.compression, self.partitioning);
+        let commits = inputs.rejected.clone().sink_lake(
+            self.step_id(),
+            lake,
+            vec![rejected_table()],
+            ctx.fault.clone(),
+        );
+        Ok(super::SinkStreams {
+            commits,
+            snapshots: None,
+        })
+    }
+}
+
 /// The lake sink operator. See the module docs.
 pub trait LakeSink<'scope, R> {
     /// Writes this stream's rows to the lake tables in `formats`; returns the commits (one per table and epoch).

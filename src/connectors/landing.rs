@@ -811,6 +811,29 @@ impl State {
     }
 }
 
+impl super::Source for LandingSpec {
+    fn build<'scope>(
+        &self,
+        scope: Scope<'scope, Epoch>,
+        step_id: &str,
+        start: super::SourceStart,
+        committed: ProbeHandle<Epoch>,
+    ) -> SourceStreams<'scope> {
+        let source = LandingSource {
+            spec: self.clone(),
+            once: start.once,
+            records_per_epoch: start.records_per_epoch,
+            max_epochs_in_flight: start.max_epochs_in_flight,
+            processed: start.processed,
+            first_epoch: start.first_epoch,
+            fault: start.fault,
+            stop: start.stop,
+            resume: start.files,
+        };
+        landing(scope, step_id, source, committed)
+    }
+}
+
 /// Builds the landing source on this worker. See the module docs.
 pub fn landing<'scope>(
     scope: Scope<'scope, Epoch>,

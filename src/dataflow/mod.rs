@@ -40,13 +40,12 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, ConnectLoop, Exchange, Feedback, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use crate::connectors::csv::{header as csv_header, rejected_row, scored_row, CsvSink};
-use crate::connectors::kafka::{kafka, Assigned, KafkaSource};
-use crate::connectors::kafka_sink::{KafkaScoredSink, KafkaSink};
-use crate::connectors::lake::Table;
-use crate::connectors::lake::{clean_table, rejected_table, scored_table, Lake, LakeSink};
-use crate::connectors::landing::{landing, LandingSource, Processed};
+use crate::connectors::kafka::Assigned;
+use crate::connectors::lake::{Lake, Table};
+use crate::connectors::landing::Processed;
+use crate::connectors::{Sink, SinkContext, SinkInputs, SourceStart};
 use crate::core::fault::Fault;
+use crate::core::position::SourceStreams;
 use crate::dataflow::coordinator::ledger::{Checkpointing, Coordinator, Event, Ledger, RunTotals};
 use crate::dataflow::coordinator::snapshots::PersistSnapshots;
 use crate::topology::Compiled;
@@ -76,8 +75,9 @@ pub struct Context {
     pub kafka_assignment: Arc<Vec<Vec<Assigned>>>,
     /// Kafka label source: every worker's label partitions and start offsets.
     pub label_kafka_assignment: Arc<Vec<Vec<Assigned>>>,
-    /// Kafka sink, if the topology has one.
-    pub kafka_sink: Option<KafkaSink>,
+    /// Sinks the runtime prepared (the Kafka sink, after asking the broker
+    /// which epochs a previous run already committed), beside the plan's own.
+    pub prepared_sinks: Vec<Arc<dyn Sink + Send + Sync>>,
     /// Why the previous run did not finish cleanly, if it did not.
     pub restart: Option<String>,
     /// A registry version to start the model from (no checkpoint to resume).
@@ -104,193 +104,31 @@ pub fn build<'scope>(
         restore: ctx.restore.get(&(step.to_string(), worker)).cloned(),
     };
     let committed = ProbeHandle::new();
-    let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
-    // The delayed-label source: a landing folder of its own, its files in the
-    // manifest under `labels/` so the two folders never share a name; or Kafka topics.
-    let label_source = plan
-        .labels
-        .as_ref()
-        .and_then(|(spec, _)| spec.landing())
-        .map(|landing| LandingSource {
-            spec: landing,
-            once: ctx.once,
-            records_per_epoch: t.runtime.records_per_epoch,
-            max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-            processed: ctx
-                .processed
-                .iter()
-                .filter_map(|(name, v)| {
-                    name.strip_prefix(LABEL_FILES)
-                        .map(|n| (n.to_string(), v.clone()))
-                })
-                .collect(),
-            first_epoch: ctx.first_epoch,
-            fault: ctx.fault.clone(),
-            stop: ctx.stop.clone(),
-            resume: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
-        });
-    // A Kafka source (the records' or the labels'): this worker's share of its partitions.
-    let kafka_source = |spec: &crate::connectors::kafka::KafkaSourceSpec,
-                        assignment: &[Vec<Assigned>]| KafkaSource {
-        spec: spec.clone(),
-        assigned: assignment.get(worker).cloned().unwrap_or_default(),
-        job_partitions: assignment.iter().map(Vec::len).sum(),
-        job_workers: assignment.len(),
-        once: ctx.once,
-        records_per_epoch: t.runtime.records_per_epoch,
-        max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-        first_epoch: ctx.first_epoch,
-        fault: ctx.fault.clone(),
-        stop: ctx.stop.clone(),
-    };
-    let label_kafka = plan
-        .labels
-        .as_ref()
-        .and_then(|(spec, _)| spec.kafka.as_ref())
-        .map(|spec| kafka_source(spec, &ctx.label_kafka_assignment));
-    let (chunks, facts, positions) = match (&plan.landing, &plan.kafka) {
-        (Some(spec), _) => {
-            let source = LandingSource {
-                spec: spec.clone(),
-                once: ctx.once,
-                records_per_epoch: t.runtime.records_per_epoch,
-                max_epochs_in_flight: t.runtime.max_epochs_in_flight,
-                processed: ctx.processed,
-                first_epoch: ctx.first_epoch,
-                fault: ctx.fault.clone(),
-                stop: ctx.stop.clone(),
-                resume: resume.map(|r| r.sources.clone()).unwrap_or_default(),
-            };
-            landing(scope, "landing", source, committed.clone())
-        }
-        (None, Some(spec)) => {
-            let source = kafka_source(spec, &ctx.kafka_assignment);
-            kafka(scope, "kafka", source, committed.clone())
-        }
-        (None, None) => unreachable!("a compiled topology has a source"),
-    };
-    let (parsed, read) = chunks.parse(plan.schema.clone());
+    let records = read_records(scope, plan, &ctx, committed.clone());
+    let (parsed, read) = records.0.parse(plan.schema.clone());
     let cleaned = parsed.clean("clean", plan.schema.clone(), &t.clean, state("clean"))?;
     let (mut examples, feature_snapshots) =
         cleaned
             .clean
             .clone()
             .featurize("featurize", plan.features.clone(), state("featurize"))?;
-    let mut label_events = Vec::new();
-    let mut label_rejects = None;
-    let mut late_labels = None;
-    if let Some((spec, schema)) = &plan.labels {
-        let (chunks, facts, positions) = match (label_source, label_kafka) {
-            (Some(source), _) => landing(scope, "labels", source, committed.clone()),
-            (None, Some(source)) => kafka(scope, "labels", source, committed.clone()),
-            (None, None) => unreachable!("a compiled label source is a folder or Kafka"),
-        };
-        let (parsed, read) = chunks.parse(schema.clone());
-        let lines = parsed.label_lines("label_lines");
-        let peers = scope.peers();
+    let labels = read_labels(scope, plan, &ctx, committed.clone());
+    if labels.is_some() {
         // Labels and the records they belong to meet on the worker that owns the id.
-        late_labels = Some((
-            lines
-                .labels
-                .exchange(move |l| owner(l.id_hash, peers) as u64),
-            spec.horizon_ms,
-            spec.max_waiting,
-        ));
+        let peers = scope.peers();
         examples = examples.exchange(move |ex| {
             let h = ex.record.id.as_deref().map_or(ex.record.key_hash, key_hash);
             owner(h, peers) as u64
         });
-        label_events.push(facts.map(|mut f| {
-            f.name = format!("{LABEL_FILES}{}", f.name);
-            Event::File(f)
-        }));
-        label_events.push(positions.map(|mut p| {
-            p.labels = true;
-            Event::Source(p)
-        }));
-        label_events.push(read.map(Event::Tally));
-        label_events.push(lines.tallies.map(Event::Tally));
-        label_rejects = Some(lines.rejected);
     }
-    // Several workers share one model: their published updates go to every
-    // worker and come back one epoch later (a feedback edge), to be merged.
-    let (loop_handle, updates) =
-        match (scope.peers() > 1).then(|| scope.feedback::<Vec<ModelDelta>>(1)) {
-            Some((handle, updates)) => (Some(handle), Some(updates)),
-            None => (None, None),
-        };
-    // A challenger: its own scorer, and with several workers a feedback edge
-    // for the arena tallies (everyone decides a promotion on everyone's).
-    let mut tally_loop = None;
-    let challenger = match &t.challenger {
-        None => None,
-        Some(spec) => {
-            let tallies = match (scope.peers() > 1).then(|| scope.feedback::<Vec<ArenaTally>>(1)) {
-                Some((handle, stream)) => {
-                    tally_loop = Some(handle);
-                    Some(stream)
-                }
-                None => None,
-            };
-            let (scorer, arena) = match ctx.restore.get(&(CHALLENGER_STEP.to_string(), worker)) {
-                Some(bytes) => {
-                    let (s, a) = decode::<(Scorer, Arena)>(CHALLENGER_STEP, bytes)?;
-                    (s.restored(), a)
-                }
-                None => (
-                    Scorer::new(spec, &plan.features),
-                    Arena::new(t.promotion.clone().unwrap_or_else(|| PromoteRule {
-                        // Without `[promotion]` the challenger only shadows.
-                        window_records: u64::MAX,
-                        ..PromoteRule::default()
-                    })),
-                ),
-            };
-            Some(Challenger {
-                scorer,
-                spec: spec.clone(),
-                arena,
-                tallies,
-                promote_now: ctx.promote.clone().filter(|_| worker == 0),
-            })
-        }
+    let (labels, label_events, label_rejects) = match labels {
+        Some(l) => (Some(l.waits), l.events, Some(l.rejected)),
+        None => (None, Vec::new(), None),
     };
-    let refresh = Refresh {
-        updates,
-        spec: t.model.clone(),
-        resumed_after: resume.map(|r| r.epoch),
-        labels: late_labels,
-        challenger,
-    };
-    let mut scorer = Scorer::new(&t.model, &plan.features);
-    if let Some(release) = ctx.warm_start.clone() {
-        scorer.warm_start(release);
-    }
-    let scoring = examples.score(
-        "score",
-        scorer,
-        plan.watched.clone(),
-        state("score"),
-        refresh,
-    )?;
-    if let Some(handle) = loop_handle {
-        scoring.deltas.clone().broadcast().connect_loop(handle);
-    }
-    if let Some(handle) = tally_loop {
-        scoring.tallies.clone().broadcast().connect_loop(handle);
-    }
-
-    let lake = Lake {
-        root: t.lake.path.clone(),
-        compression: t.lake.compression,
-        schema: plan.schema.clone(),
-        pending: snapshot,
-        partitioning: t.lake.partition,
-    };
-    let wants = |table: Table| t.lake.tables.contains(&table);
+    let scoring = score(scope, plan, &ctx, examples, labels, state("score"))?;
     let mut events: Vec<Stream<'scope, Epoch, Vec<Event>>> = vec![
-        facts.map(Event::File),
-        positions.map(Event::Source),
+        records.1.map(Event::File),
+        records.2.map(Event::Source),
         read.map(Event::Tally),
         cleaned.tallies.map(Event::Tally),
         scoring.evals.map(Event::Eval),
@@ -303,100 +141,266 @@ pub fn build<'scope>(
         Some(late) => scope.concatenate(vec![cleaned.rejected, late]),
         None => cleaned.rejected,
     };
-    // Taps: one record in N of a step, rendered as JSON only when sampled, into the live view's ring.
     if let Some(taps) = &ctx.taps {
-        use timely::dataflow::operators::Inspect;
-        let (tp, mut n) = (taps.clone(), 0u64);
-        cleaned.clean.clone().inspect(move |r| {
-            n += 1;
-            if tp.sampled(n) {
-                tp.push("clean", serde_json::to_string(r).unwrap_or_default());
-            }
-        });
-        let (tp, mut n) = (taps.clone(), 0u64);
-        rejected.clone().inspect(move |r| {
-            n += 1;
-            if tp.sampled(n) {
-                tp.push("rejected", serde_json::to_string(r).unwrap_or_default());
-            }
-        });
-        let (tp, mut n) = (taps.clone(), 0u64);
-        scoring.scored.clone().inspect(move |s| {
-            n += 1;
-            if tp.sampled(n) {
-                tp.push("score", serde_json::to_string(s).unwrap_or_default());
-            }
-        });
+        tap(taps, &cleaned.clean, &rejected, &scoring.scored);
     }
-    // Series scores as CSV, one file per input, in input order (rejected lines keep their rows).
-    let mut csv_snapshots = None;
-    if let Some(spec) = &t.sink.csv {
-        let (a, b) = (plan.schema.clone(), plan.schema.clone());
-        let rows = scope.concatenate(vec![
-            scoring.scored.clone().map(move |s| scored_row(&a, &s)),
-            rejected.clone().map(move |r| rejected_row(&b, &r)),
-        ]);
-        let (commits, snapshots) = rows.sink_csv(
-            "csv",
-            t.lake.path.join(&spec.path),
-            csv_header(&plan.schema, spec),
-            state("csv"),
-            ctx.fault.clone(),
-        )?;
-        events.push(commits.map(Event::Commit));
-        csv_snapshots = Some(snapshots);
-    }
-    let mut record_tables = Vec::new();
-    if wants(Table::Clean) {
-        record_tables.push(clean_table());
-    }
-    if wants(Table::Scored) {
-        record_tables.push(scored_table());
-    }
-    if let Some(sink) = ctx.kafka_sink {
-        events.push(
-            scoring
-                .scored
-                .clone()
-                .sink_kafka("kafka_scored", sink, ctx.fault.clone())
-                .map(Event::Commit),
-        );
-    }
-    if !record_tables.is_empty() {
-        events.push(
-            scoring
-                .scored
-                .sink_lake(
-                    "lake_records",
-                    lake.clone(),
-                    record_tables,
-                    ctx.fault.clone(),
-                )
-                .map(Event::Commit),
-        );
-    }
-    if wants(Table::Rejected) {
-        events.push(
-            rejected
-                .sink_lake(
-                    "lake_rejected",
-                    lake.clone(),
-                    vec![rejected_table()],
-                    ctx.fault.clone(),
-                )
-                .map(Event::Commit),
-        );
+    let inputs = SinkInputs {
+        scored: scoring.scored,
+        rejected,
+    };
+    let sink_ctx = SinkContext {
+        lake: t.lake.path.clone(),
+        schema: plan.schema.clone(),
+        pending: snapshot,
+        fault: ctx.fault.clone(),
+    };
+    let mut snapshots = vec![cleaned.snapshots, feature_snapshots, scoring.snapshots];
+    for sink in plan.sinks().iter().chain(&ctx.prepared_sinks) {
+        let out = sink.build(&inputs, &sink_ctx, state(sink.step_id()))?;
+        events.push(out.commits.map(Event::Commit));
+        snapshots.extend(out.snapshots);
     }
     if snapshot {
-        let mut all = vec![cleaned.snapshots, feature_snapshots, scoring.snapshots];
-        all.extend(csv_snapshots);
-        let snapshots = scope.concatenate(all);
+        let all = scope.concatenate(snapshots);
         events.push(
-            snapshots
-                .persist_snapshots("checkpoint_state", t.lake.path.clone(), ctx.fault.clone())
+            all.persist_snapshots("checkpoint_state", t.lake.path.clone(), ctx.fault.clone())
                 .map(Event::State),
         );
     }
+    let coordinator = coordinator(plan, ctx, worker, snapshot);
+    let done = ProbeHandle::new();
+    scope
+        .concatenate(events)
+        .ledger("ledger", coordinator)
+        .probe_with(&committed)
+        .probe_with(&done);
+    Ok(done)
+}
+
+/// The records' source, started where the checkpoint left it.
+fn read_records<'scope>(
+    scope: Scope<'scope, Epoch>,
+    plan: &Compiled,
+    ctx: &Context,
+    committed: ProbeHandle<Epoch>,
+) -> SourceStreams<'scope> {
+    let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
+    let start = SourceStart {
+        files: resume.map(|r| r.sources.clone()).unwrap_or_default(),
+        processed: ctx.processed.clone(),
+        assignment: ctx.kafka_assignment.clone(),
+        ..source_start(plan, ctx)
+    };
+    plan.source
+        .connector()
+        .build(scope, plan.source.step_id(), start, committed)
+}
+
+/// What every source of this run shares.
+fn source_start(plan: &Compiled, ctx: &Context) -> SourceStart {
+    let r = &plan.topology.runtime;
+    SourceStart {
+        once: ctx.once,
+        records_per_epoch: r.records_per_epoch,
+        max_epochs_in_flight: r.max_epochs_in_flight,
+        first_epoch: ctx.first_epoch,
+        fault: ctx.fault.clone(),
+        stop: ctx.stop.clone(),
+        files: Vec::new(),
+        processed: Processed::default(),
+        assignment: Arc::default(),
+    }
+}
+
+/// The delayed labels, wired for scoring.
+struct Labels<'scope> {
+    /// The labels, on the worker owning their id, with the horizon and the waiting bound.
+    waits: LateLabels<'scope>,
+    /// The label source's facts, positions and tallies for the coordinator.
+    events: Vec<Stream<'scope, Epoch, Vec<Event>>>,
+    /// Label lines rejected.
+    rejected: Stream<'scope, Epoch, Vec<millrace_operators::record::Reject>>,
+}
+
+type LateLabels<'scope> = (
+    Stream<'scope, Epoch, Vec<millrace_operators::labels::Label>>,
+    i64,
+    usize,
+);
+
+/// The delayed-label source (a landing folder of its own, its files in the
+/// manifest under [`LABEL_FILES`] so the two folders never share a name; or
+/// Kafka topics), parsed into label lines.
+fn read_labels<'scope>(
+    scope: Scope<'scope, Epoch>,
+    plan: &Compiled,
+    ctx: &Context,
+    committed: ProbeHandle<Epoch>,
+) -> Option<Labels<'scope>> {
+    let (spec, schema) = plan.labels.as_ref()?;
+    let source = plan.label_source()?;
+    let resume = ctx.checkpointing.as_ref().and_then(|c| c.resumed.as_ref());
+    let start = SourceStart {
+        files: resume.map(|r| r.label_sources.clone()).unwrap_or_default(),
+        processed: ctx
+            .processed
+            .iter()
+            .filter_map(|(name, v)| {
+                name.strip_prefix(LABEL_FILES)
+                    .map(|n| (n.to_string(), v.clone()))
+            })
+            .collect(),
+        assignment: ctx.label_kafka_assignment.clone(),
+        ..source_start(plan, ctx)
+    };
+    let (chunks, facts, positions) = source.build(scope, "labels", start, committed);
+    let (parsed, read) = chunks.parse(schema.clone());
+    let lines = parsed.label_lines("label_lines");
+    let peers = scope.peers();
+    let waits = (
+        lines
+            .labels
+            .exchange(move |l| owner(l.id_hash, peers) as u64),
+        spec.horizon_ms,
+        spec.max_waiting,
+    );
+    let events = vec![
+        facts.map(|mut f| {
+            f.name = format!("{LABEL_FILES}{}", f.name);
+            Event::File(f)
+        }),
+        positions.map(|mut p| {
+            p.labels = true;
+            Event::Source(p)
+        }),
+        read.map(Event::Tally),
+        lines.tallies.map(Event::Tally),
+    ];
+    Some(Labels {
+        waits,
+        events,
+        rejected: lines.rejected,
+    })
+}
+
+/// Scoring and learning: the model (shared across workers through a feedback
+/// edge of their published updates), a challenger in shadow if declared, and
+/// the delayed labels if any.
+fn score<'scope>(
+    scope: Scope<'scope, Epoch>,
+    plan: &Compiled,
+    ctx: &Context,
+    examples: Stream<'scope, Epoch, Vec<millrace_operators::record::Example>>,
+    labels: Option<LateLabels<'scope>>,
+    state: StateIo,
+) -> Result<millrace_operators::score::ScoreStreams<'scope>, StateError> {
+    let t = &plan.topology;
+    // Several workers share one model: their published updates go to every
+    // worker and come back one epoch later (a feedback edge), to be merged.
+    let (loop_handle, updates) =
+        match (scope.peers() > 1).then(|| scope.feedback::<Vec<ModelDelta>>(1)) {
+            Some((handle, updates)) => (Some(handle), Some(updates)),
+            None => (None, None),
+        };
+    let (challenger, tally_loop) = challenger(scope, plan, ctx)?;
+    let refresh = Refresh {
+        updates,
+        spec: t.model.clone(),
+        resumed_after: ctx
+            .checkpointing
+            .as_ref()
+            .and_then(|c| c.resumed.as_ref())
+            .map(|r| r.epoch),
+        labels,
+        challenger,
+    };
+    let mut scorer = Scorer::new(&t.model, &plan.features);
+    if let Some(release) = ctx.warm_start.clone() {
+        scorer.warm_start(release);
+    }
+    let scoring = examples.score("score", scorer, plan.watched.clone(), state, refresh)?;
+    if let Some(handle) = loop_handle {
+        scoring.deltas.clone().broadcast().connect_loop(handle);
+    }
+    if let Some(handle) = tally_loop {
+        scoring.tallies.clone().broadcast().connect_loop(handle);
+    }
+    Ok(scoring)
+}
+
+type TallyLoop<'scope> =
+    timely::dataflow::operators::feedback::Handle<'scope, Epoch, Vec<ArenaTally>>;
+
+/// A challenger: its own scorer, and with several workers a feedback edge
+/// for the arena tallies (everyone decides a promotion on everyone's).
+fn challenger<'scope>(
+    scope: Scope<'scope, Epoch>,
+    plan: &Compiled,
+    ctx: &Context,
+) -> Result<(Option<Challenger<'scope>>, Option<TallyLoop<'scope>>), StateError> {
+    let t = &plan.topology;
+    let Some(spec) = &t.challenger else {
+        return Ok((None, None));
+    };
+    let worker = scope.index();
+    let (tally_loop, tallies) =
+        match (scope.peers() > 1).then(|| scope.feedback::<Vec<ArenaTally>>(1)) {
+            Some((handle, stream)) => (Some(handle), Some(stream)),
+            None => (None, None),
+        };
+    let (scorer, arena) = match ctx.restore.get(&(CHALLENGER_STEP.to_string(), worker)) {
+        Some(bytes) => {
+            let (s, a) = decode::<(Scorer, Arena)>(CHALLENGER_STEP, bytes)?;
+            (s.restored(), a)
+        }
+        None => (
+            Scorer::new(spec, &plan.features),
+            Arena::new(t.promotion.clone().unwrap_or_else(|| PromoteRule {
+                // Without `[promotion]` the challenger only shadows.
+                window_records: u64::MAX,
+                ..PromoteRule::default()
+            })),
+        ),
+    };
+    let challenger = Challenger {
+        scorer,
+        spec: spec.clone(),
+        arena,
+        tallies,
+        promote_now: ctx.promote.clone().filter(|_| worker == 0),
+    };
+    Ok((Some(challenger), tally_loop))
+}
+
+/// Taps: one record in N of a step, rendered as JSON only when sampled, into the live view's ring.
+fn tap<'scope>(
+    taps: &Arc<crate::dataflow::tap::Taps>,
+    clean: &Stream<'scope, Epoch, Vec<millrace_operators::record::Record>>,
+    rejected: &Stream<'scope, Epoch, Vec<millrace_operators::record::Reject>>,
+    scored: &Stream<'scope, Epoch, Vec<millrace_operators::record::Scored>>,
+) {
+    use timely::dataflow::operators::Inspect;
+    fn sample<T: serde::Serialize>(
+        taps: &Arc<crate::dataflow::tap::Taps>,
+        step: &'static str,
+    ) -> impl FnMut(&T) {
+        let (tp, mut n) = (taps.clone(), 0u64);
+        move |r: &T| {
+            n += 1;
+            if tp.sampled(n) {
+                tp.push(step, serde_json::to_string(r).unwrap_or_default());
+            }
+        }
+    }
+    clean.clone().inspect(sample(taps, "clean"));
+    rejected.clone().inspect(sample(taps, "rejected"));
+    scored.clone().inspect(sample(taps, "score"));
+}
+
+/// The coordinator's settings (it runs on every worker, and does its work on worker 0).
+fn coordinator(plan: &Compiled, ctx: Context, worker: usize, snapshot: bool) -> Coordinator {
+    let t = &plan.topology;
+    let wants = |table: Table| t.lake.tables.contains(&table);
     // Worker 0 hosts the coordinator; only it commits the Kafka group's offsets.
     let committer = |spec: Option<&crate::connectors::kafka::KafkaSourceSpec>| match (spec, worker)
     {
@@ -409,7 +413,7 @@ pub fn build<'scope>(
         },
         _ => None,
     };
-    let kafka_commit = committer(plan.kafka.as_ref());
+    let kafka_commit = committer(plan.source.kafka());
     let label_kafka_commit = committer(plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()));
     let monitors = plan.watched.as_ref().map(|watched| {
         Monitors::new(
@@ -419,9 +423,22 @@ pub fn build<'scope>(
             t.alerts.allowed_lateness_ms,
         )
     });
-    let fault = ctx.fault.clone();
-    let coordinator = Coordinator {
-        lake,
+    let notifiers = match worker {
+        0 => notifiers(
+            t,
+            plan.source.kafka().map(|k| k.brokers.as_str()),
+            &ctx.fault,
+        ),
+        _ => Vec::new(),
+    };
+    Coordinator {
+        lake: Lake {
+            root: t.lake.path.clone(),
+            compression: t.lake.compression,
+            schema: plan.schema.clone(),
+            pending: snapshot,
+            partitioning: t.lake.partition,
+        },
         metrics: wants(Table::Metrics),
         checkpointing: ctx.checkpointing,
         totals: ctx.totals,
@@ -438,40 +455,35 @@ pub fn build<'scope>(
             }
         }),
         restart: ctx.restart,
-        progress: ctx.progress.clone(),
+        progress: ctx.progress,
         max_per_rule_per_hour: t.alerts.max_per_rule_per_hour,
         registry: (worker == 0
             && t.model.kind != millrace_operators::learn::logistic::ModelKind::Feature)
-            .then(|| crate::dataflow::coordinator::ledger::RegistryCtx {
-                name: t.name.clone(),
-                config: serde_json::to_value(&t.model).expect("serializes"),
-                challenger_config: t
-                    .challenger
-                    .as_ref()
-                    .map(|c| serde_json::to_value(c).expect("serializes")),
-                features: plan
-                    .features
-                    .dense_names
-                    .iter()
-                    .chain(&plan.features.sparse_names)
-                    .cloned()
-                    .collect(),
-                fingerprint: t.state_fingerprint(),
-                keep_versions: t.model.keep_versions.unwrap_or(10),
-            }),
-        notifiers: if worker == 0 {
-            notifiers(t, plan.kafka.as_ref().map(|k| k.brokers.as_str()), &fault)
-        } else {
-            Vec::new()
-        },
-    };
-    let done = ProbeHandle::new();
-    scope
-        .concatenate(events)
-        .ledger("ledger", coordinator)
-        .probe_with(&committed)
-        .probe_with(&done);
-    Ok(done)
+            .then(|| registry_ctx(plan)),
+        notifiers,
+    }
+}
+
+/// What the coordinator publishes model versions with.
+fn registry_ctx(plan: &Compiled) -> crate::dataflow::coordinator::ledger::RegistryCtx {
+    let t = &plan.topology;
+    crate::dataflow::coordinator::ledger::RegistryCtx {
+        name: t.name.clone(),
+        config: serde_json::to_value(&t.model).expect("a model spec is plain data"),
+        challenger_config: t
+            .challenger
+            .as_ref()
+            .map(|c| serde_json::to_value(c).expect("a model spec is plain data")),
+        features: plan
+            .features
+            .dense_names
+            .iter()
+            .chain(&plan.features.sparse_names)
+            .cloned()
+            .collect(),
+        fingerprint: t.state_fingerprint(),
+        keep_versions: t.model.keep_versions.unwrap_or(10),
+    }
 }
 
 /// The alert channels of a topology (checked when it was loaded).
@@ -518,7 +530,7 @@ pub fn describe(plan: &Compiled) -> String {
         "epochs of {} lines per worker, at most {} in flight",
         t.runtime.records_per_epoch, t.runtime.max_epochs_in_flight
     );
-    if let Some(l) = &plan.landing {
+    if let Some(l) = plan.source.landing() {
         let _ = writeln!(
             out,
             "  landing    source: folder {} ({:?} files, poll every {} ms, settled after {} ms); {epochs}",
@@ -528,7 +540,7 @@ pub fn describe(plan: &Compiled) -> String {
             l.settle_ms,
         );
     }
-    if let Some(k) = &plan.kafka {
+    if let Some(k) = plan.source.kafka() {
         let options: Vec<String> = k
             .librdkafka_options
             .iter()
@@ -675,7 +687,7 @@ pub fn describe(plan: &Compiled) -> String {
             k.topic,
             k.brokers
                 .as_deref()
-                .or(plan.kafka.as_ref().map(|s| s.brokers.as_str()))
+                .or(plan.source.kafka().map(|s| s.brokers.as_str()))
                 .unwrap_or("?"),
             s.key,
             k.compression,

@@ -212,7 +212,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         .and_then(|c| c.resumed.as_ref())
         .map(|c| c.kafka.clone())
         .unwrap_or_default();
-    let kafka_assignment = Arc::new(match &plan.kafka {
+    let kafka_assignment = Arc::new(match plan.source.kafka() {
         Some(spec) => crate::connectors::kafka::plan(spec, workers, &checkpointed_offsets)
             .map_err(RunError::External)?,
         None => Vec::new(),
@@ -237,7 +237,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
             let brokers = spec
                 .brokers
                 .clone()
-                .or(plan.kafka.as_ref().map(|k| k.brokers.clone()))
+                .or(plan.source.kafka().map(|k| k.brokers.clone()))
                 .expect("checked by the topology");
             // Epochs a previous run of this lake already committed to the topic (only when resuming).
             let lake_id = format!(
@@ -294,7 +294,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         _ => None,
     };
     // Progress of a backfill, on stderr.
-    let progress = match (&plan.landing, opts.once, process) {
+    let progress = match (plan.source.landing(), opts.once, process) {
         (Some(l), true, 0) if opts.show_progress => Some(Arc::new(progress::Progress::for_folder(
             &l.path, l.format, &processed,
         ))),
@@ -351,7 +351,10 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                     restore: restore.clone(),
                     kafka_assignment: kafka_assignment.clone(),
                     label_kafka_assignment: label_kafka_assignment.clone(),
-                    kafka_sink: kafka_sink.clone(),
+                    prepared_sinks: kafka_sink
+                        .iter()
+                        .map(|k| Arc::new(k.clone()) as Arc<dyn crate::connectors::Sink + Send + Sync>)
+                        .collect(),
                     restart: restart.clone(),
                     warm_start: warm_start.clone(),
                     progress: progress.clone(),

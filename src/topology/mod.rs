@@ -374,10 +374,8 @@ pub enum ConfigError {
 pub struct Compiled {
     /// The topology as written (with command-line overrides applied).
     pub topology: Topology,
-    /// The landing source, if the topology reads a folder.
-    pub landing: Option<LandingSpec>,
-    /// The Kafka source, if the topology reads Kafka.
-    pub kafka: Option<crate::connectors::kafka::KafkaSourceSpec>,
+    /// The records' source.
+    pub source: RecordSource,
     /// Delayed labels: their source and the schema label lines are parsed with
     /// (the id is its key, the label time its event time).
     pub labels: Option<(LabelSourceSpec, Arc<Schema>)>,
@@ -387,6 +385,88 @@ pub struct Compiled {
     pub schema: Arc<Schema>,
     /// The compiled features.
     pub features: Arc<Features>,
+}
+
+/// The records' source of a compiled topology: exactly one.
+#[derive(Clone, Debug)]
+pub enum RecordSource {
+    /// `[source.landing]`.
+    Landing(LandingSpec),
+    /// `[source.kafka]`.
+    Kafka(crate::connectors::kafka::KafkaSourceSpec),
+}
+
+impl RecordSource {
+    /// The landing folder, if the source is one.
+    pub fn landing(&self) -> Option<&LandingSpec> {
+        match self {
+            RecordSource::Landing(l) => Some(l),
+            RecordSource::Kafka(_) => None,
+        }
+    }
+
+    /// The landing folder, to override its settings.
+    pub fn landing_mut(&mut self) -> Option<&mut LandingSpec> {
+        match self {
+            RecordSource::Landing(l) => Some(l),
+            RecordSource::Kafka(_) => None,
+        }
+    }
+
+    /// The Kafka source, if the source is one.
+    pub fn kafka(&self) -> Option<&crate::connectors::kafka::KafkaSourceSpec> {
+        match self {
+            RecordSource::Kafka(k) => Some(k),
+            RecordSource::Landing(_) => None,
+        }
+    }
+
+    /// The Kafka source, to override its settings.
+    pub fn kafka_mut(&mut self) -> Option<&mut crate::connectors::kafka::KafkaSourceSpec> {
+        match self {
+            RecordSource::Kafka(k) => Some(k),
+            RecordSource::Landing(_) => None,
+        }
+    }
+
+    /// The source's step id (`landing` or `kafka`): keys its metrics.
+    pub fn step_id(&self) -> &'static str {
+        match self {
+            RecordSource::Landing(_) => "landing",
+            RecordSource::Kafka(_) => "kafka",
+        }
+    }
+
+    /// The connector that reads it.
+    pub fn connector(&self) -> &dyn crate::connectors::Source {
+        match self {
+            RecordSource::Landing(l) => l,
+            RecordSource::Kafka(k) => k,
+        }
+    }
+}
+
+impl Compiled {
+    /// The sinks the dataflow writes the records to (the lake's tables and
+    /// `[sink.csv]`; the Kafka sink is prepared by the runtime, which talks
+    /// to the broker first).
+    pub fn sinks(&self) -> Vec<Arc<dyn crate::connectors::Sink + Send + Sync>> {
+        let mut out = self.topology.lake.sinks();
+        if let Some(csv) = &self.topology.sink.csv {
+            out.insert(0, Arc::new(csv.clone()));
+        }
+        out
+    }
+
+    /// The delayed labels' connector, if the topology has them.
+    pub fn label_source(&self) -> Option<Box<dyn crate::connectors::Source>> {
+        let (spec, _) = self.labels.as_ref()?;
+        match (spec.landing(), &spec.kafka) {
+            (Some(l), _) => Some(Box::new(l)),
+            (None, Some(k)) => Some(Box::new(k.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Topology {
@@ -450,11 +530,12 @@ impl Topology {
             ));
         }
         let (landing, kafka) = (self.source.landing.clone(), self.source.kafka.clone());
-        match (&landing, &kafka) {
+        let source = match (&landing, &kafka) {
             (None, None) => return Err(e("source", "expected a source: `[source.landing]` with `path = \"landing\"`, or `[source.kafka]`")),
             (Some(_), Some(_)) => return Err(e("source", "expected one source, found both `landing` and `kafka`")),
-            _ => {}
-        }
+            (Some(l), None) => RecordSource::Landing(l.clone()),
+            (None, Some(k)) => RecordSource::Kafka(k.clone()),
+        };
         if let Some(k) = &kafka {
             check_kafka_source(k, "source.kafka")?;
         }
@@ -804,8 +885,7 @@ impl Topology {
             }
         };
         Ok(Compiled {
-            landing,
-            kafka,
+            source,
             labels,
             watched,
             topology: self,
