@@ -494,26 +494,30 @@ fn notifiers(
 ) -> Vec<crate::connectors::notify::Notifier> {
     use crate::connectors::notify::Notifier;
     let mut out = Vec::new();
+    // Each channel was built once when the topology was checked; building it
+    // again cannot fail unless its environment changed in between (a CA file
+    // removed): that stops the run with the reason instead of a panic.
     if let Some(spec) = &t.alerts.webhook {
-        out.push(Notifier::start(
-            crate::connectors::webhook::Webhook::new(spec.clone())
-                .expect("checked by the topology"),
-        ));
+        match crate::connectors::webhook::Webhook::new(spec.clone()) {
+            Ok(channel) => out.push(Notifier::start(channel)),
+            Err(e) => fault.raise(format!("alerts.webhook: {e}")),
+        }
     }
     if let Some(spec) = &t.alerts.email {
-        out.push(Notifier::start(
-            crate::connectors::email::Email::new(spec.clone()).expect("checked by the topology"),
-        ));
+        match crate::connectors::email::Email::new(spec.clone()) {
+            Ok(channel) => out.push(Notifier::start(channel)),
+            Err(e) => fault.raise(format!("alerts.email: {e}")),
+        }
     }
     if let Some(spec) = &t.alerts.kafka {
-        let brokers = spec
-            .brokers
-            .as_deref()
-            .or(kafka_brokers)
-            .expect("checked by the topology");
-        match crate::connectors::kafka_alerts::KafkaAlerts::new(spec, brokers) {
-            Ok(channel) => out.push(Notifier::start(channel)),
-            Err(e) => fault.raise(e),
+        match spec.brokers.as_deref().or(kafka_brokers) {
+            Some(brokers) => match crate::connectors::kafka_alerts::KafkaAlerts::new(spec, brokers)
+            {
+                Ok(channel) => out.push(Notifier::start(channel)),
+                Err(e) => fault.raise(e),
+            },
+            None => fault
+                .raise("alerts.kafka: no `brokers` and no Kafka source to take them from".into()),
         }
     }
     out

@@ -238,7 +238,12 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                 .brokers
                 .clone()
                 .or(plan.source.kafka().map(|k| k.brokers.clone()))
-                .expect("checked by the topology");
+                .ok_or_else(|| {
+                    RunError::Refused(
+                        "sink.kafka.brokers: no brokers, and no Kafka source to take them from"
+                            .into(),
+                    )
+                })?;
             // Epochs a previous run of this lake already committed to the topic (only when resuming).
             let lake_id = format!(
                 "{:016x}",
