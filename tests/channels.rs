@@ -357,6 +357,12 @@ fn webhook_over_https_trusts_the_ca_in_ca_file_and_no_other() {
     );
     assert_eq!(hook.failed_handshakes.load(Ordering::SeqCst), 0);
     assert_never_shown(&token, &out, &dir.join("lake"));
+    // Nor in the HTTP library's hex dump of the wire, which its trace level
+    // would write (the `log` crate is capped at debug for that).
+    assert!(
+        !stderr.lines().any(|l| l.contains("TRACE ureq_proto")),
+        "the wire is dumped in the log"
+    );
 
     // Without the CA the endpoint's certificate is not trusted: no request is
     // made, the deliveries fail, and the run goes on.

@@ -38,7 +38,9 @@
 //! `::1`) is refused unless it says `allow_insecure_http = true`; loopback
 //! HTTP stays allowed for local relays and tests. Redirects are not followed
 //! and proxy variables in the environment are not used, so the token goes
-//! to the configured host and nowhere else.
+//! to the configured host and nowhere else. It is in no log at any level:
+//! ureq's protocol layer hex-dumps the wire at trace level through the `log`
+//! crate, which this crate caps at debug (`log/max_level_debug`).
 //!
 //! The client is `ureq` (3, rustls with the ring provider): it is blocking,
 //! which is what a channel with a thread of its own needs, and small.
