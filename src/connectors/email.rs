@@ -45,7 +45,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -204,14 +203,8 @@ pub struct Email {
 }
 
 impl Email {
-    /// Checks the spec, as [`Email::build`], with the error as text (what the
-    /// topology check shows).
-    pub fn new(spec: EmailSpec) -> Result<Email, String> {
-        Email::build(spec).map_err(|e| e.to_string())
-    }
-
     /// Checks the relay, the addresses, the CA file and the credentials, and builds the transport.
-    pub fn build(spec: EmailSpec) -> Result<Email, EmailError> {
+    pub fn new(spec: EmailSpec) -> Result<Email, EmailError> {
         if spec.to.is_empty() {
             return Err(config(
                 "alerts.email.to",
@@ -290,12 +283,6 @@ impl Email {
     }
 }
 
-/// Standard base64, padded.
-// Kept for `runtime::checkpoint`, which encodes bytes with it.
-pub fn base64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 impl Delivery for Email {
     fn name(&self) -> &'static str {
         "email"
@@ -345,21 +332,12 @@ mod tests {
     }
 
     #[test]
-    fn base64_known_values() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"\0user\0pass"), "AHVzZXIAcGFzcw==");
-    }
-
-    #[test]
     fn addresses_are_checked() {
-        assert!(Email::build(spec("x@y.example")).is_ok());
-        assert!(Email::build(spec("On call <x@y.example>")).is_ok());
-        let e = Email::build(spec("x@y>\r\nRCPT TO:<evil@z")).err().unwrap();
+        assert!(Email::new(spec("x@y.example")).is_ok());
+        assert!(Email::new(spec("On call <x@y.example>")).is_ok());
+        let e = Email::new(spec("x@y>\r\nRCPT TO:<evil@z")).err().unwrap();
         assert_eq!(e.key(), Some("alerts.email.to[0]"));
-        let e = Email::build(EmailSpec {
+        let e = Email::new(EmailSpec {
             to: vec![],
             ..spec("x@y")
         })

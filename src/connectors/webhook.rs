@@ -178,14 +178,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Checks the spec, as [`Webhook::build`], with the error as text (what
-    /// the topology check shows).
-    pub fn new(spec: WebhookSpec) -> Result<Webhook, String> {
-        Webhook::build(spec).map_err(|e| e.to_string())
-    }
-
     /// Checks the URL, the token's transport and the CA file, and builds the client.
-    pub fn build(spec: WebhookSpec) -> Result<Webhook, WebhookError> {
+    pub fn new(spec: WebhookSpec) -> Result<Webhook, WebhookError> {
         const URL: &str = "alerts.webhook.url";
         let (scheme, rest) = spec.url.split_once("://").unwrap_or_default();
         let https = match scheme.to_ascii_lowercase().as_str() {
@@ -343,15 +337,15 @@ mod tests {
     }
 
     fn refused(spec: WebhookSpec) -> (Option<&'static str>, String) {
-        let e = Webhook::build(spec).err().expect("refused");
+        let e = Webhook::new(spec).err().expect("refused");
         (e.key(), e.to_string())
     }
 
     #[test]
     fn https_and_http_urls_are_taken_and_other_schemes_refused() {
-        assert!(Webhook::build(spec("https://hooks.example.com/a/b")).is_ok());
-        assert!(Webhook::build(spec("http://127.0.0.1:9000/a")).is_ok());
-        assert!(Webhook::build(spec("HTTPS://example.com")).is_ok());
+        assert!(Webhook::new(spec("https://hooks.example.com/a/b")).is_ok());
+        assert!(Webhook::new(spec("http://127.0.0.1:9000/a")).is_ok());
+        assert!(Webhook::new(spec("HTTPS://example.com")).is_ok());
         for url in [
             "ftp://example.com/",
             "example.com/hook",
@@ -385,16 +379,16 @@ mod tests {
             "http://[::1]:8080/",
             "https://example.com/",
         ] {
-            assert!(Webhook::build(with_token(url, false)).is_ok(), "{url}");
+            assert!(Webhook::new(with_token(url, false)).is_ok(), "{url}");
         }
         for url in ["http://example.com/", "http://10.0.0.1/", "http://[::2]/"] {
             let (key, message) = refused(with_token(url, false));
             assert_eq!(key, Some("alerts.webhook.bearer_token_env"), "{url}");
             assert!(message.contains("allow_insecure_http = true"), "{message}");
-            assert!(Webhook::build(with_token(url, true)).is_ok(), "{url}");
+            assert!(Webhook::new(with_token(url, true)).is_ok(), "{url}");
         }
         // Without a token there is nothing to protect.
-        assert!(Webhook::build(spec("http://example.com/")).is_ok());
+        assert!(Webhook::new(spec("http://example.com/")).is_ok());
     }
 
     #[test]

@@ -558,11 +558,11 @@ impl Topology {
         }
         if let Some(w) = &self.alerts.webhook {
             crate::connectors::webhook::Webhook::new(w.clone())
-                .map_err(|m| e("alerts.webhook.url", &m))?;
+                .map_err(|m| e(m.key().unwrap_or("alerts.webhook"), &m.to_string()))?;
         }
         if let Some(m) = &self.alerts.email {
             crate::connectors::email::Email::new(m.clone())
-                .map_err(|msg| e("alerts.email", &msg))?;
+                .map_err(|err| e(err.key().unwrap_or("alerts.email"), &err.to_string()))?;
         }
         if let Some(k) = &self.alerts.kafka {
             if k.brokers.is_none() && kafka.is_none() {

@@ -89,14 +89,15 @@ pub struct Checkpoint {
 /// Bytes as one base64 string in the checkpoint's JSON (an array of numbers
 /// would be several times larger and slow to write every epoch).
 mod base64_bytes {
+    use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             None => s.serialize_none(),
-            Some(bytes) => s.serialize_some(&crate::connectors::email::base64(bytes)),
+            Some(bytes) => s.serialize_some(&B64.encode(bytes)),
         }
     }
 
@@ -104,24 +105,9 @@ mod base64_bytes {
         let Some(text) = Option::<String>::deserialize(d)? else {
             return Ok(None);
         };
-        let mut out = Vec::with_capacity(text.len() * 3 / 4);
-        let mut acc = 0u32;
-        let mut bits = 0;
-        for c in text.bytes().filter(|c| *c != b'=') {
-            let v = T
-                .iter()
-                .position(|t| *t == c)
-                .ok_or_else(|| serde::de::Error::custom("invalid base64"))?
-                as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Ok(Some(out))
+        B64.decode(text.as_bytes())
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
     }
 }
 
