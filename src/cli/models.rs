@@ -43,6 +43,10 @@ pub enum ModelsAction {
         /// The job's `--http-addr`.
         #[arg(long)]
         addr: String,
+        /// The NAME of the environment variable holding the job's live-view
+        /// token (the job's `--http-token-env` or `[runtime] http_token_env`).
+        #[arg(long, value_name = "NAME")]
+        http_token_env: Option<String>,
     },
     /// Go back to the previous champion.
     Rollback {
@@ -104,7 +108,10 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             let v = registry::promote(&lake, &name, &version).map_err(anyhow::Error::msg)?;
             println!("champion of `{name}`: v{v}");
         }
-        ModelsAction::PromoteChallenger { addr } => super::client::promote_challenger(&addr)?,
+        ModelsAction::PromoteChallenger {
+            addr,
+            http_token_env,
+        } => super::client::promote_challenger(&addr, http_token_env.as_deref())?,
         ModelsAction::Rollback { lake, model } => {
             let name = model_name(&lake, model)?;
             let _lock = crate::runtime::lock::acquire(&lake, "models rollback")?;

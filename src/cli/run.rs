@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// Serve the live view (/, /metrics, /healthz, /dataflow) here, e.g. 127.0.0.1:9898.
     #[arg(long)]
     http_addr: Option<String>,
+    /// The NAME of the environment variable holding the live view's token
+    /// (instead of `[runtime] http_token_env`): `/tap` and `POST /promote` need it.
+    #[arg(long, value_name = "NAME")]
+    http_token_env: Option<String>,
 }
 
 /// Runs `millrace run`.
@@ -70,6 +74,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .then(|| Arc::new(AtomicBool::new(false)));
     // Only the coordinator's process has the lake's whole picture and the job's metrics.
     if let (Some(addr), 0) = (&http_addr, args.process) {
+        let token = live_view_token(&args, &plan)?;
+        let locked = token.is_some();
         let view = crate::http::LiveView {
             lake: plan.topology.lake.path.clone(),
             name: plan.topology.name.clone(),
@@ -77,9 +83,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             fault: fault.clone(),
             taps: taps.clone().expect("with an address"),
             promote: promote.clone(),
+            token,
+            allowed_hosts: plan.topology.runtime.http_allowed_hosts.clone(),
         };
-        let bound = crate::http::serve(addr, view).map_err(anyhow::Error::msg)?;
-        eprintln!("millrace: live view on http://{bound}/ (/metrics, /healthz, /dataflow)");
+        let bound = crate::http::serve(addr, view).map_err(|e| match e {
+            crate::http::HttpError::Bind { .. } => {
+                anyhow::anyhow!("the live view (--http-addr or `[runtime] http_addr`): {e}")
+            }
+            crate::http::HttpError::Start(_) => anyhow::Error::new(e),
+        })?;
+        eprintln!(
+            "millrace: live view on http://{bound}/ (/metrics, /healthz, /dataflow){}",
+            if locked {
+                "; /tap and POST /promote need the token"
+            } else {
+                ""
+            }
+        );
     }
     let report = report_path(&plan, args.once && args.process == 0);
     let (lake_dir, name) = (plan.topology.lake.path.clone(), plan.topology.name.clone());
@@ -114,6 +134,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The live view's token, from the variable `--http-token-env` or
+/// `[runtime] http_token_env` names (`None`: neither names one).
+fn live_view_token(args: &RunArgs, plan: &Compiled) -> anyhow::Result<Option<crate::http::Token>> {
+    let (name, key) = match (&args.http_token_env, &plan.topology.runtime.http_token_env) {
+        (Some(name), _) => (name, "--http-token-env"),
+        (None, Some(name)) => (name, "`[runtime] http_token_env`"),
+        (None, None) => return Ok(None),
+    };
+    crate::http::Token::from_env(name)
+        .map(Some)
+        .map_err(|problem| match problem {
+            // Not a name: perhaps the token itself, so it is not quoted back.
+            crate::http::TokenProblem::BadName => anyhow::anyhow!("{key}: {problem}"),
+            _ => anyhow::anyhow!("{key}: the environment variable {name} {problem}"),
+        })
 }
 
 /// The command line's `--landing`, `--brokers`, `--lake` and checks of `--workers` and the folder.

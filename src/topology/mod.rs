@@ -298,6 +298,57 @@ pub struct RuntimeSpec {
     /// Serve the live view here (`--http-addr` overrides); `millrace tap` finds the job through it.
     #[serde(default)]
     pub http_addr: Option<String>,
+    /// The NAME of the environment variable that holds the live view's bearer
+    /// token (`--http-token-env` overrides); the token itself is never in the
+    /// topology. With a token, `POST /promote` and `/tap` need it; without one,
+    /// `POST /promote` is disabled.
+    #[serde(default)]
+    pub http_token_env: Option<String>,
+    /// Host names (`name` or `name:port`) the live view answers to besides the
+    /// bound address, `localhost`, `127.0.0.1` and `[::1]` (e.g. a reverse
+    /// proxy's name, or the machine's address when bound to 0.0.0.0).
+    #[serde(default)]
+    pub http_allowed_hosts: Vec<String>,
+}
+
+/// Whether `name` can be an environment variable's name as the token keys
+/// take it: ASCII letters, digits and `_`, not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// What is wrong with an `http_allowed_hosts` entry (`host` or `host:port`,
+/// a name, an IPv4 address or a bracketed IPv6 address), if anything.
+fn host_entry_problem(entry: &str) -> Option<&'static str> {
+    let bad = "expected a host name or address, optionally with `:port` (e.g. \"millrace.internal\", \"10.0.0.5:9898\", \"[fd00::5]:9898\"), with no scheme, path or wildcard";
+    let (host, port) = match entry.strip_prefix('[') {
+        Some(v6) => {
+            let Some((addr, rest)) = v6.split_once(']') else {
+                return Some(bad);
+            };
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Some(bad);
+            }
+            match rest {
+                "" => return None,
+                r => ("v6", r.strip_prefix(':').unwrap_or("not a port")),
+            }
+        }
+        None => entry.split_once(':').unwrap_or((entry, "0")),
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if !name_ok || port.parse::<u16>().is_err() {
+        return Some(bad);
+    }
+    None
 }
 
 fn default_epoch_records() -> u64 {
@@ -314,6 +365,8 @@ impl Default for RuntimeSpec {
             records_per_epoch: default_epoch_records(),
             max_epochs_in_flight: default_in_flight(),
             http_addr: None,
+            http_token_env: None,
+            http_allowed_hosts: Vec::new(),
         }
     }
 }
@@ -580,6 +633,20 @@ impl Topology {
         }
         if self.runtime.max_epochs_in_flight == 0 {
             return Err(e("runtime.max_epochs_in_flight", "expected at least 1"));
+        }
+        // The value is not quoted back: someone may have pasted the token itself.
+        if let Some(name) = &self.runtime.http_token_env {
+            if !is_env_name(name) {
+                return Err(e(
+                    "runtime.http_token_env",
+                    "expected the NAME of an environment variable that holds the token (ASCII letters, digits and `_`, e.g. \"MILLRACE_HTTP_TOKEN\"), never the token itself",
+                ));
+            }
+        }
+        for (i, host) in self.runtime.http_allowed_hosts.iter().enumerate() {
+            if let Some(problem) = host_entry_problem(host) {
+                return Err(e(&format!("runtime.http_allowed_hosts[{i}]"), problem));
+            }
         }
         let m = &self.model;
         if m.alpha.is_some_and(|a| !(a > 0.0)) {
@@ -1164,5 +1231,37 @@ path = "lake"
                 .starts_with("topologies/x.toml:13: schema.numeric[0].min: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_live_view_keys_name_a_variable_and_hosts() {
+        let with = |runtime: &str| format!("{GOOD}\n[runtime]\n{runtime}\n");
+        let ok = Topology::parse(
+            "t.toml",
+            &with("http_token_env = \"MILLRACE_HTTP_TOKEN\"\nhttp_allowed_hosts = [\"millrace.internal\", \"10.0.0.5:9898\", \"[fd00::5]:9898\", \"[::1]\"]"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.topology.runtime.http_token_env.as_deref(),
+            Some("MILLRACE_HTTP_TOKEN")
+        );
+        assert_eq!(ok.topology.runtime.http_allowed_hosts.len(), 4);
+        // A pasted token is refused, and not quoted back.
+        let (_, path, message) = error(&with("http_token_env = \"s3cr3t-t0ken/value+\""));
+        assert_eq!(path, "runtime.http_token_env");
+        assert!(!message.contains("s3cr3t"), "{message}");
+        for bad in [
+            "http://millrace.internal",
+            "millrace.internal/report",
+            "*.example",
+            "",
+            "host:notaport",
+            "[fd00::5",
+            "[fd00::5]9898",
+            "a b",
+        ] {
+            let (_, path, _) = error(&with(&format!("http_allowed_hosts = [\"ok\", \"{bad}\"]")));
+            assert_eq!(path, "runtime.http_allowed_hosts[1]", "{bad}");
+        }
     }
 }

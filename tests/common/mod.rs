@@ -475,3 +475,180 @@ pub fn lake_digest(lake: &Path) -> Vec<(&'static str, usize, u64)> {
         })
         .collect()
 }
+
+/// Runs `millrace ARGS` in `dir` with `env` added to its environment and returns whatever happened.
+pub fn millrace_env_raw(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("the millrace binary runs")
+}
+
+/// Runs `millrace ARGS` in `dir` with `env` added; panics with its output if it fails.
+pub fn millrace_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = millrace_env_raw(dir, args, env);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "millrace {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// One HTTP exchange over a fresh TCP connection, `request` sent as given:
+/// the status (0 when the server closed without answering), the head and the
+/// body. The live view closes every connection after one answer.
+pub fn http_exchange(addr: &str, request: &[u8]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (http_status(head), head.to_string(), body.to_string())
+}
+
+/// The status of an HTTP/1.x answer (0 when there is none).
+pub fn http_status(answer: &str) -> u16 {
+    answer
+        .strip_prefix("HTTP/1.")
+        .and_then(|h| h.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `METHOD path` to the live view at `addr`, with `headers` (a `Host: addr`
+/// unless they name one): the status, the head and the body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut request = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    http_exchange(addr, request.as_bytes())
+}
+
+/// A `millrace run` in the background serving its live view on a free
+/// loopback port, its stdout and stderr going to files in its folder.
+/// [`LiveJob::stop`] interrupts it (as Ctrl-C does) and waits; a job still
+/// running when dropped (a failed test) is killed.
+pub struct LiveJob {
+    child: Option<std::process::Child>,
+    /// The live view's address.
+    pub addr: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl LiveJob {
+    /// Starts `millrace run ARGS --http-addr ADDR` in `dir` with `env` added, and waits until `/healthz` answers.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> LiveJob {
+        Self::start_at(dir, args, env, &free_addr())
+    }
+
+    /// [`LiveJob::start`] listening on `listen`; requests go to 127.0.0.1 on its port.
+    pub fn start_at(dir: &Path, args: &[&str], env: &[(&str, &str)], listen: &str) -> LiveJob {
+        let port = listen.rsplit(':').next().unwrap();
+        let n = std::fs::read_dir(dir).unwrap().count();
+        let (out, err) = (
+            dir.join(format!("job-{n}.out")),
+            dir.join(format!("job-{n}.err")),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .arg("run")
+            .args(args)
+            .args(["--http-addr", listen])
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        let mut job = LiveJob {
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}"),
+            out,
+            err,
+        };
+        let start = std::time::Instant::now();
+        loop {
+            if std::net::TcpStream::connect(&job.addr).is_ok()
+                && http_request(&job.addr, "GET", "/healthz", &[]).0 == 200
+            {
+                break;
+            }
+            if let Some(status) = job.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the job exited ({status}) before serving its live view:\n{}",
+                    job.stderr()
+                );
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the live view did not come up:\n{}",
+                job.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        job
+    }
+
+    /// The job's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// What the job printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Interrupts the job and waits for it: whether it succeeded, its stdout and its stderr.
+    pub fn stop(mut self) -> (bool, String, String) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let ok = child.wait().unwrap().success();
+        let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+        (ok, out, self.stderr())
+    }
+}
+
+impl Drop for LiveJob {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `/proc/<pid>/status` figure in kB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
