@@ -39,13 +39,23 @@
 //! epoch when checkpointing, restored from one at construction). A worker
 //! resumed from epoch e publishes again the update it published in e (its
 //! snapshot has it), since the merge it was headed for was not checkpointed.
+//! **Shape:** the work of an epoch is [`ScoreMachine::on_epoch`], without
+//! timely: a [`ScoreInput`] in (the epoch's examples, updates, tallies and
+//! labels), a [`ScoreOutput`] out with one field per output. The operator
+//! only stashes each input's epochs, hands the machine the oldest one every
+//! input has passed, and gives each field of its output to its port.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::{InputHandleCore, OutputBuilder, OutputBuilderSession};
+use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
+use timely::progress::frontier::MutableAntichain;
 
 use crate::arena::{Arena, ArenaTally};
 use crate::epochs::{decode, encode, EpochStash, Snapshot, StateError, StateIo};
@@ -723,7 +733,7 @@ pub struct Challenger<'scope> {
     /// Every worker's arena tallies, one epoch later (`None`: one worker).
     pub tallies: Option<Stream<'scope, Epoch, Vec<ArenaTally>>>,
     /// Worker 0: set to promote the challenger now, whatever the rule says (by command).
-    pub promote_now: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub promote_now: Option<Arc<AtomicBool>>,
 }
 
 /// The step id under which the challenger and the arena are checkpointed.
@@ -744,6 +754,410 @@ pub struct Refresh<'scope> {
     pub challenger: Option<Challenger<'scope>>,
 }
 
+/// How one worker's [`ScoreMachine`] is set up: what [`Score::score`] is
+/// given, without the streams.
+#[derive(Clone, Debug)]
+pub struct ScoreSetup {
+    /// The operator's step id (the key of its snapshots).
+    pub step_id: String,
+    /// This worker.
+    pub worker: usize,
+    /// Workers in the dataflow.
+    pub peers: usize,
+    /// The champion's configuration: when to publish, how often to release.
+    pub spec: ModelSpec,
+    /// Several workers share the model: every worker's updates come back
+    /// one epoch later ([`ScoreInput::updates`]).
+    pub shared: bool,
+    /// Delayed labels ([`ScoreInput::labels`]): how long predictions wait
+    /// for them (ms), and at most how many at once.
+    pub labels: Option<(i64, usize)>,
+    /// What the monitors watch, if any monitor is declared.
+    pub watched: Option<Watched>,
+    /// Snapshot the state after every epoch.
+    pub snapshot: bool,
+}
+
+/// A challenger for a [`ScoreMachine`]: what [`Challenger`] holds, without the stream.
+#[derive(Clone, Debug)]
+pub struct ShadowSetup {
+    /// Its model state (fresh, warm or restored).
+    pub scorer: Scorer,
+    /// Its configuration (when to publish its updates).
+    pub spec: ModelSpec,
+    /// The promotion state (fresh or restored).
+    pub arena: Arena,
+    /// Several workers: the tallies go round and every worker decides on
+    /// everyone's one epoch later ([`ScoreInput::tallies`]); else the
+    /// promotion is decided at the end of the epoch.
+    pub shared_tallies: bool,
+    /// Set to promote the challenger now, whatever the rule says.
+    pub promote_now: Option<Arc<AtomicBool>>,
+}
+
+/// Everything one epoch brings to `score`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoreInput {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Every worker's model updates published in the previous epoch (any order).
+    pub updates: Vec<ModelDelta>,
+    /// Every worker's arena tallies of the previous epoch (any order).
+    pub tallies: Vec<ArenaTally>,
+    /// The delayed labels of the epoch, if the labels input had any (any order).
+    pub labels: Option<Vec<Label>>,
+    /// The epoch's examples, in input order.
+    pub examples: Vec<Example>,
+}
+
+/// Everything one epoch of `score` emits: one field per output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoreOutput {
+    /// One scored row per example, in order.
+    pub scored: Vec<Scored>,
+    /// The epoch's evaluation, if it scored records or has label counts to report.
+    pub eval: Option<EvalPartial>,
+    /// The state after the epoch: the champion's, then the challenger's (when checkpointing).
+    pub snapshots: Vec<Snapshot>,
+    /// The window aggregates of the epoch's records, if it scored any.
+    pub window: Option<WindowPartial>,
+    /// This worker's published updates: the champion's, then the challenger's.
+    pub deltas: Vec<ModelDelta>,
+    /// A new version of the shared model for the registry (worker 0).
+    pub release: Option<ModelRelease>,
+    /// The arena tally to send to every worker (a challenger, several workers).
+    pub tally: Option<ArenaTally>,
+}
+
+/// What a resumed worker sends again (see [`ScoreMachine::unmerged`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resend {
+    /// Updates published in the epoch resumed after.
+    pub deltas: Vec<ModelDelta>,
+    /// The arena tally sent in it.
+    pub tally: Option<ArenaTally>,
+}
+
+/// `score` on one worker, epoch at a time and without timely: the champion,
+/// the challenger and its arena, and what the monitors watch (see the module docs).
+#[derive(Clone, Debug)]
+pub struct ScoreMachine {
+    step_id: String,
+    worker: usize,
+    peers: usize,
+    champion: Scorer,
+    challenger: Option<Shadow>,
+    watched: Option<Watched>,
+    /// Updates are shared with other workers (and resent on resume).
+    shared: bool,
+    /// Records were routed by id from every worker: scored in input order.
+    sort_by_pos: bool,
+    /// Versions between two releases to the registry.
+    publish_every: u64,
+    snapshot: bool,
+}
+
+/// The challenger scoring in shadow, and the promotion state.
+#[derive(Clone, Debug)]
+struct Shadow {
+    scorer: Scorer,
+    arena: Arena,
+    shared_tallies: bool,
+    promote_now: Option<Arc<AtomicBool>>,
+}
+
+impl ScoreMachine {
+    /// The machine for `setup`, starting from `scorer` or, given `restore`,
+    /// from the champion's snapshot (the challenger comes restored already).
+    pub fn new(
+        setup: ScoreSetup,
+        scorer: Scorer,
+        challenger: Option<ShadowSetup>,
+        restore: Option<&[u8]>,
+    ) -> Result<ScoreMachine, StateError> {
+        let ScoreSetup {
+            step_id,
+            worker,
+            peers,
+            spec,
+            shared,
+            labels,
+            watched,
+            snapshot,
+        } = setup;
+        let mut champion = match restore {
+            Some(bytes) => decode::<Scorer>(&step_id, bytes)?.restored(),
+            None => scorer,
+        };
+        champion.enable_refresh(&spec, !shared);
+        champion.share_ensemble(worker, peers);
+        if let Some((horizon, max_waiting)) = labels {
+            champion.expect_labels(horizon, max_waiting);
+        }
+        let challenger = challenger.map(|c| {
+            let mut scorer = c.scorer;
+            scorer.config = 1;
+            scorer.enable_refresh(&c.spec, !shared);
+            scorer.share_ensemble(worker, peers);
+            if let Some((horizon, max_waiting)) = labels {
+                scorer.expect_labels(horizon, max_waiting);
+            }
+            Shadow {
+                scorer,
+                arena: c.arena,
+                shared_tallies: c.shared_tallies,
+                promote_now: c.promote_now,
+            }
+        });
+        Ok(ScoreMachine {
+            step_id,
+            worker,
+            peers,
+            champion,
+            challenger,
+            watched,
+            shared,
+            sort_by_pos: labels.is_some() && peers > 1,
+            publish_every: spec.publish_every_versions.unwrap_or(10).max(1),
+            snapshot,
+        })
+    }
+
+    /// Resuming right after `epoch`: what the restored state says was sent
+    /// in it (the updates and the tally whose merge the checkpoint did not see).
+    pub fn unmerged(&self, epoch: Epoch) -> Resend {
+        let mut deltas = Vec::new();
+        if self.shared {
+            deltas.extend(self.champion.unmerged_outbox(epoch));
+            if let Some(c) = &self.challenger {
+                deltas.extend(c.scorer.unmerged_outbox(epoch).map(|mut d| {
+                    d.model = 1;
+                    d
+                }));
+            }
+        }
+        let tally = self
+            .challenger
+            .as_ref()
+            .filter(|c| c.shared_tallies)
+            .and_then(|c| c.arena.outbox.filter(|t| t.epoch == epoch));
+        Resend { deltas, tally }
+    }
+
+    /// Processes one epoch: merges the updates, decides on the tallies,
+    /// learns the labels, scores (and learns) the examples, then publishes,
+    /// releases and snapshots what is due.
+    pub fn on_epoch(&mut self, input: ScoreInput) -> ScoreOutput {
+        let ScoreInput {
+            epoch,
+            updates,
+            tallies,
+            labels,
+            mut examples,
+        } = input;
+        let version = self.champion.version;
+        self.merge(updates);
+        let promoted_before = self.decide(&tallies);
+        let mut eval = self.fresh_eval();
+        let mut shadow_eval = self.fresh_eval();
+        if let Some(labels) = labels {
+            self.learn_labels(labels, &mut eval, &mut shadow_eval);
+        }
+        if self.sort_by_pos {
+            // Records were routed by id from every worker: input order, deterministically.
+            examples.sort_by_key(|ex| ex.record.pos);
+        }
+        let (scored, window) = self.score_examples(examples, &mut eval, &mut shadow_eval);
+        self.champion.end_epoch(&mut eval);
+        let (tally, promoted_now) = self.judge_challenger(epoch, &mut eval, shadow_eval);
+        let promoted = promoted_before || promoted_now;
+        let window = eval.event_range.is_some().then_some(window);
+        let reports = eval.event_range.is_some() || eval.n > 0 || !eval.labels.is_empty();
+        let eval = reports.then_some(eval);
+        let deltas = self.publish(epoch);
+        let release = self.release(epoch, version, promoted);
+        let snapshots = self.snapshots(epoch);
+        ScoreOutput {
+            scored,
+            eval,
+            snapshots,
+            window,
+            deltas,
+            release,
+            tally,
+        }
+    }
+
+    fn fresh_eval(&self) -> EvalPartial {
+        EvalPartial {
+            worker: self.worker,
+            ..EvalPartial::default()
+        }
+    }
+
+    /// Every worker's updates of the previous epoch, each into its model.
+    fn merge(&mut self, updates: Vec<ModelDelta>) {
+        let (champion, challenger): (Vec<ModelDelta>, Vec<ModelDelta>) =
+            updates.into_iter().partition(|d| d.model == 0);
+        self.champion.merge(self.worker, &champion);
+        if let Some(c) = self.challenger.as_mut() {
+            c.scorer.merge(self.worker, &challenger);
+        }
+    }
+
+    /// Every worker's tallies of the previous epoch: the same decision
+    /// everywhere, after the merges (the version they made is the one to go
+    /// past). True if the challenger was promoted.
+    fn decide(&mut self, tallies: &[ArenaTally]) -> bool {
+        let Some(c) = self.challenger.as_mut() else {
+            return false;
+        };
+        if !c.arena.observe(tallies) {
+            return false;
+        }
+        promote(&mut self.champion, &mut c.scorer);
+        true
+    }
+
+    /// The epoch's late labels, before its records; they come from every
+    /// worker, so their order is made deterministic.
+    fn learn_labels(
+        &mut self,
+        mut labels: Vec<Label>,
+        eval: &mut EvalPartial,
+        shadow_eval: &mut EvalPartial,
+    ) {
+        labels.sort_by_key(|l| l.pos);
+        if let Some(c) = self.challenger.as_mut() {
+            c.scorer.labels(labels.clone(), shadow_eval);
+        }
+        self.champion.labels(labels, eval);
+    }
+
+    /// Scores every example with both models (the challenger first, in
+    /// shadow) and adds it to the window aggregates.
+    fn score_examples(
+        &mut self,
+        examples: Vec<Example>,
+        eval: &mut EvalPartial,
+        shadow_eval: &mut EvalPartial,
+    ) -> (Vec<Scored>, WindowPartial) {
+        let mut window = WindowPartial {
+            worker: self.worker,
+            ..WindowPartial::default()
+        };
+        let mut scored = Vec::with_capacity(examples.len());
+        for ex in examples {
+            let shadow_score = self
+                .challenger
+                .as_mut()
+                .map(|c| c.scorer.step(&ex, shadow_eval));
+            let mut s = self.champion.apply(ex, eval);
+            s.shadow_score = shadow_score;
+            match &self.watched {
+                Some(w) => window.add(w, &s),
+                None => window.arrived(s.record.arrived_ms),
+            }
+            scored.push(s);
+        }
+        (scored, window)
+    }
+
+    /// After the epoch's records: the challenger's evaluation goes with the
+    /// champion's, and its tally either goes to every worker (decided next
+    /// epoch) or, alone, decides a promotion now (in effect from the next
+    /// epoch). The tally to send, and whether the challenger was promoted.
+    fn judge_challenger(
+        &mut self,
+        epoch: Epoch,
+        eval: &mut EvalPartial,
+        mut shadow_eval: EvalPartial,
+    ) -> (Option<ArenaTally>, bool) {
+        let Some(c) = self.challenger.as_mut() else {
+            return (None, false);
+        };
+        c.scorer.end_epoch(&mut shadow_eval);
+        let mut tally = ArenaTally::of(self.worker, epoch, eval, &shadow_eval);
+        tally.force = c
+            .promote_now
+            .as_ref()
+            .is_some_and(|f| f.swap(false, Ordering::Relaxed));
+        let mut sent = None;
+        let mut promoted = false;
+        if c.shared_tallies {
+            // Only tallies with records: an empty one would come back as an
+            // epoch to process, and so on forever after the input ends.
+            if tally.n > 0 || tally.force {
+                c.arena.outbox = Some(tally);
+                sent = Some(tally);
+            }
+        } else if c.arena.observe(&[tally]) {
+            promote(&mut self.champion, &mut c.scorer);
+            promoted = true;
+        }
+        eval.shadow = Some(Box::new(shadow_eval));
+        (sent, promoted)
+    }
+
+    /// This worker's updates due after `epoch`: the champion's, then the challenger's.
+    fn publish(&mut self, epoch: Epoch) -> Vec<ModelDelta> {
+        let mut deltas: Vec<ModelDelta> = self
+            .champion
+            .publish(self.worker, epoch, self.peers)
+            .into_iter()
+            .collect();
+        if let Some(c) = self.challenger.as_mut() {
+            if let Some(mut d) = c.scorer.publish(self.worker, epoch, self.peers) {
+                d.model = 1;
+                deltas.push(d);
+            }
+        }
+        deltas
+    }
+
+    /// Every `publish_every` versions, and at a promotion, worker 0 hands the
+    /// shared model to the registry (`version`: the one before the epoch).
+    fn release(&self, epoch: Epoch, version: u64, promoted: bool) -> Option<ModelRelease> {
+        let now = self.champion.version;
+        let due = promoted || (now - 1).is_multiple_of(self.publish_every);
+        if self.worker != 0 || now == version || !due {
+            return None;
+        }
+        let mut release = self.champion.release(epoch);
+        release.promoted = promoted;
+        Some(release)
+    }
+
+    /// The state after `epoch`, when checkpointing: the champion under the
+    /// step id, the challenger and the arena under [`CHALLENGER_STEP`].
+    fn snapshots(&self, epoch: Epoch) -> Vec<Snapshot> {
+        if !self.snapshot {
+            return Vec::new();
+        }
+        let snapshot = |step_id: String, bytes| Snapshot {
+            step_id,
+            worker: self.worker,
+            epoch,
+            bytes,
+        };
+        let mut out = vec![snapshot(self.step_id.clone(), encode(&self.champion))];
+        if let Some(c) = &self.challenger {
+            out.push(snapshot(
+                CHALLENGER_STEP.to_string(),
+                encode(&(&c.scorer, &c.arena)),
+            ));
+        }
+        out
+    }
+}
+
+/// The challenger takes over: the two swap, and the new champion scores
+/// under the version after both of theirs (versions only go up).
+fn promote(champion: &mut Scorer, challenger: &mut Scorer) {
+    std::mem::swap(champion, challenger);
+    champion.version = champion.version.max(challenger.version) + 1;
+}
+
 /// The `score` operator. See the module docs.
 pub trait Score<'scope> {
     /// Scores and learns from every example.
@@ -761,278 +1175,269 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
     fn score(
         self,
         step_id: &str,
-        mut scorer: Scorer,
+        scorer: Scorer,
         watched: Option<Watched>,
         state: StateIo,
         refresh: Refresh<'scope>,
     ) -> Result<ScoreStreams<'scope>, StateError> {
-        let worker = self.scope().index();
-        let peers = self.scope().peers();
-        if let Some(bytes) = &state.restore {
-            scorer = decode::<Scorer>(step_id, bytes)?.restored();
-        }
+        let Refresh {
+            updates,
+            spec,
+            resumed_after,
+            labels,
+            challenger,
+        } = refresh;
+        let setup = ScoreSetup {
+            step_id: step_id.to_string(),
+            worker: self.scope().index(),
+            peers: self.scope().peers(),
+            spec,
+            shared: updates.is_some(),
+            labels: labels.as_ref().map(|l| (l.1, l.2)),
+            watched,
+            snapshot: state.snapshot,
+        };
+        let (shadow, tallies) = match challenger {
+            Some(c) => (
+                Some(ShadowSetup {
+                    scorer: c.scorer,
+                    spec: c.spec,
+                    arena: c.arena,
+                    shared_tallies: c.tallies.is_some(),
+                    promote_now: c.promote_now,
+                }),
+                c.tallies,
+            ),
+            None => (None, None),
+        };
+        let mut machine = ScoreMachine::new(setup, scorer, shadow, state.restore.as_deref())?;
+        let resend = resumed_after.map(|e| (e, machine.unmerged(e)));
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
-        let mut input = builder.new_input(self, Pipeline);
-        scorer.enable_refresh(&refresh.spec, refresh.updates.is_none());
-        scorer.share_ensemble(worker, peers);
-        let delayed = refresh.labels.is_some();
-        let publish_every = refresh.spec.publish_every_versions.unwrap_or(10).max(1);
-        let mut updates_in = refresh
-            .updates
-            .map(|updates| builder.new_input(updates, Pipeline));
-        let mut next_input = 1 + usize::from(updates_in.is_some());
-        let labels_ix = next_input;
-        let horizon = refresh.labels.as_ref().map(|l| (l.1, l.2));
-        let mut labels_in = refresh.labels.map(|(labels, horizon, max_waiting)| {
-            scorer.expect_labels(horizon, max_waiting);
-            builder.new_input(labels, Pipeline)
-        });
-        next_input += usize::from(labels_in.is_some());
-        let tallies_ix = next_input;
-        // The challenger: a second scorer, and the arena every worker keeps the same.
-        let mut tallies_in = None;
-        let mut promote_now = None;
-        let mut shadow = refresh.challenger.map(|c| {
-            let mut sc = c.scorer;
-            sc.config = 1;
-            sc.enable_refresh(&c.spec, updates_in.is_none());
-            sc.share_ensemble(worker, peers);
-            if let Some((h, m)) = horizon {
-                sc.expect_labels(h, m);
-            }
-            tallies_in = c.tallies.map(|t| builder.new_input(t, Pipeline));
-            promote_now = c.promote_now;
-            (sc, c.arena)
-        });
-        // Resuming right after an epoch: send again what the restored state says
-        // was sent in it (the updates and tallies whose merge the checkpoint did not see).
-        let mut resend: Vec<ModelDelta> = Vec::new();
-        let mut resend_tally = None;
-        if let Some(e) = refresh.resumed_after {
-            if updates_in.is_some() {
-                resend.extend(scorer.unmerged_outbox(e));
-                if let Some((sc, _)) = shadow.as_ref() {
-                    resend.extend(sc.unmerged_outbox(e).map(|mut d| {
-                        d.model = 1;
-                        d
-                    }));
-                }
-            }
-            if let (Some((_, arena)), true) = (shadow.as_ref(), tallies_in.is_some()) {
-                resend_tally = arena.outbox.filter(|t| t.epoch == e);
-            }
-        }
-        let resumed_after = refresh.resumed_after;
-        let (scored_out, scored) = builder.new_output();
-        let (eval_out, evals) = builder.new_output();
-        let (snap_out, snapshots) = builder.new_output();
-        let (windows_out, windows) = builder.new_output();
-        let (deltas_out, deltas) = builder.new_output();
-        let (releases_out, releases) = builder.new_output();
-        let (tallies_out, tallies) = builder.new_output();
-        let mut windows_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<WindowPartial>>>::from(windows_out);
-        let mut scored_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Scored>>>::from(scored_out);
-        let mut eval_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<EvalPartial>>>::from(eval_out);
-        let mut snap_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
-        let mut deltas_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<ModelDelta>>>::from(deltas_out);
-        let mut releases_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<ModelRelease>>>::from(releases_out);
-        let mut tallies_out =
-            OutputBuilder::<_, CapacityContainerBuilder<Vec<ArenaTally>>>::from(tallies_out);
-        let step = step_id.to_string();
+        let mut inputs = Inputs::new(&mut builder, self, updates, labels.map(|l| l.0), tallies);
+        let (mut outputs, streams) = Outputs::new(&mut builder);
         builder.build(move |caps| {
-            let mut resend = resumed_after
-                .filter(|_| !resend.is_empty())
-                .map(|e| (caps[4].delayed(&e), resend));
-            let mut resend_tally = resend_tally.map(|t| (caps[6].delayed(&t.epoch), t));
+            // Resuming right after an epoch: sent again, at that epoch.
+            let mut resend_deltas = None;
+            let mut resend_tally = None;
+            if let Some((e, resend)) = resend {
+                if !resend.deltas.is_empty() {
+                    resend_deltas = Some((caps[port::DELTAS].delayed(&e), resend.deltas));
+                }
+                resend_tally = resend
+                    .tally
+                    .map(|t| (caps[port::TALLIES].delayed(&t.epoch), t));
+            }
             drop(caps);
-            let mut stash = EpochStash::new(7);
-            let mut merges: EpochStash<ModelDelta> = EpochStash::new(7);
-            let mut late: EpochStash<Label> = EpochStash::new(7);
-            let mut scores: EpochStash<ArenaTally> = EpochStash::new(7);
             move |frontiers| {
-                if let Some((cap, ds)) = resend.take() {
-                    deltas_out
-                        .activate()
-                        .session(&cap)
-                        .give_iterator(ds.into_iter());
+                if let Some((cap, deltas)) = resend_deltas.take() {
+                    let mut live = outputs.deltas.activate();
+                    live.session(&cap).give_iterator(deltas.into_iter());
                 }
-                if let Some((cap, t)) = resend_tally.take() {
-                    tallies_out.activate().session(&cap).give(t);
+                if let Some((cap, tally)) = resend_tally.take() {
+                    outputs.tallies.activate().session(&cap).give(tally);
                 }
-                stash.ingest(&mut input);
-                if let Some(u) = updates_in.as_mut() {
-                    merges.ingest(u);
-                }
-                if let Some(l) = labels_in.as_mut() {
-                    late.ingest(l);
-                }
-                if let Some(t) = tallies_in.as_mut() {
-                    scores.ingest(t);
-                }
-                let mut scored_handle = scored_out.activate();
-                let mut eval_handle = eval_out.activate();
-                let mut snap_handle = snap_out.activate();
-                let mut windows_handle = windows_out.activate();
-                let mut deltas_handle = deltas_out.activate();
-                let mut releases_handle = releases_out.activate();
-                let mut tallies_handle = tallies_out.activate();
-                // The oldest epoch with work, once every input has passed it; merges before examples.
-                while let Some(epoch) =
-                    [stash.first(), merges.first(), late.first(), scores.first()]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                {
-                    if frontiers.iter().any(|f| f.less_equal(&epoch)) {
-                        break;
-                    }
-                    let version = scorer.version;
-                    let mut caps = None;
-                    let mut promoted = false;
-                    if merges.first() == Some(epoch) {
-                        let (_, c, deltas) = merges.next_ready(&frontiers[1]).expect("passed");
-                        let (champion, challenger): (Vec<ModelDelta>, Vec<ModelDelta>) =
-                            deltas.into_iter().partition(|d| d.model == 0);
-                        scorer.merge(worker, &champion);
-                        if let Some((sc, _)) = shadow.as_mut() {
-                            sc.merge(worker, &challenger);
-                        }
-                        caps = Some(c);
-                    }
-                    if scores.first() == Some(epoch) {
-                        // Every worker's tallies of the previous epoch: the same decision everywhere.
-                        let (_, c, tallies) =
-                            scores.next_ready(&frontiers[tallies_ix]).expect("passed");
-                        if let Some((sc, arena)) = shadow.as_mut() {
-                            if arena.observe(&tallies) {
-                                // After this epoch's merges: the version they made is the one to go past.
-                                promote(&mut scorer, sc);
-                                promoted = true;
-                            }
-                        }
-                        caps = Some(c);
-                    }
-                    let mut eval = EvalPartial {
-                        worker,
-                        ..EvalPartial::default()
-                    };
-                    let mut shadow_eval = EvalPartial {
-                        worker,
-                        ..EvalPartial::default()
-                    };
-                    if late.first() == Some(epoch) {
-                        let (_, c, mut labels) =
-                            late.next_ready(&frontiers[labels_ix]).expect("passed");
-                        // Labels come from every worker: their order is made deterministic.
-                        labels.sort_by_key(|l| l.pos);
-                        if let Some((sc, _)) = shadow.as_mut() {
-                            sc.labels(labels.clone(), &mut shadow_eval);
-                        }
-                        scorer.labels(labels, &mut eval);
-                        caps = Some(c);
-                    }
-                    let mut batch = Vec::new();
-                    if stash.first() == Some(epoch) {
-                        let (_, c, b) = stash.next_ready(&frontiers[0]).expect("passed");
-                        batch = b;
-                        caps = Some(c);
-                    }
-                    if delayed && peers > 1 {
-                        // Records were routed by id from every worker: input order, deterministically.
-                        batch.sort_by_key(|ex| ex.record.pos);
-                    }
-                    let caps = caps.expect("an epoch with work");
-                    let mut partial = WindowPartial {
-                        worker,
-                        ..WindowPartial::default()
-                    };
-                    if !batch.is_empty() {
-                        let mut session = scored_handle.session(&caps[0]);
-                        for ex in batch {
-                            let shadow_score = shadow
-                                .as_mut()
-                                .map(|(sc, _)| sc.step(&ex, &mut shadow_eval));
-                            let mut s = scorer.apply(ex, &mut eval);
-                            s.shadow_score = shadow_score;
-                            match &watched {
-                                Some(w) => partial.add(w, &s),
-                                None => partial.arrived(s.record.arrived_ms),
-                            }
-                            session.give(s);
-                        }
-                    }
-                    scorer.end_epoch(&mut eval);
-                    if let Some((sc, arena)) = shadow.as_mut() {
-                        sc.end_epoch(&mut shadow_eval);
-                        let mut tally = ArenaTally::of(worker, epoch, &eval, &shadow_eval);
-                        tally.force = promote_now
-                            .as_ref()
-                            .is_some_and(|f| f.swap(false, std::sync::atomic::Ordering::Relaxed));
-                        if tallies_in.is_some() {
-                            // Several workers: everyone decides on everyone's tallies, next
-                            // epoch. Only tallies with records: an empty one would come back
-                            // as an epoch to process, and so on forever after the input ends.
-                            if tally.n > 0 || tally.force {
-                                arena.outbox = Some(tally);
-                                tallies_handle.session(&caps[6]).give(tally);
-                            }
-                        } else if arena.observe(&[tally]) {
-                            // Alone: decided now, in effect from the next epoch.
-                            promote(&mut scorer, sc);
-                            promoted = true;
-                        }
-                        eval.shadow = Some(Box::new(std::mem::take(&mut shadow_eval)));
-                    }
-                    if eval.event_range.is_some() {
-                        windows_handle.session(&caps[3]).give(partial);
-                    }
-                    if eval.event_range.is_some() || eval.n > 0 || !eval.labels.is_empty() {
-                        eval_handle.session(&caps[1]).give(eval);
-                    }
-                    if let Some(d) = scorer.publish(worker, epoch, peers) {
-                        deltas_handle.session(&caps[4]).give(d);
-                    }
-                    if let Some((sc, _)) = shadow.as_mut() {
-                        if let Some(mut d) = sc.publish(worker, epoch, peers) {
-                            d.model = 1;
-                            deltas_handle.session(&caps[4]).give(d);
-                        }
-                    }
-                    // Every `publish_every` versions, and at a promotion, worker 0 hands the shared model to the registry.
-                    if worker == 0
-                        && scorer.version != version
-                        && (promoted || (scorer.version - 1).is_multiple_of(publish_every))
-                    {
-                        let mut release = scorer.release(epoch);
-                        release.promoted = promoted;
-                        releases_handle.session(&caps[5]).give(release);
-                    }
-                    if state.snapshot {
-                        snap_handle.session(&caps[2]).give(Snapshot {
-                            step_id: step.clone(),
-                            worker,
-                            epoch,
-                            bytes: encode(&scorer),
-                        });
-                        if let Some(sh) = shadow.as_ref() {
-                            snap_handle.session(&caps[2]).give(Snapshot {
-                                step_id: CHALLENGER_STEP.to_string(),
-                                worker,
-                                epoch,
-                                bytes: encode(sh),
-                            });
-                        }
-                    }
+                inputs.ingest();
+                let mut live = outputs.activate();
+                // The oldest epoch with work, once every input has passed it.
+                while let Some((caps, input)) = inputs.next_epoch(frontiers) {
+                    live.give(&caps, machine.on_epoch(input));
                 }
             }
         });
-        Ok(ScoreStreams {
+        Ok(streams)
+    }
+}
+
+/// The outputs of `score`, in the order they are built: each one's index
+/// among an epoch's capabilities.
+mod port {
+    pub const SCORED: usize = 0;
+    pub const EVALS: usize = 1;
+    pub const SNAPSHOTS: usize = 2;
+    pub const WINDOWS: usize = 3;
+    pub const DELTAS: usize = 4;
+    pub const RELEASES: usize = 5;
+    pub const TALLIES: usize = 6;
+    /// How many there are (one capability each per epoch).
+    pub const COUNT: usize = 7;
+}
+
+/// A pipeline input of `score`, with the epochs it has buffered.
+struct InPort<D: Clone + 'static> {
+    /// Its index among the operator's inputs (and frontiers).
+    index: usize,
+    handle: InputHandleCore<
+        Epoch,
+        Vec<D>,
+        <Pipeline as ParallelizationContract<Epoch, Vec<D>>>::Puller,
+    >,
+    stash: EpochStash<D>,
+}
+
+impl<D: Clone + 'static> InPort<D> {
+    fn new<'scope>(
+        builder: &mut OperatorBuilder<'scope, Epoch>,
+        stream: Stream<'scope, Epoch, Vec<D>>,
+        index: usize,
+    ) -> Self {
+        InPort {
+            index,
+            handle: builder.new_input(stream, Pipeline),
+            stash: EpochStash::new(port::COUNT),
+        }
+    }
+
+    /// An input for `stream`, if there is one, as input `next` (which then moves on).
+    fn optional<'scope>(
+        builder: &mut OperatorBuilder<'scope, Epoch>,
+        stream: Option<Stream<'scope, Epoch, Vec<D>>>,
+        next: &mut usize,
+    ) -> Option<Self> {
+        let port = InPort::new(builder, stream?, *next);
+        *next += 1;
+        Some(port)
+    }
+
+    fn ingest(&mut self) {
+        self.stash.ingest(&mut self.handle);
+    }
+
+    fn first(&self) -> Option<Epoch> {
+        self.stash.first()
+    }
+
+    /// `epoch`'s data, if this input has any, its capabilities going to `caps`.
+    fn take(
+        &mut self,
+        epoch: Epoch,
+        frontiers: &[MutableAntichain<Epoch>],
+        caps: &mut Option<Vec<Capability<Epoch>>>,
+    ) -> Option<Vec<D>> {
+        if self.stash.first() != Some(epoch) {
+            return None;
+        }
+        let (_, c, data) = self
+            .stash
+            .next_ready(&frontiers[self.index])
+            .expect("passed");
+        *caps = Some(c);
+        Some(data)
+    }
+}
+
+/// The inputs of `score`, in the order they are built.
+struct Inputs {
+    examples: InPort<Example>,
+    updates: Option<InPort<ModelDelta>>,
+    labels: Option<InPort<Label>>,
+    tallies: Option<InPort<ArenaTally>>,
+}
+
+impl Inputs {
+    fn new<'scope>(
+        builder: &mut OperatorBuilder<'scope, Epoch>,
+        examples: Stream<'scope, Epoch, Vec<Example>>,
+        updates: Option<Stream<'scope, Epoch, Vec<ModelDelta>>>,
+        labels: Option<Stream<'scope, Epoch, Vec<Label>>>,
+        tallies: Option<Stream<'scope, Epoch, Vec<ArenaTally>>>,
+    ) -> Self {
+        let examples = InPort::new(builder, examples, 0);
+        let mut next = 1;
+        let updates = InPort::optional(builder, updates, &mut next);
+        let labels = InPort::optional(builder, labels, &mut next);
+        let tallies = InPort::optional(builder, tallies, &mut next);
+        Inputs {
+            examples,
+            updates,
+            labels,
+            tallies,
+        }
+    }
+
+    /// Moves everything available on every input into its stash.
+    fn ingest(&mut self) {
+        self.examples.ingest();
+        if let Some(p) = self.updates.as_mut() {
+            p.ingest();
+        }
+        if let Some(p) = self.labels.as_mut() {
+            p.ingest();
+        }
+        if let Some(p) = self.tallies.as_mut() {
+            p.ingest();
+        }
+    }
+
+    /// The oldest epoch with work, once every input has passed it: its
+    /// capabilities (one per output) and everything the inputs hold for it.
+    fn next_epoch(
+        &mut self,
+        frontiers: &[MutableAntichain<Epoch>],
+    ) -> Option<(Vec<Capability<Epoch>>, ScoreInput)> {
+        let epoch = [
+            self.examples.first(),
+            self.updates.as_ref().and_then(InPort::first),
+            self.labels.as_ref().and_then(InPort::first),
+            self.tallies.as_ref().and_then(InPort::first),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        if frontiers.iter().any(|f| f.less_equal(&epoch)) {
+            return None;
+        }
+        let mut caps = None;
+        let updates = (self.updates.as_mut()).and_then(|p| p.take(epoch, frontiers, &mut caps));
+        let tallies = (self.tallies.as_mut()).and_then(|p| p.take(epoch, frontiers, &mut caps));
+        let labels = (self.labels.as_mut()).and_then(|p| p.take(epoch, frontiers, &mut caps));
+        let examples = self.examples.take(epoch, frontiers, &mut caps);
+        let input = ScoreInput {
+            epoch,
+            updates: updates.unwrap_or_default(),
+            tallies: tallies.unwrap_or_default(),
+            labels,
+            examples: examples.unwrap_or_default(),
+        };
+        Some((caps.expect("an epoch with work"), input))
+    }
+}
+
+type Out<D> = OutputBuilder<Epoch, CapacityContainerBuilder<Vec<D>>>;
+type Live<'a, D> = OutputBuilderSession<'a, Epoch, CapacityContainerBuilder<Vec<D>>>;
+
+/// The outputs of `score`, one field per port.
+struct Outputs {
+    scored: Out<Scored>,
+    evals: Out<EvalPartial>,
+    snapshots: Out<Snapshot>,
+    windows: Out<WindowPartial>,
+    deltas: Out<ModelDelta>,
+    releases: Out<ModelRelease>,
+    tallies: Out<ArenaTally>,
+}
+
+/// One output, built as port `port`, and its stream.
+fn output<'scope, D: Clone + 'static>(
+    builder: &mut OperatorBuilder<'scope, Epoch>,
+    port: usize,
+) -> (Out<D>, Stream<'scope, Epoch, Vec<D>>) {
+    let (out, stream) = builder.new_output();
+    debug_assert_eq!(out.output_index(), port, "outputs are built in port order");
+    (OutputBuilder::from(out), stream)
+}
+
+impl Outputs {
+    fn new<'scope>(
+        builder: &mut OperatorBuilder<'scope, Epoch>,
+    ) -> (Outputs, ScoreStreams<'scope>) {
+        let (scored, scored_stream) = output(builder, port::SCORED);
+        let (evals, evals_stream) = output(builder, port::EVALS);
+        let (snapshots, snapshots_stream) = output(builder, port::SNAPSHOTS);
+        let (windows, windows_stream) = output(builder, port::WINDOWS);
+        let (deltas, deltas_stream) = output(builder, port::DELTAS);
+        let (releases, releases_stream) = output(builder, port::RELEASES);
+        let (tallies, tallies_stream) = output(builder, port::TALLIES);
+        let outputs = Outputs {
             scored,
             evals,
             snapshots,
@@ -1040,20 +1445,86 @@ impl<'scope> Score<'scope> for Stream<'scope, Epoch, Vec<Example>> {
             deltas,
             releases,
             tallies,
-        })
+        };
+        let streams = ScoreStreams {
+            scored: scored_stream,
+            evals: evals_stream,
+            snapshots: snapshots_stream,
+            windows: windows_stream,
+            deltas: deltas_stream,
+            releases: releases_stream,
+            tallies: tallies_stream,
+        };
+        (outputs, streams)
+    }
+
+    fn activate(&mut self) -> LiveOutputs<'_> {
+        LiveOutputs {
+            scored: self.scored.activate(),
+            evals: self.evals.activate(),
+            snapshots: self.snapshots.activate(),
+            windows: self.windows.activate(),
+            deltas: self.deltas.activate(),
+            releases: self.releases.activate(),
+            tallies: self.tallies.activate(),
+        }
     }
 }
 
-/// The challenger takes over: the two swap, and the new champion scores
-/// under the version after both of theirs (versions only go up).
-fn promote(champion: &mut Scorer, challenger: &mut Scorer) {
-    std::mem::swap(champion, challenger);
-    champion.version = champion.version.max(challenger.version) + 1;
+/// The outputs of `score`, activated for one scheduling.
+struct LiveOutputs<'a> {
+    scored: Live<'a, Scored>,
+    evals: Live<'a, EvalPartial>,
+    snapshots: Live<'a, Snapshot>,
+    windows: Live<'a, WindowPartial>,
+    deltas: Live<'a, ModelDelta>,
+    releases: Live<'a, ModelRelease>,
+    tallies: Live<'a, ArenaTally>,
+}
+
+impl LiveOutputs<'_> {
+    /// Gives each of an epoch's outputs to its port.
+    fn give(&mut self, caps: &[Capability<Epoch>], out: ScoreOutput) {
+        let ScoreOutput {
+            scored,
+            eval,
+            snapshots,
+            window,
+            deltas,
+            release,
+            tally,
+        } = out;
+        if !scored.is_empty() {
+            let mut session = self.scored.session(&caps[port::SCORED]);
+            session.give_iterator(scored.into_iter());
+        }
+        if let Some(tally) = tally {
+            self.tallies.session(&caps[port::TALLIES]).give(tally);
+        }
+        if let Some(window) = window {
+            self.windows.session(&caps[port::WINDOWS]).give(window);
+        }
+        if let Some(eval) = eval {
+            self.evals.session(&caps[port::EVALS]).give(eval);
+        }
+        for delta in deltas {
+            self.deltas.session(&caps[port::DELTAS]).give(delta);
+        }
+        if let Some(release) = release {
+            self.releases.session(&caps[port::RELEASES]).give(release);
+        }
+        for snapshot in snapshots {
+            self.snapshots
+                .session(&caps[port::SNAPSHOTS])
+                .give(snapshot);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arena::PromoteRule;
     use crate::featurize::FeatureSpec;
     use crate::record::{Pos, Record};
     use crate::schema::{Schema, SchemaSpec};
@@ -1233,5 +1704,103 @@ mod tests {
         }
         assert_eq!(b.scaler.count[0], 4, "a's 3 records and b's 1");
         assert_eq!(b.model.updates(), 4);
+    }
+
+    fn machine_setup(snapshot: bool) -> ScoreSetup {
+        ScoreSetup {
+            step_id: "score".into(),
+            worker: 0,
+            peers: 1,
+            spec: ModelSpec {
+                refresh_records: Some(2),
+                publish_every_versions: Some(1),
+                ..ModelSpec::default()
+            },
+            shared: false,
+            labels: None,
+            watched: None,
+            snapshot,
+        }
+    }
+
+    fn epoch_of(epoch: Epoch, xs: &[f64]) -> ScoreInput {
+        ScoreInput {
+            epoch,
+            examples: xs
+                .iter()
+                .map(|&x| example(x, Some(f64::from(x > 0.0))))
+                .collect(),
+            ..ScoreInput::default()
+        }
+    }
+
+    #[test]
+    fn the_machine_scores_every_example_in_order_and_reports_the_epoch() {
+        let (_, s) = setup();
+        let mut m = ScoreMachine::new(machine_setup(false), s, None, None).unwrap();
+        let out = m.on_epoch(epoch_of(0, &[1.0, -1.0, 2.0]));
+        assert_eq!(out.scored.len(), 3);
+        let xs: Vec<f64> = out.scored.iter().map(|s| s.record.nums[0]).collect();
+        assert_eq!(xs, [1.0, -1.0, 2.0]);
+        let eval = out.eval.unwrap();
+        assert_eq!(eval.n, 3);
+        assert!(eval.shadow.is_none() && out.tally.is_none() && out.snapshots.is_empty());
+        // Two learned records make a version: worker 0 releases it.
+        assert!(out.release.is_some_and(|r| !r.promoted));
+        // An empty epoch reports nothing and releases nothing.
+        let out = m.on_epoch(epoch_of(1, &[]));
+        assert_eq!(out, ScoreOutput::default());
+    }
+
+    #[test]
+    fn a_forced_promotion_swaps_the_models_under_a_newer_version() {
+        let (features, s) = setup();
+        let force = Arc::new(AtomicBool::new(false));
+        let challenger_spec = ModelSpec {
+            learning_rate: 0.5,
+            ..machine_setup(false).spec
+        };
+        let shadow = ShadowSetup {
+            scorer: Scorer::new(&challenger_spec, &features),
+            spec: challenger_spec,
+            arena: Arena::new(PromoteRule::default()),
+            shared_tallies: false,
+            promote_now: Some(force.clone()),
+        };
+        let mut m = ScoreMachine::new(machine_setup(true), s, Some(shadow), None).unwrap();
+        let out = m.on_epoch(epoch_of(0, &[1.0, -1.0]));
+        // The challenger scores in shadow; nothing is promoted by the rule yet.
+        assert!(out.scored.iter().all(|s| s.shadow_score.is_some()));
+        assert!(out.eval.as_ref().unwrap().shadow.is_some());
+        assert_eq!(out.snapshots.len(), 2);
+        assert!(!out.release.as_ref().unwrap().promoted);
+        let before = out.scored[0].model_version;
+        force.store(true, Ordering::Relaxed);
+        let out = m.on_epoch(epoch_of(1, &[1.0, -1.0]));
+        let release = out.release.unwrap();
+        assert!(release.promoted);
+        assert!(release.version > before);
+        assert!(!force.load(Ordering::Relaxed), "the command is used once");
+        // From now on the challenger's learning rate is the champion's.
+        assert_eq!(m.champion.config, 1);
+    }
+
+    #[test]
+    fn a_machine_resumed_from_its_snapshot_carries_on_as_if_never_stopped() {
+        let (_, s) = setup();
+        let epochs: Vec<Vec<f64>> = (0..6)
+            .map(|e| (0..5).map(|i| f64::from(e * 5 + i % 3) - 4.0).collect())
+            .collect();
+        let mut whole = ScoreMachine::new(machine_setup(true), s.clone(), None, None).unwrap();
+        let mut outs = Vec::new();
+        for (e, xs) in epochs.iter().enumerate() {
+            outs.push(whole.on_epoch(epoch_of(e as Epoch, xs)));
+        }
+        let snap = &outs[2].snapshots[0];
+        let mut resumed =
+            ScoreMachine::new(machine_setup(true), s, None, Some(&snap.bytes)).unwrap();
+        for (e, xs) in epochs.iter().enumerate().skip(3) {
+            assert_eq!(resumed.on_epoch(epoch_of(e as Epoch, xs)), outs[e], "epoch {e}");
+        }
     }
 }
