@@ -181,10 +181,25 @@ fn strings(b: &RecordBatch, name: &str) -> Option<Vec<String>> {
 
 /// Reads what the report shows from `lake`.
 pub fn load(lake: &Path) -> Result<ReportData, String> {
-    let mut data = ReportData {
+    let (scores, keys) = load_scores(lake)?;
+    let mut rejected_times = Vec::new();
+    for b in batches(lake, "rejected")? {
+        if let Some(t) = times(&b, "event_time") {
+            rejected_times.extend(t.into_iter().flatten());
+        }
+    }
+    Ok(ReportData {
         lake: lake.to_path_buf(),
-        ..ReportData::default()
-    };
+        epochs: load_epochs(lake)?,
+        scores,
+        keys,
+        rejected_times,
+        alerts: load_alerts(lake)?,
+    })
+}
+
+/// The metrics table: one row per epoch (a replayed epoch's row read last wins).
+fn load_epochs(lake: &Path) -> Result<Vec<EpochRow>, String> {
     let mut epochs: BTreeMap<u64, EpochRow> = BTreeMap::new();
     for b in batches(lake, "metrics")? {
         let get = |n: &str| u64s(&b, n).unwrap_or_else(|| vec![0; b.num_rows()]);
@@ -246,7 +261,15 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
             );
         }
     }
-    data.epochs = epochs.into_values().collect();
+    Ok(epochs.into_values().collect())
+}
+
+/// The scored table: (event time, score, model version, epoch) in event
+/// time order, and records per key.
+#[allow(clippy::type_complexity)]
+fn load_scores(lake: &Path) -> Result<(Vec<(i64, f64, u64, u64)>, BTreeMap<String, u64>), String> {
+    let mut scores = Vec::new();
+    let mut keys: BTreeMap<String, u64> = BTreeMap::new();
     for b in batches(lake, "scored")? {
         let (Some(t), Some(s), Some(v), Some(e), Some(k)) = (
             times(&b, "event_time"),
@@ -260,16 +283,16 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
             continue;
         };
         for i in 0..b.num_rows() {
-            data.scores.push((t[i].unwrap_or(0), s[i], v[i], e[i]));
-            *data.keys.entry(k.value(i).to_string()).or_default() += 1;
+            scores.push((t[i].unwrap_or(0), s[i], v[i], e[i]));
+            *keys.entry(k.value(i).to_string()).or_default() += 1;
         }
     }
-    data.scores.sort_unstable_by_key(|x| (x.0, x.3));
-    for b in batches(lake, "rejected")? {
-        if let Some(t) = times(&b, "event_time") {
-            data.rejected_times.extend(t.into_iter().flatten());
-        }
-    }
+    scores.sort_unstable_by_key(|x| (x.0, x.3));
+    Ok((scores, keys))
+}
+
+/// The alerts table, in epoch and window order.
+fn load_alerts(lake: &Path) -> Result<Vec<AlertRow>, String> {
     let mut alerts = Vec::new();
     for b in batches(lake, "alerts")? {
         let (Some(rule), Some(state), Some(s), Some(e), Some(msg), Some(sev), Some(ep)) = (
@@ -304,8 +327,7 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
         }
     }
     alerts.sort_by_key(|a| (a.0, a.1.start_ms));
-    data.alerts = alerts.into_iter().map(|a| a.1).collect();
-    Ok(data)
+    Ok(alerts.into_iter().map(|a| a.1).collect())
 }
 
 /// The score histogram (20 bins over [0, 1]) of the given records.
@@ -320,9 +342,24 @@ fn score_hist(scores: &[(i64, f64, u64, u64)]) -> Vec<f64> {
 /// The page.
 pub fn render(data: &ReportData, title: &str) -> String {
     let e = &data.epochs;
-    let t = |r: &EpochRow| r.time_ms as f64;
-    let mut charts = Vec::new();
-    // Records per minute of event time: clean (scored) and rejected.
+    let marks = version_marks(data);
+    let mut charts = vec![records_chart(data), ledger_chart(e)];
+    charts.extend(late_labels_chart(e));
+    charts.push(rejects_chart(e));
+    charts.extend(quality_charts(e, &marks));
+    charts.push(score_drift_chart(data));
+    charts.push(alerts_chart(data));
+    charts.push(latency_chart(e));
+    charts.push(top_keys_chart(data));
+    page(data, title, &charts)
+}
+
+fn epoch_time(r: &EpochRow) -> f64 {
+    r.time_ms as f64
+}
+
+/// Records per minute of event time: clean (scored) and rejected.
+fn records_chart(data: &ReportData) -> String {
     let per_minute = |ts: &mut dyn Iterator<Item = i64>| {
         let mut m: BTreeMap<i64, f64> = BTreeMap::new();
         for x in ts {
@@ -332,7 +369,7 @@ pub fn render(data: &ReportData, title: &str) -> String {
             .map(|(k, v)| (k as f64, v))
             .collect::<Vec<_>>()
     };
-    charts.push(svg::line_chart(
+    svg::line_chart(
         "records-per-minute",
         "Records per minute",
         XAxis::TimeMs,
@@ -350,8 +387,12 @@ pub fn render(data: &ReportData, title: &str) -> String {
         ],
         &[],
         true,
-    ));
-    charts.push(svg::stacked_bars(
+    )
+}
+
+/// Every input line of each epoch: clean, rejected, a duplicate (or a label).
+fn ledger_chart(e: &[EpochRow]) -> String {
+    svg::stacked_bars(
         "ledger",
         if e.iter().any(|r| r.labels > 0) {
             "Ledger per epoch: every input line is clean, rejected, a duplicate or a label"
@@ -392,41 +433,50 @@ pub fn render(data: &ReportData, title: &str) -> String {
             }
         }))
         .collect::<Vec<_>>(),
-    ));
-    if e.iter().any(|r| r.late.iter().any(|n| *n > 0)) {
-        let late = |i: usize| -> Vec<(f64, f64)> {
-            e.iter()
-                .map(|r| (r.epoch as f64, r.late[i] as f64))
-                .collect()
-        };
-        charts.push(svg::line_chart(
-            "late-labels",
-            "Delayed labels per epoch: learned, expired, orphaned, and predictions still waiting",
-            XAxis::Number,
-            "epoch",
-            "records",
-            &[
-                Series {
-                    name: "learned".into(),
-                    points: late(0),
-                },
-                Series {
-                    name: "predictions expired".into(),
-                    points: late(1),
-                },
-                Series {
-                    name: "labels orphaned".into(),
-                    points: late(2),
-                },
-                Series {
-                    name: "waiting".into(),
-                    points: late(3),
-                },
-            ],
-            &[],
-            true,
-        ));
+    )
+}
+
+/// Delayed labels per epoch, when there are any.
+fn late_labels_chart(e: &[EpochRow]) -> Option<String> {
+    if !e.iter().any(|r| r.late.iter().any(|n| *n > 0)) {
+        return None;
     }
+    let late = |i: usize| -> Vec<(f64, f64)> {
+        e.iter()
+            .map(|r| (r.epoch as f64, r.late[i] as f64))
+            .collect()
+    };
+    Some(svg::line_chart(
+        "late-labels",
+        "Delayed labels per epoch: learned, expired, orphaned, and predictions still waiting",
+        XAxis::Number,
+        "epoch",
+        "records",
+        &[
+            Series {
+                name: "learned".into(),
+                points: late(0),
+            },
+            Series {
+                name: "predictions expired".into(),
+                points: late(1),
+            },
+            Series {
+                name: "labels orphaned".into(),
+                points: late(2),
+            },
+            Series {
+                name: "waiting".into(),
+                points: late(3),
+            },
+        ],
+        &[],
+        true,
+    ))
+}
+
+/// Rejected lines by reason over the whole lake.
+fn rejects_chart(e: &[EpochRow]) -> String {
     let mut reasons: BTreeMap<String, f64> = BTreeMap::new();
     for r in e {
         for (c, n) in &r.reasons {
@@ -435,31 +485,46 @@ pub fn render(data: &ReportData, title: &str) -> String {
     }
     let mut reasons: Vec<(String, f64)> = reasons.into_iter().filter(|r| r.1 > 0.0).collect();
     reasons.sort_by(|a, b| b.1.total_cmp(&a.1));
-    charts.push(svg::bar_chart(
+    svg::bar_chart(
         "rejects",
         "Rejected records by reason",
         "lines rejected",
         &reasons,
-    ));
-    // Model versions: where each version first scored, by epoch.
+    )
+}
+
+/// Model versions: where each version first scored (by its epoch's time), about 12 of them.
+fn version_marks(data: &ReportData) -> Vec<(f64, String)> {
     let mut first_epoch_of: BTreeMap<u64, u64> = BTreeMap::new();
     for s in &data.scores {
         let f = first_epoch_of.entry(s.2).or_insert(s.3);
         *f = (*f).min(s.3);
     }
-    let epoch_time: BTreeMap<u64, f64> = e.iter().map(|r| (r.epoch, t(r))).collect();
+    let epoch_time: BTreeMap<u64, f64> = data
+        .epochs
+        .iter()
+        .map(|r| (r.epoch, epoch_time(r)))
+        .collect();
     let marks: Vec<(f64, String)> = first_epoch_of
         .iter()
         .filter_map(|(v, ep)| epoch_time.get(ep).map(|x| (*x, format!("v{v}"))))
         .collect();
     // Too many marks clutter: keep about 12.
     let step = marks.len().div_ceil(12).max(1);
-    let marks: Vec<(f64, String)> = marks.into_iter().step_by(step).collect();
+    marks.into_iter().step_by(step).collect()
+}
+
+/// Prequential accuracy, ROC AUC and log loss per labelled epoch (the challenger's too), with the versions marked.
+fn quality_charts(e: &[EpochRow], marks: &[(f64, String)]) -> [String; 2] {
     let labelled: Vec<&EpochRow> = e.iter().filter(|r| r.labelled > 0).collect();
     let challenger = labelled.iter().any(|r| r.challenger[2].is_finite());
-    let quality =
-        |f: fn(&EpochRow) -> f64| labelled.iter().map(|r| (t(r), f(r))).collect::<Vec<_>>();
-    charts.push(svg::line_chart(
+    let quality = |f: fn(&EpochRow) -> f64| {
+        labelled
+            .iter()
+            .map(|r| (epoch_time(r), f(r)))
+            .collect::<Vec<_>>()
+    };
+    let quality_chart = svg::line_chart(
         "quality",
         "Prequential quality per epoch (dashed lines: model versions)",
         XAxis::TimeMs,
@@ -494,10 +559,10 @@ pub fn render(data: &ReportData, title: &str) -> String {
                 .flatten(),
         )
         .collect::<Vec<_>>(),
-        &marks,
+        marks,
         false,
-    ));
-    charts.push(svg::line_chart(
+    );
+    let log_loss_chart = svg::line_chart(
         "log-loss",
         "Prequential log loss per epoch",
         XAxis::TimeMs,
@@ -513,10 +578,14 @@ pub fn render(data: &ReportData, title: &str) -> String {
             points: quality(|r| r.challenger[1]),
         }))
         .collect::<Vec<_>>(),
-        &marks,
+        marks,
         true,
-    ));
-    // Scores now against a reference window: the last tenth of the records against the first tenth.
+    );
+    [quality_chart, log_loss_chart]
+}
+
+/// Scores now against a reference window: the last tenth of the records against the first tenth.
+fn score_drift_chart(data: &ReportData) -> String {
     let n = data.scores.len();
     let tenth = (n / 10).max(1).min(n);
     let (reference, now) = (
@@ -532,7 +601,7 @@ pub fn render(data: &ReportData, title: &str) -> String {
     let (hr, hn) = (score_hist(reference), score_hist(now));
     let m = hist_measures(&to_hist(&hr), &to_hist(&hn));
     let edges: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
-    charts.push(svg::histogram_compare(
+    svg::histogram_compare(
         "score-drift",
         &format!(
             "Score distribution: latest tenth vs first tenth (PSI {:.3}, KS {:.3})",
@@ -542,8 +611,11 @@ pub fn render(data: &ReportData, title: &str) -> String {
         &edges,
         ("first tenth (reference)", &hr),
         ("latest tenth", &hn),
-    ));
-    // Alerts on a timeline.
+    )
+}
+
+/// Alerts on a timeline of event time.
+fn alerts_chart(data: &ReportData) -> String {
     let mut rows: BTreeMap<String, Vec<(f64, Option<f64>)>> = BTreeMap::new();
     for a in &data.alerts {
         let spans = rows.entry(a.rule.clone()).or_default();
@@ -560,14 +632,18 @@ pub fn render(data: &ReportData, title: &str) -> String {
         data.scores.first().map_or(0.0, |s| s.0 as f64),
         data.scores.last().map_or(1.0, |s| s.0 as f64),
     );
-    charts.push(svg::timeline(
+    svg::timeline(
         "alerts",
         "Alerts (event time)",
         &rows.into_iter().collect::<Vec<_>>(),
         x0,
         x1,
-    ));
-    charts.push(svg::line_chart(
+    )
+}
+
+/// End-to-end latency per epoch.
+fn latency_chart(e: &[EpochRow]) -> String {
+    svg::line_chart(
         "latency",
         "End-to-end latency per epoch (arrival to commit)",
         XAxis::Number,
@@ -585,7 +661,11 @@ pub fn render(data: &ReportData, title: &str) -> String {
         ],
         &[],
         true,
-    ));
+    )
+}
+
+/// The ten keys with most records.
+fn top_keys_chart(data: &ReportData) -> String {
     let mut keys: Vec<(String, f64)> = data
         .keys
         .iter()
@@ -593,13 +673,13 @@ pub fn render(data: &ReportData, title: &str) -> String {
         .collect();
     keys.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     keys.truncate(10);
-    charts.push(svg::bar_chart(
-        "top-keys",
-        "Top 10 keys by volume",
-        "records scored",
-        &keys,
-    ));
+    svg::bar_chart("top-keys", "Top 10 keys by volume", "records scored", &keys)
+}
 
+/// The HTML page around the charts: the key figures, the charts, the alert table.
+fn page(data: &ReportData, title: &str, charts: &[String]) -> String {
+    let e = &data.epochs;
+    let labelled: Vec<&EpochRow> = e.iter().filter(|r| r.labelled > 0).collect();
     let total = |f: fn(&EpochRow) -> u64| e.iter().map(f).sum::<u64>();
     let mut html = String::new();
     html.push_str(&format!(

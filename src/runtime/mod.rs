@@ -172,7 +172,6 @@ pub struct RunSummary {
 
 /// Runs `plan` to completion (with `once`) or until a fault.
 pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunError> {
-    let delayed_labels = plan.labels.is_some();
     let lake = plan.topology.lake.path.clone();
     let processes = opts.cluster.as_ref().map_or(1, |c| c.addresses.len());
     let process = opts.cluster.as_ref().map_or(0, |c| c.process);
@@ -193,111 +192,21 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
             lake.display()
         ))
     })?;
-    let processed = Arc::new(manifest::processed(&facts));
-    let resumed_from = start
+    let resumed = start
         .checkpointing
         .as_ref()
-        .and_then(|c| c.resumed.as_ref())
-        .map(|c| c.epoch);
+        .and_then(|c| c.resumed.as_ref());
+    let resumed_from = resumed.map(|c| c.epoch);
     // Epochs continue after the checkpoint (or, without checkpoints, after the
     // last recorded file), so part names never collide with another run's.
     let first_epoch = match &start.checkpointing {
-        Some(c) => c.resumed.as_ref().map_or(0, |r| r.epoch + 1),
+        Some(_) => resumed_from.map_or(0, |e| e + 1),
         None => facts.iter().map(|f| f.last_epoch + 1).max().unwrap_or(0),
     };
-    // Kafka: assign partitions and resolve start offsets before any worker starts.
-    let checkpointed_offsets = start
-        .checkpointing
-        .as_ref()
-        .and_then(|c| c.resumed.as_ref())
-        .map(|c| c.kafka.clone())
-        .unwrap_or_default();
-    let kafka_assignment = Arc::new(match plan.source.kafka() {
-        Some(spec) => crate::connectors::kafka::plan(spec, workers, &checkpointed_offsets)
-            .map_err(RunError::External)?,
-        None => Vec::new(),
-    });
-    let label_kafka_assignment = Arc::new(
-        match plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()) {
-            Some(spec) => {
-                let checkpointed = start
-                    .checkpointing
-                    .as_ref()
-                    .and_then(|c| c.resumed.as_ref())
-                    .map(|c| c.label_kafka.clone())
-                    .unwrap_or_default();
-                crate::connectors::kafka::plan(spec, workers, &checkpointed)
-                    .map_err(RunError::External)?
-            }
-            None => Vec::new(),
-        },
-    );
-    let kafka_sink = match &plan.topology.sink.kafka {
-        Some(spec) => {
-            let brokers = spec
-                .brokers
-                .clone()
-                .or(plan.source.kafka().map(|k| k.brokers.clone()))
-                .ok_or_else(|| {
-                    RunError::Refused(
-                        "sink.kafka.brokers: no brokers, and no Kafka source to take them from"
-                            .into(),
-                    )
-                })?;
-            // Epochs a previous run of this lake already committed to the topic (only when resuming).
-            let lake_id = format!(
-                "{:016x}",
-                xxhash_rust::xxh3::xxh3_64(lake.display().to_string().as_bytes())
-            );
-            crate::connectors::kafka_sink::ensure_topic(&brokers, &spec.topic, 4)
-                .map_err(RunError::External)?;
-            if spec.transactional {
-                let marker = crate::connectors::kafka_sink::marker_topic(&spec.topic);
-                crate::connectors::kafka_sink::ensure_topic(&brokers, &marker, 1)
-                    .map_err(RunError::External)?;
-            }
-            let committed = match (&start.checkpointing, spec.transactional) {
-                (Some(c), true) if c.resumed.is_some() => {
-                    crate::connectors::kafka_sink::committed_epochs(
-                        &brokers,
-                        &spec.librdkafka_options,
-                        &spec.topic,
-                        &lake_id,
-                    )
-                    .map_err(RunError::External)?
-                }
-                _ => BTreeMap::new(),
-            };
-            Some(crate::connectors::kafka_sink::KafkaSink {
-                spec: spec.clone(),
-                brokers,
-                pipeline: plan.topology.name.clone(),
-                lake_id,
-                committed,
-            })
-        }
-        None => None,
-    };
-    // Warm start: a published version instead of zero, unless a checkpoint is resumed.
-    let warm_start = match (&plan.topology.model.warm_start, resumed_from) {
-        (Some(which), None) => {
-            let name = &plan.topology.name;
-            let from = plan
-                .topology
-                .model
-                .registry
-                .clone()
-                .unwrap_or_else(|| lake.clone());
-            let reg = registry::load(&from, name).map_err(RunError::External)?;
-            let v = registry::resolve(&reg, which)
-                .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
-            let release = registry::load_state(&from, name, v, &plan.topology.state_fingerprint())
-                .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
-            tracing::info!(model = %name, version = v, "Warm start from a published version.");
-            Some(release)
-        }
-        _ => None,
-    };
+    let (kafka_assignment, label_kafka_assignment) = kafka_assignments(&plan, &start, workers)?;
+    let kafka_sink = prepare_kafka_sink(&plan, &start, &lake)?;
+    let warm_start = warm_start(&plan, resumed_from, &lake)?;
+    let processed = manifest::processed(&facts);
     // Progress of a backfill, on stderr.
     let progress = match (plan.source.landing(), opts.once, process) {
         (Some(l), true, 0) if opts.show_progress => Some(Arc::new(progress::Progress::for_folder(
@@ -305,14 +214,10 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         ))),
         _ => None,
     };
-    let taps = opts.taps.clone();
-    let promote = opts.promote.clone();
     let progress_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress_thread = progress
         .clone()
         .map(|p| progress::report(p, progress_done.clone()));
-    let checkpointing = start.checkpointing;
-    let restore = Arc::new(start.restore);
     // One process speaks for the run: the coordinator's.
     let restart = if process == 0 {
         running::claim(&lake)?
@@ -320,61 +225,115 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         None
     };
     let fault = opts.fault.clone().unwrap_or_default();
-    let started = Instant::now();
-    let config = match &opts.cluster {
-        None => timely::Config::process(opts.workers.max(1)),
-        Some(c) => timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads: opts.workers.max(1),
-                process: c.process,
-                addresses: c.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        },
+    let shared = WorkerShared {
+        plan: plan.clone(),
+        once: opts.once,
+        processed: Arc::new(processed),
+        first_epoch,
+        fault: fault.clone(),
+        stop: opts.stop.clone(),
+        checkpointing: start.checkpointing,
+        restore: Arc::new(start.restore),
+        kafka_assignment: Arc::new(kafka_assignment),
+        label_kafka_assignment: Arc::new(label_kafka_assignment),
+        kafka_sink,
+        restart,
+        warm_start,
+        progress,
+        taps: opts.taps.clone(),
+        promote: opts.promote.clone(),
     };
-    let once = opts.once;
-    let stop = opts.stop.clone();
-    let worker_fault = fault.clone();
-    let guards = timely::execute(config, move |worker| {
+    let started = Instant::now();
+    let guards = timely::execute(timely_config(opts), move |worker| shared.work(worker))
+        .map_err(RunError::Startup)?;
+    // Joining also joins the network threads, which panic if another process
+    // went away: that is an error to report, not a crash.
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
+        .unwrap_or_else(|_| {
+            vec![Err(
+                "timely communication error: a network thread failed".into()
+            )]
+        });
+    progress_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = progress_thread {
+        let _ = t.join();
+    }
+    let totals = coordinator_totals(joined, &fault, process, processes)?;
+    if process == 0 {
+        running::release(&lake);
+    }
+    Ok(RunSummary::new(
+        totals,
+        &plan,
+        workers,
+        (process, processes),
+        started.elapsed(),
+        resumed_from,
+    ))
+}
+
+/// What every worker thread starts from: the plan and what was prepared for
+/// it before timely started (the checkpoint, assignments, the Kafka sink).
+struct WorkerShared {
+    plan: Arc<Compiled>,
+    once: bool,
+    processed: Arc<crate::connectors::landing::Processed>,
+    first_epoch: u64,
+    fault: Fault,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    checkpointing: Option<ledger::Checkpointing>,
+    restore: Arc<BTreeMap<(String, usize), Vec<u8>>>,
+    kafka_assignment: Arc<Vec<Vec<crate::connectors::kafka::Assigned>>>,
+    label_kafka_assignment: Arc<Vec<Vec<crate::connectors::kafka::Assigned>>>,
+    kafka_sink: Option<crate::connectors::kafka_sink::KafkaSink>,
+    restart: Option<String>,
+    warm_start: Option<millrace_operators::score::ModelRelease>,
+    progress: Option<Arc<progress::Progress>>,
+    taps: Option<Arc<crate::dataflow::tap::Taps>>,
+    promote: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl WorkerShared {
+    /// The dataflow's context on one worker, which keeps its totals in `totals`.
+    fn context(&self, totals: Rc<RefCell<ledger::RunTotals>>) -> dataflow::Context {
+        dataflow::Context {
+            once: self.once,
+            processed: (*self.processed).clone(),
+            first_epoch: self.first_epoch,
+            fault: self.fault.clone(),
+            stop: self.stop.clone(),
+            totals,
+            checkpointing: self.checkpointing.clone(),
+            restore: self.restore.clone(),
+            kafka_assignment: self.kafka_assignment.clone(),
+            label_kafka_assignment: self.label_kafka_assignment.clone(),
+            prepared_sinks: self
+                .kafka_sink
+                .iter()
+                .map(|k| Arc::new(k.clone()) as Arc<dyn crate::connectors::Sink + Send + Sync>)
+                .collect(),
+            restart: self.restart.clone(),
+            warm_start: self.warm_start.clone(),
+            progress: self.progress.clone(),
+            taps: self.taps.clone(),
+            promote: self.promote.clone(),
+        }
+    }
+
+    /// One worker: builds the dataflow and steps it until it is done or a
+    /// fault is raised; returns its index and totals.
+    fn work(&self, worker: &mut timely::worker::Worker) -> (usize, ledger::RunTotals) {
         let totals = Rc::new(RefCell::new(ledger::RunTotals::default()));
-        let fault = worker_fault.clone();
+        let fault = &self.fault;
         let index = worker.index();
         let done = worker.dataflow::<millrace_operators::Epoch, _, _>(|scope| {
-            dataflow::build(
-                scope,
-                &plan,
-                dataflow::Context {
-                    once,
-                    processed: (*processed).clone(),
-                    first_epoch,
-                    fault: fault.clone(),
-                    stop: stop.clone(),
-                    totals: totals.clone(),
-                    checkpointing: checkpointing.clone(),
-                    restore: restore.clone(),
-                    kafka_assignment: kafka_assignment.clone(),
-                    label_kafka_assignment: label_kafka_assignment.clone(),
-                    prepared_sinks: kafka_sink
-                        .iter()
-                        .map(|k| Arc::new(k.clone()) as Arc<dyn crate::connectors::Sink + Send + Sync>)
-                        .collect(),
-                    restart: restart.clone(),
-                    warm_start: warm_start.clone(),
-                    progress: progress.clone(),
-                    taps: taps.clone(),
-                    promote: promote.clone(),
-                },
-            )
+            dataflow::build(scope, &self.plan, self.context(totals.clone()))
         });
         let done = match done {
             Ok(probe) => probe,
             Err(e) => {
                 fault.raise(e.to_string());
-                for id in worker.installed_dataflows() {
-                    worker.drop_dataflow(id);
-                }
+                drop_dataflows(worker);
                 return (index, totals.borrow().clone());
             }
         };
@@ -392,38 +351,45 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
             // A process that went away poisons the queues its peers read: not a bug.
-            if what.contains("MergeQueue poisoned") || what.contains("timely communication error") {
-                fault.raise(format!(
-                    "lost the connection to another process of the cluster; every process stops (restart all of them to resume from the last checkpoint) [{what}]"
-                ));
+            if is_lost_peer(&what) {
+                fault.raise(format!("{LOST_PEER} [{what}]"));
             } else {
                 fault.raise(format!("worker {index} failed (a bug): {what}"));
             }
             return (index, totals.borrow().clone());
         }
         if fault.is_raised() {
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
-            }
+            drop_dataflows(worker);
         }
         let t = totals.borrow().clone();
         (index, t)
-    })
-    .map_err(RunError::Startup)?;
+    }
+}
+
+fn drop_dataflows(worker: &mut timely::worker::Worker) {
+    for id in worker.installed_dataflows() {
+        worker.drop_dataflow(id);
+    }
+}
+
+const LOST_PEER: &str = "lost the connection to another process of the cluster; every process stops (restart all of them to resume from the last checkpoint)";
+
+/// A process that dies closes its connections: the others' network threads
+/// fail and poison the queues their workers read.
+fn is_lost_peer(what: &str) -> bool {
+    what.contains("MergeQueue poisoned") || what.contains("timely communication error")
+}
+
+/// The workers' results: the coordinator's totals (worker 0, in process 0;
+/// the others only report that they finished), or the fault that stopped them.
+fn coordinator_totals(
+    joined: Vec<Result<(usize, ledger::RunTotals), String>>,
+    fault: &Fault,
+    process: usize,
+    processes: usize,
+) -> Result<ledger::RunTotals, RunError> {
     let mut totals = None;
     let mut failed = None;
-    // Joining also joins the network threads, which panic if another process
-    // went away: that is an error to report, not a crash.
-    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()))
-        .unwrap_or_else(|_| {
-            vec![Err(
-                "timely communication error: a network thread failed".into()
-            )]
-        });
-    progress_done.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = progress_thread {
-        let _ = t.join();
-    }
     for r in joined {
         match r {
             Ok((0, t)) => totals = Some(t),
@@ -435,50 +401,174 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         return Err(RunError::External(message));
     }
     if let Some(e) = failed {
-        // A process that dies closes its connections: the others' network threads
-        // fail and poison the queues their workers read.
-        if processes > 1
-            && (e.contains("MergeQueue poisoned") || e.contains("timely communication error"))
-        {
+        if processes > 1 && is_lost_peer(&e) {
             return Err(RunError::External(format!(
-                "process {process}: lost the connection to another process of the cluster; every process stops (restart all of them to resume from the last checkpoint) [{e}]"
+                "process {process}: {LOST_PEER} [{e}]"
             )));
         }
         return Err(RunError::Internal(e));
     }
-    let mut t = match totals {
-        Some(t) => t,
-        // The coordinator is worker 0, in process 0: the others only report that they finished.
-        None if process > 0 => ledger::RunTotals::default(),
-        None => return Err(RunError::Internal("worker 0 reported nothing".into())),
-    };
-    if process == 0 {
-        running::release(&lake);
+    match totals {
+        Some(t) => Ok(t),
+        None if process > 0 => Ok(ledger::RunTotals::default()),
+        None => Err(RunError::Internal("worker 0 reported nothing".into())),
     }
-    let by_epochs = t.by_epoch_groups(10);
-    Ok(RunSummary {
-        workers,
-        process: (process, processes),
-        epochs: t.epochs,
-        ledger: t.ledger,
-        unbalanced_epochs: t.unbalanced_epochs,
-        eval: t.eval.metrics(),
-        by_epochs,
-        files: t.files,
-        committed: t
-            .committed
-            .into_iter()
-            .map(|(k, (f, r, b))| (k, f, r, b))
-            .collect(),
-        elapsed: started.elapsed(),
-        lake,
-        resumed_from,
-        peak_rss_bytes: peak_rss_bytes(),
-        alerts: t.alerts.clone(),
-        labels: delayed_labels.then_some(t.eval.labels),
-        challenger: t.eval.shadow.as_mut().map(|s| s.metrics()),
-        promotions: t.promotions.clone(),
-    })
+}
+
+/// Timely's configuration: threads in this process, and the cluster's addresses.
+fn timely_config(opts: &RunOptions) -> timely::Config {
+    match &opts.cluster {
+        None => timely::Config::process(opts.workers.max(1)),
+        Some(c) => timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: opts.workers.max(1),
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        },
+    }
+}
+
+type Assignments = Vec<Vec<crate::connectors::kafka::Assigned>>;
+
+/// Kafka: the records' and the labels' partitions assigned to the workers,
+/// with their start offsets, before any worker starts.
+fn kafka_assignments(
+    plan: &Compiled,
+    start: &Start,
+    workers: usize,
+) -> Result<(Assignments, Assignments), RunError> {
+    let resumed = start
+        .checkpointing
+        .as_ref()
+        .and_then(|c| c.resumed.as_ref());
+    let records = match plan.source.kafka() {
+        Some(spec) => {
+            let offsets = resumed.map(|c| c.kafka.clone()).unwrap_or_default();
+            crate::connectors::kafka::plan(spec, workers, &offsets).map_err(RunError::External)?
+        }
+        None => Vec::new(),
+    };
+    let labels = match plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()) {
+        Some(spec) => {
+            let offsets = resumed.map(|c| c.label_kafka.clone()).unwrap_or_default();
+            crate::connectors::kafka::plan(spec, workers, &offsets).map_err(RunError::External)?
+        }
+        None => Vec::new(),
+    };
+    Ok((records, labels))
+}
+
+/// The Kafka sink, its topics made sure of, and (resuming a transactional
+/// sink) the epochs a previous run of this lake already committed to it.
+fn prepare_kafka_sink(
+    plan: &Compiled,
+    start: &Start,
+    lake: &std::path::Path,
+) -> Result<Option<crate::connectors::kafka_sink::KafkaSink>, RunError> {
+    use crate::connectors::kafka_sink::{committed_epochs, ensure_topic, marker_topic, KafkaSink};
+    let Some(spec) = &plan.topology.sink.kafka else {
+        return Ok(None);
+    };
+    let brokers = spec
+        .brokers
+        .clone()
+        .or(plan.source.kafka().map(|k| k.brokers.clone()))
+        .ok_or_else(|| {
+            RunError::Refused(
+                "sink.kafka.brokers: no brokers, and no Kafka source to take them from".into(),
+            )
+        })?;
+    let lake_id = format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(lake.display().to_string().as_bytes())
+    );
+    ensure_topic(&brokers, &spec.topic, 4).map_err(RunError::External)?;
+    if spec.transactional {
+        ensure_topic(&brokers, &marker_topic(&spec.topic), 1).map_err(RunError::External)?;
+    }
+    let resuming = start
+        .checkpointing
+        .as_ref()
+        .is_some_and(|c| c.resumed.is_some());
+    let committed = if resuming && spec.transactional {
+        committed_epochs(&brokers, &spec.librdkafka_options, &spec.topic, &lake_id)
+            .map_err(RunError::External)?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Some(KafkaSink {
+        spec: spec.clone(),
+        brokers,
+        pipeline: plan.topology.name.clone(),
+        lake_id,
+        committed,
+    }))
+}
+
+/// Warm start: a published version instead of zero, unless a checkpoint is resumed.
+fn warm_start(
+    plan: &Compiled,
+    resumed_from: Option<u64>,
+    lake: &std::path::Path,
+) -> Result<Option<millrace_operators::score::ModelRelease>, RunError> {
+    let (Some(which), None) = (&plan.topology.model.warm_start, resumed_from) else {
+        return Ok(None);
+    };
+    let name = &plan.topology.name;
+    let from = plan
+        .topology
+        .model
+        .registry
+        .clone()
+        .unwrap_or_else(|| lake.to_path_buf());
+    let reg = registry::load(&from, name).map_err(RunError::External)?;
+    let v = registry::resolve(&reg, which)
+        .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
+    let release = registry::load_state(&from, name, v, &plan.topology.state_fingerprint())
+        .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
+    tracing::info!(model = %name, version = v, "Warm start from a published version.");
+    Ok(Some(release))
+}
+
+impl RunSummary {
+    /// The summary of a run from the coordinator's totals.
+    fn new(
+        mut t: ledger::RunTotals,
+        plan: &Compiled,
+        workers: usize,
+        process: (usize, usize),
+        elapsed: Duration,
+        resumed_from: Option<u64>,
+    ) -> RunSummary {
+        let by_epochs = t.by_epoch_groups(10);
+        RunSummary {
+            workers,
+            process,
+            epochs: t.epochs,
+            ledger: t.ledger,
+            unbalanced_epochs: t.unbalanced_epochs,
+            eval: t.eval.metrics(),
+            by_epochs,
+            files: t.files,
+            committed: t
+                .committed
+                .into_iter()
+                .map(|(k, (f, r, b))| (k, f, r, b))
+                .collect(),
+            elapsed,
+            lake: plan.topology.lake.path.clone(),
+            resumed_from,
+            peak_rss_bytes: peak_rss_bytes(),
+            alerts: t.alerts.clone(),
+            labels: plan.labels.is_some().then_some(t.eval.labels),
+            challenger: t.eval.shadow.as_mut().map(|s| s.metrics()),
+            promotions: t.promotions.clone(),
+        }
+    }
 }
 
 /// How a run starts: checkpointing, the checkpoint resumed, and the state to restore.
