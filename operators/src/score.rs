@@ -1800,7 +1800,11 @@ mod tests {
         let mut resumed =
             ScoreMachine::new(machine_setup(true), s, None, Some(&snap.bytes)).unwrap();
         for (e, xs) in epochs.iter().enumerate().skip(3) {
-            assert_eq!(resumed.on_epoch(epoch_of(e as Epoch, xs)), outs[e], "epoch {e}");
+            assert_eq!(
+                resumed.on_epoch(epoch_of(e as Epoch, xs)),
+                outs[e],
+                "epoch {e}"
+            );
         }
     }
 }

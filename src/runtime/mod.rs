@@ -715,6 +715,20 @@ impl std::fmt::Display for RunSummary {
                 reasons.join(", ")
             )?;
         }
+        self.fmt_model(f)?;
+        writeln!(
+            f,
+            "peak memory: {:.1} MB",
+            self.peak_rss_bytes as f64 / 1_048_576.0
+        )?;
+        self.fmt_alerts(f)?;
+        self.fmt_outputs(f)
+    }
+}
+
+impl RunSummary {
+    /// The model's lines: prequential metrics, the challenger, promotions, late labels, by epoch.
+    fn fmt_model(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.eval.n > 0 && self.eval.mae.is_finite() {
             writeln!(
                 f,
@@ -740,10 +754,10 @@ impl std::fmt::Display for RunSummary {
         }
         if let Some(l) = &self.labels {
             writeln!(
-                f,
-                "late labels: {} learned, {} predictions expired, {} labels orphaned; waiting at the end: {} predictions, {} joined not yet due, {} labels",
-                l.learned, l.expired, l.orphaned, l.waiting, l.due, l.early
-            )?;
+            f,
+            "late labels: {} learned, {} predictions expired, {} labels orphaned; waiting at the end: {} predictions, {} joined not yet due, {} labels",
+            l.learned, l.expired, l.orphaned, l.waiting, l.due, l.early
+        )?;
         }
         if self.by_epochs.len() > 1 {
             writeln!(
@@ -763,11 +777,11 @@ impl std::fmt::Display for RunSummary {
                 )?;
             }
         }
-        writeln!(
-            f,
-            "peak memory: {:.1} MB",
-            self.peak_rss_bytes as f64 / 1_048_576.0
-        )?;
+        Ok(())
+    }
+
+    /// The alerts raised (the first 50).
+    fn fmt_alerts(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if !self.alerts.is_empty() {
             // A long list (a rule that does not fit the stream) is in the lake, not on the terminal.
             const LISTED: usize = 50;
@@ -790,6 +804,11 @@ impl std::fmt::Display for RunSummary {
                 )?;
             }
         }
+        Ok(())
+    }
+
+    /// What was written: Kafka, CSV and the lake's tables.
+    fn fmt_outputs(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some((_, _, rows, bytes)) = self.committed.iter().find(|c| c.0 == SinkId::Kafka) {
             writeln!(f, "kafka: {rows} scored records produced ({bytes} bytes)")?;
         }
