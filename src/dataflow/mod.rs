@@ -526,17 +526,27 @@ fn notifiers(
 /// A readable description of the dataflow `plan` builds (what `millrace validate` prints).
 pub fn describe(plan: &Compiled) -> String {
     use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "topology `{}`: ok", plan.topology.name);
+    describe_sources(plan, &mut out);
+    describe_steps(plan, &mut out);
+    describe_model(plan, &mut out);
+    describe_outputs(plan, &mut out);
+    out
+}
+
+/// The records' and the labels' sources, and how epochs are cut.
+fn describe_sources(plan: &Compiled, out: &mut String) {
+    use std::fmt::Write;
     let t = &plan.topology;
     let s = &plan.schema;
-    let mut out = String::new();
-    let _ = writeln!(out, "topology `{}`: ok", t.name);
     let epochs = format!(
         "epochs of {} lines per worker, at most {} in flight",
         t.runtime.records_per_epoch, t.runtime.max_epochs_in_flight
     );
     if let Some(l) = plan.source.landing() {
         let _ = writeln!(
-            out,
+            *out,
             "  landing    source: folder {} ({:?} files, poll every {} ms, settled after {} ms); {epochs}",
             l.path.display(),
             l.format,
@@ -551,7 +561,7 @@ pub fn describe(plan: &Compiled) -> String {
             .map(|(a, b)| format!("{a}={b}"))
             .collect();
         let _ = writeln!(
-            out,
+            *out,
             "  kafka      source: topics [{}] at {} (group `{}`, {:?} payloads, start {:?}); partitions assigned round-robin to workers; {epochs}, live epochs cut after {} ms{}",
             k.topics.join(", "),
             k.brokers,
@@ -564,7 +574,7 @@ pub fn describe(plan: &Compiled) -> String {
     }
     if let Some((l, _)) = &plan.labels {
         let _ = writeln!(
-            out,
+            *out,
             "  labels     source: {}; joined to records by `{}`; {}; predictions wait {} ms of event time for their label",
             match (&l.path, &l.kafka) {
                 (Some(path), _) => format!("folder {} ({:?} files)", path.display(), l.format),
@@ -586,11 +596,18 @@ pub fn describe(plan: &Compiled) -> String {
             l.horizon_ms
         );
     }
+}
+
+/// Parse, clean and featurize.
+fn describe_steps(plan: &Compiled, out: &mut String) {
+    use std::fmt::Write;
+    let t = &plan.topology;
+    let s = &plan.schema;
     let label = s.label.as_ref().map_or("none".to_string(), |l| {
         format!("{} ({:?})", l.field, l.kind)
     });
     let _ = writeln!(
-        out,
+        *out,
         "  parse      event time {} ({:?}), key {}, label {}, numeric [{}], categorical [{}]",
         s.event_time.field,
         s.event_time.format,
@@ -608,7 +625,7 @@ pub fn describe(plan: &Compiled) -> String {
             .join(", ")
     );
     let _ = writeln!(
-        out,
+        *out,
         "  clean      keyed by {}; exact duplicates within {} lines; imputation [{}]  ─► rejected",
         s.key,
         t.clean.dedup_window_records,
@@ -619,12 +636,18 @@ pub fn describe(plan: &Compiled) -> String {
             .join(", ")
     );
     let _ = writeln!(
-        out,
+        *out,
         "  featurize  {} dense [{}] + {} sparse slots",
         plan.features.dense_len(),
         plan.features.dense_names.join(", "),
         plan.features.sparse_len()
     );
+}
+
+/// The champion and the challenger.
+fn describe_model(plan: &Compiled, out: &mut String) {
+    use std::fmt::Write;
+    let t = &plan.topology;
     let m = &t.model;
     use millrace_operators::learn::logistic::ModelKind;
     let learner = match m.kind {
@@ -656,7 +679,7 @@ pub fn describe(plan: &Compiled) -> String {
         ),
     };
     let _ = writeln!(
-        out,
+        *out,
         "  score      {learner}, standardised, predict then learn; with several workers one shared model, refreshed every {} records per worker",
         m.refresh_records.unwrap_or(1000)
     );
@@ -670,14 +693,21 @@ pub fn describe(plan: &Compiled) -> String {
             None => "never promoted (no `[promotion]`)".to_string(),
         };
         let _ = writeln!(
-            out,
+            *out,
             "  challenger {:?} in shadow on the same records, evaluated beside the champion; {rule}",
             c.kind
         );
     }
+}
+
+/// The lake, the Kafka sink, the monitors and the ledger.
+fn describe_outputs(plan: &Compiled, out: &mut String) {
+    use std::fmt::Write;
+    let t = &plan.topology;
+    let s = &plan.schema;
     let tables: Vec<&str> = t.lake.tables.iter().map(|t| t.name()).collect();
     let _ = writeln!(
-        out,
+        *out,
         "  lake       {} tables [{}] ({:?} Parquet, partitioned by {:?})",
         t.lake.path.display(),
         tables.join(", "),
@@ -686,7 +716,7 @@ pub fn describe(plan: &Compiled) -> String {
     );
     if let Some(k) = &t.sink.kafka {
         let _ = writeln!(
-            out,
+            *out,
             "  kafka      sink: topic `{}` at {} (JSON keyed by {}, {} compression, acks {}, {})",
             k.topic,
             k.brokers
@@ -726,14 +756,14 @@ pub fn describe(plan: &Compiled) -> String {
             channels.push(format!("kafka:{}", k.topic));
         }
         let _ = writeln!(
-            out,
+            *out,
             "  monitors   [{}] ─► alerts to [{}]",
             rules.join(", "),
             channels.join(", ")
         );
     }
     let _ = write!(
-        out,
+        *out,
         "  ledger     in = clean + rejected + duplicate{} per epoch; manifest {}",
         if plan.labels.is_some() {
             " + labels"
@@ -742,7 +772,6 @@ pub fn describe(plan: &Compiled) -> String {
         },
         crate::dataflow::coordinator::manifest::path(&t.lake.path).display()
     );
-    out
 }
 
 /// What a tree learner's leaves answer with, for `validate`.
