@@ -397,391 +397,559 @@ pub trait Ledger<'scope> {
 
 impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
     fn ledger(self, step_id: &str, c: Coordinator) -> Stream<'scope, Epoch, Vec<MetricsRow>> {
-        let step = step_id.to_string();
-        let Coordinator {
-            lake,
-            metrics,
-            checkpointing,
-            totals,
-            fault,
-            kafka_commit,
-            label_kafka_commit,
-            monitors,
-            alerts_table: write_alerts,
-            alerts_jsonl,
-            notifiers,
-            mut restart,
-            registry,
-            progress,
-            max_per_rule_per_hour,
-        } = c;
-        // Prequential evaluation since the last published version: the published version's metrics.
-        let mut since_release = EvalPartial::default();
-        let (alerts_format, metrics_format) = (alerts_table(), metrics_table());
-        let committer = Committer {
-            step: step.clone(),
-            lake: lake.clone(),
-            alerts: {
-                let arrow = (alerts_format.arrow_schema)(&lake.schema);
-                (alerts_format, arrow)
-            },
-            metrics: {
-                let arrow = (metrics_format.arrow_schema)(&lake.schema);
-                (metrics_format, arrow)
-            },
-            keep: checkpointing.as_ref().map_or(0, |c| c.keep),
-            write_alerts,
-            kafka_commit: [kafka_commit, label_kafka_commit],
-            registry: registry.clone(),
-        };
+        let mut c = c;
+        let committer = Committer::new(step_id, &mut c);
+        let fault = c.fault.clone();
+        let mut books = Books::new(step_id, c);
         let scope = self.scope();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(Exchange::new(|_: &Event| 0), step_id, move |_, info| {
-            // `idle_source` rules look at the clock even when no epoch completes.
-            let activator = scope.activator_for(info.address.clone());
-            // The committer thread: an epoch's durable writes (metrics and alerts
-            // parts, checkpoint, publication, manifest, Kafka offsets, registry) run
-            // there, in epoch order, so fsyncs do not stall this worker's dataflow.
-            // The epoch's capability is held until they are done: the committed
-            // frontier (and so the sources' flow control) still follows durability.
-            let wake = scope.worker().sync_activator_for(info.address.to_vec());
-            let (jobs, job_rx) = std::sync::mpsc::channel::<CommitJob>();
-            let (done_tx, done) = std::sync::mpsc::channel::<(Epoch, Result<(), String>)>();
-            std::thread::Builder::new()
-                .name("millrace-commit".into())
-                .spawn(move || {
-                    for job in job_rx {
-                        let epoch = job.epoch;
-                        let result = committer.commit(job);
-                        let failed = result.is_err();
-                        let sent = done_tx.send((epoch, result));
-                        let _ = wake.activate();
-                        if sent.is_err() || failed {
-                            return;
-                        }
-                    }
-                })
-                .expect("the committer thread starts");
-            let mut committing: BTreeMap<Epoch, Committing> = BTreeMap::new();
-            let mut rate = crate::connectors::notify::RateLimit::new(max_per_rule_per_hour);
-            let mut idle_started = false;
-            let resumed_epoch = checkpointing.as_ref().and_then(|c| c.resumed.as_ref()).map_or(0, |r| r.epoch);
-            let mut io_errors_seen = crate::core::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
-            let mut last_epoch: Epoch = 0;
-            // Alerts raised between epochs: delivered at once, written to the table with the next epoch.
-            let mut between: Vec<Alert> = Vec::new();
-            let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();
-            let mut last = Instant::now();
-            let resumed = checkpointing.as_ref().and_then(|c| c.resumed.clone());
-            let mut latest_time = resumed.as_ref().map_or(i64::MIN, |r| r.latest_time_ms);
-            // The latest source position per worker and snapshot per operator instance.
-            let workers = checkpointing.as_ref().map_or(0, |c| c.workers);
-            let mut sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.sources.clone());
-            let mut label_sources: Vec<Option<FilePos>> = resumed.as_ref().map_or_else(|| vec![None; workers], |r| r.label_sources.clone());
-            let mut monitors = match resumed.as_ref().and_then(|r| r.monitors.as_ref()) {
-                Some(bytes) => match bincode::deserialize::<Monitors>(bytes) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        fault.raise(format!("{step}: cannot restore the monitors from the checkpoint: {e}"));
-                        None
-                    }
-                },
-                None => monitors,
-            };
-            let mut kafka_offsets: BTreeMap<String, i64> = resumed.as_ref().map(|r| r.kafka.clone()).unwrap_or_default();
-            let mut label_kafka_offsets: BTreeMap<String, i64> = resumed.as_ref().map(|r| r.label_kafka.clone()).unwrap_or_default();
-            let mut states: BTreeMap<(String, usize), StateRef> =
-                resumed.iter().flat_map(|r| r.states.iter()).map(|s| ((s.step_id.clone(), s.worker), s.clone())).collect();
-            move |(input, frontier), output| {
-                // A restart is reported at once: the run may have nothing left to commit.
-                let restart_alerts = match (restart.take(), monitors.as_mut()) {
-                    (Some(why), Some(m)) => m.restart_alerts(&why, resumed_epoch, unix_ms()),
-                    _ => Vec::new(),
-                };
-                if let Some(m) = monitors.as_mut().filter(|m| (m.has_idle_rules() || !restart_alerts.is_empty()) && !fault.is_raised()) {
-                    let now = unix_ms();
-                    if !idle_started {
-                        m.saw_input(now);
-                        idle_started = true;
-                    }
-                    let mut alerts = restart_alerts;
-                    if m.has_idle_rules() {
-                        alerts.extend(m.idle_check(now, last_epoch));
-                    }
-                    if !alerts.is_empty() {
-                        announce(&step, &alerts);
-                        if let Some(path) = &alerts_jsonl {
-                            if let Err(e) = append_jsonl(path, &alerts) {
-                                fault.raise(format!("{step}: cannot append alerts to {}: {e}", path.display()));
+        self.unary_frontier::<CapacityContainerBuilder<Vec<MetricsRow>>, _, _, _>(
+            Exchange::new(|_: &Event| 0),
+            step_id,
+            move |_, info| {
+                // `idle_source` rules look at the clock even when no epoch completes.
+                let activator = scope.activator_for(info.address.clone());
+                // The committer thread: an epoch's durable writes (metrics and alerts
+                // parts, checkpoint, publication, manifest, Kafka offsets, registry) run
+                // there, in epoch order, so fsyncs do not stall this worker's dataflow.
+                // The epoch's capability is held until they are done: the committed
+                // frontier (and so the sources' flow control) still follows durability.
+                let wake = scope.worker().sync_activator_for(info.address.to_vec());
+                let (jobs, job_rx) = std::sync::mpsc::channel::<CommitJob>();
+                let (done_tx, done) = std::sync::mpsc::channel::<(Epoch, Result<(), String>)>();
+                std::thread::Builder::new()
+                    .name("millrace-commit".into())
+                    .spawn(move || {
+                        for job in job_rx {
+                            let epoch = job.epoch;
+                            let result = committer.commit(job);
+                            let failed = result.is_err();
+                            let sent = done_tx.send((epoch, result));
+                            let _ = wake.activate();
+                            if sent.is_err() || failed {
                                 return;
                             }
                         }
-                        deliver(&mut rate, &notifiers, &alerts, now);
-                        totals.borrow_mut().alerts.extend(alerts.iter().cloned());
-                        between.extend(alerts);
-                    }
-                    if m.has_idle_rules() {
-                        activator.activate_after(std::time::Duration::from_secs(1));
-                    }
-                }
-                input.for_each_stamp(|cap, data| {
-                    let Some(&epoch) = cap.least() else { return };
-                    let acc = &mut stash.entry(epoch).or_insert_with(|| (cap.delayed(&epoch, 0), EpochAcc::default())).1;
-                    for event in data.flat_map(|d| d.drain(..)) {
-                        match event {
-                            Event::Tally(t) => acc.tally.add(&t),
-                            Event::Eval(e) => acc.evals.push(e),
-                            Event::Windows(w) => acc.windows.push(w),
-                            Event::Model(r) => acc.releases.push(r),
-                            Event::Commit(c) => {
-                                acc.rows += c.rows;
-                                acc.bytes += c.bytes;
-                                let sink = c.sink.name();
-                                metrics::counter!(crate::core::metrics::RECORDS_OUT, "sink" => sink).increment(c.rows);
-                                metrics::counter!(crate::core::metrics::BYTES_OUT, "sink" => sink).increment(c.bytes);
-                                acc.parts.extend(c.parts);
-                                let mut t = totals.borrow_mut();
-                                let entry = t.committed.entry(c.sink).or_default();
-                                entry.0 += c.files;
-                                entry.1 += c.rows;
-                                entry.2 += c.bytes;
-                            }
-                            Event::File(f) => acc.files.push(f),
-                            // Positions and snapshots apply when their epoch completes: events
-                            // of later epochs can arrive before an earlier epoch is complete.
-                            Event::Source(p) => acc.positions.push(p),
-                            Event::State(saved) => acc.saved.extend(saved.refs),
+                    })
+                    .expect("the committer thread starts");
+                let mut stash: BTreeMap<Epoch, (Capability<Epoch>, EpochAcc)> = BTreeMap::new();
+                let mut committing: BTreeMap<Epoch, (Capability<Epoch>, Committing)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    if !fault.is_raised() {
+                        match books.between_epochs() {
+                            Ok(true) => activator.activate_after(std::time::Duration::from_secs(1)),
+                            Ok(false) => {}
+                            Err(message) => return fault.raise(message),
                         }
                     }
-                });
-                while let Some(entry) = stash.first_entry() {
-                    if frontier.less_equal(entry.key()) || fault.is_raised() {
-                        break;
-                    }
-                    let epoch = *entry.key();
-                    let (cap, mut acc) = entry.remove();
-                    acc.files.sort_by(|a, b| a.name.cmp(&b.name));
-                    // Merge evaluations in worker order: pair order (and so every sum) is deterministic.
-                    acc.evals.sort_by_key(|e| e.worker);
-                    for e in std::mem::take(&mut acc.evals) {
-                        acc.eval.merge(&e);
-                    }
-                    let moved_ms = unix_ms();
-                    for p in acc.positions.drain(..) {
-                        let offsets = if p.labels { &mut label_kafka_offsets } else { &mut kafka_offsets };
-                        if let Some(m) = monitors.as_mut() {
-                            for (key, offset) in &p.offsets {
-                                if offsets.get(key) != Some(offset) {
-                                    m.saw_partition(key, moved_ms);
-                                }
-                            }
+                    input.for_each_stamp(|cap, data| {
+                        let Some(&epoch) = cap.least() else { return };
+                        let acc = &mut stash
+                            .entry(epoch)
+                            .or_insert_with(|| (cap.delayed(&epoch, 0), EpochAcc::default()))
+                            .1;
+                        for event in data.flat_map(|d| d.drain(..)) {
+                            acc.add(event, &books.totals);
                         }
-                        offsets.extend(p.offsets);
-                        let sources = if p.labels { &mut label_sources } else { &mut sources };
-                        if p.worker >= sources.len() {
-                            sources.resize(p.worker + 1, None);
-                        }
-                        sources[p.worker] = p.position;
-                    }
-                    for r in acc.saved.drain(..) {
-                        states.insert((r.step_id.clone(), r.worker), r);
-                    }
-                    if let Some((_, hi)) = acc.eval.event_range {
-                        latest_time = latest_time.max(hi);
-                    }
-                    // The epoch's ledger, evaluation and metrics row.
-                    let now = Instant::now();
-                    let wall = now.duration_since(last).as_secs_f64();
-                    last = now;
-                    let mut t = totals.borrow_mut();
-                    let levels = t.eval.labels;
-                    t.eval.merge(&acc.eval);
-                    // Waiting, due and early are levels: the latest epoch's, not a sum over epochs.
-                    let latest = if acc.eval.labels.is_empty() { levels } else { acc.eval.labels };
-                    t.eval.labels.waiting = latest.waiting;
-                    t.eval.labels.due = latest.due;
-                    t.eval.labels.early = latest.early;
-                    let n = t.eval.n.max(1) as f64;
-                    let regression = t.eval.regression;
-                    let unless = |r: bool, v: f64| if r { f64::NAN } else { v };
-                    let run_eval = EvalMetrics {
-                        n: t.eval.n,
-                        accuracy: unless(regression, t.eval.correct as f64 / n),
-                        log_loss: unless(regression, t.eval.log_loss_sum / n),
-                        auc: f64::NAN,
-                        mae: unless(!regression, t.eval.abs_err_sum / n),
-                        rmse: unless(!regression, (t.eval.sq_err_sum / n).sqrt()),
-                    };
-                    // End-to-end latency: from each record's arrival to now, when every sink has written its epoch.
-                    let now_ms = unix_ms();
-                    let arrivals: Vec<(i64, u64)> = acc.windows.iter().flat_map(|w| w.arrivals.iter().copied()).collect();
-                    let latency = latency_percentiles(&arrivals, now_ms, &[50.0, 99.0]);
-                    // One sample per group of records that arrived together (a file, a
-                    // fetched batch): the recorder keeps every sample until a scrape, so
-                    // one per record would grow without bound in a job nobody scrapes.
-                    let histogram = metrics::histogram!(crate::core::metrics::LATENCY_SECONDS);
-                    for (t, _) in &arrivals {
-                        histogram.record((now_ms - t).max(0) as f64 / 1e3);
-                    }
-                    if latency[1].is_finite() {
-                        metrics::gauge!(crate::core::metrics::LATENCY_P99_SECONDS).set(latency[1] / 1e3);
-                    }
-                    // Monitors judge the epoch; their alerts are committed with it.
-                    let alerts = match monitors.as_mut() {
-                        Some(m) => {
-                            let latest = (latest_time != i64::MIN).then_some(latest_time);
-                            m.epoch(EpochFacts {
-                                epoch,
-                                partials: std::mem::take(&mut acc.windows),
-                                tally: acc.tally,
-                                predictions: &acc.eval.pairs,
-                                latest_ms: latest,
-                                files: acc.files.iter().map(|f| (f.name.clone(), f.size_bytes)).collect(),
-                                rows_committed: acc.rows,
-                                now_ms,
-                                io_errors: {
-                                    let all = crate::core::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
-                                    let n = all - io_errors_seen;
-                                    io_errors_seen = all;
-                                    n
-                                },
-                            })
-                        }
-                        None => Vec::new(),
-                    };
-                    last_epoch = epoch;
-                    if acc.tally.input > 0 {
-                        if let Some(m) = monitors.as_mut() {
-                            m.saw_input(now_ms);
-                        }
-                    }
-                    metrics::gauge!(crate::core::metrics::ALERTS_FIRING).set(monitors.as_ref().map_or(0, |m| m.firing().len()) as f64);
-                    announce(&step, &alerts);
-                    // The table also gets the alerts raised between epochs (already delivered).
-                    let table_alerts: Vec<Alert> = between.drain(..).chain(alerts.iter().cloned()).collect();
-                    if let Some(path) = &alerts_jsonl {
-                        if let Err(e) = append_jsonl(path, &alerts) {
-                            fault.raise(format!("{step}: cannot append alerts to {}: {e}", path.display()));
-                            return;
-                        }
-                    }
-                    let row = MetricsRow {
-                        epoch,
-                        time_ms: if latest_time == i64::MIN { 0 } else { latest_time },
-                        ledger: acc.tally,
-                        records_per_s: if wall > 0.0 { acc.tally.input as f64 / wall } else { f64::NAN },
-                        wall_ms: wall * 1e3,
-                        rows_committed: acc.rows,
-                        bytes_committed: acc.bytes,
-                        epoch_eval: acc.eval.metrics(),
-                        run_eval,
-                        latency_p50_ms: latency[0],
-                        latency_p99_ms: latency[1],
-                        labels: acc.eval.labels,
-                        challenger_eval: acc.eval.shadow.as_mut().map(|s| s.metrics()),
-                        model_version: acc.eval.version,
-                    };
-                    // Each new model version with the metrics it earned since the previous one.
-                    since_release.merge(&acc.eval);
-                    let mut releases = Vec::new();
-                    if let Some(reg) = &registry {
-                        for r in &acc.releases {
-                            let range = since_release.event_range;
-                            let metrics = std::mem::take(&mut since_release).metrics();
-                            let config = match (&reg.challenger_config, r.config) {
-                                (Some(c), 1) => c.clone(),
-                                _ => reg.config.clone(),
-                            };
-                            releases.push((r.clone(), config, range, metrics));
-                        }
-                    }
-                    let ckpt = checkpointing.as_ref().map(|ck| Checkpoint {
-                        version: checkpoint::VERSION,
-                        epoch,
-                        workers: ck.workers,
-                        topology: ck.topology.clone(),
-                        sources: sources.clone(),
-                        label_sources: label_sources.clone(),
-                        states: states.values().cloned().collect(),
-                        parts: Vec::new(), // the epoch's, with the metrics and alerts parts: filled in by the committer
-                        files: acc.files.clone(),
-                        latest_time_ms: latest_time,
-                        kafka: kafka_offsets.clone(),
-                        label_kafka: label_kafka_offsets.clone(),
-                        monitors: monitors.as_ref().map(|m| bincode::serialize(m).expect("monitor state serializes")),
                     });
-                    let job = CommitJob {
-                        epoch,
-                        parts: std::mem::take(&mut acc.parts),
-                        files: acc.files.clone(),
-                        table_alerts,
-                        row: metrics.then(|| row.clone()),
-                        ckpt,
-                        offsets: [kafka_offsets.clone(), label_kafka_offsets.clone()],
-                        releases,
-                        now_ms,
-                    };
-                    if jobs.send(job).is_err() {
-                        fault.raise(format!("{step}: the committer thread stopped"));
-                        return;
+                    while let Some(entry) = stash.first_entry() {
+                        if frontier.less_equal(entry.key()) || fault.is_raised() {
+                            break;
+                        }
+                        let epoch = *entry.key();
+                        let (cap, acc) = entry.remove();
+                        let (job, pending) = match books.complete(epoch, acc) {
+                            Ok(done) => done,
+                            Err(message) => return fault.raise(message),
+                        };
+                        if jobs.send(job).is_err() {
+                            return fault
+                                .raise(format!("{}: the committer thread stopped", books.step));
+                        }
+                        committing.insert(epoch, (cap, pending));
                     }
-                    let mark = (epoch, t.eval.n, t.eval.correct, t.eval.log_loss_sum);
-                    committing.insert(epoch, Committing { cap, row, alerts, files: acc.files, tally: acc.tally, wall, version: acc.eval.version, releases: acc.releases, mark });
+                    // Epochs the committer has made durable, in order: what follows a commit.
+                    while let Ok((epoch, result)) = done.try_recv() {
+                        if let Err(message) = result {
+                            return fault.raise(message);
+                        }
+                        if let Some((cap, c)) = committing.remove(&epoch) {
+                            let row = books.committed(epoch, c);
+                            output.session(&cap).give(row);
+                        }
+                    }
                 }
-                // Epochs the committer has made durable, in order: what follows a commit.
-                while let Ok((epoch, result)) = done.try_recv() {
-                    if let Err(message) = result {
-                        fault.raise(message);
-                        return;
+            },
+        )
+    }
+}
+
+impl EpochAcc {
+    /// One worker's event of the epoch; commits count in the run's totals at once.
+    fn add(&mut self, event: Event, totals: &RefCell<RunTotals>) {
+        match event {
+            Event::Tally(t) => self.tally.add(&t),
+            Event::Eval(e) => self.evals.push(e),
+            Event::Windows(w) => self.windows.push(w),
+            Event::Model(r) => self.releases.push(r),
+            Event::Commit(c) => {
+                self.rows += c.rows;
+                self.bytes += c.bytes;
+                let sink = c.sink.name();
+                metrics::counter!(crate::core::metrics::RECORDS_OUT, "sink" => sink)
+                    .increment(c.rows);
+                metrics::counter!(crate::core::metrics::BYTES_OUT, "sink" => sink)
+                    .increment(c.bytes);
+                self.parts.extend(c.parts);
+                let mut t = totals.borrow_mut();
+                let entry = t.committed.entry(c.sink).or_default();
+                entry.0 += c.files;
+                entry.1 += c.rows;
+                entry.2 += c.bytes;
+            }
+            Event::File(f) => self.files.push(f),
+            // Positions and snapshots apply when their epoch completes: events
+            // of later epochs can arrive before an earlier epoch is complete.
+            Event::Source(p) => self.positions.push(p),
+            Event::State(saved) => self.saved.extend(saved.refs),
+        }
+    }
+}
+
+/// The coordinator's books, without timely: where every source is, the
+/// latest snapshot of every operator instance, the monitors, and the run's
+/// totals. [`Books::complete`] turns a completed epoch into the job the
+/// committer makes durable; [`Books::committed`] does what follows once it is.
+struct Books {
+    step: String,
+    checkpointing: Option<Checkpointing>,
+    totals: Rc<RefCell<RunTotals>>,
+    monitors: Option<Monitors>,
+    alerts_jsonl: Option<std::path::PathBuf>,
+    notifiers: Vec<crate::connectors::notify::Notifier>,
+    rate: crate::connectors::notify::RateLimit,
+    registry: Option<RegistryCtx>,
+    progress: Option<Arc<crate::dataflow::progress::Progress>>,
+    write_metrics: bool,
+    /// Why the previous run did not finish cleanly, until reported.
+    restart: Option<String>,
+    resumed_epoch: Epoch,
+    idle_started: bool,
+    io_errors_seen: u64,
+    last_epoch: Epoch,
+    /// Alerts raised between epochs: delivered at once, written to the table with the next epoch.
+    between: Vec<Alert>,
+    last: Instant,
+    latest_time: i64,
+    /// The latest source position per worker (records, labels).
+    sources: Vec<Option<FilePos>>,
+    label_sources: Vec<Option<FilePos>>,
+    kafka_offsets: BTreeMap<String, i64>,
+    label_kafka_offsets: BTreeMap<String, i64>,
+    /// The latest snapshot per operator instance.
+    states: BTreeMap<(String, usize), StateRef>,
+    /// Prequential evaluation since the last published version: the published version's metrics.
+    since_release: EvalPartial,
+    /// The monitors' state in the checkpoint could not be read.
+    restore_error: Option<String>,
+}
+
+impl Books {
+    /// The books as the resumed checkpoint left them (or empty).
+    fn new(step: &str, c: Coordinator) -> Books {
+        let resumed = c.checkpointing.as_ref().and_then(|c| c.resumed.clone());
+        let workers = c.checkpointing.as_ref().map_or(0, |c| c.workers);
+        let mut restore_error = None;
+        let monitors = match resumed.as_ref().and_then(|r| r.monitors.as_ref()) {
+            Some(bytes) => match bincode::deserialize::<Monitors>(bytes) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    restore_error = Some(format!(
+                        "{step}: cannot restore the monitors from the checkpoint: {e}"
+                    ));
+                    None
+                }
+            },
+            None => c.monitors,
+        };
+        let r = resumed.as_ref();
+        Books {
+            step: step.to_string(),
+            totals: c.totals,
+            monitors,
+            alerts_jsonl: c.alerts_jsonl,
+            notifiers: c.notifiers,
+            rate: crate::connectors::notify::RateLimit::new(c.max_per_rule_per_hour),
+            registry: c.registry,
+            progress: c.progress,
+            write_metrics: c.metrics,
+            restart: c.restart,
+            resumed_epoch: r.map_or(0, |r| r.epoch),
+            idle_started: false,
+            io_errors_seen: crate::core::metrics::IO_ERRORS
+                .load(std::sync::atomic::Ordering::Relaxed),
+            last_epoch: 0,
+            between: Vec::new(),
+            last: Instant::now(),
+            latest_time: r.map_or(i64::MIN, |r| r.latest_time_ms),
+            sources: r.map_or_else(|| vec![None; workers], |r| r.sources.clone()),
+            label_sources: r.map_or_else(|| vec![None; workers], |r| r.label_sources.clone()),
+            kafka_offsets: r.map(|r| r.kafka.clone()).unwrap_or_default(),
+            label_kafka_offsets: r.map(|r| r.label_kafka.clone()).unwrap_or_default(),
+            states: r
+                .iter()
+                .flat_map(|r| r.states.iter())
+                .map(|s| ((s.step_id.clone(), s.worker), s.clone()))
+                .collect(),
+            since_release: EvalPartial::default(),
+            restore_error,
+            checkpointing: c.checkpointing,
+        }
+    }
+
+    /// Between epochs: a restart is reported at once (the run may have
+    /// nothing left to commit), and `idle_source` rules look at the clock.
+    /// True if the clock must be looked at again in a second.
+    fn between_epochs(&mut self) -> Result<bool, String> {
+        if let Some(e) = self.restore_error.take() {
+            return Err(e);
+        }
+        let Some(m) = self.monitors.as_mut() else {
+            return Ok(false);
+        };
+        let now = unix_ms();
+        let mut alerts = match self.restart.take() {
+            Some(why) => m.restart_alerts(&why, self.resumed_epoch, now),
+            None => Vec::new(),
+        };
+        if !m.has_idle_rules() && alerts.is_empty() {
+            return Ok(false);
+        }
+        if !self.idle_started {
+            m.saw_input(now);
+            self.idle_started = true;
+        }
+        if m.has_idle_rules() {
+            alerts.extend(m.idle_check(now, self.last_epoch));
+        }
+        let again = m.has_idle_rules();
+        if !alerts.is_empty() {
+            announce(&self.step, &alerts);
+            self.append_jsonl(&alerts)?;
+            deliver(&mut self.rate, &self.notifiers, &alerts, now);
+            self.totals
+                .borrow_mut()
+                .alerts
+                .extend(alerts.iter().cloned());
+            self.between.extend(alerts);
+        }
+        Ok(again)
+    }
+
+    fn append_jsonl(&self, alerts: &[Alert]) -> Result<(), String> {
+        match &self.alerts_jsonl {
+            Some(path) => append_jsonl(path, alerts).map_err(|e| {
+                format!(
+                    "{}: cannot append alerts to {}: {e}",
+                    self.step,
+                    path.display()
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A completed epoch (every worker's events are in): its evaluation,
+    /// positions and snapshots are folded in, the monitors judge it, and its
+    /// metrics row and checkpoint are made. The job for the committer, and
+    /// what to do once it is durable.
+    fn complete(
+        &mut self,
+        epoch: Epoch,
+        mut acc: EpochAcc,
+    ) -> Result<(CommitJob, Committing), String> {
+        acc.files.sort_by(|a, b| a.name.cmp(&b.name));
+        // Merge evaluations in worker order: pair order (and so every sum) is deterministic.
+        acc.evals.sort_by_key(|e| e.worker);
+        for e in std::mem::take(&mut acc.evals) {
+            acc.eval.merge(&e);
+        }
+        self.fold_positions(&mut acc);
+        if let Some((_, hi)) = acc.eval.event_range {
+            self.latest_time = self.latest_time.max(hi);
+        }
+        let now = Instant::now();
+        let wall = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        let run_eval = self.fold_eval(&acc.eval);
+        // End-to-end latency: from each record's arrival to now, when every sink has written its epoch.
+        let now_ms = unix_ms();
+        let latency = record_latency(&acc.windows, now_ms);
+        let alerts = self.judge(epoch, &mut acc, now_ms);
+        announce(&self.step, &alerts);
+        // The table also gets the alerts raised between epochs (already delivered).
+        let table_alerts: Vec<Alert> = self
+            .between
+            .drain(..)
+            .chain(alerts.iter().cloned())
+            .collect();
+        self.append_jsonl(&alerts)?;
+        let row = MetricsRow {
+            epoch,
+            time_ms: if self.latest_time == i64::MIN {
+                0
+            } else {
+                self.latest_time
+            },
+            ledger: acc.tally,
+            records_per_s: if wall > 0.0 {
+                acc.tally.input as f64 / wall
+            } else {
+                f64::NAN
+            },
+            wall_ms: wall * 1e3,
+            rows_committed: acc.rows,
+            bytes_committed: acc.bytes,
+            epoch_eval: acc.eval.metrics(),
+            run_eval,
+            latency_p50_ms: latency[0],
+            latency_p99_ms: latency[1],
+            labels: acc.eval.labels,
+            challenger_eval: acc.eval.shadow.as_mut().map(|s| s.metrics()),
+            model_version: acc.eval.version,
+        };
+        let releases = self.releases(&acc);
+        let job = CommitJob {
+            epoch,
+            parts: std::mem::take(&mut acc.parts),
+            files: acc.files.clone(),
+            table_alerts,
+            row: self.write_metrics.then(|| row.clone()),
+            ckpt: self.checkpoint(epoch, &acc.files),
+            offsets: [self.kafka_offsets.clone(), self.label_kafka_offsets.clone()],
+            releases,
+            now_ms,
+        };
+        let t = self.totals.borrow();
+        let mark = (epoch, t.eval.n, t.eval.correct, t.eval.log_loss_sum);
+        let pending = Committing {
+            row,
+            alerts,
+            files: acc.files,
+            tally: acc.tally,
+            wall,
+            version: acc.eval.version,
+            releases: acc.releases,
+            mark,
+        };
+        Ok((job, pending))
+    }
+
+    /// The epoch's source positions (a partition that moved is news for the
+    /// monitors) and operator snapshots.
+    fn fold_positions(&mut self, acc: &mut EpochAcc) {
+        let moved_ms = unix_ms();
+        for p in acc.positions.drain(..) {
+            let offsets = if p.labels {
+                &mut self.label_kafka_offsets
+            } else {
+                &mut self.kafka_offsets
+            };
+            if let Some(m) = self.monitors.as_mut() {
+                for (key, offset) in &p.offsets {
+                    if offsets.get(key) != Some(offset) {
+                        m.saw_partition(key, moved_ms);
                     }
-                    let Some(c) = committing.remove(&epoch) else {
-                        continue;
-                    };
-                    let mut t = totals.borrow_mut();
-                    record_epoch_metrics(&c.tally, c.wall);
-                    // Model metrics without a version label (versions are unbounded); the version is its own gauge.
-                    if c.row.epoch_eval.n > 0 && c.row.epoch_eval.accuracy.is_finite() {
-                        metrics::gauge!(crate::core::metrics::MODEL_VERSION).set(c.version as f64);
-                        metrics::gauge!(crate::core::metrics::MODEL_ACCURACY).set(c.row.epoch_eval.accuracy);
-                        if c.row.epoch_eval.auc.is_finite() {
-                            metrics::gauge!(crate::core::metrics::MODEL_AUC).set(c.row.epoch_eval.auc);
-                        }
-                    }
-                    t.epochs += 1;
-                    t.ledger.add(&c.tally);
-                    if !c.tally.balanced() {
-                        t.unbalanced_epochs += 1;
-                        error!(step_id = %step, epoch, ledger = %c.tally, "An epoch's ledger does not balance; this is a bug.");
-                    }
-                    t.marks.push(c.mark);
-                    for f in &c.files {
-                        info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
-                    }
-                    t.files.extend(c.files);
-                    if let Some(p) = &progress {
-                        use std::sync::atomic::Ordering::Relaxed;
-                        p.files_done.store(t.files.len() as u64, Relaxed);
-                        p.records.fetch_add(c.tally.input, Relaxed);
-                        let done: u64 = t.files.iter().map(|f| f.size_bytes).sum();
-                        let reading: u64 = sources.iter().flatten().map(|s| s.offset).sum();
-                        p.bytes_done.store(done + reading, Relaxed);
-                    }
-                    if registry.is_some() {
-                        for r in &c.releases {
-                            if r.promoted {
-                                info!(step_id = %step, version = r.version, epoch, "The challenger beat the champion by the promotion rule and is now the champion.");
-                                t.promotions.push((epoch, r.version));
-                            }
-                            info!(step_id = %step, version = r.version, epoch, "Published a model version to the registry.");
-                        }
-                    }
-                    // Channels hear of an epoch's alerts once it is committed.
-                    deliver(&mut rate, &notifiers, &c.alerts, unix_ms());
-                    t.alerts.extend(c.alerts);
-                    output.session(&c.cap).give(c.row);
                 }
             }
+            offsets.extend(p.offsets);
+            let sources = if p.labels {
+                &mut self.label_sources
+            } else {
+                &mut self.sources
+            };
+            if p.worker >= sources.len() {
+                sources.resize(p.worker + 1, None);
+            }
+            sources[p.worker] = p.position;
+        }
+        for r in acc.saved.drain(..) {
+            self.states.insert((r.step_id.clone(), r.worker), r);
+        }
+    }
+
+    /// The epoch's evaluation into the run's; the run's metrics so far.
+    fn fold_eval(&mut self, eval: &EvalPartial) -> EvalMetrics {
+        let mut t = self.totals.borrow_mut();
+        let levels = t.eval.labels;
+        t.eval.merge(eval);
+        // Waiting, due and early are levels: the latest epoch's, not a sum over epochs.
+        let latest = if eval.labels.is_empty() {
+            levels
+        } else {
+            eval.labels
+        };
+        t.eval.labels.waiting = latest.waiting;
+        t.eval.labels.due = latest.due;
+        t.eval.labels.early = latest.early;
+        let n = t.eval.n.max(1) as f64;
+        let regression = t.eval.regression;
+        let unless = |r: bool, v: f64| if r { f64::NAN } else { v };
+        EvalMetrics {
+            n: t.eval.n,
+            accuracy: unless(regression, t.eval.correct as f64 / n),
+            log_loss: unless(regression, t.eval.log_loss_sum / n),
+            auc: f64::NAN,
+            mae: unless(!regression, t.eval.abs_err_sum / n),
+            rmse: unless(!regression, (t.eval.sq_err_sum / n).sqrt()),
+        }
+    }
+
+    /// Monitors judge the epoch; their alerts are committed with it.
+    fn judge(&mut self, epoch: Epoch, acc: &mut EpochAcc, now_ms: i64) -> Vec<Alert> {
+        let Some(m) = self.monitors.as_mut() else {
+            self.last_epoch = epoch;
+            return Vec::new();
+        };
+        let all_io_errors =
+            crate::core::metrics::IO_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
+        let io_errors = all_io_errors - self.io_errors_seen;
+        self.io_errors_seen = all_io_errors;
+        let alerts = m.epoch(EpochFacts {
+            epoch,
+            partials: std::mem::take(&mut acc.windows),
+            tally: acc.tally,
+            predictions: &acc.eval.pairs,
+            latest_ms: (self.latest_time != i64::MIN).then_some(self.latest_time),
+            files: acc
+                .files
+                .iter()
+                .map(|f| (f.name.clone(), f.size_bytes))
+                .collect(),
+            rows_committed: acc.rows,
+            now_ms,
+            io_errors,
+        });
+        self.last_epoch = epoch;
+        if acc.tally.input > 0 {
+            m.saw_input(now_ms);
+        }
+        metrics::gauge!(crate::core::metrics::ALERTS_FIRING).set(m.firing().len() as f64);
+        alerts
+    }
+
+    /// Each new model version with the metrics it earned since the previous one.
+    fn releases(&mut self, acc: &EpochAcc) -> Vec<Release> {
+        self.since_release.merge(&acc.eval);
+        let Some(reg) = &self.registry else {
+            return Vec::new();
+        };
+        let mut releases = Vec::new();
+        for r in &acc.releases {
+            let range = self.since_release.event_range;
+            let metrics = std::mem::take(&mut self.since_release).metrics();
+            let config = match (&reg.challenger_config, r.config) {
+                (Some(c), 1) => c.clone(),
+                _ => reg.config.clone(),
+            };
+            releases.push((r.clone(), config, range, metrics));
+        }
+        releases
+    }
+
+    /// The epoch's checkpoint, without its parts (the committer adds them
+    /// with the metrics and alerts parts); `None` without checkpointing.
+    fn checkpoint(&self, epoch: Epoch, files: &[FileFact]) -> Option<Checkpoint> {
+        let ck = self.checkpointing.as_ref()?;
+        Some(Checkpoint {
+            version: checkpoint::VERSION,
+            epoch,
+            workers: ck.workers,
+            topology: ck.topology.clone(),
+            sources: self.sources.clone(),
+            label_sources: self.label_sources.clone(),
+            states: self.states.values().cloned().collect(),
+            parts: Vec::new(),
+            files: files.to_vec(),
+            latest_time_ms: self.latest_time,
+            kafka: self.kafka_offsets.clone(),
+            label_kafka: self.label_kafka_offsets.clone(),
+            monitors: self
+                .monitors
+                .as_ref()
+                .map(|m| bincode::serialize(m).expect("monitor state serializes")),
         })
     }
+
+    /// Once an epoch is durable: the run's totals and metrics, the log, the
+    /// progress, the promotions, and the channels hear of its alerts. Its
+    /// metrics row, for the output.
+    fn committed(&mut self, epoch: Epoch, c: Committing) -> MetricsRow {
+        let step = &self.step;
+        let mut t = self.totals.borrow_mut();
+        record_epoch_metrics(&c.tally, c.wall);
+        // Model metrics without a version label (versions are unbounded); the version is its own gauge.
+        if c.row.epoch_eval.n > 0 && c.row.epoch_eval.accuracy.is_finite() {
+            metrics::gauge!(crate::core::metrics::MODEL_VERSION).set(c.version as f64);
+            metrics::gauge!(crate::core::metrics::MODEL_ACCURACY).set(c.row.epoch_eval.accuracy);
+            if c.row.epoch_eval.auc.is_finite() {
+                metrics::gauge!(crate::core::metrics::MODEL_AUC).set(c.row.epoch_eval.auc);
+            }
+        }
+        t.epochs += 1;
+        t.ledger.add(&c.tally);
+        if !c.tally.balanced() {
+            t.unbalanced_epochs += 1;
+            error!(step_id = %step, epoch, ledger = %c.tally, "An epoch's ledger does not balance; this is a bug.");
+        }
+        t.marks.push(c.mark);
+        for f in &c.files {
+            info!(step_id = %step, file = %f.name, rows = f.rows, epoch, "Recorded a processed file in the manifest.");
+        }
+        t.files.extend(c.files);
+        if let Some(p) = &self.progress {
+            use std::sync::atomic::Ordering::Relaxed;
+            p.files_done.store(t.files.len() as u64, Relaxed);
+            p.records.fetch_add(c.tally.input, Relaxed);
+            let done: u64 = t.files.iter().map(|f| f.size_bytes).sum();
+            let reading: u64 = self.sources.iter().flatten().map(|s| s.offset).sum();
+            p.bytes_done.store(done + reading, Relaxed);
+        }
+        if self.registry.is_some() {
+            for r in &c.releases {
+                if r.promoted {
+                    info!(step_id = %step, version = r.version, epoch, "The challenger beat the champion by the promotion rule and is now the champion.");
+                    t.promotions.push((epoch, r.version));
+                }
+                info!(step_id = %step, version = r.version, epoch, "Published a model version to the registry.");
+            }
+        }
+        // Channels hear of an epoch's alerts once it is committed.
+        deliver(&mut self.rate, &self.notifiers, &c.alerts, unix_ms());
+        t.alerts.extend(c.alerts);
+        c.row
+    }
+}
+
+/// The epoch's end-to-end latency (p50, p99 in ms) from each group of
+/// records' arrival to `now_ms`, recorded in the metrics.
+fn record_latency(windows: &[WindowPartial], now_ms: i64) -> Vec<f64> {
+    let arrivals: Vec<(i64, u64)> = windows
+        .iter()
+        .flat_map(|w| w.arrivals.iter().copied())
+        .collect();
+    let latency = latency_percentiles(&arrivals, now_ms, &[50.0, 99.0]);
+    // One sample per group of records that arrived together (a file, a
+    // fetched batch): the recorder keeps every sample until a scrape, so
+    // one per record would grow without bound in a job nobody scrapes.
+    let histogram = metrics::histogram!(crate::core::metrics::LATENCY_SECONDS);
+    for (t, _) in &arrivals {
+        histogram.record((now_ms - t).max(0) as f64 / 1e3);
+    }
+    if latency[1].is_finite() {
+        metrics::gauge!(crate::core::metrics::LATENCY_P99_SECONDS).set(latency[1] / 1e3);
+    }
+    latency
 }
 
 /// What the committer thread makes durable for one epoch, in this order: the
@@ -831,7 +999,6 @@ struct Committer {
 
 /// An epoch handed to the committer: what the coordinator does once it is durable.
 struct Committing {
-    cap: Capability<Epoch>,
     row: MetricsRow,
     alerts: Vec<Alert>,
     files: Vec<FileFact>,
@@ -843,6 +1010,28 @@ struct Committing {
 }
 
 impl Committer {
+    /// The committer of the coordinator `c` (its Kafka clients move here).
+    fn new(step: &str, c: &mut Coordinator) -> Committer {
+        let (alerts, metrics) = (alerts_table(), metrics_table());
+        let lake = c.lake.clone();
+        Committer {
+            step: step.to_string(),
+            alerts: {
+                let arrow = (alerts.arrow_schema)(&lake.schema);
+                (alerts, arrow)
+            },
+            metrics: {
+                let arrow = (metrics.arrow_schema)(&lake.schema);
+                (metrics, arrow)
+            },
+            keep: c.checkpointing.as_ref().map_or(0, |c| c.keep),
+            write_alerts: c.alerts_table,
+            kafka_commit: [c.kafka_commit.take(), c.label_kafka_commit.take()],
+            registry: c.registry.clone(),
+            lake,
+        }
+    }
+
     /// Makes one epoch durable. See [`CommitJob`].
     fn commit(&self, mut job: CommitJob) -> Result<(), String> {
         let (step, epoch, root) = (&self.step, job.epoch, &self.lake.root);
