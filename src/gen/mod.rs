@@ -399,34 +399,9 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
             "gen: accounts must be at least 1",
         ));
     }
-    let no_faults = opts.no_faults;
-    let (missing, malformed, invalid, duplicates) = if no_faults {
-        (0.0, 0.0, 0.0, 0.0)
-    } else {
-        (opts.missing, opts.malformed, opts.invalid, opts.duplicates)
-    };
-    let missing_malformed = missing + malformed;
-    let missing_malformed_invalid = missing + malformed + invalid;
-
-    // Model parameters, drawn in the script's order.
+    let rates = Rates::of(opts);
     let mut rng = PyRandom::new(opts.seed);
-    let mut w_before = [0.0f64; FEATURES];
-    for w in w_before.iter_mut() {
-        *w = rng.gauss(0.0, 1.2);
-    }
-    let mut w_after = [0.0f64; FEATURES];
-    for (i, wa) in w_after.iter_mut().enumerate() {
-        let w = w_before[i];
-        let base = if i % 2 == 0 { -w } else { w * 0.5 };
-        *wa = base + rng.gauss(0.0, 0.3);
-    }
-    let mut cat_risk = [0.0f64; CATEGORIES.len()];
-    for c in cat_risk.iter_mut() {
-        *c = rng.gauss(0.0, 0.8);
-    }
-    let acct_base: Vec<f64> = (0..opts.accounts)
-        .map(|_| rng.gauss(3.5, 0.8).exp())
-        .collect();
+    let model = Model::draw(&mut rng, opts.accounts);
 
     let rows = opts.rows;
     let drift_row = py_int(rows as f64 * opts.drift_at);
@@ -435,25 +410,24 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
     let gap_row = py_int(rows as f64 * 0.45) as u64;
     let gap_ms = 60_000.0f64;
     let step_ms = 1000.0 / opts.rate;
+    let faults = !opts.no_faults;
 
     let mut truth = Truth {
         drift_at_row: drift_row.max(0) as u64,
         ..Truth::default()
     };
-
     let mut block = Block::new();
     if opts.format == GenFormat::Csv {
         block.put_slice(CSV_HEADER);
     }
-
     let mut t = opts.start_ms as f64;
     for i in 0..rows {
-        if !no_faults && i == gap_row {
+        if faults && i == gap_row {
             truth.gap_ms = [Some(py_int(t)), Some(py_int(t + gap_ms))];
             t += gap_ms;
         }
         t += step_ms;
-        let in_spike = !no_faults && spike0 <= i && i < spike1;
+        let in_spike = faults && spike0 <= i && i < spike1;
         if in_spike {
             t -= step_ms * 0.8; // five times the usual volume
             if i == spike0 {
@@ -461,82 +435,22 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
             }
             truth.spike_ms[1] = Some(py_int(t));
         }
-        let ii = i as i64;
-        if ii == drift_row {
+        let drifted = i as i64 >= drift_row;
+        if i as i64 == drift_row {
             truth.drift_at_ms = Some(py_int(t));
         }
-        let late = if rng.random() < 0.05 && opts.max_lateness_ms > 0 {
-            rng.randbelow(opts.max_lateness_ms)
-        } else {
-            0
-        };
-        let ev = py_int(t).saturating_sub(late.min(i64::MAX as u64) as i64);
-        let acct = rng.randbelow(opts.accounts as u64);
-        let cat = rng.randbelow(CATEGORIES.len() as u64) as usize;
-        let mut x = [0.0f64; FEATURES];
-        for v in x.iter_mut() {
-            *v = rng.gauss(0.0, 1.0);
-        }
-        let base = acct_base[acct as usize];
-        let mut amount = base * rng.gauss(0.0, 0.5).exp();
-        if in_spike {
-            amount *= 20.0;
-        }
-        let w = if ii >= drift_row { &w_after } else { &w_before };
-        // sum() of floats in CPython 3.11: plain left-to-right addition from 0
-        let mut s = 0.0f64;
-        for k in 0..FEATURES {
-            s += w[k] * x[k];
-        }
-        let z = -3.0 + s + cat_risk[cat] + 0.8 * (amount / base + 1e-9).ln();
-        let label: u64 = if rng.random() < 1.0 / (1.0 + (-z).exp()) {
-            1
-        } else {
-            0
-        };
-        truth.labels_positive += label;
-
+        let mut rec = model.draw_record(&mut rng, opts, t, in_spike, drifted);
+        truth.labels_positive += rec.label;
         // Faults: the same draws in the same order as the script (rendering
         // consumes no randomness, so it can come after).
-        let r = rng.random();
-        let fault = if r < missing {
-            const MISSING_COLS: [usize; 7] = [3, 4, 5, 6, 7, 8, 9];
-            truth.missing_rows += 1;
-            Fault::Missing(MISSING_COLS[rng.randbelow(MISSING_COLS.len() as u64) as usize])
-        } else if r < missing_malformed {
-            truth.malformed += 1;
-            match rng.randbelow(3) {
-                0 => Fault::CutShort,
-                1 => Fault::AmountNa,
-                _ => Fault::EventYesterday,
-            }
-        } else if r < missing_malformed_invalid {
-            truth.invalid += 1;
-            if rng.random() < 0.5 {
-                Fault::NegativeAmount
-            } else {
-                Fault::Label7
-            }
-        } else {
-            Fault::Clean
-        };
-
-        let rec = Record {
-            ev,
-            acct,
-            cat,
-            amount,
-            x,
-            label,
-            fault,
-        };
+        rec.fault = rates.draw_fault(&mut rng, &mut truth);
         let start = block.pos;
         match opts.format {
             GenFormat::Csv => write_csv(&mut block, &rec),
             GenFormat::Jsonl => write_jsonl(&mut block, &rec),
         }
         truth.rows_emitted += 1;
-        if i > 0 && rng.random() < duplicates {
+        if i > 0 && rng.random() < rates.duplicates {
             let end = block.pos;
             block.buf.copy_within(start..end, end);
             block.pos = end + (end - start);
@@ -551,6 +465,142 @@ pub fn generate<W: Write>(opts: &GenOptions, mut out: W) -> io::Result<Truth> {
     out.write_all(&block.buf[..block.pos])?;
     out.flush()?;
     Ok(truth)
+}
+
+/// The label model, drawn in the script's order: the weights before and
+/// after the concept drift, each category's risk, each account's typical amount.
+struct Model {
+    w_before: [f64; FEATURES],
+    w_after: [f64; FEATURES],
+    cat_risk: [f64; CATEGORIES.len()],
+    acct_base: Vec<f64>,
+}
+
+impl Model {
+    fn draw(rng: &mut PyRandom, accounts: u32) -> Model {
+        let mut w_before = [0.0f64; FEATURES];
+        for w in w_before.iter_mut() {
+            *w = rng.gauss(0.0, 1.2);
+        }
+        let mut w_after = [0.0f64; FEATURES];
+        for (i, wa) in w_after.iter_mut().enumerate() {
+            let w = w_before[i];
+            let base = if i % 2 == 0 { -w } else { w * 0.5 };
+            *wa = base + rng.gauss(0.0, 0.3);
+        }
+        let mut cat_risk = [0.0f64; CATEGORIES.len()];
+        for c in cat_risk.iter_mut() {
+            *c = rng.gauss(0.0, 0.8);
+        }
+        let acct_base: Vec<f64> = (0..accounts).map(|_| rng.gauss(3.5, 0.8).exp()).collect();
+        Model {
+            w_before,
+            w_after,
+            cat_risk,
+            acct_base,
+        }
+    }
+
+    /// Row `i` at time `t` (ms): its lateness, account, category, features,
+    /// amount and label, drawn in the script's order (the fault comes after).
+    fn draw_record(
+        &self,
+        rng: &mut PyRandom,
+        opts: &GenOptions,
+        t: f64,
+        in_spike: bool,
+        drifted: bool,
+    ) -> Record {
+        let late = if rng.random() < 0.05 && opts.max_lateness_ms > 0 {
+            rng.randbelow(opts.max_lateness_ms)
+        } else {
+            0
+        };
+        let ev = py_int(t).saturating_sub(late.min(i64::MAX as u64) as i64);
+        let acct = rng.randbelow(opts.accounts as u64);
+        let cat = rng.randbelow(CATEGORIES.len() as u64) as usize;
+        let mut x = [0.0f64; FEATURES];
+        for v in x.iter_mut() {
+            *v = rng.gauss(0.0, 1.0);
+        }
+        let base = self.acct_base[acct as usize];
+        let mut amount = base * rng.gauss(0.0, 0.5).exp();
+        if in_spike {
+            amount *= 20.0;
+        }
+        let w = if drifted {
+            &self.w_after
+        } else {
+            &self.w_before
+        };
+        // sum() of floats in CPython 3.11: plain left-to-right addition from 0
+        let mut s = 0.0f64;
+        for k in 0..FEATURES {
+            s += w[k] * x[k];
+        }
+        let z = -3.0 + s + self.cat_risk[cat] + 0.8 * (amount / base + 1e-9).ln();
+        let label = u64::from(rng.random() < 1.0 / (1.0 + (-z).exp()));
+        Record {
+            ev,
+            acct,
+            cat,
+            amount,
+            x,
+            label,
+            fault: Fault::Clean,
+        }
+    }
+}
+
+/// How often each fault is injected (none with `--no-faults`), as the
+/// cumulative thresholds one uniform draw is compared with.
+struct Rates {
+    missing: f64,
+    missing_malformed: f64,
+    missing_malformed_invalid: f64,
+    duplicates: f64,
+}
+
+impl Rates {
+    fn of(opts: &GenOptions) -> Rates {
+        let (missing, malformed, invalid, duplicates) = if opts.no_faults {
+            (0.0, 0.0, 0.0, 0.0)
+        } else {
+            (opts.missing, opts.malformed, opts.invalid, opts.duplicates)
+        };
+        Rates {
+            missing,
+            missing_malformed: missing + malformed,
+            missing_malformed_invalid: missing + malformed + invalid,
+            duplicates,
+        }
+    }
+
+    /// The row's fault, counted in `truth`.
+    fn draw_fault(&self, rng: &mut PyRandom, truth: &mut Truth) -> Fault {
+        let r = rng.random();
+        if r < self.missing {
+            const MISSING_COLS: [usize; 7] = [3, 4, 5, 6, 7, 8, 9];
+            truth.missing_rows += 1;
+            Fault::Missing(MISSING_COLS[rng.randbelow(MISSING_COLS.len() as u64) as usize])
+        } else if r < self.missing_malformed {
+            truth.malformed += 1;
+            match rng.randbelow(3) {
+                0 => Fault::CutShort,
+                1 => Fault::AmountNa,
+                _ => Fault::EventYesterday,
+            }
+        } else if r < self.missing_malformed_invalid {
+            truth.invalid += 1;
+            if rng.random() < 0.5 {
+                Fault::NegativeAmount
+            } else {
+                Fault::Label7
+            }
+        } else {
+            Fault::Clean
+        }
+    }
 }
 
 #[cfg(test)]
