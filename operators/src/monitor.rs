@@ -16,6 +16,12 @@
 //! model's error stream, the end-to-end latency, sink batch sizes, landed
 //! files, a restart — are fed with each completed epoch ([`EpochFacts`]).
 //! All of it is serializable: the coordinator checkpoints it with the epoch.
+//! **Shape:** [`Monitors::epoch`] merges the workers' aggregates into the
+//! open windows, has every per-epoch rule find what it finds in the epoch's
+//! signals, then closes the windows the watermark has passed, where every
+//! windowed rule reads the window (a count, an aggregate, a log-mass, a
+//! histogram, a gap) and its reading goes through the alert lifecycle. One
+//! function per rule kind does the reading; none of it touches timely.
 //!
 //! | `kind` | series | detector |
 //! |---|---|---|
