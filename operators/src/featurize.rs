@@ -12,6 +12,10 @@
 //! and, for every field a per-key feature reads, the running mean and the sum
 //! of squared deviations (Welford). A record updates its key's state before
 //! its features are read, so `key_count` is 1 for a key's first record.
+//! **Shape:** the work of an epoch is [`FeaturizeMachine::on_epoch`], without
+//! timely; the operator only stashes the input's epochs and hands the machine
+//! each one the frontier has passed, its examples to one port and its
+//! snapshot to the other.
 //!
 //! Standardisation is not done here: it belongs to the model (`score`), which
 //! must standardise with the statistics from before a record when predicting
@@ -136,10 +140,11 @@ pub struct Features {
 }
 
 impl Features {
-    /// Checks `specs` against `schema`.
+    /// Checks `specs` against `schema`, entry by entry ([`Features::add`]);
+    /// the first error found is the one returned.
     pub fn new(schema: Arc<Schema>, specs: &[FeatureSpec]) -> Result<Features, SchemaError> {
         let mut f = Features {
-            schema: schema.clone(),
+            schema,
             dense: Vec::new(),
             dense_names: Vec::new(),
             standardize: Vec::new(),
@@ -150,147 +155,164 @@ impl Features {
         };
         let mut names = HashMap::new();
         for (i, spec) in specs.iter().enumerate() {
-            let path = format!("features[{i}]");
-            let e = |key: &str, message: String| SchemaError {
-                path: format!("{path}.{key}"),
-                message,
-            };
-            let field = spec.field.as_deref();
-            let numeric = |f: Option<&str>| -> Result<usize, SchemaError> {
-                let name = f.ok_or_else(|| {
-                    e(
-                        "field",
-                        "expected the numeric field this feature reads".into(),
-                    )
-                })?;
-                schema.numeric_index(name).ok_or_else(|| {
-                    e(
-                        "field",
-                        format!(
-                            "`{name}` is not a numeric field of the schema (declared: {})",
-                            list(schema.numeric.iter().map(|n| &n.name))
-                        ),
-                    )
-                })
-            };
-            let mut track = |j: usize| {
-                if !f.tracked.contains(&j) {
-                    f.tracked.push(j);
-                }
-                f.tracked.iter().position(|t| *t == j).expect("just pushed")
-            };
-            let dense = match spec.kind {
-                FeatureKind::Value => Some(Compiled::Value(numeric(field)?)),
-                FeatureKind::Log1p => Some(Compiled::Log1p(numeric(field)?)),
-                FeatureKind::KeyCount => {
-                    if field.is_some() {
-                        return Err(e("field", "`key_count` reads no field".into()));
-                    }
-                    Some(Compiled::KeyCount)
-                }
-                FeatureKind::KeyMean => Some(Compiled::KeyMean(track(numeric(field)?))),
-                FeatureKind::KeyStd => Some(Compiled::KeyStd(track(numeric(field)?))),
-                FeatureKind::RatioToKeyMean => {
-                    let j = numeric(field)?;
-                    Some(Compiled::Ratio {
-                        field: j,
-                        tracked: track(j),
-                    })
-                }
-                FeatureKind::KeyZscore => {
-                    let j = numeric(field)?;
-                    Some(Compiled::Zscore {
-                        field: j,
-                        tracked: track(j),
-                    })
-                }
-                FeatureKind::Anomaly => {
-                    let window = spec.window.unwrap_or(32);
-                    if window < 1 {
-                        return Err(e(
-                            "window",
-                            format!("expected at least 1 value, found {window}"),
-                        ));
-                    }
-                    f.anomalies.push((numeric(field)?, window));
-                    Some(Compiled::Anomaly(f.anomalies.len() - 1))
-                }
-                FeatureKind::OneHot | FeatureKind::Hashed => None,
-            };
-            if spec.window.is_some() && spec.kind != FeatureKind::Anomaly {
-                return Err(e("window", "only `anomaly` features take a window".into()));
-            }
-            let default_name = match spec.kind {
-                FeatureKind::KeyCount => Some("key_count".to_string()),
-                _ => field.map(str::to_string),
-            };
-            let name = spec
-                .name
-                .clone()
-                .or(default_name)
-                .ok_or_else(|| e("name", "expected a feature name".into()))?;
-            if let Some(first) = names.insert(name.clone(), i) {
-                return Err(e(
-                    "name",
-                    format!("feature `{name}` is already defined by features[{first}]"),
-                ));
-            }
-            match dense {
-                Some(c) => {
-                    f.dense.push(c);
-                    f.dense_names.push(name);
-                    f.standardize.push(spec.standardize);
-                }
-                None => {
-                    let fname = field.ok_or_else(|| {
-                        e(
-                            "field",
-                            "expected the categorical field this feature reads".into(),
-                        )
-                    })?;
-                    let j = schema.categorical_index(fname).ok_or_else(|| {
-                        e(
-                            "field",
-                            format!(
-                                "`{fname}` is not a categorical field of the schema (declared: {})",
-                                list(schema.categorical.iter().map(|c| &c.name))
-                            ),
-                        )
-                    })?;
-                    let cat = &schema.categorical[j];
-                    let offset = f.sparse_names.len() as u32;
-                    let buckets = match spec.kind {
-                        FeatureKind::OneHot => {
-                            let vocab = cat.vocabulary.as_ref().ok_or_else(|| {
-                                e("kind", format!("`one_hot` needs a vocabulary on `{fname}`; use `kind = \"hashed\"` for open-ended values"))
-                            })?;
-                            f.sparse_names
-                                .extend(vocab.iter().map(|v| format!("{name}={v}")));
-                            None
-                        }
-                        _ => {
-                            let b = spec.buckets.or(cat.hash_buckets).ok_or_else(|| {
-                                e("buckets", format!("`hashed` needs `buckets` here or `hash_buckets` on `{fname}`"))
-                            })?;
-                            if b == 0 {
-                                return Err(e(
-                                    "buckets",
-                                    "expected a positive number of buckets".into(),
-                                ));
-                            }
-                            f.sparse_names.extend((0..b).map(|k| format!("{name}#{k}")));
-                            Some(b)
-                        }
-                    };
-                    f.sparse.push(SparseSlots {
-                        field: j,
-                        offset,
-                        buckets,
-                    });
-                }
-            }
+            f.add(i, spec, &mut names)?;
         }
         Ok(f)
+    }
+
+    /// Checks `features[i]` and appends it: a dense feature, or the sparse
+    /// slots of a categorical one. `names`: feature name → the first entry
+    /// with it.
+    fn add(
+        &mut self,
+        i: usize,
+        spec: &FeatureSpec,
+        names: &mut HashMap<String, usize>,
+    ) -> Result<(), SchemaError> {
+        let dense = self.compile_dense(i, spec)?;
+        if spec.window.is_some() && spec.kind != FeatureKind::Anomaly {
+            return Err(feature_error(
+                i,
+                "window",
+                "only `anomaly` features take a window".into(),
+            ));
+        }
+        let name = feature_name(i, spec, names)?;
+        match dense {
+            Some(c) => {
+                self.dense.push(c);
+                self.dense_names.push(name);
+                self.standardize.push(spec.standardize);
+                Ok(())
+            }
+            None => self.add_sparse(i, spec, &name),
+        }
+    }
+
+    /// A dense feature compiled (its per-key statistics and detectors
+    /// registered); `None` for the categorical kinds.
+    fn compile_dense(
+        &mut self,
+        i: usize,
+        spec: &FeatureSpec,
+    ) -> Result<Option<Compiled>, SchemaError> {
+        let field = spec.field.as_deref();
+        let compiled = match spec.kind {
+            FeatureKind::Value => Compiled::Value(numeric_field(&self.schema, i, field)?),
+            FeatureKind::Log1p => Compiled::Log1p(numeric_field(&self.schema, i, field)?),
+            FeatureKind::KeyCount => {
+                if field.is_some() {
+                    return Err(feature_error(
+                        i,
+                        "field",
+                        "`key_count` reads no field".into(),
+                    ));
+                }
+                Compiled::KeyCount
+            }
+            FeatureKind::KeyMean => {
+                let j = numeric_field(&self.schema, i, field)?;
+                Compiled::KeyMean(self.track(j))
+            }
+            FeatureKind::KeyStd => {
+                let j = numeric_field(&self.schema, i, field)?;
+                Compiled::KeyStd(self.track(j))
+            }
+            FeatureKind::RatioToKeyMean => {
+                let j = numeric_field(&self.schema, i, field)?;
+                Compiled::Ratio {
+                    field: j,
+                    tracked: self.track(j),
+                }
+            }
+            FeatureKind::KeyZscore => {
+                let j = numeric_field(&self.schema, i, field)?;
+                Compiled::Zscore {
+                    field: j,
+                    tracked: self.track(j),
+                }
+            }
+            FeatureKind::Anomaly => {
+                let window = spec.window.unwrap_or(32);
+                if window < 1 {
+                    return Err(feature_error(
+                        i,
+                        "window",
+                        format!("expected at least 1 value, found {window}"),
+                    ));
+                }
+                let j = numeric_field(&self.schema, i, field)?;
+                self.anomalies.push((j, window));
+                Compiled::Anomaly(self.anomalies.len() - 1)
+            }
+            FeatureKind::OneHot | FeatureKind::Hashed => return Ok(None),
+        };
+        Ok(Some(compiled))
+    }
+
+    /// The index among the tracked fields of numeric field `j`, tracked from now on.
+    fn track(&mut self, j: usize) -> usize {
+        if !self.tracked.contains(&j) {
+            self.tracked.push(j);
+        }
+        self.tracked
+            .iter()
+            .position(|t| *t == j)
+            .expect("just pushed")
+    }
+
+    /// The sparse slots of categorical feature `features[i]`, named `name`:
+    /// one per vocabulary value (`one_hot`), or `buckets` hashed ones.
+    fn add_sparse(&mut self, i: usize, spec: &FeatureSpec, name: &str) -> Result<(), SchemaError> {
+        let e = |key: &str, message: String| feature_error(i, key, message);
+        let schema = &self.schema;
+        let fname = spec.field.as_deref().ok_or_else(|| {
+            e(
+                "field",
+                "expected the categorical field this feature reads".into(),
+            )
+        })?;
+        let j = schema.categorical_index(fname).ok_or_else(|| {
+            e(
+                "field",
+                format!(
+                    "`{fname}` is not a categorical field of the schema (declared: {})",
+                    list(schema.categorical.iter().map(|c| &c.name))
+                ),
+            )
+        })?;
+        let cat = &schema.categorical[j];
+        let offset = self.sparse_names.len() as u32;
+        let buckets = match spec.kind {
+            FeatureKind::OneHot => {
+                let vocab = cat.vocabulary.as_ref().ok_or_else(|| {
+                    e("kind", format!("`one_hot` needs a vocabulary on `{fname}`; use `kind = \"hashed\"` for open-ended values"))
+                })?;
+                self.sparse_names
+                    .extend(vocab.iter().map(|v| format!("{name}={v}")));
+                None
+            }
+            _ => {
+                let b = spec.buckets.or(cat.hash_buckets).ok_or_else(|| {
+                    e(
+                        "buckets",
+                        format!("`hashed` needs `buckets` here or `hash_buckets` on `{fname}`"),
+                    )
+                })?;
+                if b == 0 {
+                    return Err(e("buckets", "expected a positive number of buckets".into()));
+                }
+                self.sparse_names
+                    .extend((0..b).map(|k| format!("{name}#{k}")));
+                Some(b)
+            }
+        };
+        self.sparse.push(SparseSlots {
+            field: j,
+            offset,
+            buckets,
+        });
+        Ok(())
     }
 
     /// Length of the dense vector.
@@ -404,6 +426,62 @@ fn finite(v: f64) -> f64 {
     }
 }
 
+/// An error in `features[i].key`.
+fn feature_error(i: usize, key: &str, message: String) -> SchemaError {
+    SchemaError {
+        path: format!("features[{i}].{key}"),
+        message,
+    }
+}
+
+/// The schema index of the numeric field `features[i]` reads (`field`).
+fn numeric_field(schema: &Schema, i: usize, field: Option<&str>) -> Result<usize, SchemaError> {
+    let name = field.ok_or_else(|| {
+        feature_error(
+            i,
+            "field",
+            "expected the numeric field this feature reads".into(),
+        )
+    })?;
+    schema.numeric_index(name).ok_or_else(|| {
+        feature_error(
+            i,
+            "field",
+            format!(
+                "`{name}` is not a numeric field of the schema (declared: {})",
+                list(schema.numeric.iter().map(|n| &n.name))
+            ),
+        )
+    })
+}
+
+/// The name of `features[i]` (its own, or its field's; `key_count` for a
+/// key count), unique among `names`, where it is recorded.
+fn feature_name(
+    i: usize,
+    spec: &FeatureSpec,
+    names: &mut HashMap<String, usize>,
+) -> Result<String, SchemaError> {
+    let default_name = match spec.kind {
+        FeatureKind::KeyCount => Some("key_count".to_string()),
+        _ => spec.field.clone(),
+    };
+    let name = spec
+        .name
+        .clone()
+        .or(default_name)
+        .ok_or_else(|| feature_error(i, "name", "expected a feature name".into()))?;
+    if let Some(first) = names.insert(name.clone(), i) {
+        return Err(feature_error(
+            i,
+            "name",
+            format!("feature `{name}` is already defined by features[{first}]"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Names for an error message: `a, b`, or `none`.
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
     if v.is_empty() {
@@ -429,6 +507,74 @@ pub struct KeyState {
 
 /// All keys' state on one worker, keyed by the key's stable hash.
 pub type KeyStates = HashMap<u64, KeyState, BuildHasherDefault<PreHashed>>;
+
+/// `featurize` on one worker, epoch at a time and without timely: every
+/// key's [`KeyState`] (see the module docs). The operator hands it each
+/// epoch the input frontier has passed.
+#[derive(Clone, Debug)]
+pub struct FeaturizeMachine {
+    step_id: String,
+    worker: usize,
+    features: Arc<Features>,
+    states: KeyStates,
+    snapshot: bool,
+}
+
+impl FeaturizeMachine {
+    /// The machine of step `step_id` on `worker`, with no keys or, given
+    /// `restore`, the keys of that snapshot; `snapshot`: snapshot the state
+    /// after every epoch.
+    pub fn new(
+        step_id: &str,
+        worker: usize,
+        features: Arc<Features>,
+        snapshot: bool,
+        restore: Option<&[u8]>,
+    ) -> Result<FeaturizeMachine, StateError> {
+        let states = match restore {
+            Some(bytes) => decode(step_id, bytes)?,
+            None => KeyStates::default(),
+        };
+        Ok(FeaturizeMachine {
+            step_id: step_id.to_string(),
+            worker,
+            features,
+            states,
+            snapshot,
+        })
+    }
+
+    /// Processes one epoch: each record, in order, updates its key's state
+    /// and goes to `emit` as its [`Example`] (one at a time, so an epoch's
+    /// examples are never all held at once); returns the state after the
+    /// epoch when checkpointing.
+    pub fn on_epoch(
+        &mut self,
+        epoch: Epoch,
+        records: Vec<Record>,
+        mut emit: impl FnMut(Example),
+    ) -> Option<Snapshot> {
+        for record in records {
+            let state = self.states.entry(record.key_hash).or_default();
+            emit(self.features.compute(state, record));
+        }
+        self.snapshot.then(|| Snapshot {
+            step_id: self.step_id.clone(),
+            worker: self.worker,
+            epoch,
+            bytes: encode(&self.states),
+        })
+    }
+}
+
+/// The outputs of `featurize`, in the order they are built: each one's
+/// index among an epoch's capabilities.
+mod port {
+    pub const EXAMPLES: usize = 0;
+    pub const SNAPSHOTS: usize = 1;
+    /// How many there are (one capability each per epoch).
+    pub const COUNT: usize = 2;
+}
 
 /// The `featurize` operator. See the module docs.
 pub trait Featurize<'scope> {
@@ -462,11 +608,13 @@ impl<'scope> Featurize<'scope> for Stream<'scope, Epoch, Vec<Record>> {
         ),
         StateError,
     > {
-        let worker = self.scope().index();
-        let mut states: KeyStates = match &state.restore {
-            Some(bytes) => decode(step_id, bytes)?,
-            None => KeyStates::default(),
-        };
+        let mut machine = FeaturizeMachine::new(
+            step_id,
+            self.scope().index(),
+            features,
+            state.snapshot,
+            state.restore.as_deref(),
+        )?;
         let mut builder = OperatorBuilder::new(step_id.to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (examples_out, examples) = builder.new_output();
@@ -475,26 +623,17 @@ impl<'scope> Featurize<'scope> for Stream<'scope, Epoch, Vec<Record>> {
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Example>>>::from(examples_out);
         let mut snap_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
-        let step = step_id.to_string();
         builder.build(move |_caps| {
-            let mut stash = EpochStash::new(2);
+            let mut stash = EpochStash::new(port::COUNT);
             move |frontiers| {
                 stash.ingest(&mut input);
                 let mut examples_handle = examples_out.activate();
                 let mut snap_handle = snap_out.activate();
                 while let Some((epoch, caps, batch)) = stash.next_ready(&frontiers[0]) {
-                    let mut session = examples_handle.session(&caps[0]);
-                    for record in batch {
-                        let state = states.entry(record.key_hash).or_default();
-                        session.give(features.compute(state, record));
-                    }
-                    if state.snapshot {
-                        snap_handle.session(&caps[1]).give(Snapshot {
-                            step_id: step.clone(),
-                            worker,
-                            epoch,
-                            bytes: encode(&states),
-                        });
+                    let mut session = examples_handle.session(&caps[port::EXAMPLES]);
+                    let snapshot = machine.on_epoch(epoch, batch, |ex| session.give(ex));
+                    if let Some(snapshot) = snapshot {
+                        snap_handle.session(&caps[port::SNAPSHOTS]).give(snapshot);
                     }
                 }
             }
@@ -628,5 +767,83 @@ mod tests {
         assert!(e.message.contains("needs a vocabulary"), "{e}");
         let e = features("[[features]]\nkind = \"value\"\nfield = \"x\"\n[[features]]\nkind = \"value\"\nfield = \"x\"\n").unwrap_err();
         assert_eq!(e.path, "features[1].name");
+    }
+
+    fn keyed(key_hash: u64, amount: f64) -> Record {
+        Record {
+            key: format!("k{key_hash}"),
+            key_hash,
+            ..record(amount, "a")
+        }
+    }
+
+    fn machine(snapshot: bool, restore: Option<&[u8]>) -> FeaturizeMachine {
+        let f = Arc::new(features(ALL).unwrap());
+        FeaturizeMachine::new("featurize", 3, f, snapshot, restore).unwrap()
+    }
+
+    fn run(
+        m: &mut FeaturizeMachine,
+        epoch: Epoch,
+        records: Vec<Record>,
+    ) -> (Vec<Example>, Option<Snapshot>) {
+        let mut out = Vec::new();
+        let snapshot = m.on_epoch(epoch, records, |ex| out.push(ex));
+        (out, snapshot)
+    }
+
+    #[test]
+    fn machine_keeps_each_keys_state_and_emits_in_input_order() {
+        let mut m = machine(false, None);
+        let (out, snapshot) = run(
+            &mut m,
+            1,
+            vec![keyed(1, 10.0), keyed(2, 100.0), keyed(1, 30.0)],
+        );
+        assert_eq!(snapshot, None, "no snapshot unless checkpointing");
+        let counts: Vec<(u64, f64, f64)> = out
+            .iter()
+            .map(|e| (e.record.key_hash, e.dense[0], e.dense[1]))
+            .collect();
+        assert_eq!(counts, [(1, 1.0, 10.0), (2, 1.0, 100.0), (1, 2.0, 20.0)]);
+        let (out, _) = run(&mut m, 2, vec![keyed(2, 300.0)]);
+        assert_eq!(
+            (out[0].dense[0], out[0].dense[1]),
+            (2.0, 200.0),
+            "state carries across epochs"
+        );
+        let (out, _) = run(&mut m, 3, Vec::new());
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn machine_snapshots_restore_to_the_same_examples_and_state() {
+        let epochs: Vec<Vec<Record>> = vec![
+            vec![keyed(1, 10.0), keyed(2, 5.0)],
+            vec![keyed(1, 12.0), keyed(3, 7.0), keyed(2, 1.0)],
+            vec![keyed(3, 70.0), keyed(1, 11.0), keyed(2, 4.0)],
+        ];
+        let mut whole = machine(true, None);
+        let mut snapshots = Vec::new();
+        let mut last = Vec::new();
+        for (e, records) in epochs.iter().enumerate() {
+            let (out, snapshot) = run(&mut whole, e as Epoch + 1, records.clone());
+            let snapshot = snapshot.expect("checkpointing");
+            assert_eq!(
+                (snapshot.step_id.as_str(), snapshot.worker, snapshot.epoch),
+                ("featurize", 3, e as Epoch + 1)
+            );
+            snapshots.push(snapshot);
+            last = out;
+        }
+        // The snapshot is the per-key state map as it always was (bincode of `KeyStates`).
+        let states: KeyStates = decode("featurize", &snapshots[1].bytes).unwrap();
+        assert_eq!(states.len(), 3);
+        assert_eq!(states[&1].count, 2);
+        let mut resumed = machine(true, Some(&snapshots[1].bytes));
+        let (out, snapshot) = run(&mut resumed, 3, epochs[2].clone());
+        assert_eq!(out, last);
+        let state = |s: &Snapshot| decode::<KeyStates>("featurize", &s.bytes).unwrap();
+        assert_eq!(state(&snapshot.unwrap()), state(&snapshots[2]));
     }
 }

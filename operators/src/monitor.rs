@@ -16,6 +16,12 @@
 //! model's error stream, the end-to-end latency, sink batch sizes, landed
 //! files, a restart — are fed with each completed epoch ([`EpochFacts`]).
 //! All of it is serializable: the coordinator checkpoints it with the epoch.
+//! **Shape:** [`Monitors::epoch`] merges the workers' aggregates into the
+//! open windows, has every per-epoch rule find what it finds in the epoch's
+//! signals, then closes the windows the watermark has passed, where every
+//! windowed rule reads the window (a count, an aggregate, a log-mass, a
+//! histogram, a gap) and its reading goes through the alert lifecycle. One
+//! function per rule kind does the reading; none of it touches timely.
 //!
 //! | `kind` | series | detector |
 //! |---|---|---|
@@ -279,181 +285,181 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// The series a set of monitors needs.
+    /// The series a set of monitors needs. Each rule is checked in turn
+    /// ([`Watched::admit`]); the first error found is the one returned.
     pub fn new(schema: &Schema, specs: &[MonitorSpec]) -> Result<Watched, SchemaError> {
-        let mut series = Vec::new();
-        let mut hist = Vec::new();
-        let mut groups: Vec<(usize, Vec<String>)> = Vec::new();
-        let mut window_ms = i64::MAX;
+        let mut watched = Watched {
+            window_ms: i64::MAX,
+            series: Vec::new(),
+            hist: Vec::new(),
+            groups: Vec::new(),
+        };
         let mut ids = BTreeMap::new();
         for (i, m) in specs.iter().enumerate() {
-            let path = format!("monitors[{i}]");
-            let e = |key: &str, message: String| SchemaError {
-                path: format!("{path}.{key}"),
-                message,
-            };
-            if m.id.is_empty()
-                || !m
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            {
-                return Err(e("id", "expected a lower_snake_case rule id".into()));
-            }
-            if let Some(first) = ids.insert(m.id.clone(), i) {
-                return Err(e(
-                    "id",
-                    format!("rule `{}` is already defined by monitors[{first}]", m.id),
-                ));
-            }
-            if m.window_ms <= 0 {
-                return Err(e("window_ms", "expected a positive window".into()));
-            }
-            match (&m.fields, m.kind == MonitorKind::Multivariate) {
-                (None, true) => {
-                    return Err(e(
-                        "fields",
-                        "expected the fields to watch together (numeric fields or `score`)".into(),
-                    ))
+            watched.admit(schema, i, m, &mut ids)?;
+        }
+        if watched.window_ms == i64::MAX {
+            watched.window_ms = default_window();
+        }
+        Ok(watched)
+    }
+
+    /// Checks `monitors[i]` and adds what it watches: its id (unique among
+    /// `ids`), its window, its fields, its group and the options only some
+    /// kinds take, in that order. A windowed rule's window bounds the shared one.
+    fn admit(
+        &mut self,
+        schema: &Schema,
+        i: usize,
+        m: &MonitorSpec,
+        ids: &mut BTreeMap<String, usize>,
+    ) -> Result<(), SchemaError> {
+        check_rule_id(i, m, ids)?;
+        if m.window_ms <= 0 {
+            return Err(rule_error(
+                i,
+                "window_ms",
+                "expected a positive window".into(),
+            ));
+        }
+        self.watch_fields(schema, i, m)?;
+        self.watch_field(schema, i, m)?;
+        self.watch_group(schema, i, m)?;
+        check_kind_options(i, m)?;
+        if m.kind.windowed() {
+            self.window_ms = self.window_ms.min(m.window_ms);
+        }
+        Ok(())
+    }
+
+    /// `fields`: only `multivariate` takes them, at least two, each a series.
+    fn watch_fields(
+        &mut self,
+        schema: &Schema,
+        i: usize,
+        m: &MonitorSpec,
+    ) -> Result<(), SchemaError> {
+        let e = |key: &str, message: String| rule_error(i, key, message);
+        match (&m.fields, m.kind == MonitorKind::Multivariate) {
+            (None, true) => Err(e(
+                "fields",
+                "expected the fields to watch together (numeric fields or `score`)".into(),
+            )),
+            (Some(fs), true) => {
+                if fs.len() < 2 {
+                    return Err(e("fields", "expected at least two fields".into()));
                 }
-                (Some(fs), true) => {
-                    if fs.len() < 2 {
-                        return Err(e("fields", "expected at least two fields".into()));
-                    }
-                    for f in fs {
-                        let s = field_series(schema, f).ok_or_else(|| {
-                            e(
-                                "fields",
-                                format!("`{f}` is not a numeric field of the schema, nor `score`"),
-                            )
-                        })?;
-                        if !series.contains(&s) {
-                            series.push(s);
-                        }
-                    }
-                }
-                (Some(_), false) => {
-                    return Err(e(
-                        "fields",
-                        format!(
-                            "only `multivariate` monitors take `fields`, not `{}` (use `field`)",
-                            kind_key(m.kind)
-                        ),
-                    ))
-                }
-                (None, false) => {}
-            }
-            let needs_field = matches!(
-                m.kind,
-                MonitorKind::Spike | MonitorKind::ChangePoint | MonitorKind::Drift
-            );
-            match (&m.field, needs_field) {
-                (None, true) => {
-                    return Err(e(
-                        "field",
-                        "expected the field to watch (a numeric field, or `score`)".into(),
-                    ))
-                }
-                (Some(f), true) => {
+                for f in fs {
                     let s = field_series(schema, f).ok_or_else(|| {
                         e(
-                            "field",
+                            "fields",
                             format!("`{f}` is not a numeric field of the schema, nor `score`"),
                         )
                     })?;
-                    if m.kind == MonitorKind::Drift {
-                        if !hist.contains(&s) {
-                            hist.push(s);
-                        }
-                    } else if !series.contains(&s) {
-                        series.push(s);
+                    if !self.series.contains(&s) {
+                        self.series.push(s);
                     }
                 }
-                (Some(_), false) => {
-                    return Err(e(
-                        "field",
-                        format!("`{}` monitors read no field", kind_key(m.kind)),
-                    ))
-                }
-                (None, false) => {}
+                Ok(())
             }
-            if let Some(g) = m.group_by.as_ref().filter(|_| {
-                m.kind != MonitorKind::IdleSource || m.group_by.as_deref() != Some("partition")
-            }) {
-                if m.kind == MonitorKind::IdleSource {
-                    return Err(e(
-                        "group_by",
-                        format!("`idle_source` groups only by `partition` (Kafka), not `{g}`"),
-                    ));
-                }
-                if m.kind != MonitorKind::Volume {
-                    return Err(e(
-                        "group_by",
-                        format!("only `volume` (by a categorical field) and `idle_source` (by `partition`) monitors group, not `{}`", kind_key(m.kind)),
-                    ));
-                }
-                let Some(ci) = schema.categorical.iter().position(|c| &c.name == g) else {
-                    return Err(e(
-                        "group_by",
-                        format!("`{g}` is not a categorical field of the schema"),
-                    ));
-                };
-                let Some(vocab) = schema.categorical[ci].vocabulary.clone() else {
-                    return Err(e(
-                        "group_by",
-                        format!("`{g}` has no vocabulary: groups must be a declared, bounded set of values"),
-                    ));
-                };
-                if !groups.iter().any(|(c, _)| *c == ci) {
-                    groups.push((ci, vocab));
-                }
-            }
-            if m.percentile.is_some() && m.kind != MonitorKind::Latency {
-                return Err(e(
-                    "percentile",
-                    "only `latency` monitors take a percentile".into(),
-                ));
-            }
-            if let Some(p) = m.percentile {
-                if !(0.0..=100.0).contains(&p) || p == 0.0 {
-                    return Err(e(
-                        "percentile",
-                        format!("expected a percentile in (0, 100], found {p}"),
-                    ));
-                }
-            }
-            if m.block_records.is_some() && m.kind != MonitorKind::ErrorRate {
-                return Err(e(
-                    "block_records",
-                    "only `error_rate` monitors take `block_records`".into(),
-                ));
-            }
-            if m.block_records.is_some_and(|b| b < 50) {
-                return Err(e(
-                    "block_records",
-                    "expected at least 50 labelled records per block".into(),
-                ));
-            }
-            if m.current.is_some() && m.kind != MonitorKind::Drift {
-                return Err(e(
-                    "current",
-                    "only `drift` monitors take `current` windows".into(),
-                ));
-            }
-            if m.kind.windowed() {
-                window_ms = window_ms.min(m.window_ms);
-            }
+            (Some(_), false) => Err(e(
+                "fields",
+                format!(
+                    "only `multivariate` monitors take `fields`, not `{}` (use `field`)",
+                    kind_key(m.kind)
+                ),
+            )),
+            (None, false) => Ok(()),
         }
-        Ok(Watched {
-            window_ms: if window_ms == i64::MAX {
-                default_window()
-            } else {
-                window_ms
-            },
-            series,
-            hist,
-            groups,
-        })
+    }
+
+    /// `field`: `spike`, `change_point` and `drift` need one (a series;
+    /// `drift` reads its histogram), the others take none.
+    fn watch_field(
+        &mut self,
+        schema: &Schema,
+        i: usize,
+        m: &MonitorSpec,
+    ) -> Result<(), SchemaError> {
+        let e = |key: &str, message: String| rule_error(i, key, message);
+        let needs_field = matches!(
+            m.kind,
+            MonitorKind::Spike | MonitorKind::ChangePoint | MonitorKind::Drift
+        );
+        match (&m.field, needs_field) {
+            (None, true) => Err(e(
+                "field",
+                "expected the field to watch (a numeric field, or `score`)".into(),
+            )),
+            (Some(f), true) => {
+                let s = field_series(schema, f).ok_or_else(|| {
+                    e(
+                        "field",
+                        format!("`{f}` is not a numeric field of the schema, nor `score`"),
+                    )
+                })?;
+                if m.kind == MonitorKind::Drift {
+                    if !self.hist.contains(&s) {
+                        self.hist.push(s);
+                    }
+                } else if !self.series.contains(&s) {
+                    self.series.push(s);
+                }
+                Ok(())
+            }
+            (Some(_), false) => Err(e(
+                "field",
+                format!("`{}` monitors read no field", kind_key(m.kind)),
+            )),
+            (None, false) => Ok(()),
+        }
+    }
+
+    /// `group_by`: `volume` groups by a categorical field with a vocabulary
+    /// (whose counts then get slots), `idle_source` only by `partition`
+    /// (Kafka; no slots: the coordinator tracks partitions).
+    fn watch_group(
+        &mut self,
+        schema: &Schema,
+        i: usize,
+        m: &MonitorSpec,
+    ) -> Result<(), SchemaError> {
+        let e = |key: &str, message: String| rule_error(i, key, message);
+        let Some(g) = m.group_by.as_ref().filter(|_| {
+            m.kind != MonitorKind::IdleSource || m.group_by.as_deref() != Some("partition")
+        }) else {
+            return Ok(());
+        };
+        if m.kind == MonitorKind::IdleSource {
+            return Err(e(
+                "group_by",
+                format!("`idle_source` groups only by `partition` (Kafka), not `{g}`"),
+            ));
+        }
+        if m.kind != MonitorKind::Volume {
+            return Err(e(
+                "group_by",
+                format!("only `volume` (by a categorical field) and `idle_source` (by `partition`) monitors group, not `{}`", kind_key(m.kind)),
+            ));
+        }
+        let Some(ci) = schema.categorical.iter().position(|c| &c.name == g) else {
+            return Err(e(
+                "group_by",
+                format!("`{g}` is not a categorical field of the schema"),
+            ));
+        };
+        let Some(vocab) = schema.categorical[ci].vocabulary.clone() else {
+            return Err(e(
+                "group_by",
+                format!(
+                    "`{g}` has no vocabulary: groups must be a declared, bounded set of values"
+                ),
+            ));
+        };
+        if !self.groups.iter().any(|(c, _)| *c == ci) {
+            self.groups.push((ci, vocab));
+        }
+        Ok(())
     }
 
     /// The slots of a `multivariate` rule's fields.
@@ -563,6 +569,82 @@ impl WindowPartial {
     }
 }
 
+/// An error in `monitors[i].key`.
+fn rule_error(i: usize, key: &str, message: String) -> SchemaError {
+    SchemaError {
+        path: format!("monitors[{i}].{key}"),
+        message,
+    }
+}
+
+/// A rule id is lower snake case and names one rule only (`ids`: id → the
+/// first rule with it).
+fn check_rule_id(
+    i: usize,
+    m: &MonitorSpec,
+    ids: &mut BTreeMap<String, usize>,
+) -> Result<(), SchemaError> {
+    if m.id.is_empty()
+        || !m
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(rule_error(
+            i,
+            "id",
+            "expected a lower_snake_case rule id".into(),
+        ));
+    }
+    if let Some(first) = ids.insert(m.id.clone(), i) {
+        return Err(rule_error(
+            i,
+            "id",
+            format!("rule `{}` is already defined by monitors[{first}]", m.id),
+        ));
+    }
+    Ok(())
+}
+
+/// The options only one kind takes: `percentile` (`latency`, in (0, 100]),
+/// `block_records` (`error_rate`, at least 50) and `current` (`drift`).
+fn check_kind_options(i: usize, m: &MonitorSpec) -> Result<(), SchemaError> {
+    let e = |key: &str, message: String| rule_error(i, key, message);
+    if m.percentile.is_some() && m.kind != MonitorKind::Latency {
+        return Err(e(
+            "percentile",
+            "only `latency` monitors take a percentile".into(),
+        ));
+    }
+    if let Some(p) = m.percentile {
+        if !(0.0..=100.0).contains(&p) || p == 0.0 {
+            return Err(e(
+                "percentile",
+                format!("expected a percentile in (0, 100], found {p}"),
+            ));
+        }
+    }
+    if m.block_records.is_some() && m.kind != MonitorKind::ErrorRate {
+        return Err(e(
+            "block_records",
+            "only `error_rate` monitors take `block_records`".into(),
+        ));
+    }
+    if m.block_records.is_some_and(|b| b < 50) {
+        return Err(e(
+            "block_records",
+            "expected at least 50 labelled records per block".into(),
+        ));
+    }
+    if m.current.is_some() && m.kind != MonitorKind::Drift {
+        return Err(e(
+            "current",
+            "only `drift` monitors take `current` windows".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A watched series: `None` for the score, `Some(i)` for numeric field `i`; `None` if neither.
 fn field_series(schema: &Schema, f: &str) -> Option<Option<usize>> {
     if f == "score" {
@@ -657,6 +739,116 @@ struct Rule {
     direction: i8,
 }
 
+impl Detector {
+    /// The detector of a new `m` rule, with the kind's default threshold
+    /// where `m` gives none (see the module docs).
+    fn for_spec(m: &MonitorSpec) -> Detector {
+        let threshold = m.threshold;
+        match m.kind {
+            MonitorKind::Volume
+            | MonitorKind::Spike
+            | MonitorKind::FileSize
+            | MonitorKind::BatchSize => Detector::Spike(SpikeDip::new(
+                m.history,
+                threshold.unwrap_or(DEFAULT_Z),
+                Direction::Both,
+            )),
+            MonitorKind::Multivariate => {
+                let dims = m.fields.as_ref().map_or(2, Vec::len);
+                // The id seeds the trees: the same rule builds the same trees in every run.
+                let seed = crate::hash::bytes_hash(m.id.as_bytes());
+                Detector::Multi(
+                    HalfSpaceTrees::new(dims, 25, 8, m.history.max(10), seed),
+                    SpikeDip::new(m.history, threshold.unwrap_or(DEFAULT_Z), Direction::Dips),
+                )
+            }
+            MonitorKind::ChangePoint => Detector::Change(PageHinkley::new(
+                0.5,
+                threshold.unwrap_or(25.0),
+                m.history as u64,
+            )),
+            MonitorKind::Drift => Detector::Drift(HistDrift::new(
+                m.history,
+                m.current.unwrap_or(3),
+                threshold.unwrap_or(0.2),
+                0.1,
+            )),
+            // A concept drift shows in how the model ranks records (the 0/1
+            // error rate of a rare-positive stream barely moves).
+            MonitorKind::ErrorRate => Detector::Quality(QualityDrift::new(
+                m.block_records.unwrap_or(1000),
+                m.history,
+                threshold.unwrap_or(DEFAULT_H),
+            )),
+            MonitorKind::Staleness => {
+                Detector::Threshold(threshold.unwrap_or(3.0 * m.window_ms as f64))
+            }
+            MonitorKind::RejectedRate => Detector::Threshold(threshold.unwrap_or(0.05)),
+            MonitorKind::Latency => Detector::Threshold(threshold.unwrap_or(60_000.0)),
+            MonitorKind::Restart => Detector::Threshold(0.0),
+            MonitorKind::IdleSource => Detector::Threshold(threshold.unwrap_or(300_000.0)),
+            MonitorKind::WatermarkStall => Detector::Threshold(threshold.unwrap_or(60_000.0)),
+            MonitorKind::Errors => Detector::Threshold(threshold.unwrap_or(0.0)),
+        }
+    }
+}
+
+impl Rule {
+    /// A quiet rule `spec` for `group`, reading slot `series` with `detector`.
+    fn new(spec: &MonitorSpec, group: Option<String>, series: usize, detector: Detector) -> Rule {
+        Rule {
+            spec: spec.clone(),
+            group,
+            series,
+            detector,
+            firing: false,
+            quiet: 0,
+            last_seen_end: None,
+            recent: std::collections::VecDeque::new(),
+            since_ms: None,
+            direction: 0,
+            slots: Vec::new(),
+        }
+    }
+
+    /// The rules `m` makes: a grouped `volume` rule one per value of its
+    /// group (and one for "(other)"), each on its count's slot; a `spike`
+    /// or `change_point` rule one on its series' slot, a `drift` rule one on
+    /// its histogram, a `multivariate` rule one on its fields' slots; any
+    /// other one rule on slot 0 (the record count).
+    fn instances(m: &MonitorSpec, schema: &Schema, watched: &Watched) -> Vec<Rule> {
+        let detector = Detector::for_spec(m);
+        let rule =
+            |group: Option<String>, series: usize| Rule::new(m, group, series, detector.clone());
+        match (m.kind, &m.group_by) {
+            (MonitorKind::Volume, Some(g)) => {
+                let (ci, vocab) = watched
+                    .groups
+                    .iter()
+                    .find(|(c, _)| schema.categorical[*c].name == *g)
+                    .expect("validated by Watched::new");
+                let at = watched.group_offset(*ci);
+                vocab
+                    .iter()
+                    .chain(std::iter::once(&"(other)".to_string()))
+                    .enumerate()
+                    .map(|(k, v)| rule(Some(v.clone()), at + k))
+                    .collect()
+            }
+            (MonitorKind::Spike | MonitorKind::ChangePoint, _) => {
+                vec![rule(None, watched.index(&m.field, schema))]
+            }
+            (MonitorKind::Drift, _) => vec![rule(None, watched.hist_index(&m.field, schema))],
+            (MonitorKind::Multivariate, _) => {
+                let mut r = rule(None, 0);
+                r.slots = watched.indices(m.fields.as_deref().unwrap_or_default(), schema);
+                vec![r]
+            }
+            _ => vec![rule(None, 0)],
+        }
+    }
+}
+
 /// The coordinator's half: rules, open windows, watermark. See the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Monitors {
@@ -705,108 +897,18 @@ impl PartialEq for ClosedForm {
 const DEFAULT_Z: f64 = 6.0;
 
 impl Monitors {
-    /// Rules for `specs` over the `watched` series.
+    /// Rules for `specs` over the `watched` series: one per spec, or one per
+    /// group for a grouped `volume` rule ([`Rule::instances`]).
     pub fn new(
         schema: &Schema,
         specs: &[MonitorSpec],
         watched: &Watched,
         allowed_lateness_ms: i64,
     ) -> Monitors {
-        let mut rules = Vec::new();
-        for m in specs {
-            let threshold = m.threshold;
-            let spike = || {
-                Detector::Spike(SpikeDip::new(
-                    m.history,
-                    threshold.unwrap_or(DEFAULT_Z),
-                    Direction::Both,
-                ))
-            };
-            let detector = match m.kind {
-                MonitorKind::Volume
-                | MonitorKind::Spike
-                | MonitorKind::FileSize
-                | MonitorKind::BatchSize => spike(),
-                MonitorKind::Multivariate => {
-                    let dims = m.fields.as_ref().map_or(2, Vec::len);
-                    // The id seeds the trees: the same rule builds the same trees in every run.
-                    let seed = crate::hash::bytes_hash(m.id.as_bytes());
-                    Detector::Multi(
-                        HalfSpaceTrees::new(dims, 25, 8, m.history.max(10), seed),
-                        SpikeDip::new(m.history, threshold.unwrap_or(DEFAULT_Z), Direction::Dips),
-                    )
-                }
-                MonitorKind::ChangePoint => Detector::Change(PageHinkley::new(
-                    0.5,
-                    threshold.unwrap_or(25.0),
-                    m.history as u64,
-                )),
-                MonitorKind::Drift => Detector::Drift(HistDrift::new(
-                    m.history,
-                    m.current.unwrap_or(3),
-                    threshold.unwrap_or(0.2),
-                    0.1,
-                )),
-                // A concept drift shows in how the model ranks records (the 0/1
-                // error rate of a rare-positive stream barely moves).
-                MonitorKind::ErrorRate => Detector::Quality(QualityDrift::new(
-                    m.block_records.unwrap_or(1000),
-                    m.history,
-                    threshold.unwrap_or(DEFAULT_H),
-                )),
-                MonitorKind::Staleness => {
-                    Detector::Threshold(threshold.unwrap_or(3.0 * m.window_ms as f64))
-                }
-                MonitorKind::RejectedRate => Detector::Threshold(threshold.unwrap_or(0.05)),
-                MonitorKind::Latency => Detector::Threshold(threshold.unwrap_or(60_000.0)),
-                MonitorKind::Restart => Detector::Threshold(0.0),
-                MonitorKind::IdleSource => Detector::Threshold(threshold.unwrap_or(300_000.0)),
-                MonitorKind::WatermarkStall => Detector::Threshold(threshold.unwrap_or(60_000.0)),
-                MonitorKind::Errors => Detector::Threshold(threshold.unwrap_or(0.0)),
-            };
-            let rule = |group: Option<String>, series: usize| Rule {
-                spec: m.clone(),
-                group,
-                series,
-                detector: detector.clone(),
-                firing: false,
-                quiet: 0,
-                last_seen_end: None,
-                recent: std::collections::VecDeque::new(),
-                since_ms: None,
-                direction: 0,
-                slots: Vec::new(),
-            };
-            match (m.kind, &m.group_by) {
-                (MonitorKind::Volume, Some(g)) => {
-                    let (ci, vocab) = watched
-                        .groups
-                        .iter()
-                        .find(|(c, _)| schema.categorical[*c].name == *g)
-                        .expect("validated by Watched::new");
-                    let at = watched.group_offset(*ci);
-                    for (k, v) in vocab
-                        .iter()
-                        .chain(std::iter::once(&"(other)".to_string()))
-                        .enumerate()
-                    {
-                        rules.push(rule(Some(v.clone()), at + k));
-                    }
-                }
-                (MonitorKind::Spike | MonitorKind::ChangePoint, _) => {
-                    rules.push(rule(None, watched.index(&m.field, schema)))
-                }
-                (MonitorKind::Drift, _) => {
-                    rules.push(rule(None, watched.hist_index(&m.field, schema)))
-                }
-                (MonitorKind::Multivariate, _) => {
-                    let mut r = rule(None, 0);
-                    r.slots = watched.indices(m.fields.as_deref().unwrap_or_default(), schema);
-                    rules.push(r);
-                }
-                _ => rules.push(rule(None, 0)),
-            }
-        }
+        let rules = specs
+            .iter()
+            .flat_map(|m| Rule::instances(m, schema, watched))
+            .collect();
         Monitors {
             window_ms: watched.window_ms,
             allowed_lateness_ms,
@@ -940,11 +1042,14 @@ impl Monitors {
         alerts
     }
 
-    /// Judges one completed epoch; returns the alerts it raises.
+    /// Judges one completed epoch; returns the alerts it raises: the
+    /// workers' window aggregates join the open windows, the watermark
+    /// moves, the per-epoch and per-file rules judge the epoch, then the
+    /// windows the watermark has passed are closed and judged.
     pub fn epoch(&mut self, facts: EpochFacts<'_>) -> Vec<Alert> {
         let EpochFacts {
             epoch,
-            mut partials,
+            partials,
             tally,
             predictions,
             latest_ms,
@@ -954,164 +1059,105 @@ impl Monitors {
             io_errors,
         } = facts;
         let mut alerts = Vec::new();
+        let arrivals = self.merge_partials(partials);
+        if let Some(t) = latest_ms {
+            self.watermark = self.watermark.max(t - self.allowed_lateness_ms);
+        }
+        let signals = EpochSignals {
+            input: tally.input,
+            rejected: tally.rejected_total() as f64 / tally.input.max(1) as f64,
+            predictions,
+            arrivals,
+            latest_ms,
+            files,
+            rows_committed,
+            now_ms,
+            io_errors,
+            restart: self.restart.take(),
+        };
+        // Per-epoch and per-file rules first: a concept drift they find this
+        // epoch explains the score drift the windows may show.
+        self.judge_epoch_rules(epoch, &signals, &mut alerts);
+        self.close_windows(epoch, &mut alerts);
+        alerts
+    }
+
+    /// Every worker's window aggregates of an epoch into the open windows,
+    /// in worker order (so sums are deterministic); returns their records'
+    /// arrival times.
+    fn merge_partials(&mut self, mut partials: Vec<WindowPartial>) -> Vec<(i64, u64)> {
         partials.sort_by_key(|p| p.worker);
         let mut arrivals = Vec::new();
         for p in partials {
             arrivals.extend(p.arrivals);
-            use std::collections::btree_map::Entry;
             for (start, w) in p.windows {
-                if self.closed_until.is_some_and(|c| start < c) {
-                    continue; // Late for a closed window: already judged.
-                }
-                match self.open.entry(start) {
-                    // The first worker's aggregates are the window's (no copy).
-                    Entry::Vacant(e) if w.len() == self.width => {
-                        e.insert(w);
-                    }
-                    e => {
-                        let slot =
-                            e.or_insert_with(|| vec![(0, 0.0, f64::NEG_INFINITY); self.width]);
-                        for (a, b) in slot.iter_mut().zip(w) {
-                            a.0 += b.0;
-                            a.1 += b.1;
-                            a.2 = a.2.max(b.2);
-                        }
-                    }
-                }
+                self.merge_window(start, w);
             }
             for (start, hs) in p.hists {
-                if self.closed_until.is_some_and(|c| start < c) {
-                    continue;
+                self.merge_hists(start, hs);
+            }
+        }
+        arrivals
+    }
+
+    /// One worker's `(count, sum, max)` slots of the window at `start` into
+    /// the open one; dropped if that window is closed (already judged).
+    fn merge_window(&mut self, start: i64, w: Vec<(u64, f64, f64)>) {
+        use std::collections::btree_map::Entry;
+        if self.closed_until.is_some_and(|c| start < c) {
+            return; // Late for a closed window: already judged.
+        }
+        match self.open.entry(start) {
+            // The first worker's aggregates are the window's (no copy).
+            Entry::Vacant(e) if w.len() == self.width => {
+                e.insert(w);
+            }
+            e => {
+                let slot = e.or_insert_with(|| vec![(0, 0.0, f64::NEG_INFINITY); self.width]);
+                for (a, b) in slot.iter_mut().zip(w) {
+                    a.0 += b.0;
+                    a.1 += b.1;
+                    a.2 = a.2.max(b.2);
                 }
-                match self.open_hists.entry(start) {
-                    Entry::Vacant(e) if hs.len() == self.hist_width => {
-                        e.insert(hs);
-                    }
-                    e => {
-                        let slot = e.or_insert_with(|| vec![Histogram::new(); self.hist_width]);
-                        for (a, b) in slot.iter_mut().zip(hs) {
-                            for (bin, n) in b {
-                                *a.entry(bin).or_default() += n;
-                            }
-                        }
+            }
+        }
+    }
+
+    /// One worker's drift histograms of the window at `start` into the open
+    /// ones; dropped if that window is closed.
+    fn merge_hists(&mut self, start: i64, hs: Vec<Histogram>) {
+        use std::collections::btree_map::Entry;
+        if self.closed_until.is_some_and(|c| start < c) {
+            return;
+        }
+        match self.open_hists.entry(start) {
+            Entry::Vacant(e) if hs.len() == self.hist_width => {
+                e.insert(hs);
+            }
+            e => {
+                let slot = e.or_insert_with(|| vec![Histogram::new(); self.hist_width]);
+                for (a, b) in slot.iter_mut().zip(hs) {
+                    for (bin, n) in b {
+                        *a.entry(bin).or_default() += n;
                     }
                 }
             }
         }
-        if let Some(t) = latest_ms {
-            self.watermark = self.watermark.max(t - self.allowed_lateness_ms);
-        }
-        // Per-epoch and per-file rules first: a concept drift they find this
-        // epoch explains the score drift the windows may show.
-        let rejected = tally.rejected_total() as f64 / tally.input.max(1) as f64;
-        let at = latest_ms.unwrap_or(0);
-        let restart = self.restart.take();
+    }
+
+    /// The per-epoch and per-file rules, in rule order, on `signals`; then
+    /// notes whether a concept drift (`error_rate`) is firing as of the
+    /// epoch's latest event time.
+    fn judge_epoch_rules(
+        &mut self,
+        epoch: Epoch,
+        signals: &EpochSignals<'_>,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let at = signals.latest_ms.unwrap_or(0);
         for i in 0..self.rules.len() {
-            let rule = &mut self.rules[i];
-            let threshold = match rule.detector {
-                Detector::Threshold(t) => t,
-                _ => f64::NAN,
-            };
-            let over = |x: f64| Assessment {
-                score: crate::detect::squash(x, threshold),
-                anomalous: x > threshold,
-            };
-            let found: Vec<Finding> = match rule.spec.kind {
-                MonitorKind::RejectedRate if tally.input > 0 => {
-                    vec![(over(rejected), rejected, Some((0.0, threshold)), None)]
-                }
-                MonitorKind::ErrorRate if !predictions.is_empty() => {
-                    let Detector::Quality(q) = &mut rule.detector else {
-                        unreachable!()
-                    };
-                    // The epoch's worst block, if one ended in it.
-                    let mut worst: Option<(Assessment, f64, Option<(f64, f64)>)> = None;
-                    for (score, label) in predictions {
-                        if let Some(a) = q.update(*score, *label) {
-                            let (auc, expected) = q.last.unwrap_or((f64::NAN, None));
-                            if worst.as_ref().is_none_or(|w| a.score >= w.0.score) {
-                                worst = Some((a, auc, expected));
-                            }
-                        }
-                    }
-                    let block = rule.spec.block_records.unwrap_or(1000);
-                    worst
-                        .map(|(a, auc, expected)| {
-                            let detail = format!("ROC AUC of the last {block} labelled records");
-                            (a, auc, expected, Some(detail))
-                        })
-                        .into_iter()
-                        .collect()
-                }
-                MonitorKind::Latency if !arrivals.is_empty() => {
-                    let p = rule.spec.percentile.unwrap_or(99.0);
-                    let l = latency_percentiles(&arrivals, now_ms, &[p])[0];
-                    vec![(over(l), l, Some((0.0, threshold)), None)]
-                }
-                MonitorKind::BatchSize if rows_committed > 0 => {
-                    let Detector::Spike(d) = &mut rule.detector else {
-                        unreachable!()
-                    };
-                    let a = d.update((rows_committed as f64).ln());
-                    vec![(a, rows_committed as f64, None, None)]
-                }
-                MonitorKind::FileSize => {
-                    let Detector::Spike(d) = &mut rule.detector else {
-                        unreachable!()
-                    };
-                    files
-                        .iter()
-                        .map(|(name, bytes)| {
-                            let a = d.update((*bytes as f64 + 1.0).ln());
-                            (a, *bytes as f64, None, Some(name.clone()))
-                        })
-                        .collect()
-                }
-                MonitorKind::Errors => {
-                    let n = io_errors as f64;
-                    vec![(over(n), n, Some((0.0, threshold)), None)]
-                }
-                MonitorKind::WatermarkStall if tally.input > 0 => {
-                    // Records arrived; has the watermark moved since the last time they did?
-                    let wm = latest_ms.unwrap_or(i64::MIN);
-                    if rule.last_seen_end.is_none_or(|seen| wm > seen) {
-                        rule.last_seen_end = Some(wm);
-                        rule.since_ms = Some(now_ms);
-                    }
-                    let stalled = (now_ms - rule.since_ms.unwrap_or(now_ms)).max(0) as f64;
-                    vec![(over(stalled), stalled, Some((0.0, threshold)), None)]
-                }
-                MonitorKind::Restart => {
-                    let fired = restart.is_some();
-                    vec![(
-                        Assessment {
-                            score: if fired { 1.0 } else { 0.0 },
-                            anomalous: fired,
-                        },
-                        if fired { 1.0 } else { 0.0 },
-                        None,
-                        restart.clone(),
-                    )]
-                }
-                _ => Vec::new(),
-            };
-            for (assessment, observed, expected, detail) in found {
-                let rule = &mut self.rules[i];
-                rule.recent.push_back(observed);
-                if rule.recent.len() > rule.spec.history.max(5) {
-                    rule.recent.pop_front();
-                }
-                let expected = expected.or_else(|| expected_range(rule.recent.make_contiguous()));
-                self.lifecycle(
-                    i,
-                    epoch,
-                    (at, at),
-                    assessment,
-                    observed,
-                    expected,
-                    detail,
-                    &mut alerts,
-                );
+            for finding in signals.findings(&mut self.rules[i]) {
+                self.report_epoch_finding(i, epoch, at, finding, alerts);
             }
         }
         if self
@@ -1121,8 +1167,35 @@ impl Monitors {
         {
             self.concept_drift_ms = Some(at);
         }
-        self.close_windows(epoch, &mut alerts);
-        alerts
+    }
+
+    /// Rule `i`'s finding in an epoch (at event time `at`) through its
+    /// lifecycle: the observed value joins its recent ones, which give the
+    /// expected range when the detector has none.
+    fn report_epoch_finding(
+        &mut self,
+        i: usize,
+        epoch: Epoch,
+        at: i64,
+        (assessment, observed, expected, detail): Finding,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let rule = &mut self.rules[i];
+        rule.recent.push_back(observed);
+        if rule.recent.len() > rule.spec.history.max(5) {
+            rule.recent.pop_front();
+        }
+        let expected = expected.or_else(|| expected_range(rule.recent.make_contiguous()));
+        self.lifecycle(
+            i,
+            epoch,
+            (at, at),
+            assessment,
+            observed,
+            expected,
+            detail,
+            alerts,
+        );
     }
 
     /// Closes every window that ends at or before the watermark, in
@@ -1234,6 +1307,8 @@ impl Monitors {
             .min()
     }
 
+    /// Judges the closed window at `start` (its slots `w`, its drift
+    /// histograms `hists`) with every windowed rule, in rule order.
     fn close_window(
         &mut self,
         epoch: Epoch,
@@ -1244,205 +1319,114 @@ impl Monitors {
     ) {
         let end = start + self.window_ms;
         for i in 0..self.rules.len() {
-            let rule = &mut self.rules[i];
-            let count = w[0].0;
-            let mut drift = None;
-            // Windows a spike or volume rule compared with, if fewer than a full baseline.
-            let mut short = None;
-            // Whether the value is above (1) or below (−1) what a spike or volume rule expected.
-            let mut direction = None;
-            // A multivariate rule's window vector, for its alert.
-            let mut combination: Option<String> = None;
-            let side = |d: &SpikeDip, x: f64| d.z(x).map(|z| if z >= 0.0 { 1i8 } else { -1 });
-            let (observed, assessment) = match rule.spec.kind {
-                MonitorKind::Volume => {
-                    let Detector::Spike(d) = &mut rule.detector else {
-                        unreachable!()
-                    };
-                    let n = w[rule.series].0 as f64;
-                    short = d.short_baseline();
-                    direction = side(d, n);
-                    (n, d.update_count(n))
-                }
-                MonitorKind::Spike | MonitorKind::ChangePoint => {
-                    let (n, sum, max) = w[rule.series];
-                    if n == 0 {
-                        continue; // No values: nothing to say about their level.
-                    }
-                    let v = aggregate(rule.spec.aggregate, (n, sum, max));
-                    let a = match &mut rule.detector {
-                        Detector::Spike(d) => {
-                            short = d.short_baseline();
-                            direction = side(d, v);
-                            d.update(v)
-                        }
-                        Detector::Change(d) => d.update(v),
-                        _ => unreachable!(),
-                    };
-                    (v, a)
-                }
-                MonitorKind::Multivariate => {
-                    let Detector::Multi(trees, mass) = &mut rule.detector else {
-                        unreachable!()
-                    };
-                    if rule.slots.iter().any(|&k| w[k].0 == 0) {
-                        continue; // No values: nothing to say about their joint level.
-                    }
-                    let v: Vec<f64> = rule
-                        .slots
-                        .iter()
-                        .map(|&k| aggregate(rule.spec.aggregate, w[k]))
-                        .collect();
-                    let fields = rule.spec.fields.as_deref().unwrap_or_default();
-                    combination = Some(
-                        fields
-                            .iter()
-                            .zip(&v)
-                            .map(|(f, x)| format!("{f} {x:.3}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    );
-                    match trees.update_mass(&v) {
-                        // The log of the mass (half a vector at least: an empty region is not −∞).
-                        Some(m) => {
-                            let l = (m.max(0.5)).ln();
-                            short = mass.short_baseline();
-                            (l, mass.update(l))
-                        }
-                        None => (f64::NAN, Assessment::QUIET),
-                    }
-                }
-                MonitorKind::Drift => {
-                    let Some(h) = hists.get_mut(rule.series).filter(|h| !h.is_empty()) else {
-                        continue; // No values in the window.
-                    };
-                    let Detector::Drift(d) = &mut rule.detector else {
-                        unreachable!()
-                    };
-                    let mut a = d.update(std::mem::take(h));
-                    let m = d.last.unwrap_or_default();
-                    drift = Some((m.psi, m.ks));
-                    // While the model re-learns after a concept drift its
-                    // scores move: that is the concept drift alert's news.
-                    let relearning = rule.spec.field.as_deref() == Some("score")
-                        && self.concept_drift_ms.is_some_and(|t| {
-                            start <= t.saturating_add(rule.spec.history as i64 * self.window_ms)
-                        });
-                    if relearning {
-                        a.anomalous = false;
-                    }
-                    (m.psi, a)
-                }
-                MonitorKind::Staleness => {
-                    let Detector::Threshold(t) = rule.detector else {
-                        unreachable!()
-                    };
-                    if count == 0 {
-                        // The gap so far: from the end of the last window with records.
-                        let gap = rule.last_seen_end.map_or(0, |s| end - s) as f64;
-                        if rule.firing && gap <= t {
-                            // Only windows with records show that data flows
-                            // again: a stream whose spacing is longer than the
-                            // threshold stays stale (one alert) instead of
-                            // firing and resolving at every record.
-                            continue;
-                        }
-                        (
-                            gap,
-                            Assessment {
-                                score: crate::detect::squash(gap, t),
-                                anomalous: gap > t,
-                            },
-                        )
-                    } else {
-                        rule.last_seen_end = Some(end);
-                        (0.0, Assessment::QUIET)
-                    }
-                }
-                _ => continue,
-            };
-            // A rise that turns into a fall (a spike, then a gap) is two
-            // anomalies: the first resolves and the second fires.
-            let flipped = assessment.anomalous
-                && rule.firing
-                && direction.is_some_and(|d| rule.direction != 0 && d != rule.direction);
-            if flipped {
-                let was = if rule.direction > 0 { "rise" } else { "fall" };
-                rule.quiet = rule.spec.resolve_after.saturating_sub(1);
-                let before = alerts.len();
-                let window = (start, end);
-                self.lifecycle(
-                    i,
-                    epoch,
-                    window,
-                    Assessment::QUIET,
-                    observed,
-                    None,
-                    None,
-                    alerts,
-                );
-                if let Some(a) = alerts.get_mut(before) {
-                    let r = &self.rules[i];
-                    a.message = format!(
-                        "{} `{}`: the {was} is over, the opposite follows (observed {observed:.3})",
-                        kind_name(r.spec.kind),
-                        r.spec.id
-                    );
-                }
+            if let Some(reading) = self.read_window(i, start, w, &mut hists) {
+                self.report_window_reading(i, epoch, (start, end), reading, alerts);
             }
-            let rule = &mut self.rules[i];
-            // The expected range is only said in an alert: computed when one is due.
-            let alerting = if assessment.anomalous {
-                !rule.firing
-            } else {
-                rule.firing && rule.quiet + 1 >= rule.spec.resolve_after
-            };
-            let expected = match (rule.spec.kind, &rule.detector) {
-                (MonitorKind::Drift, _) => Some((0.0, rule.spec.threshold.unwrap_or(0.2))),
-                // A gap is compared with its threshold, not with earlier gaps.
-                (MonitorKind::Staleness, Detector::Threshold(t)) => Some((0.0, *t)),
-                _ => {
-                    if rule.recent.len() >= rule.spec.history.max(1) {
-                        rule.recent.pop_front();
-                    }
-                    rule.recent.push_back(observed);
-                    alerting
-                        .then(|| expected_range(rule.recent.make_contiguous()))
-                        .flatten()
-                }
-            };
-            // The detail of a grouped rule is its group; a drift rule's, its measures.
-            // Said only in an alert, so written only for one.
-            let side = match direction {
-                Some(1) => "a rise",
-                Some(_) => "a fall",
-                None => "",
-            };
-            let firing = alerting && assessment.anomalous;
-            let detail = match (drift, short) {
-                (Some((psi, ks)), _) if alerting => Some(format!("PSI {psi:.3}, KS {ks:.3}")),
-                _ if firing && combination.is_some() => combination
-                    .map(|c| format!("{c}; log-mass among the last {} windows", rule.spec.history)),
-                (_, Some(n)) if firing && !side.is_empty() => {
-                    Some(format!("{side}; baseline: {n} windows"))
-                }
-                (_, Some(n)) if firing => Some(format!("baseline: {n} windows")),
-                _ if firing && !side.is_empty() => Some(side.to_string()),
-                _ => None,
-            };
-            if firing {
-                rule.direction = direction.unwrap_or(0);
+        }
+    }
+
+    /// What rule `i` reads in the closed window at `start`, updating its
+    /// detector; `None` if it has nothing to say about the window (not a
+    /// windowed rule, or no values for it).
+    fn read_window(
+        &mut self,
+        i: usize,
+        start: i64,
+        w: &[(u64, f64, f64)],
+        hists: &mut [Histogram],
+    ) -> Option<WindowReading> {
+        let end = start + self.window_ms;
+        let rule = &mut self.rules[i];
+        match rule.spec.kind {
+            MonitorKind::Volume => Some(rule.read_volume(w)),
+            MonitorKind::Spike | MonitorKind::ChangePoint => rule.read_level(w),
+            MonitorKind::Multivariate => rule.read_multivariate(w),
+            MonitorKind::Drift => {
+                // While the model re-learns after a concept drift its
+                // scores move: that is the concept drift alert's news.
+                let relearning = rule.spec.field.as_deref() == Some("score")
+                    && self.concept_drift_ms.is_some_and(|t| {
+                        start <= t.saturating_add(rule.spec.history as i64 * self.window_ms)
+                    });
+                rule.read_drift(hists, relearning)
             }
-            let detail = detail.or_else(|| rule.group.clone());
-            self.lifecycle(
-                i,
-                epoch,
-                (start, end),
-                assessment,
-                observed,
-                expected,
-                detail,
-                alerts,
+            MonitorKind::Staleness => rule.read_staleness(w[0].0, end),
+            _ => None,
+        }
+    }
+
+    /// Rule `i`'s reading of a closed window through its lifecycle: a rise
+    /// that turned into a fall (or back) resolves first, then the reading
+    /// fires, stays quiet or resolves, with the expected range and detail
+    /// written only when an alert is due.
+    fn report_window_reading(
+        &mut self,
+        i: usize,
+        epoch: Epoch,
+        window: (i64, i64),
+        reading: WindowReading,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let (observed, assessment, direction) =
+            (reading.observed, reading.assessment, reading.direction);
+        let rule = &self.rules[i];
+        // A rise that turns into a fall (a spike, then a gap) is two
+        // anomalies: the first resolves and the second fires.
+        let flipped = assessment.anomalous
+            && rule.firing
+            && direction.is_some_and(|d| rule.direction != 0 && d != rule.direction);
+        if flipped {
+            self.resolve_flipped(i, epoch, window, observed, alerts);
+        }
+        let rule = &mut self.rules[i];
+        // The expected range is only said in an alert: computed when one is due.
+        let alerting = if assessment.anomalous {
+            !rule.firing
+        } else {
+            rule.firing && rule.quiet + 1 >= rule.spec.resolve_after
+        };
+        let expected = rule.window_expected(observed, alerting);
+        let firing = alerting && assessment.anomalous;
+        let detail = reading.detail(alerting, firing, rule.spec.history);
+        if firing {
+            rule.direction = direction.unwrap_or(0);
+        }
+        let detail = detail.or_else(|| rule.group.clone());
+        self.lifecycle(
+            i, epoch, window, assessment, observed, expected, detail, alerts,
+        );
+    }
+
+    /// Rule `i` fired on a rise (or fall) and now sees the opposite: the
+    /// firing alert resolves at once, saying so.
+    fn resolve_flipped(
+        &mut self,
+        i: usize,
+        epoch: Epoch,
+        window: (i64, i64),
+        observed: f64,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let rule = &mut self.rules[i];
+        let was = if rule.direction > 0 { "rise" } else { "fall" };
+        rule.quiet = rule.spec.resolve_after.saturating_sub(1);
+        let before = alerts.len();
+        self.lifecycle(
+            i,
+            epoch,
+            window,
+            Assessment::QUIET,
+            observed,
+            None,
+            None,
+            alerts,
+        );
+        if let Some(a) = alerts.get_mut(before) {
+            let r = &self.rules[i];
+            a.message = format!(
+                "{} `{}`: the {was} is over, the opposite follows (observed {observed:.3})",
+                kind_name(r.spec.kind),
+                r.spec.id
             );
         }
     }
@@ -1543,6 +1527,331 @@ impl Monitors {
                 None => r.spec.id.clone(),
             })
             .collect()
+    }
+}
+
+/// What a windowed rule read in one closed window.
+struct WindowReading {
+    /// The value judged (a count, an aggregate, a log-mass, PSI, a gap).
+    observed: f64,
+    /// The detector's verdict on it.
+    assessment: Assessment,
+    /// `drift`: the window's PSI and KS.
+    drift: Option<(f64, f64)>,
+    /// Windows a spike or volume rule compared with, if fewer than a full baseline.
+    short: Option<usize>,
+    /// Whether the value is above (1) or below (−1) what a spike or volume rule expected.
+    direction: Option<i8>,
+    /// A multivariate rule's window vector, for its alert.
+    combination: Option<String>,
+}
+
+impl WindowReading {
+    /// A reading with nothing to add but the value and the verdict.
+    fn plain(observed: f64, assessment: Assessment) -> WindowReading {
+        WindowReading {
+            observed,
+            assessment,
+            drift: None,
+            short: None,
+            direction: None,
+            combination: None,
+        }
+    }
+
+    /// The detail of the alert due (`alerting`; `firing` if it fires): a
+    /// drift rule's measures, a multivariate rule's vector, the side and a
+    /// short baseline of a spike or volume rule. Said only in an alert, so
+    /// written only for one.
+    fn detail(self, alerting: bool, firing: bool, history: usize) -> Option<String> {
+        let side = match self.direction {
+            Some(1) => "a rise",
+            Some(_) => "a fall",
+            None => "",
+        };
+        match (self.drift, self.short) {
+            (Some((psi, ks)), _) if alerting => Some(format!("PSI {psi:.3}, KS {ks:.3}")),
+            _ if firing && self.combination.is_some() => self
+                .combination
+                .map(|c| format!("{c}; log-mass among the last {history} windows")),
+            (_, Some(n)) if firing && !side.is_empty() => {
+                Some(format!("{side}; baseline: {n} windows"))
+            }
+            (_, Some(n)) if firing => Some(format!("baseline: {n} windows")),
+            _ if firing && !side.is_empty() => Some(side.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `x` is above (1) or below (−1) what `d` expects, once it can say.
+fn side(d: &SpikeDip, x: f64) -> Option<i8> {
+    d.z(x).map(|z| if z >= 0.0 { 1i8 } else { -1 })
+}
+
+impl Rule {
+    /// `volume`: the window's count in the rule's slot (every window has one, 0 if empty).
+    fn read_volume(&mut self, w: &[(u64, f64, f64)]) -> WindowReading {
+        let Detector::Spike(d) = &mut self.detector else {
+            unreachable!()
+        };
+        let n = w[self.series].0 as f64;
+        let short = d.short_baseline();
+        let direction = side(d, n);
+        WindowReading {
+            short,
+            direction,
+            ..WindowReading::plain(n, d.update_count(n))
+        }
+    }
+
+    /// `spike` and `change_point`: the aggregate of the rule's series, if
+    /// the window has values of it.
+    fn read_level(&mut self, w: &[(u64, f64, f64)]) -> Option<WindowReading> {
+        let (n, sum, max) = w[self.series];
+        if n == 0 {
+            return None; // No values: nothing to say about their level.
+        }
+        let v = aggregate(self.spec.aggregate, (n, sum, max));
+        Some(match &mut self.detector {
+            Detector::Spike(d) => {
+                let short = d.short_baseline();
+                let direction = side(d, v);
+                WindowReading {
+                    short,
+                    direction,
+                    ..WindowReading::plain(v, d.update(v))
+                }
+            }
+            Detector::Change(d) => WindowReading::plain(v, d.update(v)),
+            _ => unreachable!(),
+        })
+    }
+
+    /// `multivariate`: the log-mass of the window's vector of aggregates
+    /// among the recent ones, if the window has values of every field.
+    fn read_multivariate(&mut self, w: &[(u64, f64, f64)]) -> Option<WindowReading> {
+        let Detector::Multi(trees, mass) = &mut self.detector else {
+            unreachable!()
+        };
+        if self.slots.iter().any(|&k| w[k].0 == 0) {
+            return None; // No values: nothing to say about their joint level.
+        }
+        let v: Vec<f64> = self
+            .slots
+            .iter()
+            .map(|&k| aggregate(self.spec.aggregate, w[k]))
+            .collect();
+        let fields = self.spec.fields.as_deref().unwrap_or_default();
+        let combination = Some(
+            fields
+                .iter()
+                .zip(&v)
+                .map(|(f, x)| format!("{f} {x:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        let (observed, assessment, short) = match trees.update_mass(&v) {
+            // The log of the mass (half a vector at least: an empty region is not −∞).
+            Some(m) => {
+                let l = (m.max(0.5)).ln();
+                let short = mass.short_baseline();
+                (l, mass.update(l), short)
+            }
+            None => (f64::NAN, Assessment::QUIET, None),
+        };
+        Some(WindowReading {
+            short,
+            combination,
+            ..WindowReading::plain(observed, assessment)
+        })
+    }
+
+    /// `drift`: the window's histogram against the reference, if the window
+    /// has values; never anomalous while the model is `relearning`.
+    fn read_drift(&mut self, hists: &mut [Histogram], relearning: bool) -> Option<WindowReading> {
+        let Some(h) = hists.get_mut(self.series).filter(|h| !h.is_empty()) else {
+            return None; // No values in the window.
+        };
+        let Detector::Drift(d) = &mut self.detector else {
+            unreachable!()
+        };
+        let mut a = d.update(std::mem::take(h));
+        let m = d.last.unwrap_or_default();
+        if relearning {
+            a.anomalous = false;
+        }
+        Some(WindowReading {
+            drift: Some((m.psi, m.ks)),
+            ..WindowReading::plain(m.psi, a)
+        })
+    }
+
+    /// `staleness`: a window with records (`count`) ends the gap; an empty
+    /// one is judged on the gap so far, the window ending at `end`.
+    fn read_staleness(&mut self, count: u64, end: i64) -> Option<WindowReading> {
+        let Detector::Threshold(t) = self.detector else {
+            unreachable!()
+        };
+        if count > 0 {
+            self.last_seen_end = Some(end);
+            return Some(WindowReading::plain(0.0, Assessment::QUIET));
+        }
+        // The gap so far: from the end of the last window with records.
+        let gap = self.last_seen_end.map_or(0, |s| end - s) as f64;
+        if self.firing && gap <= t {
+            // Only windows with records show that data flows
+            // again: a stream whose spacing is longer than the
+            // threshold stays stale (one alert) instead of
+            // firing and resolving at every record.
+            return None;
+        }
+        let a = Assessment {
+            score: crate::detect::squash(gap, t),
+            anomalous: gap > t,
+        };
+        Some(WindowReading::plain(gap, a))
+    }
+
+    /// The expected range for a window's alert: the threshold of a drift
+    /// or staleness rule; otherwise the recent windows' range, the observed
+    /// value joining them (worked out only when `alerting`).
+    fn window_expected(&mut self, observed: f64, alerting: bool) -> Option<(f64, f64)> {
+        match (self.spec.kind, &self.detector) {
+            (MonitorKind::Drift, _) => Some((0.0, self.spec.threshold.unwrap_or(0.2))),
+            // A gap is compared with its threshold, not with earlier gaps.
+            (MonitorKind::Staleness, Detector::Threshold(t)) => Some((0.0, *t)),
+            _ => {
+                if self.recent.len() >= self.spec.history.max(1) {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(observed);
+                alerting
+                    .then(|| expected_range(self.recent.make_contiguous()))
+                    .flatten()
+            }
+        }
+    }
+}
+
+/// What the per-epoch and per-file rules read from one completed epoch
+/// (from its [`EpochFacts`]).
+struct EpochSignals<'a> {
+    /// Records read in the epoch.
+    input: u64,
+    /// The share of them rejected.
+    rejected: f64,
+    /// The model's prequential `(score, label)` pairs, in record order.
+    predictions: &'a [(f64, bool)],
+    /// Every worker's records by arrival time (ms), in worker order.
+    arrivals: Vec<(i64, u64)>,
+    /// The latest event time seen so far.
+    latest_ms: Option<i64>,
+    /// Files that ended in the epoch: (name, bytes), in name order.
+    files: Vec<(String, u64)>,
+    /// Rows the sinks committed in the epoch.
+    rows_committed: u64,
+    /// Wall-clock time of the commit (ms).
+    now_ms: i64,
+    /// Source and sink errors and retries during the epoch.
+    io_errors: u64,
+    /// A restart to report, if the engine resumed before this epoch.
+    restart: Option<String>,
+}
+
+impl EpochSignals<'_> {
+    /// What `rule` finds in the epoch, updating its detector: nothing for
+    /// a windowed rule or a signal the epoch lacks, one finding per file
+    /// for `file_size`, at most one otherwise.
+    fn findings(&self, rule: &mut Rule) -> Vec<Finding> {
+        let threshold = match rule.detector {
+            Detector::Threshold(t) => t,
+            _ => f64::NAN,
+        };
+        let over = |x: f64| -> Finding {
+            let a = Assessment {
+                score: crate::detect::squash(x, threshold),
+                anomalous: x > threshold,
+            };
+            (a, x, Some((0.0, threshold)), None)
+        };
+        match rule.spec.kind {
+            MonitorKind::RejectedRate if self.input > 0 => vec![over(self.rejected)],
+            MonitorKind::ErrorRate if !self.predictions.is_empty() => {
+                self.worst_block(rule).into_iter().collect()
+            }
+            MonitorKind::Latency if !self.arrivals.is_empty() => {
+                let p = rule.spec.percentile.unwrap_or(99.0);
+                vec![over(
+                    latency_percentiles(&self.arrivals, self.now_ms, &[p])[0],
+                )]
+            }
+            MonitorKind::BatchSize if self.rows_committed > 0 => {
+                let Detector::Spike(d) = &mut rule.detector else {
+                    unreachable!()
+                };
+                let a = d.update((self.rows_committed as f64).ln());
+                vec![(a, self.rows_committed as f64, None, None)]
+            }
+            MonitorKind::FileSize => {
+                let Detector::Spike(d) = &mut rule.detector else {
+                    unreachable!()
+                };
+                self.files
+                    .iter()
+                    .map(|(name, bytes)| {
+                        let a = d.update((*bytes as f64 + 1.0).ln());
+                        (a, *bytes as f64, None, Some(name.clone()))
+                    })
+                    .collect()
+            }
+            MonitorKind::Errors => vec![over(self.io_errors as f64)],
+            MonitorKind::WatermarkStall if self.input > 0 => vec![over(self.stalled_ms(rule))],
+            MonitorKind::Restart => {
+                let fired = self.restart.is_some();
+                let x = if fired { 1.0 } else { 0.0 };
+                let a = Assessment {
+                    score: x,
+                    anomalous: fired,
+                };
+                vec![(a, x, None, self.restart.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// `error_rate`: the epoch's predictions through the rule's
+    /// [`QualityDrift`]; the worst block that ended in the epoch, if one did.
+    fn worst_block(&self, rule: &mut Rule) -> Option<Finding> {
+        let Detector::Quality(q) = &mut rule.detector else {
+            unreachable!()
+        };
+        let mut worst: Option<Finding> = None;
+        for (score, label) in self.predictions {
+            if let Some(a) = q.update(*score, *label) {
+                let (auc, expected) = q.last.unwrap_or((f64::NAN, None));
+                if worst.as_ref().is_none_or(|w| a.score >= w.0.score) {
+                    worst = Some((a, auc, expected, None));
+                }
+            }
+        }
+        let block = rule.spec.block_records.unwrap_or(1000);
+        worst.map(|(a, auc, expected, _)| {
+            let detail = format!("ROC AUC of the last {block} labelled records");
+            (a, auc, expected, Some(detail))
+        })
+    }
+
+    /// `watermark_stall`, in an epoch with records: how long (ms) the
+    /// watermark has not moved; a watermark past the one the rule last saw
+    /// restarts the count now.
+    fn stalled_ms(&self, rule: &mut Rule) -> f64 {
+        let wm = self.latest_ms.unwrap_or(i64::MIN);
+        if rule.last_seen_end.is_none_or(|seen| wm > seen) {
+            rule.last_seen_end = Some(wm);
+            rule.since_ms = Some(self.now_ms);
+        }
+        (self.now_ms - rule.since_ms.unwrap_or(self.now_ms)).max(0) as f64
     }
 }
 
@@ -2150,5 +2459,189 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "monitors[0].group_by");
+    }
+
+    #[test]
+    fn partials_merge_in_worker_order_and_late_ones_for_closed_windows_drop() {
+        let s = schema();
+        let sp = specs(
+            "[[monitors]]\nid = \"v\"\nkind = \"volume\"\nwindow_ms = 1000\n\
+             [[monitors]]\nid = \"d\"\nkind = \"drift\"\nfield = \"amount\"\nwindow_ms = 1000\n",
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut m = Monitors::new(&s, &sp, &watched, 0);
+        let partial = |worker: usize, start: i64, n: u64, max: f64, arrived: i64| WindowPartial {
+            worker,
+            windows: BTreeMap::from([(start, vec![(n, n as f64, max)])]),
+            hists: BTreeMap::from([(start, vec![Histogram::from([(1, n)])])]),
+            arrivals: vec![(arrived, n)],
+        };
+        let arrivals = m.merge_partials(vec![
+            partial(2, 0, 3, 9.0, 30),
+            partial(0, 0, 1, 2.0, 10),
+            partial(1, 1000, 5, 1.0, 20),
+        ]);
+        assert_eq!(arrivals, [(10, 1), (20, 5), (30, 3)], "in worker order");
+        assert_eq!(m.open[&0], [(4, 4.0, 9.0)]);
+        assert_eq!(m.open[&1000], [(5, 5.0, 1.0)]);
+        assert_eq!(m.open_hists[&0], [Histogram::from([(1, 4)])]);
+        m.closed_until = Some(1000);
+        m.open.remove(&0);
+        m.merge_partials(vec![partial(0, 0, 7, 7.0, 0), partial(1, 1000, 1, 8.0, 0)]);
+        assert!(
+            !m.open.contains_key(&0),
+            "late for a closed window: dropped"
+        );
+        assert_eq!(m.open[&1000], [(6, 6.0, 8.0)]);
+        assert_eq!(m.open_hists[&1000], [Histogram::from([(1, 6)])]);
+    }
+
+    #[test]
+    fn epoch_signals_are_what_each_per_epoch_rule_finds() {
+        let s = schema();
+        let sp = specs(
+            "[[monitors]]\nid = \"rej\"\nkind = \"rejected_rate\"\n\
+             [[monitors]]\nid = \"io\"\nkind = \"errors\"\nthreshold = 2\n\
+             [[monitors]]\nid = \"re\"\nkind = \"restart\"\n\
+             [[monitors]]\nid = \"stall\"\nkind = \"watermark_stall\"\nthreshold = 100\n\
+             [[monitors]]\nid = \"files\"\nkind = \"file_size\"\n\
+             [[monitors]]\nid = \"rows\"\nkind = \"batch_size\"\n\
+             [[monitors]]\nid = \"lat\"\nkind = \"latency\"\npercentile = 50\n\
+             [[monitors]]\nid = \"vol\"\nkind = \"volume\"\n",
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut rules: Vec<Rule> = sp
+            .iter()
+            .flat_map(|m| Rule::instances(m, &s, &watched))
+            .collect();
+        let mut signals = EpochSignals {
+            input: 10,
+            rejected: 0.3,
+            predictions: &[],
+            arrivals: vec![(900, 1), (500, 3)],
+            latest_ms: Some(5_000),
+            files: vec![("a.csv".into(), 99), ("b.csv".into(), 0)],
+            rows_committed: 0,
+            now_ms: 1_000,
+            io_errors: 3,
+            restart: Some("crashed".into()),
+        };
+        let mut find = |signals: &EpochSignals, k: usize| signals.findings(&mut rules[k]);
+        let rej = find(&signals, 0);
+        assert_eq!(
+            (rej[0].1, rej[0].2, rej[0].0.anomalous),
+            (0.3, Some((0.0, 0.05)), true)
+        );
+        let io = find(&signals, 1);
+        assert_eq!((io[0].1, io[0].0.anomalous), (3.0, true));
+        let re = find(&signals, 2);
+        assert_eq!((re[0].1, re[0].3.as_deref()), (1.0, Some("crashed")));
+        assert_eq!(
+            find(&signals, 3)[0].1,
+            0.0,
+            "the watermark moved: the count starts"
+        );
+        signals.now_ms = 1_250;
+        assert_eq!(find(&signals, 3)[0].1, 250.0, "stalled since 1,000");
+        signals.latest_ms = Some(6_000);
+        assert_eq!(find(&signals, 3)[0].1, 0.0, "moved again");
+        let files = find(&signals, 4);
+        let named: Vec<_> = files.iter().map(|f| (f.1, f.3.clone().unwrap())).collect();
+        assert_eq!(named, [(99.0, "a.csv".into()), (0.0, "b.csv".into())]);
+        assert!(
+            find(&signals, 5).is_empty(),
+            "no rows committed: nothing to judge"
+        );
+        assert_eq!(
+            find(&signals, 6)[0].1,
+            750.0,
+            "the median of 1,250 - arrival"
+        );
+        assert!(find(&signals, 7).is_empty(), "volume is judged per window");
+        signals.input = 0;
+        signals.restart = None;
+        assert!(find(&signals, 0).is_empty(), "no input: no rate");
+        assert!(
+            find(&signals, 3).is_empty(),
+            "no records: no stall to measure"
+        );
+        assert_eq!(find(&signals, 2)[0].0, Assessment::QUIET);
+    }
+
+    #[test]
+    fn window_readings_say_only_what_an_alert_needs() {
+        let quiet = WindowReading::plain(1.0, Assessment::QUIET);
+        assert_eq!(quiet.detail(true, true, 30), None);
+        let drift = WindowReading {
+            drift: Some((0.25, 0.5)),
+            ..WindowReading::plain(0.25, Assessment::QUIET)
+        };
+        assert_eq!(
+            drift.detail(true, false, 30).as_deref(),
+            Some("PSI 0.250, KS 0.500")
+        );
+        let spike = || WindowReading {
+            short: Some(4),
+            direction: Some(-1),
+            ..WindowReading::plain(0.0, Assessment::QUIET)
+        };
+        assert_eq!(
+            spike().detail(true, true, 30).as_deref(),
+            Some("a fall; baseline: 4 windows")
+        );
+        assert_eq!(
+            spike().detail(true, false, 30),
+            None,
+            "a resolution says nothing"
+        );
+        let multi = WindowReading {
+            combination: Some("amount 1.000, f0 2.000".into()),
+            ..WindowReading::plain(0.0, Assessment::QUIET)
+        };
+        assert_eq!(
+            multi.detail(true, true, 12).as_deref(),
+            Some("amount 1.000, f0 2.000; log-mass among the last 12 windows")
+        );
+    }
+
+    #[test]
+    fn staleness_readings_end_the_gap_with_records() {
+        let s = schema();
+        let sp = specs(
+            "[[monitors]]\nid = \"st\"\nkind = \"staleness\"\nthreshold = 2500\nwindow_ms = 1000\n",
+        );
+        let watched = Watched::new(&s, &sp).unwrap();
+        let mut rule = Rule::instances(&sp[0], &s, &watched).remove(0);
+        let r = rule.read_staleness(4, 1000).unwrap();
+        assert_eq!((r.observed, rule.last_seen_end), (0.0, Some(1000)));
+        let r = rule.read_staleness(0, 3000).unwrap();
+        assert_eq!((r.observed, r.assessment.anomalous), (2000.0, false));
+        let r = rule.read_staleness(0, 4000).unwrap();
+        assert_eq!((r.observed, r.assessment.anomalous), (3000.0, true));
+        rule.firing = true;
+        assert!(
+            rule.read_staleness(0, 3000).is_none(),
+            "firing: only records end it"
+        );
+        assert_eq!(rule.window_expected(5.0, true), Some((0.0, 2500.0)));
+    }
+
+    #[test]
+    fn each_kind_gets_its_detector_and_default_threshold() {
+        let sp = specs(
+            "[[monitors]]\nid = \"a\"\nkind = \"staleness\"\nwindow_ms = 2000\n\
+             [[monitors]]\nid = \"b\"\nkind = \"idle_source\"\n\
+             [[monitors]]\nid = \"c\"\nkind = \"latency\"\nthreshold = 5\n\
+             [[monitors]]\nid = \"d\"\nkind = \"spike\"\nfield = \"amount\"\n",
+        );
+        let thresholds: Vec<Option<f64>> = sp
+            .iter()
+            .map(|m| match Detector::for_spec(m) {
+                Detector::Threshold(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(thresholds, [Some(6000.0), Some(300_000.0), Some(5.0), None]);
+        assert!(matches!(Detector::for_spec(&sp[3]), Detector::Spike(_)));
     }
 }

@@ -12,6 +12,9 @@
 //! lines). Rejects are not counted here: they travel on to `clean`, which
 //! deduplicates them like any record.
 //! **State:** none but a cache of column layouts per CSV header.
+//! **Shape:** the work of a batch is [`ParseMachine::on_batch`], without
+//! timely; the operator gives each batch's records to one port and its
+//! tally to the other.
 //!
 //! CSV follows RFC 4180: fields may be quoted, with `""` for a quote inside,
 //! and a quoted field may hold separators and newlines, so a record may span
@@ -377,6 +380,13 @@ fn number(v: f64) -> String {
     }
 }
 
+/// Why a record cannot be read: the reason, a detail, and its event time
+/// once that was read.
+type Unreadable = (Reason, String, Option<i64>);
+
+/// A record from its fields as one input format found them (in schema
+/// order), read in order: the event time, the key, the id, the label, the
+/// numbers, the categories. The first field that cannot be read rejects it.
 #[allow(clippy::too_many_arguments)]
 fn build<'a>(
     schema: &Schema,
@@ -389,14 +399,42 @@ fn build<'a>(
     label: Field<'a>,
     nums: impl Iterator<Item = Field<'a>>,
     cats: impl Iterator<Item = Field<'a>>,
-) -> Result<Record, (Reason, String, Option<i64>)> {
+) -> Result<Record, Unreadable> {
+    let event_time = read_event_time(schema, time)?;
+    let key = read_key(schema, chunk, key, event_time)?;
+    let id = read_id(schema, id, event_time)?;
+    let label = read_label(schema, label, event_time)?;
+    let (nums, missing) = read_numbers(schema, nums, event_time)?;
+    let cats = cats
+        .map(|f| match f {
+            Field::Missing => String::new(),
+            Field::Text(t) => t.to_string(),
+        })
+        .collect();
+    let key_hash = key_hash(&key);
+    Ok(Record {
+        pos,
+        source: chunk.source.clone(),
+        line_hash: lh,
+        key,
+        key_hash,
+        id,
+        event_time,
+        label,
+        nums,
+        missing,
+        cats,
+        arrived_ms: chunk.arrived_ms,
+    })
+}
+
+/// The event time in ms; `i64::MIN` for a stream without one (a label
+/// stream that says only what, not when).
+fn read_event_time(schema: &Schema, time: Field<'_>) -> Result<i64, Unreadable> {
     let tf = &schema.event_time;
-    let event_time = match time {
-        // A stream without event time (a label stream that says only what, not when).
-        Field::Missing if tf.field.is_empty() => i64::MIN,
-        Field::Missing => {
-            return Err((Reason::BadTime, format!("`{}` is missing", tf.field), None))
-        }
+    match time {
+        Field::Missing if tf.field.is_empty() => Ok(i64::MIN),
+        Field::Missing => Err((Reason::BadTime, format!("`{}` is missing", tf.field), None)),
         Field::Text(t) => parse_time(t, tf.format).ok_or_else(|| {
             (
                 Reason::BadTime,
@@ -407,58 +445,83 @@ fn build<'a>(
                 ),
                 None,
             )
-        })?,
+        }),
+    }
+}
+
+/// The key; the input's name when the schema declares no key field.
+fn read_key(
+    schema: &Schema,
+    chunk: &Chunk,
+    key: Field<'_>,
+    event_time: i64,
+) -> Result<String, Unreadable> {
+    match key {
+        Field::Missing if schema.key.is_empty() => Ok(chunk.source.to_string()),
+        Field::Missing => Err((
+            Reason::MissingField,
+            format!("key `{}` is missing", schema.key),
+            Some(event_time),
+        )),
+        Field::Text(k) => Ok(k.to_string()),
+    }
+}
+
+/// The record id, required when the schema declares an id field.
+fn read_id(schema: &Schema, id: Field<'_>, event_time: i64) -> Result<Option<String>, Unreadable> {
+    match id {
+        Field::Missing if schema.id.is_empty() => Ok(None),
+        Field::Missing => Err((
+            Reason::MissingField,
+            format!("id `{}` is missing", schema.id),
+            Some(event_time),
+        )),
+        Field::Text(v) => Ok(Some(v.to_string())),
+    }
+}
+
+/// The label, if the schema has one and the record carries it: a finite
+/// number, 0 or 1 for a binary label.
+fn read_label(
+    schema: &Schema,
+    label: Field<'_>,
+    event_time: i64,
+) -> Result<Option<f64>, Unreadable> {
+    let (Field::Text(t), Some(spec)) = (label, &schema.label) else {
+        return Ok(None);
     };
-    let key = match key {
-        Field::Missing if schema.key.is_empty() => chunk.source.to_string(),
-        Field::Missing => {
-            return Err((
-                Reason::MissingField,
-                format!("key `{}` is missing", schema.key),
-                Some(event_time),
-            ))
-        }
-        Field::Text(k) => k.to_string(),
-    };
-    let id = match id {
-        Field::Missing if schema.id.is_empty() => None,
-        Field::Missing => {
-            return Err((
-                Reason::MissingField,
-                format!("id `{}` is missing", schema.id),
-                Some(event_time),
-            ))
-        }
-        Field::Text(v) => Some(v.to_string()),
-    };
-    let label = match (label, &schema.label) {
-        (Field::Text(t), Some(spec)) => {
-            let v: f64 = t.parse().map_err(|_| {
-                (
-                    Reason::BadLabel,
-                    format!("label `{}`: cannot read `{t}` as a number", spec.field),
-                    Some(event_time),
-                )
-            })?;
-            if !v.is_finite() {
-                return Err((
-                    Reason::BadLabel,
-                    format!("label `{}`: `{t}` is not finite", spec.field),
-                    Some(event_time),
-                ));
-            }
-            if spec.kind == LabelKind::Binary && v != 0.0 && v != 1.0 {
-                // Readable but outside the rule: an invalid record, decided here once.
-                return Err((
-                    Reason::InvalidLabel,
-                    format!("label `{}`: expected 0 or 1, found `{t}`", spec.field),
-                    Some(event_time),
-                ));
-            }
-            Some(v)
-        }
-        _ => None,
-    };
+    let v: f64 = t.parse().map_err(|_| {
+        (
+            Reason::BadLabel,
+            format!("label `{}`: cannot read `{t}` as a number", spec.field),
+            Some(event_time),
+        )
+    })?;
+    if !v.is_finite() {
+        return Err((
+            Reason::BadLabel,
+            format!("label `{}`: `{t}` is not finite", spec.field),
+            Some(event_time),
+        ));
+    }
+    if spec.kind == LabelKind::Binary && v != 0.0 && v != 1.0 {
+        // Readable but outside the rule: an invalid record, decided here once.
+        return Err((
+            Reason::InvalidLabel,
+            format!("label `{}`: expected 0 or 1, found `{t}`", spec.field),
+            Some(event_time),
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// The numeric fields (NaN where missing) and the mask of the missing ones
+/// (bit `i` for field `i`); every present value must be a finite number.
+fn read_numbers<'a>(
+    schema: &Schema,
+    nums: impl Iterator<Item = Field<'a>>,
+    event_time: i64,
+) -> Result<(Vec<f64>, u64), Unreadable> {
     let mut values = Vec::with_capacity(schema.numeric.len());
     let mut missing = 0u64;
     for (i, (f, field)) in nums.zip(&schema.numeric).enumerate() {
@@ -479,27 +542,7 @@ fn build<'a>(
             },
         }
     }
-    let cats = cats
-        .map(|f| match f {
-            Field::Missing => String::new(),
-            Field::Text(t) => t.to_string(),
-        })
-        .collect();
-    let key_hash = key_hash(&key);
-    Ok(Record {
-        pos,
-        source: chunk.source.clone(),
-        line_hash: lh,
-        key,
-        key_hash,
-        id,
-        event_time,
-        label,
-        nums: values,
-        missing,
-        cats,
-        arrived_ms: chunk.arrived_ms,
-    })
+    Ok((values, missing))
 }
 
 /// Why `header` cannot carry `schema`'s records, if it cannot: the declared
@@ -937,6 +980,42 @@ pub fn parse_chunk(
     n
 }
 
+/// `parse` on one worker, without timely: the [`Parser`] (its header
+/// cache) and the inputs whose bad header was logged. The operator hands it
+/// each batch of chunks as it arrives; parsing keeps no per-epoch state.
+pub struct ParseMachine {
+    parser: Parser,
+    /// Inputs whose bad header was logged.
+    warned: HashSet<u64>,
+}
+
+impl ParseMachine {
+    /// A machine for `schema`.
+    pub fn new(schema: Arc<Schema>) -> Self {
+        ParseMachine {
+            parser: Parser::new(schema),
+            warned: HashSet::new(),
+        }
+    }
+
+    /// Parses every record of `chunks` (one timestamp's) in order, each to
+    /// `emit` as it is read; returns the [`Tally`] of the records read.
+    pub fn on_batch(
+        &mut self,
+        chunks: impl IntoIterator<Item = Chunk>,
+        mut emit: impl FnMut(Parsed),
+    ) -> Tally {
+        let mut n = 0u64;
+        for chunk in chunks {
+            n += parse_chunk(&mut self.parser, &chunk, &mut self.warned, &mut emit);
+        }
+        Tally {
+            input: n,
+            ..Tally::default()
+        }
+    }
+}
+
 /// The `parse` operator. See the module docs.
 pub trait Parse<'scope> {
     /// Parses every line of every chunk; returns the parsed values and the per-epoch input tallies.
@@ -997,23 +1076,16 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
             _,
             timely::container::CapacityContainerBuilder<Vec<Tally>>,
         >::from(tally_out);
-        let mut parser = Parser::new(schema);
-        // Inputs whose bad header was logged.
-        let mut warned: HashSet<u64> = HashSet::new();
+        let mut machine = ParseMachine::new(schema);
         builder.build(move |_caps| {
             move |_frontiers| {
                 let mut parsed_handle = parsed_out.activate();
                 let mut tally_handle = tally_out.activate();
                 input.for_each_stamp(|cap, data| {
                     let mut session = parsed_handle.session(&cap);
-                    let mut n = 0u64;
-                    for chunk in data.flat_map(|d| d.drain(..)) {
-                        n += parse_chunk(&mut parser, &chunk, &mut warned, |p| session.give(p));
-                    }
-                    tally_handle.session(&cap).give(Tally {
-                        input: n,
-                        ..Tally::default()
-                    });
+                    let chunks = data.flat_map(|d| d.drain(..));
+                    let tally = machine.on_batch(chunks, |p| session.give(p));
+                    tally_handle.session(&cap).give(tally);
                 });
             }
         });
@@ -1210,6 +1282,76 @@ mod tests {
         });
         assert_eq!(n as usize, out.len());
         out
+    }
+
+    #[test]
+    fn machine_tallies_every_record_of_a_batch_and_keeps_their_order() {
+        let mut m = ParseMachine::new(schema());
+        let mut csv = chunk(Format::Csv);
+        csv.text = "1767225600000,a,fuel,1,2,1\n\n1767225600000,b,fuel,oops,2,0\n".into();
+        let mut json = chunk(Format::Jsonl);
+        json.input = 10;
+        json.first_line = 1;
+        json.text = r#"{"event_time": 1767225600000, "account": "c", "category": "x", "amount": 3, "f0": 4}"#.into();
+        json.text.push_str("\nnot json\n");
+        let mut out = Vec::new();
+        let tally = m.on_batch(vec![csv, json], |p| out.push(p));
+        assert_eq!(
+            tally,
+            Tally {
+                input: 4,
+                ..Tally::default()
+            },
+            "blank lines are not records"
+        );
+        let seen: Vec<(u64, u64, &str)> = out
+            .iter()
+            .map(|p| match p {
+                Parsed::Record(r) => (r.pos.input, r.pos.line, "record"),
+                Parsed::Reject(r) => (r.pos.input, r.pos.line, r.reason.code()),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (9, 2, "record"),
+                (9, 4, "bad_number"),
+                (10, 1, "record"),
+                (10, 2, "bad_json")
+            ]
+        );
+        let tally = m.on_batch(Vec::new(), |_| panic!("no records"));
+        assert_eq!(
+            tally,
+            Tally::default(),
+            "an empty batch still has its tally"
+        );
+    }
+
+    #[test]
+    fn machine_keeps_rejecting_a_bad_header_across_batches() {
+        let mut m = ParseMachine::new(schema());
+        let bad: Vec<String> = ["event_time", "account", "amount"]
+            .map(String::from)
+            .to_vec();
+        let mut c = chunk(Format::Csv);
+        c.header = Some(bad.into());
+        c.text = "1767225600000,a,1\n".into();
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            let tally = m.on_batch(vec![c.clone(), c.clone()], |p| out.push(p));
+            assert_eq!(tally.input, 2);
+            assert!(out
+                .iter()
+                .all(|p| matches!(p, Parsed::Reject(r) if r.reason == Reason::BadHeader)));
+        }
+        assert_eq!(m.warned, HashSet::from([9]), "logged once for the input");
+        // A good header afterwards is read again, not the cached bad one.
+        let mut good = chunk(Format::Csv);
+        good.text = "1767225600000,a,fuel,1,2,1\n".into();
+        let mut out = Vec::new();
+        m.on_batch(vec![good], |p| out.push(p));
+        assert!(matches!(&out[0], Parsed::Record(r) if r.key == "a"));
     }
 
     const HEADER: &str = "event_time,account,category,amount,f0,label";

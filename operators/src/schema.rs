@@ -315,130 +315,24 @@ impl Schema {
 
     /// Checks a spec: names present and unique, ranges ordered, vocabularies
     /// non-empty, at most 64 numeric fields (the imputation mask is a `u64`).
+    /// Fields are checked in declaration order (event time, key, id, label,
+    /// numeric, categorical); the first error found is the one returned.
     pub fn new(spec: &SchemaSpec) -> Result<Schema, SchemaError> {
-        let mut seen: HashMap<String, String> = HashMap::new();
-        let mut claim = |name: &str, path: String| -> Result<(), SchemaError> {
-            if name.is_empty() {
-                return Err(err(path, "expected a field name, found an empty string"));
-            }
-            if let Some(first) = seen.insert(name.to_string(), path.clone()) {
-                return Err(err(
-                    path,
-                    format!("field `{name}` is already declared at {first}"),
-                ));
-            }
-            Ok(())
-        };
-        claim(&spec.event_time.field, "schema.event_time.field".into())?;
+        let mut names = FieldNames::default();
+        names.claim(&spec.event_time.field, "schema.event_time.field".into())?;
         if !spec.key.is_empty() {
-            claim(&spec.key, "schema.key".into())?;
+            names.claim(&spec.key, "schema.key".into())?;
         }
         if !spec.id.is_empty() {
-            claim(&spec.id, "schema.id".into())?;
+            names.claim(&spec.id, "schema.id".into())?;
         }
         if let Some(label) = &spec.label {
-            claim(&label.field, "schema.label.field".into())?;
+            names.claim(&label.field, "schema.label.field".into())?;
         }
-        let mut numeric = Vec::new();
-        for (i, n) in spec.numeric.iter().enumerate() {
-            let path = format!("schema.numeric[{i}]");
-            let names: Vec<String> = match (&n.name, n.names.is_empty()) {
-                (Some(name), true) => vec![name.clone()],
-                (None, false) => n.names.clone(),
-                (Some(_), false) => {
-                    return Err(err(path, "give either `name` or `names`, not both"))
-                }
-                (None, true) => {
-                    return Err(err(path, "expected `name = \"...\"` or `names = [...]`"))
-                }
-            };
-            if let (Some(lo), Some(hi)) = (n.min, n.max) {
-                if lo > hi {
-                    return Err(err(
-                        format!("{path}.min"),
-                        format!("min ({lo}) is greater than max ({hi})"),
-                    ));
-                }
-            }
-            let impute_value = match (n.impute, n.impute_value) {
-                (Impute::Constant, Some(v)) => v,
-                (Impute::Constant, None) => {
-                    return Err(err(
-                        format!("{path}.impute_value"),
-                        "`impute = \"constant\"` needs `impute_value = <number>`",
-                    ))
-                }
-                (_, Some(_)) => {
-                    return Err(err(
-                        format!("{path}.impute_value"),
-                        "`impute_value` is only used with `impute = \"constant\"`",
-                    ))
-                }
-                (_, None) => 0.0,
-            };
-            for name in names {
-                claim(&name, format!("{path}.name"))?;
-                numeric.push(NumericField {
-                    name,
-                    min: n.min,
-                    max: n.max,
-                    impute: n.impute,
-                    impute_value,
-                    clamp: n.clamp,
-                    optional: n.optional,
-                });
-            }
-        }
-        if numeric.len() > 64 {
-            return Err(err(
-                "schema.numeric",
-                format!(
-                    "at most 64 numeric fields are supported, found {}",
-                    numeric.len()
-                ),
-            ));
-        }
-        let mut categorical = Vec::new();
-        for (i, c) in spec.categorical.iter().enumerate() {
-            let path = format!("schema.categorical[{i}]");
-            claim(&c.name, format!("{path}.name"))?;
-            let mut index = HashMap::default();
-            if let Some(vocab) = &c.vocabulary {
-                if vocab.is_empty() {
-                    return Err(err(
-                        format!("{path}.vocabulary"),
-                        "expected at least one value",
-                    ));
-                }
-                if c.hash_buckets.is_some() {
-                    return Err(err(
-                        format!("{path}.hash_buckets"),
-                        "give either `vocabulary` or `hash_buckets`, not both",
-                    ));
-                }
-                for (j, v) in vocab.iter().enumerate() {
-                    if index.insert(v.clone(), j as u32).is_some() {
-                        return Err(err(
-                            format!("{path}.vocabulary[{j}]"),
-                            format!("value `{v}` is listed twice"),
-                        ));
-                    }
-                }
-            }
-            if c.hash_buckets == Some(0) {
-                return Err(err(
-                    format!("{path}.hash_buckets"),
-                    "expected a positive number of buckets",
-                ));
-            }
-            categorical.push(CategoricalField {
-                name: c.name.clone(),
-                vocabulary: c.vocabulary.clone(),
-                index,
-                hash_buckets: c.hash_buckets,
-                optional: c.optional,
-            });
-        }
+        let numeric = numeric_fields(&spec.numeric, &mut names)?;
+        let categorical = (spec.categorical.iter().enumerate())
+            .map(|(i, c)| categorical_field(i, c, &mut names))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Schema {
             event_time: spec.event_time.clone(),
             key: spec.key.clone(),
@@ -458,6 +352,153 @@ impl Schema {
     pub fn categorical_index(&self, name: &str) -> Option<usize> {
         self.categorical.iter().position(|f| f.name == name)
     }
+}
+
+/// The field names a schema has declared so far, each with the key path
+/// that declared it.
+#[derive(Default)]
+struct FieldNames {
+    seen: HashMap<String, String>,
+}
+
+impl FieldNames {
+    /// Declares `name` at `path`: it must be non-empty and not declared before.
+    fn claim(&mut self, name: &str, path: String) -> Result<(), SchemaError> {
+        if name.is_empty() {
+            return Err(err(path, "expected a field name, found an empty string"));
+        }
+        if let Some(first) = self.seen.insert(name.to_string(), path.clone()) {
+            return Err(err(
+                path,
+                format!("field `{name}` is already declared at {first}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The numeric fields of `[[schema.numeric]]` entries, in order (an entry
+/// with `names` declares several alike); at most 64 of them.
+fn numeric_fields(
+    specs: &[NumericSpec],
+    names: &mut FieldNames,
+) -> Result<Vec<NumericField>, SchemaError> {
+    let mut numeric = Vec::new();
+    for (i, n) in specs.iter().enumerate() {
+        numeric_entry(i, n, names, &mut numeric)?;
+    }
+    if numeric.len() > 64 {
+        return Err(err(
+            "schema.numeric",
+            format!(
+                "at most 64 numeric fields are supported, found {}",
+                numeric.len()
+            ),
+        ));
+    }
+    Ok(numeric)
+}
+
+/// Checks `schema.numeric[i]` (`name` or `names`, its range, its
+/// imputation) and appends its fields to `out`.
+fn numeric_entry(
+    i: usize,
+    n: &NumericSpec,
+    names: &mut FieldNames,
+    out: &mut Vec<NumericField>,
+) -> Result<(), SchemaError> {
+    let path = format!("schema.numeric[{i}]");
+    let entry_names: Vec<String> = match (&n.name, n.names.is_empty()) {
+        (Some(name), true) => vec![name.clone()],
+        (None, false) => n.names.clone(),
+        (Some(_), false) => return Err(err(path, "give either `name` or `names`, not both")),
+        (None, true) => return Err(err(path, "expected `name = \"...\"` or `names = [...]`")),
+    };
+    if let (Some(lo), Some(hi)) = (n.min, n.max) {
+        if lo > hi {
+            return Err(err(
+                format!("{path}.min"),
+                format!("min ({lo}) is greater than max ({hi})"),
+            ));
+        }
+    }
+    let impute_value = match (n.impute, n.impute_value) {
+        (Impute::Constant, Some(v)) => v,
+        (Impute::Constant, None) => {
+            return Err(err(
+                format!("{path}.impute_value"),
+                "`impute = \"constant\"` needs `impute_value = <number>`",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(err(
+                format!("{path}.impute_value"),
+                "`impute_value` is only used with `impute = \"constant\"`",
+            ))
+        }
+        (_, None) => 0.0,
+    };
+    for name in entry_names {
+        names.claim(&name, format!("{path}.name"))?;
+        out.push(NumericField {
+            name,
+            min: n.min,
+            max: n.max,
+            impute: n.impute,
+            impute_value,
+            clamp: n.clamp,
+            optional: n.optional,
+        });
+    }
+    Ok(())
+}
+
+/// Checks `schema.categorical[i]` (its name; a non-empty vocabulary of
+/// distinct values, or a positive number of hash buckets, not both) and
+/// compiles its value index.
+fn categorical_field(
+    i: usize,
+    c: &CategoricalSpec,
+    names: &mut FieldNames,
+) -> Result<CategoricalField, SchemaError> {
+    let path = format!("schema.categorical[{i}]");
+    names.claim(&c.name, format!("{path}.name"))?;
+    let mut index = HashMap::default();
+    if let Some(vocab) = &c.vocabulary {
+        if vocab.is_empty() {
+            return Err(err(
+                format!("{path}.vocabulary"),
+                "expected at least one value",
+            ));
+        }
+        if c.hash_buckets.is_some() {
+            return Err(err(
+                format!("{path}.hash_buckets"),
+                "give either `vocabulary` or `hash_buckets`, not both",
+            ));
+        }
+        for (j, v) in vocab.iter().enumerate() {
+            if index.insert(v.clone(), j as u32).is_some() {
+                return Err(err(
+                    format!("{path}.vocabulary[{j}]"),
+                    format!("value `{v}` is listed twice"),
+                ));
+            }
+        }
+    }
+    if c.hash_buckets == Some(0) {
+        return Err(err(
+            format!("{path}.hash_buckets"),
+            "expected a positive number of buckets",
+        ));
+    }
+    Ok(CategoricalField {
+        name: c.name.clone(),
+        vocabulary: c.vocabulary.clone(),
+        index,
+        hash_buckets: c.hash_buckets,
+        optional: c.optional,
+    })
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ mod tests {
         let mut noise = super::super::testing::Noise::new(seed);
         (0..n)
             .map(|i| {
-                let positive = (i * 7919 + seed as usize) % 11 == 0;
+                let positive = (i * 7919 + seed as usize).is_multiple_of(11);
                 let s = noise.normal() + if positive { separation } else { 0.0 };
                 (s, positive)
             })
