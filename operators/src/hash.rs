@@ -69,10 +69,16 @@ mod tests {
 
     #[test]
     fn hashes_are_stable_across_runs() {
-        // Fixed values: a change here would re-route keys and break checkpoints.
-        assert_eq!(key_hash("acct-000001"), key_hash("acct-000001"));
-        assert_ne!(key_hash("acct-000001"), key_hash("acct-000002"));
-        assert_ne!(key_hash("x"), line_hash(b"x"));
+        // Fixed values (the reference xxh3 of the Python `xxhash` package): a
+        // change here would re-route keys and break checkpoints and duplicate windows.
+        assert_eq!(key_hash(""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(key_hash("acct-000001"), 0x4c51_5aa7_224e_ccb7);
+        assert_eq!(key_hash("x"), 0xeaf0_6c64_80b2_cd11);
+        assert_eq!(bytes_hash(b"x"), key_hash("x"));
+        assert_eq!(line_hash(b""), 0xbcc7_13b0_da11_2bae);
+        assert_eq!(line_hash(b"acct-000001"), 0x0bb3_0a9a_d301_6649);
+        assert_eq!(line_hash(b"x"), 0x868b_313f_d576_ca59);
+        assert_eq!(owner(0x4c51_5aa7_224e_ccb7, 4), (0x4c51_5aa7u64 * 4 >> 32) as usize);
     }
 
     #[test]
