@@ -121,15 +121,53 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn batches(lake: &Path, table: &str) -> Result<Vec<RecordBatch>, String> {
+/// A lake the report cannot be made from, or a page it cannot write.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A file could not be read or written.
+    #[error("{}: {error}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// A table's part is not Parquet the report can read.
+    #[error("{}: {error}", file.display())]
+    Parquet {
+        /// The part.
+        file: PathBuf,
+        /// What the reader said.
+        error: parquet::errors::ParquetError,
+    },
+    /// A row group of a part could not be decoded.
+    #[error("{}: {error}", file.display())]
+    Arrow {
+        /// The part.
+        file: PathBuf,
+        /// What the decoder said.
+        error: arrow::error::ArrowError,
+    },
+}
+
+fn batches(lake: &Path, table: &str) -> Result<Vec<RecordBatch>, ReportError> {
     let mut out = Vec::new();
     for f in files(&lake.join(table)) {
-        let file = File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let file = File::open(&f).map_err(|error| ReportError::Io {
+            file: f.clone(),
+            error,
+        })?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+            .map_err(|error| ReportError::Parquet {
+                file: f.clone(),
+                error,
+            })?;
         for b in reader {
-            out.push(b.map_err(|e| format!("{}: {e}", f.display()))?);
+            out.push(b.map_err(|error| ReportError::Arrow {
+                file: f.clone(),
+                error,
+            })?);
         }
     }
     Ok(out)
@@ -180,7 +218,7 @@ fn strings(b: &RecordBatch, name: &str) -> Option<Vec<String>> {
 }
 
 /// Reads what the report shows from `lake`.
-pub fn load(lake: &Path) -> Result<ReportData, String> {
+pub fn load(lake: &Path) -> Result<ReportData, ReportError> {
     let (scores, keys) = load_scores(lake)?;
     let mut rejected_times = Vec::new();
     for b in batches(lake, "rejected")? {
@@ -199,7 +237,7 @@ pub fn load(lake: &Path) -> Result<ReportData, String> {
 }
 
 /// The metrics table: one row per epoch (a replayed epoch's row read last wins).
-fn load_epochs(lake: &Path) -> Result<Vec<EpochRow>, String> {
+fn load_epochs(lake: &Path) -> Result<Vec<EpochRow>, ReportError> {
     let mut epochs: BTreeMap<u64, EpochRow> = BTreeMap::new();
     for b in batches(lake, "metrics")? {
         let get = |n: &str| u64s(&b, n).unwrap_or_else(|| vec![0; b.num_rows()]);
@@ -267,7 +305,9 @@ fn load_epochs(lake: &Path) -> Result<Vec<EpochRow>, String> {
 /// The scored table: (event time, score, model version, epoch) in event
 /// time order, and records per key.
 #[allow(clippy::type_complexity)]
-fn load_scores(lake: &Path) -> Result<(Vec<(i64, f64, u64, u64)>, BTreeMap<String, u64>), String> {
+fn load_scores(
+    lake: &Path,
+) -> Result<(Vec<(i64, f64, u64, u64)>, BTreeMap<String, u64>), ReportError> {
     let mut scores = Vec::new();
     let mut keys: BTreeMap<String, u64> = BTreeMap::new();
     for b in batches(lake, "scored")? {
@@ -292,7 +332,7 @@ fn load_scores(lake: &Path) -> Result<(Vec<(i64, f64, u64, u64)>, BTreeMap<Strin
 }
 
 /// The alerts table, in epoch and window order.
-fn load_alerts(lake: &Path) -> Result<Vec<AlertRow>, String> {
+fn load_alerts(lake: &Path) -> Result<Vec<AlertRow>, ReportError> {
     let mut alerts = Vec::new();
     for b in batches(lake, "alerts")? {
         let (Some(rule), Some(state), Some(s), Some(e), Some(msg), Some(sev), Some(ep)) = (
@@ -717,8 +757,11 @@ fn page(data: &ReportData, title: &str, charts: &[String]) -> String {
 }
 
 /// Reads `lake` and writes the page to `out` (atomically).
-pub fn write(lake: &Path, out: &Path, title: &str) -> Result<(), String> {
+pub fn write(lake: &Path, out: &Path, title: &str) -> Result<(), ReportError> {
     let data = load(lake)?;
     let html = render(&data, title);
-    crate::core::storage::write_atomic(out, html.as_bytes()).map_err(|e| e.to_string())
+    crate::core::storage::write_atomic(out, html.as_bytes()).map_err(|error| ReportError::Io {
+        file: out.to_path_buf(),
+        error,
+    })
 }

@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(line_hash(b""), 0xbcc7_13b0_da11_2bae);
         assert_eq!(line_hash(b"acct-000001"), 0x0bb3_0a9a_d301_6649);
         assert_eq!(line_hash(b"x"), 0x868b_313f_d576_ca59);
-        assert_eq!(owner(0x4c51_5aa7_224e_ccb7, 4), (0x4c51_5aa7u64 * 4 >> 32) as usize);
+        assert_eq!(
+            owner(0x4c51_5aa7_224e_ccb7, 4),
+            (0x4c51_5aa7u64 * 4 >> 32) as usize
+        );
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Models { action } => models::run(action),
         Command::Report { lake, out, title } => {
             let title = title.unwrap_or_else(|| format!("millrace · {}", lake.display()));
-            crate::report::write(&lake, &out, &title).map_err(anyhow::Error::msg)?;
+            crate::report::write(&lake, &out, &title)?;
             println!("report: {}", out.display());
             Ok(())
         }

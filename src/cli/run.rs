@@ -104,10 +104,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = report_path(&plan, args.once && args.process == 0);
     let (lake_dir, name) = (plan.topology.lake.path.clone(), plan.topology.name.clone());
     let cluster = match &args.hostfile {
-        Some(path) => Some(
-            runtime::Cluster::from_hostfile(path, args.processes, args.process)
-                .map_err(anyhow::Error::msg)?,
-        ),
+        Some(path) => Some(runtime::Cluster::from_hostfile(
+            path,
+            args.processes,
+            args.process,
+        )?),
         None => None,
     };
     let options = RunOptions {
@@ -123,8 +124,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = runtime::run(Arc::new(plan), &options)?;
     println!("{summary}");
     if let Some(path) = report {
-        crate::report::write(&lake_dir, &path, &format!("millrace · {name}"))
-            .map_err(anyhow::Error::msg)?;
+        crate::report::write(&lake_dir, &path, &format!("millrace · {name}"))?;
         println!("report: {}", path.display());
     }
     if summary.unbalanced_epochs > 0 {

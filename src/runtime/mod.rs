@@ -37,15 +37,56 @@ pub struct Cluster {
     pub addresses: Vec<String>,
 }
 
+/// A hostfile that does not describe the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum HostfileError {
+    /// It could not be read.
+    #[error("cannot read the hostfile {}: {error}", path.display())]
+    Read {
+        /// The hostfile.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// It lists another number of processes than `--processes`.
+    #[error("the hostfile {} lists {listed} address(es), but --processes is {processes}", path.display())]
+    Count {
+        /// The hostfile.
+        path: PathBuf,
+        /// Addresses it lists.
+        listed: usize,
+        /// `--processes`.
+        processes: usize,
+    },
+    /// A line is not `host:port`.
+    #[error("the hostfile {}: `{entry}` is not host:port", path.display())]
+    NotHostPort {
+        /// The hostfile.
+        path: PathBuf,
+        /// The line.
+        entry: String,
+    },
+    /// `--process` is not one of them.
+    #[error("--process {process}: expected 0..{}", processes.saturating_sub(1))]
+    Process {
+        /// `--process`.
+        process: usize,
+        /// `--processes`.
+        processes: usize,
+    },
+}
+
 impl Cluster {
     /// Reads a hostfile: one `host:port` per process, in process order (blank lines and `#` comments skipped).
     pub fn from_hostfile(
         path: &std::path::Path,
         processes: usize,
         process: usize,
-    ) -> Result<Cluster, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the hostfile {}: {e}", path.display()))?;
+    ) -> Result<Cluster, HostfileError> {
+        let text = std::fs::read_to_string(path).map_err(|error| HostfileError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
         let addresses: Vec<String> = text
             .lines()
             .map(|l| l.split('#').next().unwrap_or_default().trim())
@@ -53,27 +94,25 @@ impl Cluster {
             .map(str::to_string)
             .collect();
         if addresses.len() != processes {
-            return Err(format!(
-                "the hostfile {} lists {} address(es), but --processes is {processes}",
-                path.display(),
-                addresses.len()
-            ));
+            return Err(HostfileError::Count {
+                path: path.to_path_buf(),
+                listed: addresses.len(),
+                processes,
+            });
         }
-        if let Some(bad) = addresses.iter().find(|a| {
+        let host_port = |a: &String| {
             a.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-        }) {
-            return Err(format!(
-                "the hostfile {}: `{bad}` is not host:port",
-                path.display()
-            ));
+                .is_some()
+        };
+        if let Some(bad) = addresses.iter().find(|a| !host_port(a)) {
+            return Err(HostfileError::NotHostPort {
+                path: path.to_path_buf(),
+                entry: bad.clone(),
+            });
         }
         if process >= processes {
-            return Err(format!(
-                "--process {process}: expected 0..{}",
-                processes - 1
-            ));
+            return Err(HostfileError::Process { process, processes });
         }
         Ok(Cluster { process, addresses })
     }
