@@ -244,7 +244,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                             .into(),
                     )
                 })?;
-            // Epochs a previous run of this lake already committed to the topic (only when resuming).
+            // Names this lake in the marker topic (epochs its runs committed to Kafka).
             let lake_id = format!(
                 "{:016x}",
                 xxhash_rust::xxh3::xxh3_64(lake.display().to_string().as_bytes())
@@ -256,24 +256,16 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
                 crate::connectors::kafka_sink::ensure_topic(&brokers, &marker, 1)
                     .map_err(RunError::External)?;
             }
-            let committed = match (&start.checkpointing, spec.transactional) {
-                (Some(c), true) if c.resumed.is_some() => {
-                    crate::connectors::kafka_sink::committed_epochs(
-                        &brokers,
-                        &spec.librdkafka_options,
-                        &spec.topic,
-                        &lake_id,
-                    )
-                    .map_err(RunError::External)?
-                }
-                _ => BTreeMap::new(),
-            };
+            let resuming = start
+                .checkpointing
+                .as_ref()
+                .is_some_and(|c| c.resumed.is_some());
             Some(crate::connectors::kafka_sink::KafkaSink {
                 spec: spec.clone(),
                 brokers,
                 pipeline: plan.topology.name.clone(),
                 lake_id,
-                committed,
+                resuming,
             })
         }
         None => None,
