@@ -229,11 +229,18 @@ pub fn plan(
             .find(|t| t.name() == topic)
             .ok_or_else(|| format!("topic `{topic}` has no metadata"))?;
         if let Some(err) = t.error() {
-            return Err(format!(
-                "topic `{topic}` at {}: {:?}",
-                spec.brokers,
-                rdkafka::error::RDKafkaErrorCode::from(err)
-            ));
+            use rdkafka::error::RDKafkaErrorCode as Code;
+            return Err(match Code::from(err) {
+                Code::UnknownTopicOrPartition | Code::UnknownTopic => format!(
+                    "topic `{topic}` does not exist at {} (millrace does not create the topics it reads)",
+                    spec.brokers
+                ),
+                Code::TopicAuthorizationFailed => format!(
+                    "not authorised to read topic `{topic}` at {} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)",
+                    spec.brokers
+                ),
+                code => format!("topic `{topic}` at {}: {code}", spec.brokers),
+            });
         }
         if t.partitions().is_empty() {
             return Err(format!(
