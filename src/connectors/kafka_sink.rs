@@ -20,8 +20,11 @@
 //! the checkpoint repeats the epoch, with the same keys and `source`/`line`,
 //! for consumers to deduplicate on.
 //! **Failures:** librdkafka retries; a record not acknowledged within
-//! `message.timeout.ms` (30 s unless overridden) or a failed commit stops the
-//! engine with the error, before the epoch is checkpointed.
+//! `message.timeout.ms` (30 s unless overridden), a record the broker refuses
+//! (larger than the topic's `max.message.bytes`, not authorised: the reason
+//! and the record's size are in the error) or a failed commit stops the
+//! engine with the error, before the epoch is checkpointed: a rerun, once
+//! the cause is fixed, produces the epoch again and loses nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -333,6 +336,44 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Keeps the first delivery failure the broker reports (a record too large,
+/// a topic not authorised...): with the default context librdkafka's
+/// delivery reports go nowhere, so a non-transactional flush would succeed
+/// with records missing, and a failed transaction would not say why.
+#[derive(Default)]
+pub struct DeliveryCheck {
+    failed: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCheck {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCheck {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(format!(
+                    "{e} (a record of {} bytes to partition {})",
+                    m.payload().map_or(0, <[u8]>::len),
+                    m.partition()
+                ));
+            }
+        }
+    }
+}
+
+impl DeliveryCheck {
+    /// The failures since the last call, as a sentence, if any.
+    pub fn take(&self) -> Option<String> {
+        let n = self.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        (n > 0).then(|| format!("the broker refused {n} record(s): {}", first.unwrap_or_default()))
+    }
+}
+
 /// What a Kafka sink instance needs.
 #[derive(Clone, Debug)]
 pub struct KafkaSink {
@@ -395,7 +436,7 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
         let step = step_id.to_string();
         let me = format!("w{worker}");
         let mut skip_until: Option<Epoch> = None;
-        let mut producer: Option<BaseProducer> = None;
+        let mut producer: Option<BaseProducer<DeliveryCheck>> = None;
         self.write_behind(step_id, fault, move |epoch, rows| {
             let spec = &sink.spec;
             let err = |what: &str, e: &dyn std::fmt::Display| format!("{step}: {what} (topic `{}`, epoch {epoch}): {e}", spec.topic);
@@ -412,7 +453,8 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                 for (k, v) in &spec.librdkafka_options {
                     c.set(k, v);
                 }
-                let p: BaseProducer = c.create().map_err(|e| err("cannot create the producer", &e))?;
+                let p: BaseProducer<DeliveryCheck> =
+                    c.create_with_context(DeliveryCheck::default()).map_err(|e| err("cannot create the producer", &e))?;
                 if spec.transactional {
                     // Also aborts the transaction a crashed run of this worker left open.
                     p.init_transactions(Duration::from_secs(30)).map_err(|e| err("cannot initialise transactions", &e))?;
@@ -463,9 +505,16 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                 p.send(BaseRecord::to(&marker).key(me.as_str()).payload(value.as_str()).partition(0))
                     .map_err(|(e, _)| err("cannot write the epoch marker", &e))?;
                 crate::crash_point!("kafka_before_commit");
-                p.commit_transaction(Duration::from_secs(60)).map_err(|e| err("cannot commit the transaction", &e))?;
+                let committed = p.commit_transaction(Duration::from_secs(60));
+                if let Some(refused) = p.context().take() {
+                    return Err(err("cannot commit the transaction", &refused));
+                }
+                committed.map_err(|e| err("cannot commit the transaction", &e))?;
             } else {
                 p.flush(Duration::from_secs(60)).map_err(|e| err("records were not acknowledged", &e))?;
+                if let Some(refused) = p.context().take() {
+                    return Err(err("records were not delivered", &refused));
+                }
             }
             Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
         })
