@@ -957,3 +957,58 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     assert_eq!(lake.len() as u64, clean);
     assert!(topic.keys().cloned().collect::<BTreeSet<_>>() == lake, "the lake and the topic hold the same records");
 }
+
+#[test]
+fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lose_nothing() {
+    let broker = Broker::start("refusals");
+    let dir = scratch("kafka-refusals");
+    // An input topic that does not exist: named, at once, nothing created.
+    let missing = topology_named(&dir, "missing", "nope", "scored", "missing", 10_000);
+    let start = Instant::now();
+    let out = millrace_raw(
+        &dir,
+        &["run", missing.to_str().unwrap(), "--once", "--brokers", &broker.addr, "--lake", "lake-missing"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("topic `nope` does not exist at {}", broker.addr)),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+
+    // The scored topic takes records of at most 128 bytes: the broker refuses
+    // every scored record, the run stops saying so and checkpoints nothing.
+    broker.create_topic("scored", 2, &["--config", "max.message.bytes=128"]);
+    let truth_path = dir.join("truth.json");
+    millrace(
+        &dir,
+        &[
+            "gen", "--rows", "20000", "--seed", "66", "--format", "jsonl", "--to-kafka", &broker.addr,
+            "--topic", "tx", "--partitions", "2", "--truth", truth_path.to_str().unwrap(),
+        ],
+    );
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let clean = truth_u64(&truth, "rows_emitted")
+        - truth_u64(&truth, "malformed")
+        - truth_u64(&truth, "invalid")
+        - truth_u64(&truth, "duplicates");
+    let topo = topology_named(&dir, "small", "tx", "scored", "small", 5_000);
+    let args = ["run", topo.to_str().unwrap(), "--once", "--brokers", &broker.addr, "--lake", "lake"];
+    let out = millrace_raw(&dir, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("topic `scored`") && err.contains("refused") && err.to_lowercase().contains("too large"),
+        "{err}"
+    );
+    assert_eq!(checkpointed_epoch(&dir.join("lake")), None, "nothing is checkpointed past a refused record");
+    assert!(consume(&broker.addr, "scored", None).is_empty(), "no refused epoch is visible");
+    // Once the topic takes them, a rerun writes every record, once.
+    broker.set_topic_config("scored", "max.message.bytes=1048588");
+    let out = millrace(&dir, &args);
+    let (topic, n) = scored_topic(&broker.addr, "scored");
+    assert_eq!((n as u64, topic.len() as u64), (clean, clean), "{out}");
+    assert_eq!(rows(&dir.join("lake"), "scored") as u64, clean);
+}

@@ -75,10 +75,22 @@ impl Broker {
         self.running = true;
     }
 
-    /// Creates `topic` with `partitions` (Kafka's own TopicCommand).
-    pub fn create_topic(&self, topic: &str, partitions: u32) {
-        broker(&["topic", "--bootstrap", &self.addr, "create", topic, "--partitions", &partitions.to_string()])
-            .unwrap_or_else(|e| panic!("{e}"));
+    /// Creates `topic` with `partitions` (Kafka's own TopicCommand); `extra`
+    /// goes to it as is, e.g. `["--config", "max.message.bytes=128"]`.
+    pub fn create_topic(&self, topic: &str, partitions: u32, extra: &[&str]) {
+        let partitions = partitions.to_string();
+        let mut args = vec!["topic", "--bootstrap", &self.addr, "create", topic, "--partitions", &partitions];
+        args.extend_from_slice(extra);
+        broker(&args).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Sets a topic's config (Kafka's own ConfigCommand).
+    pub fn set_topic_config(&self, topic: &str, key_value: &str) {
+        broker(&[
+            "run", "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", &self.addr,
+            "--alter", "--entity-type", "topics", "--entity-name", topic, "--add-config", key_value,
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The broker's log so far (for failure messages).
