@@ -789,14 +789,22 @@ fn scored_topic(brokers: &str, topic: &str) -> (BTreeMap<(String, u64), f64>, us
 
 #[test]
 fn kafka_to_lake_and_kafka_exactly_once_through_ten_sigkills_and_two_crash_points() {
-    // Seven partitions on two workers; small epochs so the run has many
-    // transactions and checkpoints to be killed between and inside.
-    let rows: u64 = std::env::var("MILLRACE_KAFKA_KILL_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(150_000);
-    let broker = Broker::start("kills");
-    let dir = scratch("kafka-kills");
+    ten_sigkills_and_two_crash_points(150_000, "kills");
+}
+
+/// The same with 1,000,000 rows (`.ci/test` runs it once: `-- --ignored`).
+#[test]
+#[ignore = "1,000,000 rows: a few minutes; .ci/test runs it"]
+fn kafka_to_lake_and_kafka_exactly_once_through_ten_sigkills_and_two_crash_points_1m() {
+    ten_sigkills_and_two_crash_points(1_000_000, "kills-1m");
+}
+
+/// `rows` generated rows on seven partitions and two workers, with epochs of
+/// a hundredth of the input, so the run has many transactions and
+/// checkpoints to be killed between and inside.
+fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
+    let broker = Broker::start(name);
+    let dir = scratch(&format!("kafka-{name}"));
     let truth_path = dir.join("truth.json");
     millrace(
         &dir,
