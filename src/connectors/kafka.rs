@@ -29,8 +29,10 @@
 //! an epoch is also cut once `epoch_interval_ms` has passed, so an idle
 //! partition never holds the others back.
 //! **`--once`:** drains: a partition is done at the end it had when first
-//! fetched (the fetch's high watermark, or the broker's end-of-partition
-//! signal), and the source finishes when all are done.
+//! fetched (the fetch's high watermark), or earlier where the broker signals
+//! its end (read_committed: the last stable offset; a transactional topic's
+//! last offset is a commit marker no reader is given), and the source
+//! finishes when all are done.
 //! **Offsets** are committed back to the group only after the epoch holding
 //! them is checkpointed (the coordinator does it), so consumer lag is visible
 //! to ordinary Kafka tooling and never runs ahead of the lake.
@@ -227,11 +229,18 @@ pub fn plan(
             .find(|t| t.name() == topic)
             .ok_or_else(|| format!("topic `{topic}` has no metadata"))?;
         if let Some(err) = t.error() {
-            return Err(format!(
-                "topic `{topic}` at {}: {:?}",
-                spec.brokers,
-                rdkafka::error::RDKafkaErrorCode::from(err)
-            ));
+            use rdkafka::error::RDKafkaErrorCode as Code;
+            return Err(match Code::from(err) {
+                Code::UnknownTopicOrPartition | Code::UnknownTopic => format!(
+                    "topic `{topic}` does not exist at {} (millrace does not create the topics it reads)",
+                    spec.brokers
+                ),
+                Code::TopicAuthorizationFailed => format!(
+                    "not authorised to read topic `{topic}` at {} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)",
+                    spec.brokers
+                ),
+                code => format!("topic `{topic}` at {}: {code}", spec.brokers),
+            });
         }
         if t.partitions().is_empty() {
             return Err(format!(
@@ -248,9 +257,10 @@ pub fn plan(
     for (t, p) in &partitions {
         tpl.add_partition(t, *p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, Timeout::After(Duration::from_secs(10)))
-        .map_err(|e| {
+    let committed = retry_coordinator(|| {
+        consumer.committed_offsets(tpl.clone(), Timeout::After(Duration::from_secs(10)))
+    })
+    .map_err(|e| {
             format!(
                 "cannot read the committed offsets of group `{}` at {}: {e}",
                 spec.group_id, spec.brokers
@@ -302,6 +312,41 @@ fn consumer_config(spec: &KafkaSourceSpec) -> ClientConfig {
     c
 }
 
+/// How long a group call is retried while the group's coordinator is not ready.
+const COORDINATOR_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs a consumer-group call, retrying (100 ms doubling to 2 s, for up to
+/// [`COORDINATOR_WAIT`]) while the broker says the group's coordinator is
+/// moving or still loading — as Kafka does for a while after it starts, and
+/// for a group's first call while `__consumer_offsets` is being created.
+fn retry_coordinator<T>(mut call: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    let deadline = Instant::now() + COORDINATOR_WAIT;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call() {
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            Code::NotCoordinator
+                                | Code::CoordinatorNotAvailable
+                                | Code::CoordinatorLoadInProgress
+                                | Code::RequestTimedOut
+                                | Code::OperationTimedOut
+                        )
+                    ) =>
+            {
+                warn!(%e, "Kafka group coordinator not ready; retrying.");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Commits `offsets` (source name → next offset) to the group.
 pub fn commit_offsets(
     consumer: &BaseConsumer,
@@ -318,7 +363,7 @@ pub fn commit_offsets(
             Offset::Offset(*next),
         )?;
     }
-    consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+    retry_coordinator(|| consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync))
 }
 
 /// A consumer for committing the group's offsets (the coordinator's).
@@ -555,12 +600,15 @@ pub fn kafka<'scope>(
                             p.taken += 1;
                         }
                         Some(Err(KafkaError::PartitionEOF(_))) => {
-                            if p.end.is_none() || p.end.is_some_and(|e| e < p.next) {
-                                p.end = Some(p.next.max(0));
-                            }
                             if p.next < 0 {
                                 p.next = 0;
                             }
+                            // Everything there is has been read: the end is here,
+                            // even below the high watermark first seen (a
+                            // transactional topic ends in a commit marker, an
+                            // offset no reader is given; read_committed stops at
+                            // the last stable offset).
+                            p.end = Some(p.end.map_or(p.next, |e| e.min(p.next)));
                         }
                         Some(Err(e)) => {
                             transport_errors += 1;

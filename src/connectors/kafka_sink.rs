@@ -10,7 +10,9 @@
 //! `millrace-<pipeline>-<topic>-w<worker>`), which also writes the epoch
 //! number to the marker topic `<topic>.millrace-epochs`; consumers reading
 //! with `isolation.level=read_committed` see whole epochs only. On restart a
-//! worker reads its last committed epoch from the marker topic and does not
+//! worker initialises its transactional id (aborting whatever its previous
+//! run left open), waits for the marker topic's open transactions to settle,
+//! reads its last committed epoch from it and does not
 //! produce the replayed epochs up to it again: the engine is deterministic, so
 //! they are already there, byte for byte. Together with the checkpoint this is
 //! exactly-once. Without transactions (`transactional = false`, for brokers
@@ -18,8 +20,11 @@
 //! the checkpoint repeats the epoch, with the same keys and `source`/`line`,
 //! for consumers to deduplicate on.
 //! **Failures:** librdkafka retries; a record not acknowledged within
-//! `message.timeout.ms` (30 s unless overridden) or a failed commit stops the
-//! engine with the error, before the epoch is checkpointed.
+//! `message.timeout.ms` (30 s unless overridden), a record the broker refuses
+//! (larger than the topic's `max.message.bytes`, not authorised: the reason
+//! and the record's size are in the error) or a failed commit stops the
+//! engine with the error, before the epoch is checkpointed: a rerun, once
+//! the cause is fixed, produces the epoch again and loses nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -127,7 +132,21 @@ pub fn render(s: &Scored, epoch: Epoch, out: &mut String) {
     let _ = write!(out, ",\"line\":{},\"epoch\":{epoch}}}", r.pos.line);
 }
 
+/// How long [`committed_epochs`] waits for transactions still open on the
+/// marker topic: longer than librdkafka's default `transaction.timeout.ms`
+/// (60 s), after which the broker aborts a crashed producer's transaction.
+const MARKER_SETTLE: Duration = Duration::from_secs(120);
+
 /// Reads the marker topic: the last epoch each worker committed.
+///
+/// Called by each worker's sink after `init_transactions`, which aborts the
+/// transaction its previous incarnation left open. A `read_committed` reader
+/// stops at the partition's last stable offset, which stays behind any
+/// transaction still open there — another worker's, whose commit may follow
+/// markers of ours. So the read first waits until the last stable offset has
+/// reached the end the marker partition had when the read began: every
+/// transaction written before then is committed or aborted, and the markers
+/// read are all there are.
 pub fn committed_epochs(
     brokers: &str,
     options: &BTreeMap<String, String>,
@@ -136,23 +155,47 @@ pub fn committed_epochs(
 ) -> Result<BTreeMap<String, Epoch>, String> {
     let marker = marker_topic(topic);
     ensure_topic(brokers, &marker, 1)?;
-    let mut c = client_config(brokers, options);
-    c.set(
-        "group.id",
-        format!("millrace-marker-reader-{}", std::process::id()),
-    )
-    .set("enable.auto.commit", "false")
-    .set("enable.partition.eof", "true")
-    .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = c
-        .create()
-        .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?;
+    let reader = |isolation: &str| -> Result<BaseConsumer, String> {
+        let mut c = client_config(brokers, options);
+        c.set(
+            "group.id",
+            format!("millrace-marker-reader-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation);
+        c.create()
+            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))
+    };
+    let timeout = Duration::from_secs(10);
+    let (_, end) = reader("read_uncommitted")?
+        .fetch_watermarks(&marker, 0, timeout)
+        .map_err(|e| format!("cannot read the end of the marker topic `{marker}` at {brokers}: {e}"))?;
+    let consumer = reader("read_committed")?;
+    let settle = std::time::Instant::now() + MARKER_SETTLE;
+    loop {
+        // With read_committed, ListOffsets answers the last stable offset.
+        let (_, stable) = consumer
+            .fetch_watermarks(&marker, 0, timeout)
+            .map_err(|e| format!("cannot read the marker topic `{marker}` at {brokers}: {e}"))?;
+        if stable >= end {
+            break;
+        }
+        if std::time::Instant::now() > settle {
+            return Err(format!(
+                "the marker topic `{marker}` at {brokers} still has a transaction open after {} s \
+                 (last stable offset {stable}, end {end}): is another run of this topology still writing to `{topic}`?",
+                MARKER_SETTLE.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&marker, 0, Offset::Beginning)
         .map_err(|e| e.to_string())?;
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut last = BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if std::time::Instant::now() > deadline {
             return Err(format!(
@@ -293,6 +336,44 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// Keeps the first delivery failure the broker reports (a record too large,
+/// a topic not authorised...): with the default context librdkafka's
+/// delivery reports go nowhere, so a non-transactional flush would succeed
+/// with records missing, and a failed transaction would not say why.
+#[derive(Default)]
+pub struct DeliveryCheck {
+    failed: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCheck {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCheck {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(format!(
+                    "{e} (a record of {} bytes to partition {})",
+                    m.payload().map_or(0, <[u8]>::len),
+                    m.partition()
+                ));
+            }
+        }
+    }
+}
+
+impl DeliveryCheck {
+    /// The failures since the last call, as a sentence, if any.
+    pub fn take(&self) -> Option<String> {
+        let n = self.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        (n > 0).then(|| format!("the broker refused {n} record(s): {}", first.unwrap_or_default()))
+    }
+}
+
 /// What a Kafka sink instance needs.
 #[derive(Clone, Debug)]
 pub struct KafkaSink {
@@ -304,8 +385,10 @@ pub struct KafkaSink {
     pub pipeline: String,
     /// Identifies the lake, so markers of another lake's runs are ignored.
     pub lake_id: String,
-    /// Per worker (`w<index>`): the last epoch already committed to the topic.
-    pub committed: BTreeMap<String, Epoch>,
+    /// The run resumes a checkpoint: each worker reads its last committed
+    /// epoch from the marker topic before producing, and skips the replayed
+    /// epochs up to it.
+    pub resuming: bool,
 }
 
 impl super::Sink for KafkaSink {
@@ -352,15 +435,11 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
         let worker = self.scope().index();
         let step = step_id.to_string();
         let me = format!("w{worker}");
-        let skip_until = sink.committed.get(&me).copied();
-        let mut producer: Option<BaseProducer> = None;
+        let mut skip_until: Option<Epoch> = None;
+        let mut producer: Option<BaseProducer<DeliveryCheck>> = None;
         self.write_behind(step_id, fault, move |epoch, rows| {
             let spec = &sink.spec;
             let err = |what: &str, e: &dyn std::fmt::Display| format!("{step}: {what} (topic `{}`, epoch {epoch}): {e}", spec.topic);
-            if skip_until.is_some_and(|s| epoch <= s) {
-                info!(step_id = %step, epoch, "Epoch already in Kafka from before the restart; not producing it again.");
-                return Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes: 0, parts: vec![] }]);
-            }
             if producer.is_none() {
                 let mut c = client_config(&sink.brokers, &BTreeMap::new());
                 c.set("enable.idempotence", "true")
@@ -374,11 +453,23 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                 for (k, v) in &spec.librdkafka_options {
                     c.set(k, v);
                 }
-                let p: BaseProducer = c.create().map_err(|e| err("cannot create the producer", &e))?;
+                let p: BaseProducer<DeliveryCheck> =
+                    c.create_with_context(DeliveryCheck::default()).map_err(|e| err("cannot create the producer", &e))?;
                 if spec.transactional {
+                    // Also aborts the transaction a crashed run of this worker left open.
                     p.init_transactions(Duration::from_secs(30)).map_err(|e| err("cannot initialise transactions", &e))?;
+                    if sink.resuming {
+                        let committed = committed_epochs(&sink.brokers, &spec.librdkafka_options, &spec.topic, &sink.lake_id)
+                            .map_err(|e| format!("{step}: {e}"))?;
+                        skip_until = committed.get(&me).copied();
+                        info!(step_id = %step, worker, last_committed = ?skip_until, "Read the epochs already committed to Kafka.");
+                    }
                 }
                 producer = Some(p);
+            }
+            if skip_until.is_some_and(|s| epoch <= s) {
+                info!(step_id = %step, epoch, "Epoch already in Kafka from before the restart; not producing it again.");
+                return Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes: 0, parts: vec![] }]);
             }
             let p = producer.as_ref().expect("created above");
             if spec.transactional {
@@ -414,9 +505,16 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
                 p.send(BaseRecord::to(&marker).key(me.as_str()).payload(value.as_str()).partition(0))
                     .map_err(|(e, _)| err("cannot write the epoch marker", &e))?;
                 crate::crash_point!("kafka_before_commit");
-                p.commit_transaction(Duration::from_secs(60)).map_err(|e| err("cannot commit the transaction", &e))?;
+                let committed = p.commit_transaction(Duration::from_secs(60));
+                if let Some(refused) = p.context().take() {
+                    return Err(err("cannot commit the transaction", &refused));
+                }
+                committed.map_err(|e| err("cannot commit the transaction", &e))?;
             } else {
                 p.flush(Duration::from_secs(60)).map_err(|e| err("records were not acknowledged", &e))?;
+                if let Some(refused) = p.context().take() {
+                    return Err(err("records were not delivered", &refused));
+                }
             }
             Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
         })

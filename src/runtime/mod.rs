@@ -501,14 +501,14 @@ fn kafka_assignments(
     Ok((records, labels))
 }
 
-/// The Kafka sink, its topics made sure of, and (resuming a transactional
-/// sink) the epochs a previous run of this lake already committed to it.
+/// The Kafka sink, its topics made sure of; whether it resumes a checkpoint
+/// (each worker reads the epochs it already committed once its transactions are initialised).
 fn prepare_kafka_sink(
     plan: &Compiled,
     start: &Start,
     lake: &std::path::Path,
 ) -> Result<Option<crate::connectors::kafka_sink::KafkaSink>, RunError> {
-    use crate::connectors::kafka_sink::{committed_epochs, ensure_topic, marker_topic, KafkaSink};
+    use crate::connectors::kafka_sink::{ensure_topic, marker_topic, KafkaSink};
     let Some(spec) = &plan.topology.sink.kafka else {
         return Ok(None);
     };
@@ -521,6 +521,7 @@ fn prepare_kafka_sink(
                 "sink.kafka.brokers: no brokers, and no Kafka source to take them from".into(),
             )
         })?;
+    // Names this lake in the marker topic (epochs its runs committed to Kafka).
     let lake_id = format!(
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(lake.display().to_string().as_bytes())
@@ -533,18 +534,12 @@ fn prepare_kafka_sink(
         .checkpointing
         .as_ref()
         .is_some_and(|c| c.resumed.is_some());
-    let committed = if resuming && spec.transactional {
-        committed_epochs(&brokers, &spec.librdkafka_options, &spec.topic, &lake_id)
-            .map_err(RunError::External)?
-    } else {
-        BTreeMap::new()
-    };
     Ok(Some(KafkaSink {
         spec: spec.clone(),
         brokers,
         pipeline: plan.topology.name.clone(),
         lake_id,
-        committed,
+        resuming,
     }))
 }
 
