@@ -100,36 +100,34 @@ pub struct ReportData {
     pub alerts: Vec<AlertRow>,
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().to_string();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !name.starts_with('.') && name.ends_with(".parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+/// The visible Parquet parts under `dir` (a folder or an object-store prefix).
+fn files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let listed = crate::core::storage::list(dir, true).map_err(|e| e.to_string())?;
+    Ok(listed
+        .into_iter()
+        .filter(|(rel, _)| {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            !name.starts_with('.') && name.ends_with(".parquet")
+        })
+        .map(|(rel, _)| dir.join(rel))
+        .collect())
 }
 
 fn batches(lake: &Path, table: &str) -> Result<Vec<RecordBatch>, String> {
     let mut out = Vec::new();
-    for f in files(&lake.join(table)) {
-        let file = File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|e| format!("{}: {e}", f.display()))?;
+    for f in files(&lake.join(table))? {
+        let named = |e: &dyn std::fmt::Display| format!("{}: {e}", f.display());
+        let reader = if crate::core::storage::is_remote(&f) {
+            let bytes = crate::core::storage::read(&f).map_err(|e| named(&e))?;
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .and_then(|b| b.build())
+        } else {
+            let file = File::open(&f).map_err(|e| named(&e))?;
+            ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build())
+        }
+        .map_err(|e| named(&e))?;
         for b in reader {
-            out.push(b.map_err(|e| format!("{}: {e}", f.display()))?);
+            out.push(b.map_err(|e| named(&e))?);
         }
     }
     Ok(out)

@@ -37,13 +37,20 @@ enum LogFormat {
     Json,
 }
 
+/// Parses a lake given on the command line (a folder or an object-store URL;
+/// any other scheme is refused by name).
+pub fn lake_arg(text: &str) -> Result<PathBuf, String> {
+    crate::core::storage::parse(text).map_err(|e| e.to_string())
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a topology.
     Run(run::RunArgs),
     /// Write the HTML report of a lake (charts of input, rejects, model quality, alerts, latency).
     Report {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
+        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// The page to write.
         #[arg(short, long, default_value = "report.html")]

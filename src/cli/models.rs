@@ -12,7 +12,8 @@ use crate::dataflow::coordinator::registry;
 pub enum ModelsAction {
     /// List the published versions (the champion is marked).
     List {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
+        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// The model (pipeline) name; needed when the lake has several.
         #[arg(long)]
@@ -20,7 +21,8 @@ pub enum ModelsAction {
     },
     /// Print a version's model.json (`champion`, `latest` or `v<N>`).
     Show {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
+        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// Which version.
         version: String,
@@ -30,7 +32,8 @@ pub enum ModelsAction {
     },
     /// Make a version the champion (warm starts with `champion` take it).
     Promote {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
+        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// Which version.
         version: String,
@@ -50,7 +53,8 @@ pub enum ModelsAction {
     },
     /// Go back to the previous champion.
     Rollback {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
+        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// The model (pipeline) name.
         #[arg(long)]
@@ -92,8 +96,10 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
                 .join("model.json");
             print!(
                 "{}",
-                std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?
+                String::from_utf8_lossy(
+                    &crate::core::storage::read(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?
+                )
             );
             println!();
         }
@@ -135,7 +141,7 @@ fn list(lake: &Path, model: Option<String>) -> anyhow::Result<()> {
     println!("  version     epoch    records   labelled   accuracy   log loss    ROC AUC   state");
     // Whether the version's exact state is kept (warm-startable) or pruned (`keep_versions`).
     let state = |v: u64| {
-        if registry::state_path(lake, &name, v).exists() {
+        if crate::core::storage::exists(&registry::state_path(lake, &name, v)).unwrap_or(false) {
             "kept"
         } else {
             "pruned"

@@ -29,8 +29,8 @@ pub struct RunArgs {
     /// Use this landing folder instead of the topology's.
     #[arg(long)]
     landing: Option<PathBuf>,
-    /// Use this lake folder instead of the topology's.
-    #[arg(long)]
+    /// Use this lake instead of the topology's: a folder, or an az://, abfss:// or s3:// URL.
+    #[arg(long, value_parser = crate::cli::lake_arg)]
     lake: Option<PathBuf>,
     /// Use these Kafka bootstrap servers (host:port[,host:port]) instead of the topology's.
     #[arg(long)]

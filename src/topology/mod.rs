@@ -566,7 +566,7 @@ impl Topology {
     /// Cross-field checks; compiles schema and features.
     // `!(x > 0.0)` on purpose throughout: a NaN must fail these checks too.
     #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    pub fn check(self) -> Result<Compiled, SchemaError> {
+    pub fn check(mut self) -> Result<Compiled, SchemaError> {
         let e = |path: &str, message: &str| SchemaError {
             path: path.into(),
             message: message.into(),
@@ -762,6 +762,15 @@ impl Topology {
         }
         if self.lake.tables.is_empty() {
             return Err(e("lake.tables", "expected at least one table"));
+        }
+        let lake = self.lake.path.to_string_lossy().to_string();
+        self.lake.path =
+            crate::core::storage::parse(&lake).map_err(|err| e("lake.path", &err.to_string()))?;
+        if self.sink.csv.is_some() && crate::core::storage::is_remote(&self.lake.path) {
+            return Err(e(
+                "sink.csv",
+                "the CSV sink writes local files and cannot write under an object-store lake; use a local lake or drop `[sink.csv]`",
+            ));
         }
         let schema = Arc::new(Schema::new(&self.schema)?);
         let learns = self.model.kind != ModelKind::Feature;
