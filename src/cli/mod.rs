@@ -37,10 +37,13 @@ enum LogFormat {
     Json,
 }
 
-/// Parses a lake given on the command line (a folder or an object-store URL;
-/// any other scheme is refused by name).
-pub fn lake_arg(text: &str) -> Result<PathBuf, String> {
-    crate::core::storage::parse(text).map_err(|e| e.to_string())
+/// Checks a lake given on the command line (a folder or an object-store URL;
+/// any other scheme is refused by name) and returns the form the engine
+/// carries. Not a clap value parser: clap would quote a refused value back,
+/// and a URL with credentials in it must not be echoed.
+pub fn lake_arg(lake: &std::path::Path) -> anyhow::Result<PathBuf> {
+    crate::core::storage::parse(&lake.to_string_lossy())
+        .map_err(|e| anyhow::anyhow!("--lake / LAKE: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -50,7 +53,6 @@ enum Command {
     /// Write the HTML report of a lake (charts of input, rejects, model quality, alerts, latency).
     Report {
         /// The lake: a folder, or an az://, abfss:// or s3:// URL.
-        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// The page to write.
         #[arg(short, long, default_value = "report.html")]
@@ -110,6 +112,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Gen(args) => gen::run(args),
         Command::Models { action } => models::run(action),
         Command::Report { lake, out, title } => {
+            let lake = lake_arg(&lake)?;
             let title = title.unwrap_or_else(|| format!("millrace · {}", lake.display()));
             crate::report::write(&lake, &out, &title).map_err(anyhow::Error::msg)?;
             println!("report: {}", out.display());

@@ -13,7 +13,6 @@ pub enum ModelsAction {
     /// List the published versions (the champion is marked).
     List {
         /// The lake: a folder, or an az://, abfss:// or s3:// URL.
-        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// The model (pipeline) name; needed when the lake has several.
         #[arg(long)]
@@ -22,7 +21,6 @@ pub enum ModelsAction {
     /// Print a version's model.json (`champion`, `latest` or `v<N>`).
     Show {
         /// The lake: a folder, or an az://, abfss:// or s3:// URL.
-        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// Which version.
         version: String,
@@ -33,7 +31,6 @@ pub enum ModelsAction {
     /// Make a version the champion (warm starts with `champion` take it).
     Promote {
         /// The lake: a folder, or an az://, abfss:// or s3:// URL.
-        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// Which version.
         version: String,
@@ -54,7 +51,6 @@ pub enum ModelsAction {
     /// Go back to the previous champion.
     Rollback {
         /// The lake: a folder, or an az://, abfss:// or s3:// URL.
-        #[arg(value_parser = crate::cli::lake_arg)]
         lake: PathBuf,
         /// The model (pipeline) name.
         #[arg(long)]
@@ -82,12 +78,13 @@ fn model_name(lake: &Path, model: Option<String>) -> anyhow::Result<String> {
 /// Runs `millrace models`.
 pub fn run(action: ModelsAction) -> anyhow::Result<()> {
     match action {
-        ModelsAction::List { lake, model } => list(&lake, model)?,
+        ModelsAction::List { lake, model } => list(&crate::cli::lake_arg(&lake)?, model)?,
         ModelsAction::Show {
             lake,
             version,
             model,
         } => {
+            let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             let reg = registry::load(&lake, &name).map_err(anyhow::Error::msg)?;
             let v = registry::resolve(&reg, &version).map_err(anyhow::Error::msg)?;
@@ -108,6 +105,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             version,
             model,
         } => {
+            let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             // The running job rewrites the registry too: not while one holds the lake.
             let _lock = crate::runtime::lock::acquire(&lake, "models promote")?;
@@ -119,6 +117,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             http_token_env,
         } => super::client::promote_challenger(&addr, http_token_env.as_deref())?,
         ModelsAction::Rollback { lake, model } => {
+            let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             let _lock = crate::runtime::lock::acquire(&lake, "models rollback")?;
             let v = registry::rollback(&lake, &name).map_err(anyhow::Error::msg)?;

@@ -114,7 +114,7 @@ impl Location {
         let plain = |name: &str, what: &str| -> Result<String, LocationError> {
             if name.contains('@') {
                 return Err(unsupported(format!(
-                    "credentials in the URL are not accepted; set them in the environment ({what})"
+                    "credentials in the URL are not accepted; set them in the environment instead (the {what} is the part before the first `/`)"
                 )));
             }
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {

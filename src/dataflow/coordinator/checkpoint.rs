@@ -169,6 +169,8 @@ pub fn encode(ckpt: &Checkpoint) -> Vec<u8> {
 /// durable, before it becomes visible. A checkpoint of the same epoch that is
 /// already there (another job committed it) is an `AlreadyExists` error.
 pub fn write(lake: &Path, ckpt: &Checkpoint, crash: impl FnOnce()) -> std::io::Result<()> {
+    // The tests' place to hold a job just before it commits (two writers racing).
+    crate::wait_point!("before_checkpoint_create");
     let path = dir(lake).join(ckpt_name(ckpt.epoch));
     storage::write_create(&path, &encode(ckpt), crash).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
