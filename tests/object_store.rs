@@ -292,6 +292,9 @@ fn bad_locations_and_credentials_are_clear_errors() {
                 ("AZURE_ALLOW_HTTP", "true"),
             ],
         );
-        assert!(err.contains("az://lake/badkey") && !err.contains("d3JvbmcK"), "{err}");
+        assert!(
+            err.contains("az://lake/badkey") && err.contains("403") && !err.contains("d3JvbmcK"),
+            "{err}"
+        );
     }
 }

@@ -369,4 +369,41 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "a\ntor\nb\n");
         std::fs::remove_dir_all(&d).unwrap();
     }
+
+    #[test]
+    fn a_create_only_write_refuses_an_existing_file_and_leaves_it_as_it_was() {
+        let d = scratch("create");
+        let p = d.join("c/0001.ckpt");
+        write_create(&p, b"first", || {}).unwrap();
+        let e = write_create(&p, b"second", || {}).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(e.to_string().contains("0001.ckpt"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        assert!(!temporary(&p).exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn listing_gives_relative_paths_and_sizes_and_nothing_for_a_missing_folder() {
+        let d = scratch("list");
+        write_atomic(&d.join("t/date=x/part-1.parquet"), b"abc").unwrap();
+        write_atomic(&d.join("top"), b"z").unwrap();
+        assert_eq!(
+            list(&d, true).unwrap(),
+            vec![("t/date=x/part-1.parquet".to_string(), 3), ("top".to_string(), 1)]
+        );
+        assert_eq!(list(&d, false).unwrap(), vec![("top".to_string(), 1)]);
+        assert!(list(&d.join("missing"), true).unwrap().is_empty());
+        assert!(remove_file(&d.join("top")).unwrap());
+        assert!(!remove_file(&d.join("top")).unwrap());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_url_of_another_scheme_is_never_written_as_a_local_folder() {
+        let e = write_atomic(Path::new("gs://bucket/lake/x.json"), b"x").unwrap_err();
+        assert!(e.to_string().contains("`gs://`"), "{e}");
+        assert!(create_dir_all(Path::new("gs://bucket/lake")).is_err());
+        assert!(!Path::new("gs:").exists());
+    }
 }
