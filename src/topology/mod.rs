@@ -766,6 +766,11 @@ impl Topology {
         let lake = self.lake.path.to_string_lossy().to_string();
         self.lake.path =
             crate::core::storage::parse(&lake).map_err(|err| e("lake.path", &err.to_string()))?;
+        if let Some(registry) = self.model.registry.as_mut() {
+            let text = registry.to_string_lossy().to_string();
+            *registry = crate::core::storage::parse(&text)
+                .map_err(|err| e("model.registry", &err.to_string()))?;
+        }
         if self.sink.csv.is_some() && crate::core::storage::is_remote(&self.lake.path) {
             return Err(e(
                 "sink.csv",
