@@ -10,6 +10,8 @@
 # --once` once per lake. The emulators run on the same 2 cores as the job.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$(pwd)"
+emulator="$repo/.ci/storage/emulator"
 rows="${1:-1000000}"
 target="${CARGO_TARGET_DIR:-target}"
 if [ -n "${MILLRACE_BIN:-}" ]; then
@@ -19,19 +21,19 @@ else
   bin="$(cd "$target/release" && pwd)/millrace"
 fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/millrace-bench-objstore.XXXXXX")"
-trap '.ci/storage/emulator stop --dir "$work/az"; .ci/storage/emulator stop --dir "$work/s3"; rm -rf "$work"' EXIT
-az="$(.ci/storage/emulator start azurite --dir "$work/az" --bucket lake --owner $$)"
-s3="$(.ci/storage/emulator start s3 --dir "$work/s3" --bucket lake --owner $$)"
+trap '"$emulator" stop --dir "$work/az"; "$emulator" stop --dir "$work/s3"; rm -rf "$work"' EXIT
+az="$("$emulator" start azurite --dir "$work/az" --bucket lake --owner $$)"
+s3="$("$emulator" start s3 --dir "$work/s3" --bucket lake --owner $$)"
 export AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL="${az%/devstoreaccount1}"
 export AWS_ENDPOINT="$s3" AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 cd "$work"
 "$bin" gen --rows "$rows" --seed 7 --out landing/tx.csv >/dev/null
 touch -d '-1 minute' landing/tx.csv
-topology="$OLDPWD/topologies/quickstart.toml"
+topology="$repo/topologies/quickstart.toml"
 printf '%-22s %9s %12s %10s %9s\n' lake seconds records/s epochs epochs/s
 for lake in "$work/local" az://lake/bench s3://lake/bench; do
   start=$(date +%s.%N)
-  out="$("$bin" run "$topology" --once --landing landing --lake "$lake")"
+  out="$("$bin" run "$topology" --once --landing landing --lake "$lake" 2>>"$work/runs.log")"
   end=$(date +%s.%N)
   # One checkpoint (a create-only commit record) per epoch: "run: 1 file(s), N epoch(s), ...".
   epochs="$(printf '%s\n' "$out" | sed -n 's/^run: .* \([0-9][0-9]*\) epoch(s).*/\1/p')"
