@@ -53,7 +53,12 @@ fn start(kind: &str, tools: &[&str]) -> Option<String> {
     let out = Command::new(repo().join(".ci/storage/emulator"))
         .args(["start", kind, "--dir"])
         .arg(&dir)
-        .args(["--bucket", "lake", "--owner", &std::process::id().to_string()])
+        .args([
+            "--bucket",
+            "lake",
+            "--owner",
+            &std::process::id().to_string(),
+        ])
         .stderr(Stdio::inherit())
         .output()
         .expect("the emulator script runs");
@@ -154,7 +159,10 @@ fn the_quickstart_on_object_stores_equals_a_local_lake() {
         assert_same_lake(&dir.join("local"), &copy, &lake);
         // A second run finds nothing new and changes nothing.
         let again = run_once(&dir, &quickstart(), &lake, &[]);
-        assert!(again.contains("resumed from the checkpoint of epoch"), "{again}");
+        assert!(
+            again.contains("resumed from the checkpoint of epoch"),
+            "{again}"
+        );
         let copy2 = dir.join("again");
         let _ = std::fs::remove_dir_all(&copy2);
         download(&lake, &copy2);
@@ -189,7 +197,10 @@ fn a_run_killed_around_the_commit_resumes_exactly_once() {
                 text(&crashed)
             );
             let out = run_once(&dir, &quickstart(), &lake, &[]);
-            assert!(out.contains("resumed from the checkpoint of epoch"), "{lake}: {out}");
+            assert!(
+                out.contains("resumed from the checkpoint of epoch"),
+                "{lake}: {out}"
+            );
             let copy = dir.join(format!("copy-{point}"));
             let _ = std::fs::remove_dir_all(&copy);
             download(&lake, &copy);
@@ -206,7 +217,10 @@ fn held(child: &mut std::process::Child, gate: &Path) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the job exited ({status}) before reaching its wait point");
         }
-        assert!(Instant::now() < deadline, "the job never reached its wait point");
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached its wait point"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -216,9 +230,15 @@ fn a_second_job_racing_a_commit_loses_cleanly() {
     let dir = input("objstore-race");
     for lake in lakes("race") {
         // Job A is held just before it creates the checkpoint of its third epoch.
-        let gate = dir.join(format!("gate-{}", lake.replace("://", "-").replace('/', "-")));
+        let gate = dir.join(format!(
+            "gate-{}",
+            lake.replace("://", "-").replace('/', "-")
+        ));
         let mut a = job(&dir, &lake)
-            .env("FAILPOINTS", format!("before_checkpoint_create=2*off->return({})", gate.display()))
+            .env(
+                "FAILPOINTS",
+                format!("before_checkpoint_create=2*off->return({})", gate.display()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -227,14 +247,18 @@ fn a_second_job_racing_a_commit_loses_cleanly() {
         // Job B, as if on another machine (its own local lock folder), runs the
         // same lake to the end: it resumes from A's last commit and commits the rest.
         let other_host = dir.join("other-host-cache");
-        let b = job(&dir, &lake).env("XDG_CACHE_HOME", &other_host).output().unwrap();
+        let b = job(&dir, &lake)
+            .env("XDG_CACHE_HOME", &other_host)
+            .output()
+            .unwrap();
         assert!(b.status.success(), "{lake}: job B failed: {}", text(&b));
         // A goes on, finds its epoch committed by B, and stops without publishing.
         std::fs::write(&gate, b"go").unwrap();
         let a = a.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&a.stderr);
         assert!(
-            !a.status.success() && err.contains("was committed by another job writing the same lake"),
+            !a.status.success()
+                && err.contains("was committed by another job writing the same lake"),
             "{lake}: job A should have lost the commit: {}",
             text(&a)
         );
@@ -272,13 +296,22 @@ fn bad_locations_and_credentials_are_clear_errors() {
     };
     let err = run("gs://bucket/lake", &[]);
     assert!(err.contains("the scheme `gs://` is not supported"), "{err}");
-    assert!(!dir.join("gs:").exists(), "a local folder named gs: was written");
+    assert!(
+        !dir.join("gs:").exists(),
+        "a local folder named gs: was written"
+    );
     let err = run("s3://KEY:SECRET@bucket/lake", &[]);
-    assert!(err.contains("credentials in the URL are not accepted") && !err.contains("SECRET"), "{err}");
+    assert!(
+        err.contains("credentials in the URL are not accepted") && !err.contains("SECRET"),
+        "{err}"
+    );
     let e = emulators();
     if e.s3.is_some() {
         let err = run("s3://no-such-bucket/lake", &[]);
-        assert!(err.contains("s3://no-such-bucket/lake") && err.contains("NoSuchBucket"), "{err}");
+        assert!(
+            err.contains("s3://no-such-bucket/lake") && err.contains("NoSuchBucket"),
+            "{err}"
+        );
     }
     if e.azurite.is_some() {
         // Not the emulator's key: Azurite refuses the signature.

@@ -75,10 +75,10 @@ fn folder(lake: &Path) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     let url = lake.display().to_string();
-    cache
-        .join("millrace")
-        .join("locks")
-        .join(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(url.as_bytes())))
+    cache.join("millrace").join("locks").join(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+    ))
 }
 
 /// Who holds (or held) a lake's lock.

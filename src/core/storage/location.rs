@@ -79,7 +79,10 @@ pub enum LocationError {
 fn scheme_of(text: &str) -> Option<&str> {
     let (scheme, _) = text.split_once("://")?;
     let ok = !scheme.is_empty()
-        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
@@ -109,7 +112,9 @@ impl Location {
         let (authority, key) = rest.split_once('/').unwrap_or((rest, ""));
         let key = key.trim_matches('/').to_string();
         if key.split('/').any(|c| c == "." || c == "..") {
-            return Err(unsupported("`.` and `..` are not allowed in an object key".into()));
+            return Err(unsupported(
+                "`.` and `..` are not allowed in an object key".into(),
+            ));
         }
         let plain = |name: &str, what: &str| -> Result<String, LocationError> {
             if name.contains('@') {
@@ -117,7 +122,11 @@ impl Location {
                     "credentials in the URL are not accepted; set them in the environment instead (the {what} is the part before the first `/`)"
                 )));
             }
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
                 return Err(unsupported(format!("`{name}` is not a valid {what} name")));
             }
             Ok(name.to_string())
@@ -196,7 +205,8 @@ impl Location {
 /// file functions call it so that nothing ever creates a folder named `gs:`.
 pub fn guard(path: &Path) -> std::io::Result<()> {
     if let Some(text) = path.to_str().filter(|t| scheme_of(t).is_some()) {
-        Location::parse(text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Location::parse(text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     }
     Ok(())
 }
@@ -222,7 +232,9 @@ impl Remote {
     /// The store part of the URL (`az://container`, `abfss://c@a.dfs.core.windows.net`, `s3://bucket`).
     pub fn store_url(&self) -> String {
         match (self.kind, &self.account) {
-            (Kind::Azure, Some(a)) => format!("abfss://{}@{a}.dfs.core.windows.net", self.container),
+            (Kind::Azure, Some(a)) => {
+                format!("abfss://{}@{a}.dfs.core.windows.net", self.container)
+            }
             (Kind::Azure, None) => format!("az://{}", self.container),
             (Kind::S3, _) => format!("s3://{}", self.container),
         }
@@ -252,16 +264,28 @@ mod tests {
 
     #[test]
     fn paths_and_file_urls_are_local() {
-        assert_eq!(Location::parse("lake").unwrap(), Location::Local("lake".into()));
-        assert_eq!(Location::parse("/tmp/l").unwrap(), Location::Local("/tmp/l".into()));
-        assert_eq!(Location::parse("file:///tmp/l/").unwrap(), Location::Local("/tmp/l".into()));
+        assert_eq!(
+            Location::parse("lake").unwrap(),
+            Location::Local("lake".into())
+        );
+        assert_eq!(
+            Location::parse("/tmp/l").unwrap(),
+            Location::Local("/tmp/l".into())
+        );
+        assert_eq!(
+            Location::parse("file:///tmp/l/").unwrap(),
+            Location::Local("/tmp/l".into())
+        );
         assert!(Location::parse("file://host/tmp").is_err());
     }
 
     #[test]
     fn object_store_urls_name_store_and_key() {
         let r = remote("az://lake/quick/");
-        assert_eq!((r.kind, r.container.as_str(), r.key.as_str()), (Kind::Azure, "lake", "quick"));
+        assert_eq!(
+            (r.kind, r.container.as_str(), r.key.as_str()),
+            (Kind::Azure, "lake", "quick")
+        );
         assert_eq!(r.to_string(), "az://lake/quick");
         let r = remote("abfss://data@acct.dfs.core.windows.net/a/b");
         assert_eq!(r.account.as_deref(), Some("acct"));
@@ -269,17 +293,27 @@ mod tests {
         let r = remote("s3://bucket");
         assert_eq!((r.kind, r.key.as_str()), (Kind::S3, ""));
         // Round trip through the engine's Path form.
-        let p = Location::parse("s3://b/x").unwrap().to_path().join("_checkpoints");
-        assert_eq!(Location::of(&p), Location::parse("s3://b/x/_checkpoints").unwrap());
+        let p = Location::parse("s3://b/x")
+            .unwrap()
+            .to_path()
+            .join("_checkpoints");
+        assert_eq!(
+            Location::of(&p),
+            Location::parse("s3://b/x/_checkpoints").unwrap()
+        );
     }
 
     #[test]
     fn other_schemes_options_and_credentials_are_refused_by_name() {
         let e = Location::parse("gs://x").unwrap_err().to_string();
         assert!(e.contains("`gs://`") && e.contains("not supported"), "{e}");
-        let e = Location::parse("s3://b/p?region=eu").unwrap_err().to_string();
+        let e = Location::parse("s3://b/p?region=eu")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`region`"), "{e}");
-        let e = Location::parse("s3://AKIA:hunter2@bucket/p").unwrap_err().to_string();
+        let e = Location::parse("s3://AKIA:hunter2@bucket/p")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("hunter2") && e.contains("environment"), "{e}");
         assert!(Location::parse("abfss://c@elsewhere.example.com/p").is_err());
         assert!(Location::parse("az://c/../p").is_err());

@@ -44,8 +44,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-pub use location::{Location, LocationError};
 use location::{guard, Remote};
+pub use location::{Location, LocationError};
 
 /// Parses a location a user wrote (`--lake`, `[lake] path`) into the form the
 /// engine carries (a local path, or the normalised URL as a path).
@@ -219,7 +219,11 @@ pub fn list(dir: &Path, recursive: bool) -> std::io::Result<Vec<(String, u64)>> 
         for e in entries {
             let e = e.map_err(|e| at(&d, "list", e))?;
             let name = e.file_name().to_string_lossy().to_string();
-            let sub = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let sub = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let meta = e.metadata().map_err(|err| at(&e.path(), "read", err))?;
             if meta.is_dir() {
                 if recursive {
@@ -390,7 +394,10 @@ mod tests {
         write_atomic(&d.join("top"), b"z").unwrap();
         assert_eq!(
             list(&d, true).unwrap(),
-            vec![("t/date=x/part-1.parquet".to_string(), 3), ("top".to_string(), 1)]
+            vec![
+                ("t/date=x/part-1.parquet".to_string(), 3),
+                ("top".to_string(), 1)
+            ]
         );
         assert_eq!(list(&d, false).unwrap(), vec![("top".to_string(), 1)]);
         assert!(list(&d.join("missing"), true).unwrap().is_empty());

@@ -116,7 +116,9 @@ fn scrub(msg: &str) -> String {
         out.push_str(&rest[..i + 4]);
         out.push('…');
         rest = &rest[i + 4..];
-        let end = rest.find(|c: char| c == '&' || c.is_whitespace()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| c == '&' || c.is_whitespace())
+            .unwrap_or(rest.len());
         rest = &rest[end..];
     }
     out.push_str(rest);
@@ -129,12 +131,14 @@ fn io_error(r: &Remote, what: &str, e: object_store::Error) -> Error {
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
             ErrorKind::AlreadyExists
         }
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            ErrorKind::PermissionDenied
-        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => ErrorKind::PermissionDenied,
         _ => ErrorKind::Other,
     };
-    Error::new(kind, format!("cannot {what} {r}: {}", scrub(&e.to_string())))
+    Error::new(
+        kind,
+        format!("cannot {what} {r}: {}", scrub(&e.to_string())),
+    )
 }
 
 fn key(r: &Remote) -> Key {
@@ -147,7 +151,11 @@ pub fn put(r: &Remote, bytes: Vec<u8>, create: bool) -> std::io::Result<()> {
     let store = client(r)?;
     let k = key(r);
     let opts = PutOptions {
-        mode: if create { PutMode::Create } else { PutMode::Overwrite },
+        mode: if create {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        },
         ..PutOptions::default()
     };
     block(async move { store.put_opts(&k, PutPayload::from(bytes), opts).await })
