@@ -100,25 +100,20 @@ pub struct ReportData {
     pub alerts: Vec<AlertRow>,
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().to_string();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !name.starts_with('.') && name.ends_with(".parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+/// The visible Parquet parts under `dir` (a folder or an object-store prefix).
+fn files(dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let listed = crate::core::storage::list(dir, true).map_err(|error| ReportError::Io {
+        file: dir.to_path_buf(),
+        error,
+    })?;
+    Ok(listed
+        .into_iter()
+        .filter(|(rel, _)| {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            !name.starts_with('.') && name.ends_with(".parquet")
+        })
+        .map(|(rel, _)| dir.join(rel))
+        .collect())
 }
 
 /// A lake the report cannot be made from, or a page it cannot write.
@@ -152,17 +147,26 @@ pub enum ReportError {
 
 fn batches(lake: &Path, table: &str) -> Result<Vec<RecordBatch>, ReportError> {
     let mut out = Vec::new();
-    for f in files(&lake.join(table)) {
-        let file = File::open(&f).map_err(|error| ReportError::Io {
+    for f in files(&lake.join(table))? {
+        let io = |error| ReportError::Io {
             file: f.clone(),
             error,
-        })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
-            .map_err(|error| ReportError::Parquet {
-                file: f.clone(),
-                error,
-            })?;
+        };
+        let parquet = |error| ReportError::Parquet {
+            file: f.clone(),
+            error,
+        };
+        let reader = if crate::core::storage::is_remote(&f) {
+            let bytes = crate::core::storage::read(&f).map_err(io)?;
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .and_then(|b| b.build())
+                .map_err(parquet)?
+        } else {
+            let file = File::open(&f).map_err(io)?;
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.build())
+                .map_err(parquet)?
+        };
         for b in reader {
             out.push(b.map_err(|error| ReportError::Arrow {
                 file: f.clone(),

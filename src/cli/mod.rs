@@ -37,13 +37,22 @@ enum LogFormat {
     Json,
 }
 
+/// Checks a lake given on the command line (a folder or an object-store URL;
+/// any other scheme is refused by name) and returns the form the engine
+/// carries. Not a clap value parser: clap would quote a refused value back,
+/// and a URL with credentials in it must not be echoed.
+pub fn lake_arg(lake: &std::path::Path) -> anyhow::Result<PathBuf> {
+    crate::core::storage::parse(&lake.to_string_lossy())
+        .map_err(|e| anyhow::anyhow!("--lake / LAKE: {e}"))
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a topology.
     Run(run::RunArgs),
     /// Write the HTML report of a lake (charts of input, rejects, model quality, alerts, latency).
     Report {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
         lake: PathBuf,
         /// The page to write.
         #[arg(short, long, default_value = "report.html")]
@@ -103,6 +112,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Gen(args) => gen::run(args),
         Command::Models { action } => models::run(action),
         Command::Report { lake, out, title } => {
+            let lake = lake_arg(&lake)?;
             let title = title.unwrap_or_else(|| format!("millrace · {}", lake.display()));
             crate::report::write(&lake, &out, &title)?;
             println!("report: {}", out.display());

@@ -12,7 +12,7 @@ use crate::dataflow::coordinator::registry;
 pub enum ModelsAction {
     /// List the published versions (the champion is marked).
     List {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
         lake: PathBuf,
         /// The model (pipeline) name; needed when the lake has several.
         #[arg(long)]
@@ -20,7 +20,7 @@ pub enum ModelsAction {
     },
     /// Print a version's model.json (`champion`, `latest` or `v<N>`).
     Show {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
         lake: PathBuf,
         /// Which version.
         version: String,
@@ -30,7 +30,7 @@ pub enum ModelsAction {
     },
     /// Make a version the champion (warm starts with `champion` take it).
     Promote {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
         lake: PathBuf,
         /// Which version.
         version: String,
@@ -50,7 +50,7 @@ pub enum ModelsAction {
     },
     /// Go back to the previous champion.
     Rollback {
-        /// The lake.
+        /// The lake: a folder, or an az://, abfss:// or s3:// URL.
         lake: PathBuf,
         /// The model (pipeline) name.
         #[arg(long)]
@@ -78,12 +78,13 @@ fn model_name(lake: &Path, model: Option<String>) -> anyhow::Result<String> {
 /// Runs `millrace models`.
 pub fn run(action: ModelsAction) -> anyhow::Result<()> {
     match action {
-        ModelsAction::List { lake, model } => list(&lake, model)?,
+        ModelsAction::List { lake, model } => list(&crate::cli::lake_arg(&lake)?, model)?,
         ModelsAction::Show {
             lake,
             version,
             model,
         } => {
+            let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             let reg = registry::load(&lake, &name).map_err(anyhow::Error::msg)?;
             let v = registry::resolve(&reg, &version).map_err(anyhow::Error::msg)?;
@@ -92,8 +93,10 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
                 .join("model.json");
             print!(
                 "{}",
-                std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?
+                String::from_utf8_lossy(
+                    &crate::core::storage::read(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?
+                )
             );
             println!();
         }
@@ -102,6 +105,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             version,
             model,
         } => {
+            let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             // The running job rewrites the registry too: not while one holds the lake.
             let _lock = crate::runtime::lock::acquire(&lake, "models promote")?;
@@ -113,6 +117,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             http_token_env,
         } => super::client::promote_challenger(&addr, http_token_env.as_deref())?,
         ModelsAction::Rollback { lake, model } => {
+            let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             let _lock = crate::runtime::lock::acquire(&lake, "models rollback")?;
             let v = registry::rollback(&lake, &name).map_err(anyhow::Error::msg)?;
@@ -135,7 +140,7 @@ fn list(lake: &Path, model: Option<String>) -> anyhow::Result<()> {
     println!("  version     epoch    records   labelled   accuracy   log loss    ROC AUC   state");
     // Whether the version's exact state is kept (warm-startable) or pruned (`keep_versions`).
     let state = |v: u64| {
-        if registry::state_path(lake, &name, v).exists() {
+        if crate::core::storage::exists(&registry::state_path(lake, &name, v)).unwrap_or(false) {
             "kept"
         } else {
             "pruned"

@@ -29,7 +29,7 @@ pub struct RunArgs {
     /// Use this landing folder instead of the topology's.
     #[arg(long)]
     landing: Option<PathBuf>,
-    /// Use this lake folder instead of the topology's.
+    /// Use this lake instead of the topology's: a folder, or an az://, abfss:// or s3:// URL.
     #[arg(long)]
     lake: Option<PathBuf>,
     /// Use these Kafka bootstrap servers (host:port[,host:port]) instead of the topology's.
@@ -178,7 +178,7 @@ fn apply_overrides(plan: &mut Compiled, args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(dir) = &args.lake {
-        plan.topology.lake.path = dir.clone();
+        plan.topology.lake.path = crate::cli::lake_arg(dir)?;
     }
     if args.workers == 0 {
         bail!("--workers: expected at least 1 worker");

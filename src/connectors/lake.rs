@@ -14,7 +14,9 @@
 //! to `part-<epoch>-<worker>.parquet` only after the epoch's checkpoint is
 //! durable (see `runtime::checkpoint`), so a reader never sees an epoch that a
 //! crash could still roll back. Without checkpoints it is renamed to its
-//! visible name at once. Either way a reader sees whole files or none, and
+//! visible name at once. On an object-store lake (`core::storage`) a part is
+//! one put straight to its pending (or visible) name — a put is atomic — and
+//! publication is a copy and a delete. Either way a reader sees whole files or none, and
 //! part names are a function of (epoch, worker), so a replayed epoch rewrites
 //! the same files instead of adding new ones.
 //! **Faults:** a write error is raised on the run's [`Fault`] and the sink stops

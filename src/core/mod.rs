@@ -1,7 +1,8 @@
 //! The core layer: what every other layer builds on, importing none of them.
 //!
 //! It owns faults and the test hooks that crash or hold a run
-//! ([`fault`]), the one durable way files are written ([`storage`]), where
+//! ([`fault`]), the one durable way files are written and read, on a local
+//! disk or in an object store ([`storage`]), where
 //! sources stand ([`position`]), what sinks report ([`commit`]), the writer
 //! thread sinks hand epochs to ([`write_behind`]) and the metric names
 //! ([`metrics`]).

@@ -31,6 +31,13 @@
 //! normally: it is a stale lock, taken over with a warning naming the old
 //! holder, and recovery then rolls the lake back to its last checkpoint.
 //!
+//! **Object-store lakes** have no `flock`: the lock is then a local file
+//! named after the lake's URL under `${XDG_CACHE_HOME:-~/.cache}/millrace/locks/`,
+//! which keeps two jobs on one machine apart with the same messages. Jobs on
+//! different machines are kept apart by the commit records instead: a
+//! checkpoint is created with a create-only put, so of two jobs committing
+//! the same epoch the second is refused and stops before publishing it.
+//!
 //! The lock file is never deleted (deleting it while a job holds it would let a
 //! second job lock a new file of the same name). The lock works on local file
 //! systems and on network file systems that support `flock` across clients.
@@ -54,7 +61,24 @@ const DETAILS_WAIT: Duration = Duration::from_secs(5);
 
 /// The lock file of a lake.
 pub fn path(lake: &Path) -> PathBuf {
-    lake.join("_lock")
+    folder(lake).join("_lock")
+}
+
+/// The local folder the lock file of `lake` is in: the lake itself, or for
+/// an object-store lake a folder of the local cache named after its URL.
+fn folder(lake: &Path) -> PathBuf {
+    if !crate::core::storage::is_remote(lake) {
+        return lake.to_path_buf();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let url = lake.display().to_string();
+    cache.join("millrace").join("locks").join(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+    ))
 }
 
 /// Who holds (or held) a lake's lock.
@@ -162,7 +186,8 @@ pub fn acquire(lake: &Path, command: &str) -> Result<LakeLock, LockError> {
         lake: lake.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(lake).map_err(io)?;
+    crate::core::storage::create_dir_all(lake).map_err(io)?;
+    std::fs::create_dir_all(folder(lake)).map_err(io)?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -657,7 +657,7 @@ fn prepare(plan: &Compiled, workers: usize, recover: bool) -> Result<Start, RunE
             Some(c)
         }
         None => {
-            if checkpoint::has_committed_data(lake) {
+            if checkpoint::has_committed_data(lake).map_err(|e| io("look for committed data", e))? {
                 let why = if rejected.is_empty() {
                     "it has no checkpoint (was it written with checkpoints off, or by an older millrace?)".to_string()
                 } else {

@@ -26,7 +26,7 @@ fn path(lake: &Path) -> PathBuf {
 /// Marks the lake as in use; returns why the previous run did not finish cleanly, if it did not.
 pub fn claim(lake: &Path) -> Result<Option<String>, RunError> {
     let p = path(lake);
-    let previous = std::fs::read(&p).ok().map(|bytes| {
+    let previous = crate::core::storage::read(&p).ok().map(|bytes| {
         match serde_json::from_slice::<Marker>(&bytes) {
             Ok(m) => format!(
                 "the previous run (process {}, started at {} ms since the Unix epoch) did not finish cleanly; resumed from the last checkpoint",
@@ -42,8 +42,7 @@ pub fn claim(lake: &Path) -> Result<Option<String>, RunError> {
             .map_or(0, |d| d.as_millis() as i64),
     };
     let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(p.parent().expect("has a parent"))?;
-        std::fs::write(&p, serde_json::to_vec(&marker).expect("serializes"))
+        crate::core::storage::write_atomic(&p, &serde_json::to_vec(&marker).expect("serializes"))
     };
     write().map_err(|e| RunError::External(format!("cannot write {}: {e}", p.display())))?;
     Ok(previous)
@@ -51,5 +50,5 @@ pub fn claim(lake: &Path) -> Result<Option<String>, RunError> {
 
 /// The run finished normally: removes the marker.
 pub fn release(lake: &Path) {
-    let _ = std::fs::remove_file(path(lake));
+    let _ = crate::core::storage::remove_file(&path(lake));
 }

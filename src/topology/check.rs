@@ -28,7 +28,7 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SchemaError {
 
 impl Topology {
     /// Cross-field checks; compiles schema and features.
-    pub fn check(self) -> Result<Compiled, SchemaError> {
+    pub fn check(mut self) -> Result<Compiled, SchemaError> {
         self.check_name()?;
         let source = self.check_source()?;
         self.check_sinks_and_alerts()?;
@@ -48,6 +48,7 @@ impl Topology {
         if self.lake.tables.is_empty() {
             return Err(err("lake.tables", "expected at least one table"));
         }
+        self.check_locations()?;
         let schema = Arc::new(Schema::new(&self.schema)?);
         self.check_learners(&schema)?;
         let features = self.check_features(&schema)?;
@@ -68,6 +69,25 @@ impl Topology {
             schema,
             features,
         })
+    }
+
+    /// The lake and the registry: a local path or an object-store URL
+    /// (normalised here); the CSV sink needs a local lake.
+    fn check_locations(&mut self) -> Result<(), SchemaError> {
+        use crate::core::storage::{is_remote, parse};
+        let lake = self.lake.path.to_string_lossy().to_string();
+        self.lake.path = parse(&lake).map_err(|e| err("lake.path", e.to_string()))?;
+        if let Some(registry) = self.model.registry.as_mut() {
+            let text = registry.to_string_lossy().to_string();
+            *registry = parse(&text).map_err(|e| err("model.registry", e.to_string()))?;
+        }
+        if self.sink.csv.is_some() && is_remote(&self.lake.path) {
+            return Err(err(
+                "sink.csv",
+                "the CSV sink writes local files and cannot write under an object-store lake; use a local lake or drop `[sink.csv]`",
+            ));
+        }
+        Ok(())
     }
 
     fn check_name(&self) -> Result<(), SchemaError> {

@@ -10,8 +10,11 @@
 //! worker, a reference (with length and checksum) to the state file holding
 //! each operator's latest snapshot, the lake parts written for the epoch (still
 //! under hidden pending names), the files that ended in the epoch, and the
-//! coordinator's own state. It is written to a temporary name, fsynced,
-//! renamed, and the folder fsynced: it exists whole or not at all.
+//! coordinator's own state. It is written create-only (`storage::write_create`:
+//! a hard link of a fsynced temporary file on a local disk, a conditional put
+//! in an object store): it exists whole or not at all, and of two writers
+//! committing the same epoch of the same lake only one succeeds — the other
+//! stops with an error saying so, before it publishes anything.
 //!
 //! **Commit protocol for epoch e.** Sinks write e's parts under hidden names
 //! (`.part-….parquet.pending`, which Parquet readers skip) and fsync them;
@@ -32,7 +35,6 @@
 //! to an older checkpoint instead of failing on every start.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use millrace_operators::{Epoch, Snapshot};
@@ -163,13 +165,28 @@ pub fn encode(ckpt: &Checkpoint) -> Vec<u8> {
     out
 }
 
-/// Writes checkpoint `ckpt` atomically. `crash` runs after the temporary file is durable, before the rename.
+/// Writes checkpoint `ckpt`, create-only. `crash` runs once its bytes are
+/// durable, before it becomes visible. A checkpoint of the same epoch that is
+/// already there (another job committed it) is an `AlreadyExists` error.
 pub fn write(lake: &Path, ckpt: &Checkpoint, crash: impl FnOnce()) -> std::io::Result<()> {
-    let bytes = encode(ckpt);
-    storage::write_atomic_with(&dir(lake).join(ckpt_name(ckpt.epoch)), crash, |f| {
-        f.write_all(&bytes)
+    // The tests' place to hold a job just before it commits (two writers racing).
+    crate::wait_point!("before_checkpoint_create");
+    let path = dir(lake).join(ckpt_name(ckpt.epoch));
+    storage::write_create(&path, &encode(ckpt), crash).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "epoch {} of {} was committed by another job writing the same lake ({} exists); this job stops without publishing it",
+                    ckpt.epoch,
+                    lake.display(),
+                    path.display()
+                ),
+            )
+        } else {
+            e
+        }
     })
-    .map(|_| ())
 }
 
 /// Why a checkpoint file was not used.
@@ -183,7 +200,7 @@ pub struct Rejected {
 
 /// Reads and fully validates one checkpoint file (header, checksum, JSON, and every state file it references).
 pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let bytes = storage::read(path).map_err(|e| format!("cannot read it: {e}"))?;
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
@@ -208,7 +225,7 @@ pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, String> {
     let ckpt: Checkpoint =
         serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
     for s in &ckpt.states {
-        let data = std::fs::read(lake.join(&s.file))
+        let data = storage::read(&lake.join(&s.file))
             .map_err(|e| format!("state file {} of `{}`: {e}", s.file, s.step_id))?;
         if data.len() as u64 != s.len || xxh3_64(&data) != s.checksum {
             return Err(format!(
@@ -219,34 +236,38 @@ pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, String> {
     }
     // A commit point whose parts are gone (neither pending nor published) cannot
     // be rolled forward: recovery falls back to an older one and replays.
-    if let Some((_, visible)) = ckpt
-        .parts
-        .iter()
-        .find(|(pending, visible)| !lake.join(pending).exists() && !lake.join(visible).exists())
-    {
-        return Err(format!(
-            "its part {visible} is missing, neither pending nor published (removed by another process?)"
-        ));
+    for (pending, visible) in &ckpt.parts {
+        let there = |rel: &str| storage::exists(&lake.join(rel)).map_err(|e| e.to_string());
+        if !there(pending)? && !there(visible)? {
+            return Err(format!(
+                "its part {visible} is missing, neither pending nor published (removed by another process?)"
+            ));
+        }
     }
     Ok(ckpt)
 }
 
 /// Checkpoint files of a lake, newest first.
 pub fn list(lake: &Path) -> Vec<(Epoch, PathBuf)> {
+    try_list(lake).unwrap_or_else(|e| {
+        warn!(lake = %lake.display(), %e, "Cannot list the checkpoints.");
+        Vec::new()
+    })
+}
+
+/// Checkpoint files of a lake, newest first, or why they cannot be listed.
+pub fn try_list(lake: &Path) -> std::io::Result<Vec<(Epoch, PathBuf)>> {
     let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir(lake)) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if let Some(epoch) = name
-                .strip_suffix(".ckpt")
-                .and_then(|n| n.parse::<Epoch>().ok())
-            {
-                found.push((epoch, e.path()));
-            }
+    for (name, _) in storage::list(&dir(lake), false)? {
+        if let Some(epoch) = name
+            .strip_suffix(".ckpt")
+            .and_then(|n| n.parse::<Epoch>().ok())
+        {
+            found.push((epoch, dir(lake).join(&name)));
         }
     }
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    found
+    Ok(found)
 }
 
 /// The newest checkpoint that validates, and the newer ones that did not.
@@ -273,7 +294,7 @@ pub fn load_states(
     let mut out = BTreeMap::new();
     for s in &ckpt.states {
         if !files.contains_key(s.file.as_str()) {
-            let data = std::fs::read(lake.join(&s.file))?;
+            let data = storage::read(&lake.join(&s.file))?;
             files.insert(
                 &s.file,
                 bincode::deserialize(&data).map_err(std::io::Error::other)?,
@@ -301,29 +322,19 @@ pub fn part_epoch(name: &str) -> Option<Epoch> {
     rest.split('-').next()?.parse().ok()
 }
 
-/// Whether the lake holds anything a run committed (so starting from empty would be wrong).
-pub fn has_committed_data(lake: &Path) -> bool {
-    if !list(lake).is_empty() || manifest::path(lake).exists() {
-        return true;
+/// Whether the lake holds anything a run committed (so starting from empty
+/// would be wrong), or why the lake cannot be looked at.
+pub fn has_committed_data(lake: &Path) -> std::io::Result<bool> {
+    if !try_list(lake)?.is_empty() || storage::exists(&manifest::path(lake))? {
+        return Ok(true);
     }
-    let mut stack = vec![lake.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().to_string();
-            if p.is_dir() {
-                if !name.starts_with('_') {
-                    stack.push(p);
-                }
-            } else if name.starts_with("part-") && name.ends_with(".parquet") {
-                return true;
-            }
-        }
-    }
-    false
+    Ok(storage::list(lake, true)?.iter().any(|(rel, _)| {
+        let mut parts: Vec<&str> = rel.split('/').collect();
+        let name = parts.pop().unwrap_or("");
+        !parts.iter().any(|p| p.starts_with('_'))
+            && name.starts_with("part-")
+            && name.ends_with(".parquet")
+    }))
 }
 
 /// Brings the lake back to checkpoint `ckpt` (or to empty when `None`): finishes
@@ -334,43 +345,27 @@ pub fn recover(lake: &Path, ckpt: Option<&Checkpoint>) -> std::io::Result<usize>
         publish(lake, &c.parts)?;
     }
     let keep_until = ckpt.map(|c| c.epoch);
+    let later = |ep: Epoch| keep_until.is_none_or(|k| ep > k);
     let mut removed = 0;
-    let mut stack = vec![lake.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let e = e?;
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().to_string();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let stale_part = name.ends_with(".pending")
-                || (name.starts_with("part-")
-                    && part_epoch(&name).is_some_and(|ep| keep_until.is_none_or(|k| ep > k)));
-            // Newer checkpoints than the one resumed are unusable (that is why it was chosen).
-            let stale_ckpt = name
-                .strip_suffix(".ckpt")
+    for (rel, _) in storage::list(lake, true)? {
+        let name = rel.rsplit('/').next().unwrap_or(&rel);
+        let stale_part = name.ends_with(".pending")
+            || (name.starts_with("part-") && part_epoch(name).is_some_and(later));
+        // Newer checkpoints than the one resumed are unusable (that is why it was chosen).
+        let stale_ckpt = name
+            .strip_suffix(".ckpt")
+            .and_then(|n| n.parse::<Epoch>().ok())
+            .is_some_and(later);
+        // State files of epochs after the checkpoint belong to an unfinished epoch.
+        let stale_state = rel.starts_with("_checkpoints/state/")
+            && name
+                .split('-')
+                .next()
                 .and_then(|n| n.parse::<Epoch>().ok())
-                .is_some_and(|ep| keep_until.is_none_or(|k| ep > k));
-            if stale_part || stale_ckpt || name.ends_with(".tmp") {
-                std::fs::remove_file(&p)?;
-                removed += 1;
-            }
-        }
-    }
-    // State files of epochs after the checkpoint belong to an unfinished epoch.
-    if let Ok(entries) = std::fs::read_dir(dir(lake).join("state")) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let epoch = name.split('-').next().and_then(|n| n.parse::<Epoch>().ok());
-            if epoch.is_some_and(|ep| keep_until.is_none_or(|k| ep > k)) {
-                std::fs::remove_file(e.path())?;
-                removed += 1;
-            }
+                .is_some_and(later);
+        if stale_part || stale_ckpt || stale_state || name.ends_with(".tmp") {
+            storage::remove_file(&lake.join(&rel))?;
+            removed += 1;
         }
     }
     let facts = manifest::load(lake)?;
@@ -409,27 +404,20 @@ pub fn prune(lake: &Path, keep: usize) -> std::io::Result<()> {
     }
     let oldest_kept = all[keep - 1].0;
     for (_, path) in &all[keep..] {
-        std::fs::remove_file(path)?;
+        storage::remove_file(path)?;
     }
-    if let Ok(entries) = std::fs::read_dir(dir(lake).join("state")) {
-        for e in entries.flatten() {
-            let rel = format!("_checkpoints/state/{}", e.file_name().to_string_lossy());
-            let epoch = e
-                .file_name()
-                .to_string_lossy()
-                .split('-')
-                .next()
-                .and_then(|n| n.parse::<Epoch>().ok());
-            if !referenced.contains(&rel) && epoch.is_some_and(|ep| ep < oldest_kept) {
-                std::fs::remove_file(e.path())?;
-            }
+    for (name, _) in storage::list(&dir(lake).join("state"), false)? {
+        let rel = format!("_checkpoints/state/{name}");
+        let epoch = name.split('-').next().and_then(|n| n.parse::<Epoch>().ok());
+        if !referenced.contains(&rel) && epoch.is_some_and(|ep| ep < oldest_kept) {
+            storage::remove_file(&lake.join(&rel))?;
         }
     }
     Ok(())
 }
 
 fn read_unchecked(path: &Path) -> Result<Checkpoint, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = storage::read(path).map_err(|e| e.to_string())?;
     let newline = bytes.iter().position(|b| *b == b'\n').ok_or("no header")?;
     serde_json::from_slice(&bytes[newline + 1..]).map_err(|e| e.to_string())
 }
@@ -560,7 +548,7 @@ mod tests {
                 "part-0000000004-0000.parquet"
             ]
         );
-        assert!(has_committed_data(&l));
+        assert!(has_committed_data(&l).unwrap());
         recover(&l, None).unwrap();
         assert!(std::fs::read_dir(&part_dir).unwrap().next().is_none());
         std::fs::remove_dir_all(&l).unwrap();

@@ -20,8 +20,8 @@ pub fn path(lake: &Path) -> PathBuf {
 /// Reads every recorded file of the lake's manifest.
 pub fn load(lake: &Path) -> std::io::Result<Vec<FileFact>> {
     let p = path(lake);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
+    let text = match crate::core::storage::read(&p) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };

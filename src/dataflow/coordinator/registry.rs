@@ -108,7 +108,7 @@ pub fn state_path(lake: &Path, name: &str, version: u64) -> PathBuf {
 /// The registry of `name` in `lake` (empty if nothing was published).
 pub fn load(lake: &Path, name: &str) -> Result<Registry, String> {
     let p = dir(lake, name).join("registry.json");
-    match std::fs::read(&p) {
+    match crate::core::storage::read(&p) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry {
             model: name.to_string(),
@@ -123,7 +123,7 @@ use crate::core::storage::write_atomic;
 /// Saves the registry atomically.
 pub fn save(lake: &Path, reg: &Registry) -> Result<(), String> {
     let d = dir(lake, &reg.model);
-    std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    crate::core::storage::create_dir_all(&d).map_err(|e| e.to_string())?;
     let p = d.join("registry.json");
     write_atomic(&p, &serde_json::to_vec_pretty(reg).expect("serializes"))
         .map_err(|e| format!("cannot write {}: {e}", p.display()))
@@ -160,7 +160,7 @@ pub fn publish(
     now_ms: i64,
 ) -> Result<(), String> {
     let vdir = dir(lake, name).join(format!("v{}", release.version));
-    std::fs::create_dir_all(&vdir).map_err(|e| format!("cannot create {}: {e}", vdir.display()))?;
+    crate::core::storage::create_dir_all(&vdir).map_err(|e| e.to_string())?;
     let entry = VersionEntry {
         version: release.version,
         epoch: release.epoch,
@@ -252,9 +252,9 @@ pub fn prune_states(lake: &Path, name: &str, keep: usize) -> Result<usize, Strin
             continue;
         }
         let p = state_path(lake, name, v.version);
-        match std::fs::remove_file(&p) {
-            Ok(()) => pruned += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        match crate::core::storage::remove_file(&p) {
+            Ok(true) => pruned += 1,
+            Ok(false) => {}
             Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
         }
     }
@@ -288,7 +288,7 @@ pub fn load_state(
     fingerprint: &str,
 ) -> Result<ModelRelease, String> {
     let p = state_path(lake, name, version);
-    let bytes = std::fs::read(&p).map_err(|e| {
+    let bytes = crate::core::storage::read(&p).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "version {version} of `{name}` is listed but its state was pruned: the registry keeps the exact state of the newest `keep_versions` versions, the champion and the promotion history (`millrace models list` shows which)"
@@ -331,7 +331,7 @@ fn tagged(fingerprint: &str) -> String {
 pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, String> {
     let mut reg = load(lake, name)?;
     let v = resolve(&reg, which)?;
-    if !state_path(lake, name, v).exists() {
+    if !crate::core::storage::exists(&state_path(lake, name, v)).map_err(|e| e.to_string())? {
         return Err(format!(
             "version {v} of `{name}` cannot be the champion: its state was pruned (`keep_versions`), so nothing could start from it"
         ));
@@ -360,14 +360,12 @@ pub fn rollback(lake: &Path, name: &str) -> Result<u64, String> {
 
 /// The models published in a lake.
 pub fn models(lake: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(lake.join("models"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("registry.json").is_file())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = crate::core::storage::list(&lake.join("models"), true)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(rel, _)| rel.strip_suffix("/registry.json").map(str::to_string))
+        .filter(|name| !name.contains('/'))
+        .collect();
     names.sort();
     names
 }

@@ -1,0 +1,333 @@
+//! Lakes on object storage, against real emulators on loopback: Azurite (the
+//! Azure Blob emulator, from npm) and moto's S3 server (from PyPI), both
+//! started by `.ci/storage/emulator` for this test process (and stopped when
+//! it exits).
+//!
+//! - the quickstart written to `az://` and `s3://` lakes holds the same rows,
+//!   ledger and final model as a local lake;
+//! - a run killed at the named crash points around the commit resumes to the
+//!   same lake (exactly once: nothing lost, nothing twice);
+//! - a second job racing the first to commit an epoch wins or loses cleanly:
+//!   the loser stops with an error saying so, having published nothing;
+//! - an unsupported scheme, a missing bucket and wrong credentials are clear
+//!   errors.
+//!
+//! Without node (Azurite) or python3 (moto) the tests say so and skip, unless
+//! `MILLRACE_REQUIRE_EMULATORS=1` (set by `.ci/test`), when that is a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The emulators' endpoints, once per test process; `None` when skipped.
+struct Emulators {
+    azurite: Option<String>,
+    s3: Option<String>,
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn start(kind: &str, tools: &[&str]) -> Option<String> {
+    if let Some(missing) = tools.iter().find(|t| !have(t)) {
+        assert!(
+            std::env::var_os("MILLRACE_REQUIRE_EMULATORS").is_none(),
+            "{missing} is needed for the {kind} emulator and MILLRACE_REQUIRE_EMULATORS is set"
+        );
+        eprintln!("skipping the {kind} tests: {missing} is not installed");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("millrace-emulator-{kind}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(repo().join(".ci/storage/emulator"))
+        .args(["start", kind, "--dir"])
+        .arg(&dir)
+        .args([
+            "--bucket",
+            "lake",
+            "--owner",
+            &std::process::id().to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the emulator script runs");
+    assert!(out.status.success(), "the {kind} emulator did not start");
+    Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
+}
+
+/// Starts both emulators and points this process's environment (which the
+/// jobs it starts inherit) at them.
+fn emulators() -> &'static Emulators {
+    static E: OnceLock<Emulators> = OnceLock::new();
+    E.get_or_init(|| {
+        let azurite = start("azurite", &["node", "npm"]);
+        let s3 = start("s3", &["python3"]);
+        // Set once, before any storage call of this process reads them.
+        if let Some(url) = &azurite {
+            std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
+            std::env::set_var(
+                "AZURITE_BLOB_STORAGE_URL",
+                url.trim_end_matches("/devstoreaccount1"),
+            );
+        }
+        if let Some(url) = &s3 {
+            for (k, v) in [
+                ("AWS_ENDPOINT", url.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+            ] {
+                std::env::set_var(k, v);
+            }
+        }
+        // A failed store call gives up after seconds, not the default minutes.
+        std::env::set_var("MILLRACE_STORAGE_RETRY_TIMEOUT_S", "10");
+        Emulators { azurite, s3 }
+    })
+}
+
+/// The lake URLs to test on (one per running emulator), unique to `name`.
+fn lakes(name: &str) -> Vec<String> {
+    let e = emulators();
+    let pid = std::process::id();
+    let mut out = Vec::new();
+    if e.azurite.is_some() {
+        out.push(format!("az://lake/{name}-{pid}"));
+    }
+    if e.s3.is_some() {
+        out.push(format!("s3://lake/{name}-{pid}"));
+    }
+    out
+}
+
+/// Copies every object under `url` into the local folder `to`.
+fn download(url: &str, to: &Path) {
+    let root = PathBuf::from(url);
+    for (rel, _) in millrace::core::storage::list(&root, true).unwrap() {
+        let bytes = millrace::core::storage::read(&root.join(&rel)).unwrap();
+        let target = to.join(&rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, bytes).unwrap();
+    }
+}
+
+/// A scratch folder with 60,000 generated lines in two files (six epochs), settled, and its local lake.
+fn input(name: &str) -> Scratch {
+    let dir = scratch(name);
+    gen(&dir, "tx-a.csv", 30_000, 41, &[]);
+    gen(&dir, "tx-b.csv", 30_000, 42, &[]);
+    settle(&dir);
+    run_once(&dir, &quickstart(), "local", &[]);
+    dir
+}
+
+fn job(dir: &Path, lake: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_millrace"));
+    c.args(once_args(&quickstart(), lake, &[])).current_dir(dir);
+    c
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_quickstart_on_object_stores_equals_a_local_lake() {
+    let dir = input("objstore-same");
+    for lake in lakes("same") {
+        let out = run_once(&dir, &quickstart(), &lake, &[]);
+        assert!(out.contains(&format!("lake: {lake} (")), "{out}");
+        let copy = dir.join(lake.replace("://", "-").replace('/', "-"));
+        download(&lake, &copy);
+        assert_same_lake(&dir.join("local"), &copy, &lake);
+        // A second run finds nothing new and changes nothing.
+        let again = run_once(&dir, &quickstart(), &lake, &[]);
+        assert!(
+            again.contains("resumed from the checkpoint of epoch"),
+            "{again}"
+        );
+        let copy2 = dir.join("again");
+        let _ = std::fs::remove_dir_all(&copy2);
+        download(&lake, &copy2);
+        assert_same_lake(&dir.join("local"), &copy2, &format!("{lake}, run again"));
+        // The commands that read a lake take the URL too.
+        let report = dir.join("report.html");
+        millrace(&dir, &["report", &lake, "-o", report.to_str().unwrap()]);
+        assert!(std::fs::read_to_string(&report).unwrap().contains("<svg"));
+    }
+}
+
+#[test]
+fn a_run_killed_around_the_commit_resumes_exactly_once() {
+    let dir = input("objstore-kill");
+    for lake in lakes("kill") {
+        // The 13th part written (in the third epoch), the third commit record, the third publication.
+        for (point, skip) in [
+            ("lake_after_write", 12),
+            ("checkpoint_before_rename", 2),
+            ("before_publish", 2),
+        ] {
+            let lake = format!("{lake}-{point}");
+            let crashed = job(&dir, &lake)
+                .env("FAILPOINTS", format!("{point}={skip}*off->return"))
+                .output()
+                .unwrap();
+            assert!(
+                !crashed.status.success()
+                    && String::from_utf8_lossy(&crashed.stderr)
+                        .contains(&format!("crash point `{point}` hit")),
+                "{lake}: the run should have crashed at {point}: {}",
+                text(&crashed)
+            );
+            let out = run_once(&dir, &quickstart(), &lake, &[]);
+            assert!(
+                out.contains("resumed from the checkpoint of epoch"),
+                "{lake}: {out}"
+            );
+            let copy = dir.join(format!("copy-{point}"));
+            let _ = std::fs::remove_dir_all(&copy);
+            download(&lake, &copy);
+            assert_same_lake(&dir.join("local"), &copy, &lake);
+        }
+    }
+}
+
+/// Waits until the job held at `gate` announces `gate.reached`, or fails if it exits first.
+fn held(child: &mut std::process::Child, gate: &Path) {
+    let reached = gate.with_extension("reached");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !reached.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the job exited ({status}) before reaching its wait point");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached its wait point"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_second_job_racing_a_commit_loses_cleanly() {
+    let dir = input("objstore-race");
+    for lake in lakes("race") {
+        // Job A is held just before it creates the checkpoint of its third epoch.
+        let gate = dir.join(format!(
+            "gate-{}",
+            lake.replace("://", "-").replace('/', "-")
+        ));
+        let mut a = job(&dir, &lake)
+            .env(
+                "FAILPOINTS",
+                format!("before_checkpoint_create=2*off->return({})", gate.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        held(&mut a, &gate);
+        // Job B, as if on another machine (its own local lock folder), runs the
+        // same lake to the end: it resumes from A's last commit and commits the rest.
+        let other_host = dir.join("other-host-cache");
+        let b = job(&dir, &lake)
+            .env("XDG_CACHE_HOME", &other_host)
+            .output()
+            .unwrap();
+        assert!(b.status.success(), "{lake}: job B failed: {}", text(&b));
+        // A goes on, finds its epoch committed by B, and stops without publishing.
+        std::fs::write(&gate, b"go").unwrap();
+        let a = a.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&a.stderr);
+        assert!(
+            !a.status.success()
+                && err.contains("was committed by another job writing the same lake"),
+            "{lake}: job A should have lost the commit: {}",
+            text(&a)
+        );
+        // Committed data is B's, whole; a later run clears what A left hidden.
+        let copy = dir.join("race-copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        download(&lake, &copy);
+        for table in ["scored", "clean", "rejected"] {
+            assert_eq!(
+                table_rows(&dir.join("local"), table),
+                table_rows(&copy, table),
+                "{lake}: {table}"
+            );
+        }
+        run_once(&dir, &quickstart(), &lake, &[]);
+        let _ = std::fs::remove_dir_all(&copy);
+        download(&lake, &copy);
+        assert_same_lake(&dir.join("local"), &copy, &format!("{lake} after the race"));
+    }
+}
+
+#[test]
+fn bad_locations_and_credentials_are_clear_errors() {
+    let dir = scratch("objstore-errors");
+    gen(&dir, "tx.csv", 1_000, 5, &[]);
+    settle(&dir);
+    let run = |lake: &str, env: &[(&str, &str)]| {
+        let mut c = job(&dir, lake);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success(), "{lake} should fail: {}", text(&out));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run("gs://bucket/lake", &[]);
+    assert!(err.contains("the scheme `gs://` is not supported"), "{err}");
+    assert!(
+        !dir.join("gs:").exists(),
+        "a local folder named gs: was written"
+    );
+    let err = run("s3://KEY:SECRET@bucket/lake", &[]);
+    assert!(
+        err.contains("credentials in the URL are not accepted") && !err.contains("SECRET"),
+        "{err}"
+    );
+    let e = emulators();
+    if e.s3.is_some() {
+        let err = run("s3://no-such-bucket/lake", &[]);
+        assert!(
+            err.contains("s3://no-such-bucket/lake") && err.contains("NoSuchBucket"),
+            "{err}"
+        );
+    }
+    if e.azurite.is_some() {
+        // Not the emulator's key: Azurite refuses the signature.
+        let err = run(
+            "az://lake/badkey",
+            &[
+                ("AZURE_STORAGE_USE_EMULATOR", "false"),
+                ("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1"),
+                ("AZURE_STORAGE_ACCOUNT_KEY", "d3JvbmcK"),
+                ("AZURE_STORAGE_ENDPOINT", e.azurite.as_deref().unwrap()),
+                ("AZURE_ALLOW_HTTP", "true"),
+            ],
+        );
+        assert!(
+            err.contains("az://lake/badkey") && err.contains("403") && !err.contains("d3JvbmcK"),
+            "{err}"
+        );
+    }
+}
