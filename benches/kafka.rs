@@ -21,9 +21,9 @@
 //! Each runs in a child process of this binary; it prints records/s, peak RSS
 //! and the ratio to the bare consumer.
 
-mod common;
 #[path = "../tests/common/broker.rs"]
 mod broker;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -729,12 +729,27 @@ fn checkpointed_epoch(lake: &Path) -> Option<u64> {
 }
 
 /// `fraud_kafka.toml` on `input` → `output`, group `group`, with `records_per_epoch`.
-fn topology_named(dir: &Path, name: &str, input: &str, output: &str, group: &str, records_per_epoch: u64) -> PathBuf {
+fn topology_named(
+    dir: &Path,
+    name: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    records_per_epoch: u64,
+) -> PathBuf {
     let text = std::fs::read_to_string(topology(dir, input, output))
         .unwrap()
-        .replace("group_id = \"millrace-fraud\"", &format!("group_id = \"{group}\""))
-        .replace("records_per_epoch = 10000", &format!("records_per_epoch = {records_per_epoch}"));
-    assert!(text.contains(group) && text.contains(&format!("records_per_epoch = {records_per_epoch}")));
+        .replace(
+            "group_id = \"millrace-fraud\"",
+            &format!("group_id = \"{group}\""),
+        )
+        .replace(
+            "records_per_epoch = 10000",
+            &format!("records_per_epoch = {records_per_epoch}"),
+        );
+    assert!(
+        text.contains(group) && text.contains(&format!("records_per_epoch = {records_per_epoch}"))
+    );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
@@ -756,12 +771,18 @@ fn spawn_run(dir: &Path, args: &[&str], failpoints: Option<&str>, n: usize) -> s
 
 /// What a background run printed.
 fn run_output(dir: &Path, n: usize) -> String {
-    let read = |ext: &str| std::fs::read_to_string(dir.join(format!("run-{n}.{ext}"))).unwrap_or_default();
+    let read =
+        |ext: &str| std::fs::read_to_string(dir.join(format!("run-{n}.{ext}"))).unwrap_or_default();
     format!("{}{}", read("out"), read("err"))
 }
 
 /// Waits (up to `limit`) until `ready` holds or the run ends; true if it ended.
-fn wait_for(child: &mut std::process::Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) -> bool {
+fn wait_for(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
     let start = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -809,9 +830,21 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
     millrace(
         &dir,
         &[
-            "gen", "--rows", &rows.to_string(), "--seed", "64", "--format", "jsonl",
-            "--to-kafka", &broker.addr, "--topic", "tx", "--partitions", "7",
-            "--truth", truth_path.to_str().unwrap(),
+            "gen",
+            "--rows",
+            &rows.to_string(),
+            "--seed",
+            "64",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "7",
+            "--truth",
+            truth_path.to_str().unwrap(),
         ],
     );
     let truth: serde_json::Value =
@@ -824,15 +857,39 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
 
     // The uninterrupted run: its own group, output topic and lake.
     let whole = topology_named(&dir, "whole", "tx", "scored-whole", "whole", per_epoch);
-    let whole_args = ["run", whole.to_str().unwrap(), "--once", "--workers", "2", "--brokers", &broker.addr, "--lake", "lake-whole"];
+    let whole_args = [
+        "run",
+        whole.to_str().unwrap(),
+        "--once",
+        "--workers",
+        "2",
+        "--brokers",
+        &broker.addr,
+        "--lake",
+        "lake-whole",
+    ];
     let whole_out = millrace(&dir, &whole_args);
     let (whole_topic, n) = scored_topic(&broker.addr, "scored-whole");
-    assert_eq!((whole_topic.len() as u64, n as u64), (clean, clean), "{whole_out}");
+    assert_eq!(
+        (whole_topic.len() as u64, n as u64),
+        (clean, clean),
+        "{whole_out}"
+    );
 
     // The killed run.
     let topo = topology_named(&dir, "killed", "tx", "scored", "killed", per_epoch);
     let lake = dir.join("lake");
-    let args = ["run", topo.to_str().unwrap(), "--once", "--workers", "2", "--brokers", &broker.addr, "--lake", "lake"];
+    let args = [
+        "run",
+        topo.to_str().unwrap(),
+        "--once",
+        "--workers",
+        "2",
+        "--brokers",
+        &broker.addr,
+        "--lake",
+        "lake",
+    ];
     let limit = Duration::from_secs(300);
     let mut kills = 0;
     let mut incarnation = 0;
@@ -850,9 +907,16 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
         let ended = ended
             || (kills % 2 == 1 && {
                 let parts = table_files(&lake, "scored").len();
-                wait_for(&mut child, limit, "a new lake part", || table_files(&lake, "scored").len() > parts)
+                wait_for(&mut child, limit, "a new lake part", || {
+                    table_files(&lake, "scored").len() > parts
+                })
             });
-        assert!(!ended, "the run finished before kill {}: make the input larger\n{}", kills + 1, run_output(&dir, incarnation));
+        assert!(
+            !ended,
+            "the run finished before kill {}: make the input larger\n{}",
+            kills + 1,
+            run_output(&dir, incarnation)
+        );
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills += 1;
@@ -861,7 +925,10 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
     // The named crash points: after the Kafka transactions of an epoch are
     // committed and before its checkpoint; and inside a transaction, its
     // records and epoch marker written, before the commit.
-    for failpoint in ["before_checkpoint=2*off->return", "kafka_before_commit=3*off->return"] {
+    for failpoint in [
+        "before_checkpoint=2*off->return",
+        "kafka_before_commit=3*off->return",
+    ] {
         let mut child = spawn_run(&dir, &args, Some(failpoint), incarnation);
         let status = {
             let start = Instant::now();
@@ -869,33 +936,57 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
                 if let Some(s) = child.try_wait().unwrap() {
                     break s;
                 }
-                assert!(start.elapsed() < limit, "the run with {failpoint} did not crash");
+                assert!(
+                    start.elapsed() < limit,
+                    "the run with {failpoint} did not crash"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
         let out = run_output(&dir, incarnation);
-        assert!(!status.success() && out.contains("crash point"), "{failpoint}: {out}");
+        assert!(
+            !status.success() && out.contains("crash point"),
+            "{failpoint}: {out}"
+        );
         incarnation += 1;
     }
     let last = millrace(&dir, &args);
-    assert!(last.contains("resumed from the checkpoint of epoch"), "{last}");
+    assert!(
+        last.contains("resumed from the checkpoint of epoch"),
+        "{last}"
+    );
 
     // Read committed, the scored topic holds every clean record exactly once,
     // scored as the uninterrupted run scored it; the lake holds the same.
     let (topic, n) = scored_topic(&broker.addr, "scored");
     assert_eq!(n, topic.len(), "records repeated in the scored topic");
-    assert_eq!(topic.len() as u64, clean, "records missing from the scored topic");
-    assert_eq!(topic, whole_topic, "the killed run's topic differs from the uninterrupted run's");
+    assert_eq!(
+        topic.len() as u64,
+        clean,
+        "records missing from the scored topic"
+    );
+    assert_eq!(
+        topic, whole_topic,
+        "the killed run's topic differs from the uninterrupted run's"
+    );
     let lake_rows = scored(&lake);
     assert_eq!(lake_rows.len() as u64, clean, "the lake's scored rows");
-    let lake_scores: BTreeMap<(String, u64), f64> = lake_rows.into_iter().map(|r| ((r.0, r.1), r.4)).collect();
+    let lake_scores: BTreeMap<(String, u64), f64> =
+        lake_rows.into_iter().map(|r| ((r.0, r.1), r.4)).collect();
     assert_eq!(lake_scores.len() as u64, clean, "rows repeated in the lake");
     let differ = lake_scores
         .iter()
         .filter(|(k, s)| topic.get(*k).is_none_or(|t| (*s - t).abs() > 1e-12))
         .count();
-    assert_eq!(differ, 0, "{differ} records differ between the lake and the scored topic");
-    assert_same_lake(&dir.join("lake-whole"), &lake, "killed ten times and crashed twice");
+    assert_eq!(
+        differ, 0,
+        "{differ} records differ between the lake and the scored topic"
+    );
+    assert_same_lake(
+        &dir.join("lake-whole"),
+        &lake,
+        "killed ten times and crashed twice",
+    );
     // The group's offsets reached the end of every partition.
     let offsets = committed_and_end(&broker.addr, "tx", "killed");
     assert_eq!(offsets.len(), 7);
@@ -916,9 +1007,21 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     millrace(
         &dir,
         &[
-            "gen", "--rows", "150000", "--seed", "65", "--format", "jsonl",
-            "--to-kafka", &broker.addr, "--topic", "tx", "--partitions", "7",
-            "--truth", truth_path.to_str().unwrap(),
+            "gen",
+            "--rows",
+            "150000",
+            "--seed",
+            "65",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "7",
+            "--truth",
+            truth_path.to_str().unwrap(),
         ],
     );
     let truth: serde_json::Value =
@@ -930,14 +1033,35 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     let topo = topology_named(&dir, "restart", "tx", "scored", "restart", 1500);
     let lake = dir.join("lake");
     let addr = broker.addr.clone();
-    let args = ["run", topo.to_str().unwrap(), "--once", "--workers", "2", "--brokers", &addr, "--lake", "lake"];
+    let args = [
+        "run",
+        topo.to_str().unwrap(),
+        "--once",
+        "--workers",
+        "2",
+        "--brokers",
+        &addr,
+        "--lake",
+        "lake",
+    ];
     let mut child = spawn_run(&dir, &args, None, 0);
-    let ended = wait_for(&mut child, Duration::from_secs(300), "the third checkpoint", || {
-        checkpointed_epoch(&lake).is_some_and(|e| e >= 2)
-    });
-    assert!(!ended, "the run finished before the broker restart\n{}", run_output(&dir, 0));
+    let ended = wait_for(
+        &mut child,
+        Duration::from_secs(300),
+        "the third checkpoint",
+        || checkpointed_epoch(&lake).is_some_and(|e| e >= 2),
+    );
+    assert!(
+        !ended,
+        "the run finished before the broker restart\n{}",
+        run_output(&dir, 0)
+    );
     broker.stop();
-    assert!(child.try_wait().unwrap().is_none(), "the run ended while the broker stopped\n{}", run_output(&dir, 0));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended while the broker stopped\n{}",
+        run_output(&dir, 0)
+    );
     broker.restart();
     let status = {
         let start = Instant::now();
@@ -945,7 +1069,10 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(start.elapsed() < Duration::from_secs(600), "the run did not end after the broker restart");
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "the run did not end after the broker restart"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -953,17 +1080,37 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     if status.success() {
         println!("the run rode out the broker restart");
     } else {
-        assert!(first.contains("Kafka") || first.contains("kafka"), "a clear error: {first}");
-        println!("the run stopped at the broker restart: {}", first.lines().filter(|l| l.contains("error")).collect::<Vec<_>>().join(" | "));
+        assert!(
+            first.contains("Kafka") || first.contains("kafka"),
+            "a clear error: {first}"
+        );
+        println!(
+            "the run stopped at the broker restart: {}",
+            first
+                .lines()
+                .filter(|l| l.contains("error"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         let again = millrace(&dir, &args);
-        assert!(again.contains("resumed from the checkpoint of epoch"), "{again}");
+        assert!(
+            again.contains("resumed from the checkpoint of epoch"),
+            "{again}"
+        );
     }
     let (topic, n) = scored_topic(&broker.addr, "scored");
     assert_eq!(n, topic.len(), "records repeated in the scored topic");
-    assert_eq!(topic.len() as u64, clean, "records missing from the scored topic");
+    assert_eq!(
+        topic.len() as u64,
+        clean,
+        "records missing from the scored topic"
+    );
     let lake: BTreeSet<(String, u64)> = scored(&lake).into_iter().map(|r| (r.0, r.1)).collect();
     assert_eq!(lake.len() as u64, clean);
-    assert!(topic.keys().cloned().collect::<BTreeSet<_>>() == lake, "the lake and the topic hold the same records");
+    assert!(
+        topic.keys().cloned().collect::<BTreeSet<_>>() == lake,
+        "the lake and the topic hold the same records"
+    );
 }
 
 #[test]
@@ -975,7 +1122,15 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     let start = Instant::now();
     let out = millrace_raw(
         &dir,
-        &["run", missing.to_str().unwrap(), "--once", "--brokers", &broker.addr, "--lake", "lake-missing"],
+        &[
+            "run",
+            missing.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            &broker.addr,
+            "--lake",
+            "lake-missing",
+        ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -992,8 +1147,21 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     millrace(
         &dir,
         &[
-            "gen", "--rows", "20000", "--seed", "66", "--format", "jsonl", "--to-kafka", &broker.addr,
-            "--topic", "tx", "--partitions", "2", "--truth", truth_path.to_str().unwrap(),
+            "gen",
+            "--rows",
+            "20000",
+            "--seed",
+            "66",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "2",
+            "--truth",
+            truth_path.to_str().unwrap(),
         ],
     );
     let truth: serde_json::Value =
@@ -1003,16 +1171,33 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
         - truth_u64(&truth, "invalid")
         - truth_u64(&truth, "duplicates");
     let topo = topology_named(&dir, "small", "tx", "scored", "small", 5_000);
-    let args = ["run", topo.to_str().unwrap(), "--once", "--brokers", &broker.addr, "--lake", "lake"];
+    let args = [
+        "run",
+        topo.to_str().unwrap(),
+        "--once",
+        "--brokers",
+        &broker.addr,
+        "--lake",
+        "lake",
+    ];
     let out = millrace_raw(&dir, &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("topic `scored`") && err.contains("refused") && err.to_lowercase().contains("too large"),
+        err.contains("topic `scored`")
+            && err.contains("refused")
+            && err.to_lowercase().contains("too large"),
         "{err}"
     );
-    assert_eq!(checkpointed_epoch(&dir.join("lake")), None, "nothing is checkpointed past a refused record");
-    assert!(consume(&broker.addr, "scored", None).is_empty(), "no refused epoch is visible");
+    assert_eq!(
+        checkpointed_epoch(&dir.join("lake")),
+        None,
+        "nothing is checkpointed past a refused record"
+    );
+    assert!(
+        consume(&broker.addr, "scored", None).is_empty(),
+        "no refused epoch is visible"
+    );
     // Once the topic takes them, a rerun writes every record, once.
     broker.set_topic_config("scored", "max.message.bytes=1048588");
     let out = millrace(&dir, &args);

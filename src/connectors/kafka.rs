@@ -261,11 +261,11 @@ pub fn plan(
         consumer.committed_offsets(tpl.clone(), Timeout::After(Duration::from_secs(10)))
     })
     .map_err(|e| {
-            format!(
-                "cannot read the committed offsets of group `{}` at {}: {e}",
-                spec.group_id, spec.brokers
-            )
-        })?;
+        format!(
+            "cannot read the committed offsets of group `{}` at {}: {e}",
+            spec.group_id, spec.brokers
+        )
+    })?;
     let mut out = vec![Vec::new(); workers.max(1)];
     for (i, (topic, partition)) in partitions.into_iter().enumerate() {
         let name = source_name(&topic, partition);

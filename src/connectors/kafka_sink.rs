@@ -170,7 +170,9 @@ pub fn committed_epochs(
     let timeout = Duration::from_secs(10);
     let (_, end) = reader("read_uncommitted")?
         .fetch_watermarks(&marker, 0, timeout)
-        .map_err(|e| format!("cannot read the end of the marker topic `{marker}` at {brokers}: {e}"))?;
+        .map_err(|e| {
+            format!("cannot read the end of the marker topic `{marker}` at {brokers}: {e}")
+        })?;
     let consumer = reader("read_committed")?;
     let settle = std::time::Instant::now() + MARKER_SETTLE;
     loop {
@@ -352,7 +354,8 @@ impl rdkafka::producer::ProducerContext for DeliveryCheck {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
         if let Err((e, m)) = result {
-            self.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
             if first.is_none() {
                 *first = Some(format!(
@@ -370,7 +373,12 @@ impl DeliveryCheck {
     pub fn take(&self) -> Option<String> {
         let n = self.failed.swap(0, std::sync::atomic::Ordering::Relaxed);
         let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
-        (n > 0).then(|| format!("the broker refused {n} record(s): {}", first.unwrap_or_default()))
+        (n > 0).then(|| {
+            format!(
+                "the broker refused {n} record(s): {}",
+                first.unwrap_or_default()
+            )
+        })
     }
 }
 

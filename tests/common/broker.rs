@@ -42,7 +42,8 @@ fn broker(args: &[&str]) -> Result<String, String> {
 impl Broker {
     /// Starts a fresh broker named `name` (its folder is under the temp dir).
     pub fn start(name: &str) -> Broker {
-        let dir = std::env::temp_dir().join(format!("millrace-kafka-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("millrace-kafka-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Broker::start_in(&dir)
     }
@@ -52,8 +53,15 @@ impl Broker {
         let addr = broker(&["start", "--dir", dir.to_str().unwrap()]).unwrap_or_else(|e| {
             panic!("cannot start Apache Kafka (run the suite with .ci/test, which installs Java, Maven and the broker): {e}")
         });
-        assert!(addr.starts_with("127.0.0.1:"), "unexpected bootstrap address `{addr}`");
-        Broker { addr, dir: dir.to_path_buf(), running: true }
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "unexpected bootstrap address `{addr}`"
+        );
+        Broker {
+            addr,
+            dir: dir.to_path_buf(),
+            running: true,
+        }
     }
 
     /// Stops the broker (SIGTERM, then SIGKILL after 30 s); its data stays.
@@ -79,7 +87,15 @@ impl Broker {
     /// goes to it as is, e.g. `["--config", "max.message.bytes=128"]`.
     pub fn create_topic(&self, topic: &str, partitions: u32, extra: &[&str]) {
         let partitions = partitions.to_string();
-        let mut args = vec!["topic", "--bootstrap", &self.addr, "create", topic, "--partitions", &partitions];
+        let mut args = vec![
+            "topic",
+            "--bootstrap",
+            &self.addr,
+            "create",
+            topic,
+            "--partitions",
+            &partitions,
+        ];
         args.extend_from_slice(extra);
         broker(&args).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -87,8 +103,17 @@ impl Broker {
     /// Sets a topic's config (Kafka's own ConfigCommand).
     pub fn set_topic_config(&self, topic: &str, key_value: &str) {
         broker(&[
-            "run", "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", &self.addr,
-            "--alter", "--entity-type", "topics", "--entity-name", topic, "--add-config", key_value,
+            "run",
+            "org.apache.kafka.tools.ConfigCommand",
+            "--bootstrap-server",
+            &self.addr,
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            topic,
+            "--add-config",
+            key_value,
         ])
         .unwrap_or_else(|e| panic!("{e}"));
     }
