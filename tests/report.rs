@@ -263,7 +263,7 @@ fn the_live_view_serves_metrics_that_agree_with_the_ledger() {
         if let Ok(mut s) = TcpStream::connect(&addr) {
             let _ = write!(
                 s,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
             );
             scraped.clear();
             let _ = s.read_to_string(&mut scraped);
