@@ -166,8 +166,80 @@ fn a_process_that_dies_stops_the_job_and_a_restart_completes_it() {
 }
 
 #[test]
+fn a_fault_on_one_process_stops_every_process() {
+    // The landed file changes under its reader (`on_change = "fail"`): the
+    // process reading it raises a fault. The other process must not wait for
+    // it forever: the job ends, with the fault and the lost connection.
+    let dir = scratch("cluster-fault");
+    gen(&dir, "tx.csv", 100_000, 45, &[]);
+    settle(&dir);
+    let gate = dir.join("gate");
+    let q = quickstart();
+    let mut job = Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args([
+            "run",
+            &q,
+            "--once",
+            "--landing",
+            "landing",
+            "--lake",
+            "lake",
+        ])
+        .args(["--workers", "1", "--local-cluster", "2"])
+        .env(
+            "FAILPOINTS",
+            format!("landing_between_chunks=return({})", gate.display()),
+        )
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is held between two chunks of the file; cut the file short.
+    let reached = gate.with_extension("reached");
+    let start = Instant::now();
+    while !reached.exists() {
+        assert!(job.try_wait().unwrap().is_none(), "the job ended first");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the reader never reached its wait point"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let file = dir.join("landing/tx.csv");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    // Both processes end (a hang here is the bug this test is for).
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            let _ = job.kill();
+            panic!("the job did not stop after a fault on one of its processes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("tx.csv") && err.contains("changed"), "{err}");
+    assert!(
+        err.contains("lost the connection to another process"),
+        "{err}"
+    );
+}
+
+#[test]
 fn four_workers_learn_as_well_as_one() {
-    // Issue 6's bar: on the same 1M-record stream, 4 workers (2 processes × 2)
+    // The bar: on the same 1M-record stream, 4 workers (2 processes × 2)
     // within 0.5 points of accuracy and 0.005 of AUC of one worker.
     let dir = scratch("cluster-quality");
     gen(&dir, "tx.csv", 1_000_000, 7, &[]);

@@ -246,17 +246,8 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     let kafka_sink = prepare_kafka_sink(&plan, &start, &lake)?;
     let warm_start = warm_start(&plan, resumed_from, &lake)?;
     let processed = manifest::processed(&facts);
-    // Progress of a backfill, on stderr.
-    let progress = match (plan.source.landing(), opts.once, process) {
-        (Some(l), true, 0) if opts.show_progress => Some(Arc::new(progress::Progress::for_folder(
-            &l.path, l.format, &processed,
-        ))),
-        _ => None,
-    };
-    let progress_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let progress_thread = progress
-        .clone()
-        .map(|p| progress::report(p, progress_done.clone()));
+    let (progress, progress_done, progress_thread) =
+        show_progress(&plan, opts, process, &processed);
     // One process speaks for the run: the coordinator's.
     let restart = if process == 0 {
         running::claim(&lake)?
@@ -266,6 +257,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
     let fault = opts.fault.clone().unwrap_or_default();
     let shared = WorkerShared {
         plan: plan.clone(),
+        processes,
         once: opts.once,
         processed: Arc::new(processed),
         first_epoch,
@@ -315,6 +307,8 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
 /// it before timely started (the checkpoint, assignments, the Kafka sink).
 struct WorkerShared {
     plan: Arc<Compiled>,
+    /// Processes in the job (1: this process alone).
+    processes: usize,
     once: bool,
     processed: Arc<crate::connectors::landing::Processed>,
     first_epoch: u64,
@@ -372,6 +366,7 @@ impl WorkerShared {
             Ok(probe) => probe,
             Err(e) => {
                 fault.raise(e.to_string());
+                self.stop_the_cluster();
                 drop_dataflows(worker);
                 return (index, totals.borrow().clone());
             }
@@ -398,10 +393,32 @@ impl WorkerShared {
             return (index, totals.borrow().clone());
         }
         if fault.is_raised() {
+            self.stop_the_cluster();
             drop_dataflows(worker);
         }
         let t = totals.borrow().clone();
         (index, t)
+    }
+
+    /// After a fault on this process, in a job of several: exits the process.
+    ///
+    /// Timely cannot tell the other processes: a process whose workers leave
+    /// their dataflows shuts its connections down cleanly, and its peers then
+    /// wait for its progress forever (the job hangs). Exiting at once, as if
+    /// killed, ends the connections mid-stream instead: the peers' network
+    /// threads fail, their workers stop with the lost-peer error, and every
+    /// process exits. Nothing is lost: the epoch in flight was not
+    /// checkpointed, and restarting every process resumes from the last
+    /// checkpoint. A fault that is itself a lost peer needs no exit: that
+    /// peer's connections are gone already.
+    fn stop_the_cluster(&self) {
+        let Some(message) = self.fault.message() else {
+            return;
+        };
+        if self.processes > 1 && !message.starts_with(LOST_PEER) {
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -417,6 +434,30 @@ const LOST_PEER: &str = "lost the connection to another process of the cluster; 
 /// fail and poison the queues their workers read.
 fn is_lost_peer(what: &str) -> bool {
     what.contains("MergeQueue poisoned") || what.contains("timely communication error")
+}
+
+/// The progress of a backfill (`--once` over a landing folder), shown on
+/// stderr by process 0: the counters, the flag that ends the display, its thread.
+#[allow(clippy::type_complexity)]
+fn show_progress(
+    plan: &Compiled,
+    opts: &RunOptions,
+    process: usize,
+    processed: &crate::connectors::landing::Processed,
+) -> (
+    Option<Arc<progress::Progress>>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<std::thread::JoinHandle<()>>,
+) {
+    let progress = match (plan.source.landing(), opts.once, process) {
+        (Some(l), true, 0) if opts.show_progress => Some(Arc::new(progress::Progress::for_folder(
+            &l.path, l.format, processed,
+        ))),
+        _ => None,
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = progress.clone().map(|p| progress::report(p, done.clone()));
+    (progress, done, thread)
 }
 
 /// The workers' results: the coordinator's totals (worker 0, in process 0;
@@ -487,14 +528,16 @@ fn kafka_assignments(
     let records = match plan.source.kafka() {
         Some(spec) => {
             let offsets = resumed.map(|c| c.kafka.clone()).unwrap_or_default();
-            crate::connectors::kafka::plan(spec, workers, &offsets).map_err(RunError::External)?
+            crate::connectors::kafka::plan(spec, workers, &offsets)
+                .map_err(|e| RunError::External(e.to_string()))?
         }
         None => Vec::new(),
     };
     let labels = match plan.labels.as_ref().and_then(|(l, _)| l.kafka.as_ref()) {
         Some(spec) => {
             let offsets = resumed.map(|c| c.label_kafka.clone()).unwrap_or_default();
-            crate::connectors::kafka::plan(spec, workers, &offsets).map_err(RunError::External)?
+            crate::connectors::kafka::plan(spec, workers, &offsets)
+                .map_err(|e| RunError::External(e.to_string()))?
         }
         None => Vec::new(),
     };
@@ -526,9 +569,10 @@ fn prepare_kafka_sink(
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(lake.display().to_string().as_bytes())
     );
-    ensure_topic(&brokers, &spec.topic, 4).map_err(RunError::External)?;
+    ensure_topic(&brokers, &spec.topic, 4).map_err(|e| RunError::External(e.to_string()))?;
     if spec.transactional {
-        ensure_topic(&brokers, &marker_topic(&spec.topic), 1).map_err(RunError::External)?;
+        ensure_topic(&brokers, &marker_topic(&spec.topic), 1)
+            .map_err(|e| RunError::External(e.to_string()))?;
     }
     let resuming = start
         .checkpointing
@@ -559,7 +603,7 @@ fn warm_start(
         .registry
         .clone()
         .unwrap_or_else(|| lake.to_path_buf());
-    let reg = registry::load(&from, name).map_err(RunError::External)?;
+    let reg = registry::load(&from, name).map_err(|e| RunError::External(e.to_string()))?;
     let v = registry::resolve(&reg, which)
         .map_err(|e| RunError::Refused(format!("model.warm_start: {e}")))?;
     let release = registry::load_state(&from, name, v, &plan.topology.state_fingerprint())

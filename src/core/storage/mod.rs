@@ -224,7 +224,13 @@ pub fn list(dir: &Path, recursive: bool) -> std::io::Result<Vec<(String, u64)>> 
             } else {
                 format!("{rel}/{name}")
             };
-            let meta = e.metadata().map_err(|err| at(&e.path(), "read", err))?;
+            let meta = match e.metadata() {
+                Ok(m) => m,
+                // Renamed or removed since the folder was read (another
+                // writer's temporary file, published meanwhile): not there.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(at(&e.path(), "read", err)),
+            };
             if meta.is_dir() {
                 if recursive {
                     stack.push((e.path(), sub));
