@@ -743,7 +743,7 @@ fn page(data: &ReportData, title: &str, charts: &[String]) -> String {
         last_auc
     ));
     for c in charts {
-        html.push_str(&c);
+        html.push_str(c);
     }
     html.push_str("</div><h2>Alerts</h2><table id=\"alert-table\"><tr><th>rule</th><th>state</th><th>severity</th><th>window start (UTC)</th><th>message</th></tr>");
     for a in &data.alerts {

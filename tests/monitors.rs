@@ -129,6 +129,9 @@ fn fired_in(
         .map(|a| (a.0.clone(), a.2, a.3.clone()))
 }
 
+/// An alert as [`messages`] reads it: rule, state, epoch, message.
+type AlertRow = (String, String, i64, String);
+
 /// Runs the quickstart on `rows` generated rows of `seed` (with `extra`
 /// generator flags); returns the truth, the alerts and the run's output.
 fn quickstart_alerts(
@@ -136,11 +139,7 @@ fn quickstart_alerts(
     rows: u64,
     seed: u64,
     extra: &[&str],
-) -> (
-    serde_json::Value,
-    Vec<(String, String, i64, String)>,
-    String,
-) {
+) -> (serde_json::Value, Vec<AlertRow>, String) {
     let dir = scratch(name);
     let truth = gen(&dir, "tx.csv", rows, seed, extra);
     settle(&dir);

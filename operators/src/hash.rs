@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(line_hash(b"x"), 0x868b_313f_d576_ca59);
         assert_eq!(
             owner(0x4c51_5aa7_224e_ccb7, 4),
-            (0x4c51_5aa7u64 * 4 >> 32) as usize
+            ((0x4c51_5aa7u64 * 4) >> 32) as usize
         );
     }
 

@@ -162,8 +162,9 @@ fn produce(
     lines: &[u8],
     csv: bool,
 ) -> anyhow::Result<u64> {
-    crate::connectors::kafka_sink::produce_lines(brokers, topic, partitions, lines, csv)
-        .map_err(anyhow::Error::msg)
+    Ok(crate::connectors::kafka_sink::produce_lines(
+        brokers, topic, partitions, lines, csv,
+    )?)
 }
 
 /// The records and their labels apart (`--labels-out` / `--labels-topic`).

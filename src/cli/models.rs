@@ -86,8 +86,8 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
         } => {
             let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
-            let reg = registry::load(&lake, &name).map_err(anyhow::Error::msg)?;
-            let v = registry::resolve(&reg, &version).map_err(anyhow::Error::msg)?;
+            let reg = registry::load(&lake, &name)?;
+            let v = registry::resolve(&reg, &version)?;
             let p = registry::dir(&lake, &name)
                 .join(format!("v{v}"))
                 .join("model.json");
@@ -109,7 +109,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             let name = model_name(&lake, model)?;
             // The running job rewrites the registry too: not while one holds the lake.
             let _lock = crate::runtime::lock::acquire(&lake, "models promote")?;
-            let v = registry::promote(&lake, &name, &version).map_err(anyhow::Error::msg)?;
+            let v = registry::promote(&lake, &name, &version)?;
             println!("champion of `{name}`: v{v}");
         }
         ModelsAction::PromoteChallenger {
@@ -120,7 +120,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
             let lake = crate::cli::lake_arg(&lake)?;
             let name = model_name(&lake, model)?;
             let _lock = crate::runtime::lock::acquire(&lake, "models rollback")?;
-            let v = registry::rollback(&lake, &name).map_err(anyhow::Error::msg)?;
+            let v = registry::rollback(&lake, &name)?;
             println!("champion of `{name}`: v{v} (rolled back)");
         }
     }
@@ -130,7 +130,7 @@ pub fn run(action: ModelsAction) -> anyhow::Result<()> {
 /// `millrace models list`.
 fn list(lake: &Path, model: Option<String>) -> anyhow::Result<()> {
     let name = model_name(lake, model)?;
-    let reg = registry::load(lake, &name).map_err(anyhow::Error::msg)?;
+    let reg = registry::load(lake, &name)?;
     let champion = reg.champion();
     println!(
         "model `{name}` in {}: {} version(s)",

@@ -205,6 +205,59 @@ impl super::Sink for CsvSinkSpec {
     }
 }
 
+/// The files one worker appends to: the operator's state, without timely.
+struct CsvFiles {
+    dir: PathBuf,
+    header: String,
+    lengths: Lengths,
+}
+
+impl CsvFiles {
+    /// Appends one epoch's rows, each to its input's file (the header first
+    /// in a new file), synced; the commit that records what was written.
+    fn append(
+        &mut self,
+        epoch: Epoch,
+        worker: usize,
+        mut rows: Vec<CsvRow>,
+    ) -> std::io::Result<Commit> {
+        rows.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
+        let mut commit = Commit {
+            sink: SinkId::Csv,
+            epoch,
+            worker,
+            files: 0,
+            rows: rows.len() as u64,
+            bytes: 0,
+            parts: Vec::new(),
+        };
+        for group in rows.chunk_by(|a, b| a.source == b.source) {
+            let name = file_name(&group[0].source);
+            let len = self.lengths.entry(name.clone()).or_insert(0);
+            let mut text = String::new();
+            if *len == 0 {
+                text.push_str(&self.header);
+                text.push('\n');
+            }
+            for r in group {
+                text.push_str(&r.text);
+                text.push('\n');
+            }
+            std::fs::create_dir_all(&self.dir)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(&name))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+            *len += text.len() as u64;
+            commit.files += 1;
+            commit.bytes += text.len() as u64;
+        }
+        Ok(commit)
+    }
+}
+
 /// The CSV sink operator. See the module docs.
 pub trait CsvSink<'scope> {
     /// Appends each epoch's rows to their files; returns the commits and (when checkpointing) the state snapshots.
@@ -242,7 +295,7 @@ impl<'scope> CsvSink<'scope> for Stream<'scope, Epoch, Vec<CsvRow>> {
     > {
         let scope = self.scope();
         let (worker, peers) = (scope.index(), scope.peers());
-        let mut lengths: Lengths = match &state.restore {
+        let lengths: Lengths = match &state.restore {
             Some(bytes) => decode(step_id, bytes)?,
             None => Lengths::new(),
         };
@@ -266,66 +319,38 @@ impl<'scope> CsvSink<'scope> for Stream<'scope, Epoch, Vec<CsvRow>> {
         let mut snap_out =
             OutputBuilder::<_, CapacityContainerBuilder<Vec<Snapshot>>>::from(snap_out);
         let step = step_id.to_string();
+        let mut files = CsvFiles {
+            dir,
+            header,
+            lengths,
+        };
         builder.build(move |_caps| {
             let mut stash = EpochStash::new(2);
             move |frontiers| {
                 stash.ingest(&mut input);
                 let mut commit_handle = commit_out.activate();
                 let mut snap_handle = snap_out.activate();
-                while let Some((epoch, caps, mut rows)) = stash.next_ready(&frontiers[0]) {
+                while let Some((epoch, caps, rows)) = stash.next_ready(&frontiers[0]) {
                     if fault.is_raised() {
                         continue;
                     }
-                    rows.sort_by(|a, b| (&a.source, a.line).cmp(&(&b.source, b.line)));
-                    let mut commit = Commit {
-                        sink: SinkId::Csv,
-                        epoch,
-                        worker,
-                        files: 0,
-                        rows: rows.len() as u64,
-                        bytes: 0,
-                        parts: Vec::new(),
-                    };
-                    let written = (|| -> std::io::Result<()> {
-                        for group in rows.chunk_by(|a, b| a.source == b.source) {
-                            let name = file_name(&group[0].source);
-                            let len = lengths.entry(name.clone()).or_insert(0);
-                            let mut text = String::new();
-                            if *len == 0 {
-                                text.push_str(&header);
-                                text.push('\n');
-                            }
-                            for r in group {
-                                text.push_str(&r.text);
-                                text.push('\n');
-                            }
-                            std::fs::create_dir_all(&dir)?;
-                            let mut f = OpenOptions::new()
-                                .create(true)
-                                .append(true)
-                                .open(dir.join(&name))?;
-                            f.write_all(text.as_bytes())?;
-                            f.sync_data()?;
-                            *len += text.len() as u64;
-                            commit.files += 1;
-                            commit.bytes += text.len() as u64;
+                    let commit = match files.append(epoch, worker, rows) {
+                        Ok(commit) => commit,
+                        Err(e) => {
+                            fault.raise(format!(
+                                "{step}: cannot append epoch {epoch} under {}: {e}",
+                                files.dir.display()
+                            ));
+                            continue;
                         }
-                        Ok(())
-                    })();
-                    if let Err(e) = written {
-                        fault.raise(format!(
-                            "{step}: cannot append epoch {epoch} under {}: {e}",
-                            dir.display()
-                        ));
-                        continue;
-                    }
+                    };
                     commit_handle.session(&caps[0]).give(commit);
                     if state.snapshot {
                         snap_handle.session(&caps[1]).give(Snapshot {
                             step_id: step.clone(),
                             worker,
                             epoch,
-                            bytes: encode(&lengths),
+                            bytes: encode(&files.lengths),
                         });
                     }
                 }

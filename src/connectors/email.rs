@@ -292,7 +292,9 @@ impl Delivery for Email {
         self.spec.max_attempts.max(1)
     }
 
-    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), String> {
+    type Error = EmailError;
+
+    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), EmailError> {
         let firing = alerts
             .iter()
             .filter(|a| a.state == AlertState::Firing)
@@ -312,7 +314,6 @@ impl Delivery for Email {
             })
             .collect();
         self.send(&subject, body.join("\n"))
-            .map_err(|e| e.to_string())
     }
 }
 

@@ -42,6 +42,11 @@
 //! and `MILLRACE_KAFKA_SASL_MECHANISM`), never from the topology file, and are
 //! never logged.
 
+// The errors of this module are built once, when a run starts or stops (a
+// client, a topic, the marker topic), never per record: their size (librdkafka's
+// error and the brokers and topic named in the message) costs nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,13 +61,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
 
-use crate::connectors::landing::{FileFact, SourcePos, SourceStreams};
+use super::source::{source, Emit, Next, Reader, Shell};
+use crate::connectors::landing::{SourcePos, SourceStreams};
 use crate::core::fault::Fault;
 
 /// `[source.kafka]`.
@@ -203,53 +206,89 @@ pub struct Assigned {
     pub offset: Option<i64>,
 }
 
+/// What can go wrong reaching Kafka for a source: each says which brokers,
+/// topic or group.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// librdkafka refused the client configuration.
+    #[error("cannot create a Kafka client for {brokers}: {error}")]
+    Client {
+        /// `brokers`.
+        brokers: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// The brokers did not answer for a topic's metadata.
+    #[error("cannot reach Kafka at {brokers} to read topic `{topic}`: {error}")]
+    Unreachable {
+        /// `brokers`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// The topic is not there, or has no partitions.
+    #[error("topic `{topic}` does not exist at {brokers} (millrace does not create the topics it reads)")]
+    NoTopic {
+        /// The topic.
+        topic: String,
+        /// `brokers`.
+        brokers: String,
+    },
+    /// The principal may not read the topic.
+    #[error("not authorised to read topic `{topic}` at {brokers} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)")]
+    NotAuthorised {
+        /// The topic.
+        topic: String,
+        /// `brokers`.
+        brokers: String,
+    },
+    /// Another error in the topic's metadata.
+    #[error("topic `{topic}` at {brokers}: {code}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// `brokers`.
+        brokers: String,
+        /// The broker's error code.
+        code: rdkafka::error::RDKafkaErrorCode,
+    },
+    /// The group's committed offsets could not be read.
+    #[error("cannot read the committed offsets of group `{group}` at {brokers}: {error}")]
+    Committed {
+        /// `group_id`.
+        group: String,
+        /// `brokers`.
+        brokers: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// The consumer could not be assigned its partitions.
+    #[error("cannot assign partitions: {0}")]
+    Assign(KafkaError),
+    /// A partition's queue could not be split off the consumer.
+    #[error("cannot read partition {topic}/{partition}")]
+    Queue {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+}
+
 /// Lists the topics' partitions, assigns them to `workers` workers and resolves
 /// their start offsets (checkpoint, then the group's commits, then `start`).
 pub fn plan(
     spec: &KafkaSourceSpec,
     workers: usize,
     checkpointed: &BTreeMap<String, i64>,
-) -> Result<Vec<Vec<Assigned>>, String> {
-    let consumer: BaseConsumer = consumer_config(spec)
-        .create()
-        .map_err(|e| format!("cannot create a Kafka client for {}: {e}", spec.brokers))?;
+) -> Result<Vec<Vec<Assigned>>, KafkaSourceError> {
+    let consumer: BaseConsumer = committer(spec)?;
     let mut partitions = Vec::new();
     for topic in &spec.topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(|e| {
-                format!(
-                    "cannot reach Kafka at {} to read topic `{topic}`: {e}",
-                    spec.brokers
-                )
-            })?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .ok_or_else(|| format!("topic `{topic}` has no metadata"))?;
-        if let Some(err) = t.error() {
-            use rdkafka::error::RDKafkaErrorCode as Code;
-            return Err(match Code::from(err) {
-                Code::UnknownTopicOrPartition | Code::UnknownTopic => format!(
-                    "topic `{topic}` does not exist at {} (millrace does not create the topics it reads)",
-                    spec.brokers
-                ),
-                Code::TopicAuthorizationFailed => format!(
-                    "not authorised to read topic `{topic}` at {} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)",
-                    spec.brokers
-                ),
-                code => format!("topic `{topic}` at {}: {code}", spec.brokers),
-            });
-        }
-        if t.partitions().is_empty() {
-            return Err(format!(
-                "topic `{topic}` does not exist at {} (or has no partitions)",
-                spec.brokers
-            ));
-        }
-        for p in t.partitions() {
-            partitions.push((topic.clone(), p.id()));
+        for p in topic_partitions(&consumer, spec, topic)? {
+            partitions.push((topic.clone(), p));
         }
     }
     partitions.sort();
@@ -260,11 +299,10 @@ pub fn plan(
     let committed = retry_coordinator(|| {
         consumer.committed_offsets(tpl.clone(), Timeout::After(Duration::from_secs(10)))
     })
-    .map_err(|e| {
-        format!(
-            "cannot read the committed offsets of group `{}` at {}: {e}",
-            spec.group_id, spec.brokers
-        )
+    .map_err(|error| KafkaSourceError::Committed {
+        group: spec.group_id.clone(),
+        brokers: spec.brokers.clone(),
+        error,
     })?;
     let mut out = vec![Vec::new(); workers.max(1)];
     for (i, (topic, partition)) in partitions.into_iter().enumerate() {
@@ -285,6 +323,50 @@ pub fn plan(
         });
     }
     Ok(out)
+}
+
+/// The partitions of `topic`, from the brokers' metadata.
+fn topic_partitions(
+    consumer: &BaseConsumer,
+    spec: &KafkaSourceSpec,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaSourceError> {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    let (brokers, topic_) = (spec.brokers.clone(), topic.to_string());
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|error| KafkaSourceError::Unreachable {
+            brokers: brokers.clone(),
+            topic: topic_.clone(),
+            error,
+        })?;
+    let no_topic = || KafkaSourceError::NoTopic {
+        topic: topic_.clone(),
+        brokers: brokers.clone(),
+    };
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(no_topic)?;
+    if let Some(err) = t.error() {
+        return Err(match Code::from(err) {
+            Code::UnknownTopicOrPartition | Code::UnknownTopic => no_topic(),
+            Code::TopicAuthorizationFailed => KafkaSourceError::NotAuthorised {
+                topic: topic_,
+                brokers,
+            },
+            code => KafkaSourceError::Topic {
+                topic: topic_,
+                brokers,
+                code,
+            },
+        });
+    }
+    if t.partitions().is_empty() {
+        return Err(no_topic());
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
 fn consumer_config(spec: &KafkaSourceSpec) -> ClientConfig {
@@ -367,10 +449,13 @@ pub fn commit_offsets(
 }
 
 /// A consumer for committing the group's offsets (the coordinator's).
-pub fn committer(spec: &KafkaSourceSpec) -> Result<BaseConsumer, String> {
+pub fn committer(spec: &KafkaSourceSpec) -> Result<BaseConsumer, KafkaSourceError> {
     consumer_config(spec)
         .create()
-        .map_err(|e| format!("cannot create a Kafka client for {}: {e}", spec.brokers))
+        .map_err(|error| KafkaSourceError::Client {
+            brokers: spec.brokers.clone(),
+            error,
+        })
 }
 
 /// The high watermark from the last fetch response (no broker request).
@@ -427,13 +512,44 @@ struct Part {
     next: i64,
     /// The end to drain to (`--once`): the high watermark first seen.
     end: Option<i64>,
-    /// Records taken in the current epoch.
+    /// What the current epoch has taken.
+    epoch: EpochBuf,
+}
+
+/// One partition's records of the current epoch, as the lines of a chunk.
+#[derive(Default)]
+struct EpochBuf {
+    /// Records taken.
     taken: u64,
     text: String,
     positions: Vec<u64>,
-    /// Messages of the current epoch that are not UTF-8: offset and exact payload.
+    /// Messages that are not UTF-8: offset and exact payload.
     undecodable: Vec<(u64, Vec<u8>)>,
     first_ts: Option<i64>,
+}
+
+impl EpochBuf {
+    /// Appends one message as one line (any newline inside it folded);
+    /// returns the offset after it.
+    fn take(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> i64 {
+        let payload = m.payload().unwrap_or_default();
+        match std::str::from_utf8(payload) {
+            Ok(s) if !payload.iter().any(|b| *b == b'\n' || *b == b'\r') => self.text.push_str(s),
+            Ok(s) => self.text.push_str(&s.replace(['\n', '\r'], " ")),
+            Err(_) => {
+                // Rejected as `bad_encoding`, its exact bytes kept.
+                self.undecodable.push((m.offset() as u64, payload.to_vec()));
+                self.text
+                    .push_str(&String::from_utf8_lossy(payload).replace(['\n', '\r'], " "));
+            }
+        }
+        self.text.push('\n');
+        self.positions.push(m.offset() as u64);
+        self.first_ts
+            .get_or_insert(m.timestamp().to_millis().unwrap_or(0));
+        self.taken += 1;
+        m.offset() + 1
+    }
 }
 
 impl Part {
@@ -468,37 +584,47 @@ impl super::Source for KafkaSourceSpec {
 }
 
 /// Builds the Kafka source on this worker. See the module docs.
-#[allow(clippy::type_complexity)]
 pub fn kafka<'scope>(
     scope: Scope<'scope, Epoch>,
     step_id: &str,
     cfg: KafkaSource,
     committed: ProbeHandle<Epoch>,
 ) -> SourceStreams<'scope> {
-    let mut builder = OperatorBuilder::new(step_id.to_owned(), scope);
-    let info = builder.operator_info();
-    let activator = scope.activator_for(info.address);
-    let (chunks_out, chunks) = builder.new_output();
-    let (facts_out, facts) = builder.new_output();
-    let (pos_out, positions) = builder.new_output();
-    let mut chunks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Chunk>>>::from(chunks_out);
-    let _facts_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<FileFact>>>::from(facts_out);
-    let mut pos_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourcePos>>>::from(pos_out);
-    let step = step_id.to_string();
-    let worker = scope.index();
-    let format = match cfg.spec.format {
-        KafkaFormat::Jsonl => Format::Jsonl,
-        KafkaFormat::Csv => Format::Csv,
+    let shell = Shell {
+        first_epoch: cfg.first_epoch,
+        max_epochs_in_flight: cfg.max_epochs_in_flight,
+        fault: cfg.fault.clone(),
     };
-    let header: Option<Arc<[String]>> =
-        (format == Format::Csv).then(|| cfg.spec.columns.clone().into());
-    // The consumer and its partition queues.
-    let setup = (|| -> Result<(Arc<BaseConsumer>, Vec<Part>), String> {
-        let consumer: Arc<BaseConsumer> = Arc::new(
-            consumer_config(&cfg.spec)
-                .create()
-                .map_err(|e| format!("cannot create a Kafka consumer: {e}"))?,
-        );
+    let reader = KafkaReader::open(step_id, scope.index(), cfg);
+    source(scope, step_id, shell, reader, committed)
+}
+
+/// One worker's partitions as a [`Reader`]: each epoch takes a quota from
+/// every partition (see the module docs).
+struct KafkaReader {
+    step: String,
+    worker: usize,
+    cfg: KafkaSource,
+    consumer: Arc<BaseConsumer>,
+    parts: Vec<Part>,
+    format: Format,
+    header: Option<Arc<[String]>>,
+    /// Records per partition and epoch.
+    quota: u64,
+    epoch_started: Instant,
+    transport_errors: u64,
+}
+
+impl KafkaReader {
+    /// Creates the consumer and assigns it this worker's partitions at their start offsets.
+    fn open(step: &str, worker: usize, cfg: KafkaSource) -> Result<KafkaReader, KafkaSourceError> {
+        let consumer: Arc<BaseConsumer> =
+            Arc::new(consumer_config(&cfg.spec).create().map_err(|error| {
+                KafkaSourceError::Client {
+                    brokers: cfg.spec.brokers.clone(),
+                    error,
+                }
+            })?);
         let mut tpl = TopicPartitionList::new();
         for a in &cfg.assigned {
             let offset = match (a.offset, cfg.spec.start) {
@@ -507,16 +633,17 @@ pub fn kafka<'scope>(
                 (None, StartFrom::Latest) => Offset::End,
             };
             tpl.add_partition_offset(&a.topic, a.partition, offset)
-                .map_err(|e| e.to_string())?;
+                .map_err(KafkaSourceError::Assign)?;
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| format!("cannot assign partitions: {e}"))?;
+        consumer.assign(&tpl).map_err(KafkaSourceError::Assign)?;
         let mut parts = Vec::new();
         for a in &cfg.assigned {
             let queue = consumer
                 .split_partition_queue(&a.topic, a.partition)
-                .ok_or_else(|| format!("cannot read partition {}/{}", a.topic, a.partition))?;
+                .ok_or_else(|| KafkaSourceError::Queue {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                })?;
             let name = source_name(&a.topic, a.partition);
             parts.push(Part {
                 input: bytes_hash(name.as_bytes()),
@@ -524,152 +651,156 @@ pub fn kafka<'scope>(
                 queue,
                 next: a.offset.unwrap_or(-1),
                 end: None,
-                taken: 0,
-                text: String::new(),
-                positions: Vec::new(),
-                undecodable: Vec::new(),
-                first_ts: None,
+                epoch: EpochBuf::default(),
             });
         }
-        Ok((consumer, parts))
-    })();
-    let fault = cfg.fault.clone();
-    builder.build(move |mut caps| {
-        for cap in caps.iter_mut() {
-            cap.downgrade(&cfg.first_epoch);
-        }
-        let (consumer, mut parts) = match setup {
-            Ok(s) => s,
-            Err(e) => {
-                fault.raise(format!("{step}: {e}"));
-                caps.clear();
-                return Box::new(move |_: &[timely::progress::frontier::MutableAntichain<Epoch>]| {})
-                    as Box<dyn FnMut(&[timely::progress::frontier::MutableAntichain<Epoch>])>;
-            }
-        };
         info!(step_id = %step, worker, partitions = parts.len(), "Kafka partitions assigned.");
-        let mut caps = Some(caps);
+        let format = match cfg.spec.format {
+            KafkaFormat::Jsonl => Format::Jsonl,
+            KafkaFormat::Csv => Format::Csv,
+        };
+        let header = (format == Format::Csv).then(|| cfg.spec.columns.clone().into());
         let quota = (cfg.records_per_epoch * cfg.job_workers.max(1) as u64)
             .div_ceil(cfg.job_partitions.max(parts.len()).max(1) as u64)
             .max(1);
-        let mut epoch_started = Instant::now();
-        let mut transport_errors = 0u64;
-        Box::new(move |_frontiers: &[timely::progress::frontier::MutableAntichain<Epoch>]| {
-            let Some(c) = caps.as_mut() else { return };
-            let epoch = *c[0].time();
-            let done = committed.with_frontier(|f| f.first().copied());
-            if done.is_some_and(|d| epoch >= d + cfg.max_epochs_in_flight) {
-                activator.activate_after(Duration::from_millis(1));
-                return;
-            }
-            // Serve the consumer's own events (errors, reconnects).
-            while let Some(ev) = consumer.poll(Duration::ZERO) {
-                if let Err(e) = ev {
-                    transport_errors += 1;
-                    metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
-                    crate::core::metrics::io_error();
-                    warn!(step_id = %step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
-                }
-            }
-            let stopping = cfg.stop.load(Ordering::Relaxed);
-            // Fill each partition's quota for this epoch without blocking.
-            for p in parts.iter_mut() {
-                while p.taken < quota && !(cfg.once && p.drained()) {
-                    match p.queue.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Ok(m)) => {
-                            if cfg.once
-                                && p.end.is_none() {
-                                    p.end = cached_high_watermark(&consumer, m.topic(), m.partition());
-                                }
-                            // One message is one line: fold any newline inside it.
-                            let payload = m.payload().unwrap_or_default();
-                            match std::str::from_utf8(payload) {
-                                Ok(s) if !payload.iter().any(|b| *b == b'\n' || *b == b'\r') => p.text.push_str(s),
-                                Ok(s) => p.text.push_str(&s.replace(['\n', '\r'], " ")),
-                                Err(_) => {
-                                    // Rejected as `bad_encoding`, its exact bytes kept.
-                                    p.undecodable.push((m.offset() as u64, payload.to_vec()));
-                                    p.text.push_str(&String::from_utf8_lossy(payload).replace(['\n', '\r'], " "));
-                                }
-                            }
-                            p.text.push('\n');
-                            p.positions.push(m.offset() as u64);
-                            p.first_ts.get_or_insert(m.timestamp().to_millis().unwrap_or(0));
-                            p.next = m.offset() + 1;
-                            p.taken += 1;
-                        }
-                        Some(Err(KafkaError::PartitionEOF(_))) => {
-                            if p.next < 0 {
-                                p.next = 0;
-                            }
-                            // Everything there is has been read: the end is here,
-                            // even below the high watermark first seen (a
-                            // transactional topic ends in a commit marker, an
-                            // offset no reader is given; read_committed stops at
-                            // the last stable offset).
-                            p.end = Some(p.end.map_or(p.next, |e| e.min(p.next)));
-                        }
-                        Some(Err(e)) => {
-                            transport_errors += 1;
-                            metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
-                            crate::core::metrics::io_error();
-                            warn!(step_id = %step, partition = %p.name, %e, "Kafka fetch error; librdkafka retries.");
-                            break;
-                        }
-                    }
-                }
-            }
-            let complete = parts.iter().all(|p| p.taken >= quota || (cfg.once && p.drained()));
-            let timed_out = !cfg.once && epoch_started.elapsed() >= Duration::from_millis(cfg.spec.epoch_interval_ms);
-            let any = parts.iter().any(|p| p.taken > 0);
-            if complete || timed_out || stopping {
-                let mut chunks_handle = chunks_out.activate();
-                let mut session = chunks_handle.session(&c[0]);
-                for p in parts.iter_mut().filter(|p| p.taken > 0) {
-                    metrics::counter!(crate::core::metrics::RECORDS_IN, "step" => "kafka").increment(p.taken);
-                    metrics::counter!(crate::core::metrics::BYTES_IN, "step" => "kafka").increment(p.text.len() as u64);
-                    session.give(Chunk {
-                        source: p.name.clone(),
-                        input: p.input,
-                        first_line: p.positions[0],
-                        format,
-                        header: header.clone(),
-                        text: std::mem::take(&mut p.text),
-                        arrived_ms: p.first_ts.take().unwrap_or(0),
-                        positions: Some(std::mem::take(&mut p.positions)),
-                        undecodable: std::mem::take(&mut p.undecodable),
-                    });
-                    p.taken = 0;
-                }
-                drop(session);
-                let all_drained = cfg.once && parts.iter().all(Part::drained);
-                if any || all_drained || timed_out || stopping {
-                    let offsets = parts.iter().filter(|p| p.next >= 0).map(|p| (p.name.to_string(), p.next)).collect();
-                    for (a, p) in cfg.assigned.iter().zip(parts.iter()) {
-                        if let Some(high) = cached_high_watermark(&consumer, &a.topic, a.partition) {
-                            let lag = (high - p.next.max(0)).max(0) as f64;
-                            metrics::gauge!(crate::core::metrics::KAFKA_LAG, "topic" => a.topic.clone(), "partition" => a.partition.to_string()).set(lag);
-                        }
-                    }
-                    pos_out.activate().session(&c[2]).give(SourcePos { worker, position: None, offsets, labels: false });
-                    for cap in c.iter_mut() {
-                        cap.downgrade(&(epoch + 1));
-                    }
-                    epoch_started = Instant::now();
-                }
-                if all_drained || stopping {
-                    info!(step_id = %step, worker, "Kafka partitions drained.");
-                    caps = None;
-                    return;
-                }
-            }
-            if any {
-                activator.activate();
-            } else {
-                activator.activate_after(Duration::from_millis(1));
-            }
+        Ok(KafkaReader {
+            step: step.to_string(),
+            worker,
+            cfg,
+            consumer,
+            parts,
+            format,
+            header,
+            quota,
+            epoch_started: Instant::now(),
+            transport_errors: 0,
         })
-    });
-    (chunks, facts, positions)
+    }
+
+    /// Serves the consumer's own events (errors, reconnects).
+    fn serve_events(&mut self) {
+        while let Some(ev) = self.consumer.poll(Duration::ZERO) {
+            if let Err(e) = ev {
+                self.transport_errors += 1;
+                metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
+                crate::core::metrics::io_error();
+                let transport_errors = self.transport_errors;
+                warn!(step_id = %self.step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
+            }
+        }
+    }
+
+    /// Fills each partition's quota for this epoch without blocking.
+    fn fill(&mut self) {
+        let (quota, once) = (self.quota, self.cfg.once);
+        for p in self.parts.iter_mut() {
+            while p.epoch.taken < quota && !(once && p.drained()) {
+                match p.queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        if once && p.end.is_none() {
+                            p.end = cached_high_watermark(&self.consumer, m.topic(), m.partition());
+                        }
+                        p.next = p.epoch.take(&m);
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        if p.next < 0 {
+                            p.next = 0;
+                        }
+                        // Everything there is has been read: the end is here,
+                        // even below the high watermark first seen (a
+                        // transactional topic ends in a commit marker, an
+                        // offset no reader is given; read_committed stops at
+                        // the last stable offset).
+                        p.end = Some(p.end.map_or(p.next, |e| e.min(p.next)));
+                    }
+                    Some(Err(e)) => {
+                        self.transport_errors += 1;
+                        metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
+                        crate::core::metrics::io_error();
+                        warn!(step_id = %self.step, partition = %p.name, %e, "Kafka fetch error; librdkafka retries.");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// This epoch's records of every partition that has any, as chunks.
+    fn flush(&mut self, emit: &mut Emit) {
+        for p in self.parts.iter_mut().filter(|p| p.epoch.taken > 0) {
+            let e = std::mem::take(&mut p.epoch);
+            metrics::counter!(crate::core::metrics::RECORDS_IN, "step" => "kafka")
+                .increment(e.taken);
+            metrics::counter!(crate::core::metrics::BYTES_IN, "step" => "kafka")
+                .increment(e.text.len() as u64);
+            emit.chunks.push(Chunk {
+                source: p.name.clone(),
+                input: p.input,
+                first_line: e.positions[0],
+                format: self.format,
+                header: self.header.clone(),
+                text: e.text,
+                arrived_ms: e.first_ts.unwrap_or(0),
+                positions: Some(e.positions),
+                undecodable: e.undecodable,
+            });
+        }
+    }
+
+    /// The position at an epoch's end: every partition's next offset (and the lag gauges).
+    fn cut(&self) -> SourcePos {
+        let offsets = self
+            .parts
+            .iter()
+            .filter(|p| p.next >= 0)
+            .map(|p| (p.name.to_string(), p.next))
+            .collect();
+        for (a, p) in self.cfg.assigned.iter().zip(self.parts.iter()) {
+            if let Some(high) = cached_high_watermark(&self.consumer, &a.topic, a.partition) {
+                let lag = (high - p.next.max(0)).max(0) as f64;
+                metrics::gauge!(crate::core::metrics::KAFKA_LAG, "topic" => a.topic.clone(), "partition" => a.partition.to_string()).set(lag);
+            }
+        }
+        SourcePos {
+            worker: self.worker,
+            position: None,
+            offsets,
+            labels: false,
+        }
+    }
+}
+
+impl Reader for KafkaReader {
+    fn step(&mut self, _epoch: Epoch, emit: &mut Emit) -> Next {
+        self.serve_events();
+        let stopping = self.cfg.stop.load(Ordering::Relaxed);
+        self.fill();
+        let (quota, once) = (self.quota, self.cfg.once);
+        let complete = self
+            .parts
+            .iter()
+            .all(|p| p.epoch.taken >= quota || (once && p.drained()));
+        let timed_out = !once
+            && self.epoch_started.elapsed()
+                >= Duration::from_millis(self.cfg.spec.epoch_interval_ms);
+        let any = self.parts.iter().any(|p| p.epoch.taken > 0);
+        if complete || timed_out || stopping {
+            self.flush(emit);
+            let all_drained = once && self.parts.iter().all(Part::drained);
+            if any || all_drained || timed_out || stopping {
+                emit.cut = Some(self.cut());
+                self.epoch_started = Instant::now();
+            }
+            if all_drained || stopping {
+                info!(step_id = %self.step, worker = self.worker, "Kafka partitions drained.");
+                return Next::Finished;
+            }
+        }
+        if any {
+            Next::Now
+        } else {
+            Next::After(Duration::from_millis(1))
+        }
+    }
 }

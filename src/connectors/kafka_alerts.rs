@@ -6,6 +6,11 @@
 //! `notify`): after the epoch's checkpoint, on its own thread, with retries;
 //! a broker that is down never blocks the dataflow.
 
+// The errors of this module are built once, when a run starts or stops (a
+// client, a topic, the marker topic), never per record: their size (librdkafka's
+// error and the brokers and topic named in the message) costs nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::connectors::kafka::client_config;
+use crate::connectors::kafka_sink::KafkaSinkError;
 use crate::connectors::notify::Delivery;
 
 /// `[alerts.kafka]`.
@@ -43,14 +49,16 @@ pub struct KafkaAlerts {
 
 impl KafkaAlerts {
     /// A producer for `brokers`.
-    pub fn new(spec: &KafkaAlertsSpec, brokers: &str) -> Result<KafkaAlerts, String> {
+    pub fn new(spec: &KafkaAlertsSpec, brokers: &str) -> Result<KafkaAlerts, KafkaSinkError> {
         crate::connectors::kafka_sink::ensure_topic(brokers, &spec.topic, 1)?;
         let mut c = client_config(brokers, &BTreeMap::new());
         c.set("enable.idempotence", "true")
             .set("message.timeout.ms", "10000");
-        let producer = c
-            .create()
-            .map_err(|e| format!("cannot create a Kafka producer for alerts: {e}"))?;
+        let producer = c.create().map_err(|error| KafkaSinkError::Client {
+            what: "producer for alerts",
+            brokers: brokers.to_string(),
+            error,
+        })?;
         Ok(KafkaAlerts {
             topic: spec.topic.clone(),
             attempts: spec.max_attempts.max(1),
@@ -68,19 +76,26 @@ impl Delivery for KafkaAlerts {
         self.attempts
     }
 
-    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), String> {
+    type Error = KafkaSinkError;
+
+    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), KafkaSinkError> {
+        let produce = |error| KafkaSinkError::Produce {
+            topic: self.topic.clone(),
+            error,
+        };
         for a in alerts {
-            let payload = serde_json::to_string(a).map_err(|e| e.to_string())?;
+            // An alert is plain data: it always encodes.
+            let payload = serde_json::to_string(a).expect("alerts encode as JSON");
             self.producer
                 .send(
                     BaseRecord::to(&self.topic)
                         .key(a.rule_id.as_str())
                         .payload(payload.as_str()),
                 )
-                .map_err(|(e, _)| e.to_string())?;
+                .map_err(|(e, _)| produce(e))?;
         }
         self.producer
             .flush(Duration::from_secs(10))
-            .map_err(|e| e.to_string())
+            .map_err(produce)
     }
 }

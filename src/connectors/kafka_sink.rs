@@ -26,6 +26,11 @@
 //! engine with the error, before the epoch is checkpointed: a rerun, once
 //! the cause is fixed, produces the epoch again and loses nothing.
 
+// The errors of this module are built once, when a run starts or stops (a
+// client, a topic, the marker topic), never per record: their size (librdkafka's
+// error and the brokers and topic named in the message) costs nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -137,6 +142,96 @@ pub fn render(s: &Scored, epoch: Epoch, out: &mut String) {
 /// (60 s), after which the broker aborts a crashed producer's transaction.
 const MARKER_SETTLE: Duration = Duration::from_secs(120);
 
+/// What can go wrong talking to Kafka outside the sink's epochs: creating
+/// topics, reading the marker topic, producing test data.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    /// librdkafka refused a client configuration.
+    #[error("cannot create a Kafka {what} for {brokers}: {error}")]
+    Client {
+        /// Consumer, producer or admin client.
+        what: &'static str,
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// A call to the brokers failed.
+    #[error("cannot reach Kafka at {brokers} to {doing}: {error}")]
+    Unreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// What it was doing.
+        doing: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// The broker refused to create a topic.
+    #[error("cannot create topic `{topic}`: {code:?}")]
+    Create {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+    },
+    /// A transaction on the marker topic did not settle.
+    #[error(
+        "the marker topic `{marker}` at {brokers} still has a transaction open after {} s \
+         (last stable offset {stable}, end {end}): is another run of this topology still writing to `{topic}`?",
+        MARKER_SETTLE.as_secs()
+    )]
+    MarkerOpen {
+        /// The marker topic.
+        marker: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// Its last stable offset.
+        stable: i64,
+        /// Its end when the read began.
+        end: i64,
+        /// The output topic.
+        topic: String,
+    },
+    /// The marker topic's end was not reached in time.
+    #[error("timed out reading the marker topic `{marker}` at {brokers}")]
+    MarkerTimeout {
+        /// The marker topic.
+        marker: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
+    /// A record could not be produced, or was not acknowledged.
+    #[error("cannot produce to `{topic}`: {error}")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+}
+
+/// A client of kind `what` (for the error) from `config`.
+fn create<C: rdkafka::config::FromClientConfig>(
+    config: &rdkafka::ClientConfig,
+    what: &'static str,
+    brokers: &str,
+) -> Result<C, KafkaSinkError> {
+    config.create().map_err(|error| KafkaSinkError::Client {
+        what,
+        brokers: brokers.to_string(),
+        error,
+    })
+}
+
+/// A [`KafkaSinkError::Unreachable`] maker for one call.
+fn unreachable(brokers: &str, doing: String) -> impl FnOnce(KafkaError) -> KafkaSinkError + '_ {
+    move |error| KafkaSinkError::Unreachable {
+        brokers: brokers.to_string(),
+        doing,
+        error,
+    }
+}
+
 /// Reads the marker topic: the last epoch each worker committed.
 ///
 /// Called by each worker's sink after `init_transactions`, which aborts the
@@ -152,10 +247,10 @@ pub fn committed_epochs(
     options: &BTreeMap<String, String>,
     topic: &str,
     lake_id: &str,
-) -> Result<BTreeMap<String, Epoch>, String> {
+) -> Result<BTreeMap<String, Epoch>, KafkaSinkError> {
     let marker = marker_topic(topic);
     ensure_topic(brokers, &marker, 1)?;
-    let reader = |isolation: &str| -> Result<BaseConsumer, String> {
+    let reader = |isolation: &str| -> Result<BaseConsumer, KafkaSinkError> {
         let mut c = client_config(brokers, options);
         c.set(
             "group.id",
@@ -164,45 +259,65 @@ pub fn committed_epochs(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", isolation);
-        c.create()
-            .map_err(|e| format!("cannot create a Kafka consumer: {e}"))
+        create(&c, "consumer", brokers)
     };
     let timeout = Duration::from_secs(10);
     let (_, end) = reader("read_uncommitted")?
         .fetch_watermarks(&marker, 0, timeout)
-        .map_err(|e| {
-            format!("cannot read the end of the marker topic `{marker}` at {brokers}: {e}")
-        })?;
+        .map_err(unreachable(
+            brokers,
+            format!("read the end of the marker topic `{marker}`"),
+        ))?;
     let consumer = reader("read_committed")?;
     let settle = std::time::Instant::now() + MARKER_SETTLE;
     loop {
         // With read_committed, ListOffsets answers the last stable offset.
         let (_, stable) = consumer
             .fetch_watermarks(&marker, 0, timeout)
-            .map_err(|e| format!("cannot read the marker topic `{marker}` at {brokers}: {e}"))?;
+            .map_err(unreachable(
+                brokers,
+                format!("read the marker topic `{marker}`"),
+            ))?;
         if stable >= end {
             break;
         }
         if std::time::Instant::now() > settle {
-            return Err(format!(
-                "the marker topic `{marker}` at {brokers} still has a transaction open after {} s \
-                 (last stable offset {stable}, end {end}): is another run of this topology still writing to `{topic}`?",
-                MARKER_SETTLE.as_secs()
-            ));
+            return Err(KafkaSinkError::MarkerOpen {
+                marker,
+                brokers: brokers.to_string(),
+                stable,
+                end,
+                topic: topic.to_string(),
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    read_markers(&consumer, brokers, &marker, lake_id)
+}
+
+/// Reads the marker topic from its beginning to its end: each worker's last
+/// epoch marked by this lake.
+fn read_markers(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    marker: &str,
+    lake_id: &str,
+) -> Result<BTreeMap<String, Epoch>, KafkaSinkError> {
+    let doing = || format!("read the marker topic `{marker}`");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&marker, 0, Offset::Beginning)
-        .map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    tpl.add_partition_offset(marker, 0, Offset::Beginning)
+        .map_err(unreachable(brokers, doing()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(unreachable(brokers, doing()))?;
     let mut last = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "timed out reading the marker topic `{marker}` at {brokers}"
-            ));
+            return Err(KafkaSinkError::MarkerTimeout {
+                marker: marker.to_string(),
+                brokers: brokers.to_string(),
+            });
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -215,22 +330,21 @@ pub fn committed_epochs(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
-            Some(Err(e)) => return Err(format!("cannot read the marker topic `{marker}`: {e}")),
+            Some(Err(e)) => return Err(unreachable(brokers, doing())(e)),
             None => {}
         }
     }
 }
 
 /// Creates `topic` with `partitions` if it is missing.
-pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), KafkaSinkError> {
     // Look first: creating is an admin call some brokers (and mocks) do not serve.
-    let probe: BaseConsumer = client_config(brokers, &BTreeMap::new())
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+    let mut config = client_config(brokers, &BTreeMap::new());
+    config.set("allow.auto.create.topics", "false");
+    let probe: BaseConsumer = create(&config, "consumer", brokers)?;
     let md = probe
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("cannot reach Kafka at {brokers} to look up `{topic}`: {e}"))?;
+        .map_err(unreachable(brokers, format!("look up `{topic}`")))?;
     if md
         .topics()
         .iter()
@@ -238,22 +352,48 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
     {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers, &BTreeMap::new())
-        .create()
-        .map_err(|e| format!("cannot create a Kafka admin client: {e}"))?;
-    let created = block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new(),
-    ))
-    .map_err(|e| format!("cannot reach Kafka at {brokers} to create `{topic}`: {e}"))?;
+    let admin: AdminClient<DefaultClientContext> = create(
+        &client_config(brokers, &BTreeMap::new()),
+        "admin client",
+        brokers,
+    )?;
+    let name = topic.to_string();
+    let created = crate::core::blocking::block(async move {
+        let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        admin.create_topics(&[new], &AdminOptions::new()).await
+    })
+    .map_err(unreachable(brokers, format!("create `{topic}`")))?;
     for r in created {
         if let Err((_, code)) = r {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(format!("cannot create topic `{topic}`: {code:?}"));
+                return Err(KafkaSinkError::Create {
+                    topic: topic.to_string(),
+                    code,
+                });
             }
         }
     }
     Ok(())
+}
+
+/// The key [`produce_lines`] gives a line: for CSV the `account` field (or
+/// the first: a label line's record id), quotes honoured; for JSON lines the
+/// `account` member, or the whole line.
+fn line_key(line: &str, csv_key_column: Option<usize>) -> String {
+    match csv_key_column {
+        Some(column) => millrace_operators::parse::split_record(line)
+            .ok()
+            .and_then(|mut fields| (column < fields.len()).then(|| fields.swap_remove(column)))
+            .unwrap_or_else(|| line.to_string()),
+        None => serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| {
+                v.get("account")
+                    .and_then(|a| a.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| line.to_string()),
+    }
 }
 
 /// Produces every line of `text` (skipping a CSV header) to `topic`, keyed by
@@ -267,38 +407,27 @@ pub fn produce_lines(
     partitions: i32,
     text: &[u8],
     csv_header: bool,
-) -> Result<u64, String> {
+) -> Result<u64, KafkaSinkError> {
     ensure_topic(brokers, topic, partitions)?;
     let mut c = client_config(brokers, &BTreeMap::new());
     c.set("enable.idempotence", "true")
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "30000");
-    let p: BaseProducer = c
-        .create()
-        .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
+    let p: BaseProducer = create(&c, "producer", brokers)?;
+    let produce = |error| KafkaSinkError::Produce {
+        topic: topic.to_string(),
+        error,
+    };
     let text = String::from_utf8_lossy(text);
-    // CSV: keyed by the `account` column, or the first (a label's record id).
-    let key_column = text
-        .lines()
-        .next()
-        .filter(|_| csv_header)
-        .and_then(|h| h.split(',').position(|c| c == "account"))
-        .unwrap_or(0);
+    let key_column = csv_header.then(|| {
+        let header = text.lines().next().unwrap_or_default();
+        let columns = millrace_operators::parse::split_record(header).unwrap_or_default();
+        columns.iter().position(|c| c == "account").unwrap_or(0)
+    });
     let mut n = 0;
     for line in text.lines().skip(usize::from(csv_header)) {
-        let key = if csv_header {
-            line.split(',').nth(key_column).unwrap_or(line).to_string()
-        } else {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| {
-                    v.get("account")
-                        .and_then(|a| a.as_str())
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| line.to_string())
-        };
+        let key = line_key(line, key_column);
         let mut record = BaseRecord::to(topic).key(key.as_str()).payload(line);
         loop {
             match p.send(record) {
@@ -307,35 +436,13 @@ pub fn produce_lines(
                     record = r;
                     p.poll(Duration::from_millis(10));
                 }
-                Err((e, _)) => return Err(format!("cannot produce to `{topic}`: {e}")),
+                Err((e, _)) => return Err(produce(e)),
             }
         }
         n += 1;
     }
-    p.flush(Duration::from_secs(120))
-        .map_err(|e| format!("records to `{topic}` were not acknowledged: {e}"))?;
+    p.flush(Duration::from_secs(120)).map_err(produce)?;
     Ok(n)
-}
-
-/// Runs a future to completion on this thread (the admin client's calls are async).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park_timeout(Duration::from_millis(20)),
-        }
-    }
 }
 
 /// Keeps the first delivery failure the broker reports (a record too large,
@@ -441,91 +548,194 @@ impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
         fault: Fault,
     ) -> Stream<'scope, Epoch, Vec<Commit>> {
         let worker = self.scope().index();
-        let step = step_id.to_string();
-        let me = format!("w{worker}");
-        let mut skip_until: Option<Epoch> = None;
-        let mut producer: Option<BaseProducer<DeliveryCheck>> = None;
+        let mut producer = EpochProducer {
+            step: step_id.to_string(),
+            worker,
+            me: format!("w{worker}"),
+            sink,
+            skip_until: None,
+            producer: None,
+        };
         self.write_behind(step_id, fault, move |epoch, rows| {
-            let spec = &sink.spec;
-            let err = |what: &str, e: &dyn std::fmt::Display| format!("{step}: {what} (topic `{}`, epoch {epoch}): {e}", spec.topic);
-            if producer.is_none() {
-                let mut c = client_config(&sink.brokers, &BTreeMap::new());
-                c.set("enable.idempotence", "true")
-                    .set("acks", &spec.acks)
-                    .set("compression.type", &spec.compression)
-                    .set("message.timeout.ms", "30000")
-                    .set("linger.ms", "20");
-                if spec.transactional {
-                    c.set("transactional.id", format!("millrace-{}-{}-{me}", sink.pipeline, spec.topic));
-                }
-                for (k, v) in &spec.librdkafka_options {
-                    c.set(k, v);
-                }
-                let p: BaseProducer<DeliveryCheck> =
-                    c.create_with_context(DeliveryCheck::default()).map_err(|e| err("cannot create the producer", &e))?;
-                if spec.transactional {
-                    // Also aborts the transaction a crashed run of this worker left open.
-                    p.init_transactions(Duration::from_secs(30)).map_err(|e| err("cannot initialise transactions", &e))?;
-                    if sink.resuming {
-                        let committed = committed_epochs(&sink.brokers, &spec.librdkafka_options, &spec.topic, &sink.lake_id)
-                            .map_err(|e| format!("{step}: {e}"))?;
-                        skip_until = committed.get(&me).copied();
-                        info!(step_id = %step, worker, last_committed = ?skip_until, "Read the epochs already committed to Kafka.");
-                    }
-                }
-                producer = Some(p);
-            }
-            if skip_until.is_some_and(|s| epoch <= s) {
-                info!(step_id = %step, epoch, "Epoch already in Kafka from before the restart; not producing it again.");
-                return Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes: 0, parts: vec![] }]);
-            }
-            let p = producer.as_ref().expect("created above");
-            if spec.transactional {
-                p.begin_transaction().map_err(|e| err("cannot begin a transaction", &e))?;
-            }
-            let mut bytes = 0u64;
-            let mut payload = String::new();
-            for s in &rows {
-                render(s, epoch, &mut payload);
-                bytes += payload.len() as u64;
-                let mut record = BaseRecord::to(&spec.topic).key(s.record.key.as_str()).payload(payload.as_str());
-                loop {
-                    match p.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                            record = r;
-                            metrics::counter!(crate::core::metrics::KAFKA_RETRIES, "step" => "kafka_scored").increment(1);
-                            crate::core::metrics::io_error();
-                            p.poll(Duration::from_millis(10));
-                        }
-                        Err((e, _)) => {
-                            metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka_scored", "kind" => "produce").increment(1);
-                            crate::core::metrics::io_error();
-                            return Err(err("cannot produce", &e));
-                        }
-                    }
-                }
-                p.poll(Duration::ZERO);
-            }
-            if spec.transactional {
-                let marker = marker_topic(&spec.topic);
-                let value = format!("{} {epoch}", sink.lake_id);
-                p.send(BaseRecord::to(&marker).key(me.as_str()).payload(value.as_str()).partition(0))
-                    .map_err(|(e, _)| err("cannot write the epoch marker", &e))?;
-                crate::crash_point!("kafka_before_commit");
-                let committed = p.commit_transaction(Duration::from_secs(60));
-                if let Some(refused) = p.context().take() {
-                    return Err(err("cannot commit the transaction", &refused));
-                }
-                committed.map_err(|e| err("cannot commit the transaction", &e))?;
-            } else {
-                p.flush(Duration::from_secs(60)).map_err(|e| err("records were not acknowledged", &e))?;
-                if let Some(refused) = p.context().take() {
-                    return Err(err("records were not delivered", &refused));
-                }
-            }
-            Ok(vec![Commit { sink: SinkId::Kafka, epoch, worker, files: 0, rows: rows.len() as u64, bytes, parts: vec![] }])
+            producer.epoch(epoch, &rows).map(|c| vec![c])
         })
+    }
+}
+
+/// Why an epoch did not reach the topic (the run stops before the epoch is checkpointed).
+#[derive(Debug, thiserror::Error)]
+pub enum EpochError {
+    /// librdkafka or the broker failed a step of the epoch.
+    #[error("{what} (topic `{topic}`, epoch {epoch}): {error}")]
+    Kafka {
+        /// The step: creating the producer, a transaction's begin or commit, a produce.
+        what: &'static str,
+        /// The topic.
+        topic: String,
+        /// The epoch.
+        epoch: Epoch,
+        /// What librdkafka or the broker said.
+        error: String,
+    },
+    /// The epochs committed before a restart could not be read.
+    #[error("{0}")]
+    Markers(KafkaSinkError),
+}
+
+/// One worker's producer and where its replay ends: the sink's state,
+/// without timely (it runs on the write-behind thread).
+struct EpochProducer {
+    step: String,
+    worker: usize,
+    /// `w<worker>`: the marker key and the transactional id's suffix.
+    me: String,
+    sink: KafkaSink,
+    /// Epochs up to this one are in the topic from before a restart.
+    skip_until: Option<Epoch>,
+    producer: Option<BaseProducer<DeliveryCheck>>,
+}
+
+impl EpochProducer {
+    /// An epoch's failure as the error that stops the run.
+    fn error(&self, epoch: Epoch, what: &'static str, e: &dyn std::fmt::Display) -> EpochError {
+        EpochError::Kafka {
+            what,
+            topic: self.sink.spec.topic.clone(),
+            epoch,
+            error: e.to_string(),
+        }
+    }
+
+    /// Creates the producer; with transactions, initialises them and (when
+    /// resuming) reads the last epoch this worker committed.
+    fn open(&mut self, epoch: Epoch) -> Result<(), EpochError> {
+        let spec = &self.sink.spec;
+        let mut c = client_config(&self.sink.brokers, &BTreeMap::new());
+        c.set("enable.idempotence", "true")
+            .set("acks", &spec.acks)
+            .set("compression.type", &spec.compression)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "20");
+        if spec.transactional {
+            c.set(
+                "transactional.id",
+                format!("millrace-{}-{}-{}", self.sink.pipeline, spec.topic, self.me),
+            );
+        }
+        for (k, v) in &spec.librdkafka_options {
+            c.set(k, v);
+        }
+        let p: BaseProducer<DeliveryCheck> = c
+            .create_with_context(DeliveryCheck::default())
+            .map_err(|e| self.error(epoch, "cannot create the producer", &e))?;
+        if spec.transactional {
+            // Also aborts the transaction a crashed run of this worker left open.
+            p.init_transactions(Duration::from_secs(30))
+                .map_err(|e| self.error(epoch, "cannot initialise transactions", &e))?;
+            if self.sink.resuming {
+                let committed = committed_epochs(
+                    &self.sink.brokers,
+                    &spec.librdkafka_options,
+                    &spec.topic,
+                    &self.sink.lake_id,
+                )
+                .map_err(EpochError::Markers)?;
+                self.skip_until = committed.get(&self.me).copied();
+                info!(step_id = %self.step, worker = self.worker, last_committed = ?self.skip_until, "Read the epochs already committed to Kafka.");
+            }
+        }
+        self.producer = Some(p);
+        Ok(())
+    }
+
+    /// Produces one epoch (in one transaction, with its marker) and waits
+    /// until the broker has it; its commit.
+    fn epoch(&mut self, epoch: Epoch, rows: &[Scored]) -> Result<Commit, EpochError> {
+        if self.producer.is_none() {
+            self.open(epoch)?;
+        }
+        let mut commit = Commit {
+            sink: SinkId::Kafka,
+            epoch,
+            worker: self.worker,
+            files: 0,
+            rows: rows.len() as u64,
+            bytes: 0,
+            parts: vec![],
+        };
+        if self.skip_until.is_some_and(|s| epoch <= s) {
+            info!(step_id = %self.step, epoch, "Epoch already in Kafka from before the restart; not producing it again.");
+            return Ok(commit);
+        }
+        let p = self.producer.as_ref().expect("opened above");
+        let transactional = self.sink.spec.transactional;
+        if transactional {
+            p.begin_transaction()
+                .map_err(|e| self.error(epoch, "cannot begin a transaction", &e))?;
+        }
+        commit.bytes = self.send(p, epoch, rows)?;
+        if transactional {
+            let marker = marker_topic(&self.sink.spec.topic);
+            let value = format!("{} {epoch}", self.sink.lake_id);
+            p.send(
+                BaseRecord::to(&marker)
+                    .key(self.me.as_str())
+                    .payload(value.as_str())
+                    .partition(0),
+            )
+            .map_err(|(e, _)| self.error(epoch, "cannot write the epoch marker", &e))?;
+            crate::crash_point!("kafka_before_commit");
+            let committed = p.commit_transaction(Duration::from_secs(60));
+            if let Some(refused) = p.context().take() {
+                return Err(self.error(epoch, "cannot commit the transaction", &refused));
+            }
+            committed.map_err(|e| self.error(epoch, "cannot commit the transaction", &e))?;
+        } else {
+            p.flush(Duration::from_secs(60))
+                .map_err(|e| self.error(epoch, "records were not acknowledged", &e))?;
+            if let Some(refused) = p.context().take() {
+                return Err(self.error(epoch, "records were not delivered", &refused));
+            }
+        }
+        Ok(commit)
+    }
+
+    /// Hands every record of the epoch to the producer (waiting while its
+    /// queue is full); the bytes of their payloads.
+    fn send(
+        &self,
+        p: &BaseProducer<DeliveryCheck>,
+        epoch: Epoch,
+        rows: &[Scored],
+    ) -> Result<u64, EpochError> {
+        let topic = &self.sink.spec.topic;
+        let mut bytes = 0u64;
+        let mut payload = String::new();
+        for s in rows {
+            render(s, epoch, &mut payload);
+            bytes += payload.len() as u64;
+            let mut record = BaseRecord::to(topic)
+                .key(s.record.key.as_str())
+                .payload(payload.as_str());
+            loop {
+                match p.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        metrics::counter!(crate::core::metrics::KAFKA_RETRIES, "step" => "kafka_scored").increment(1);
+                        crate::core::metrics::io_error();
+                        p.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => {
+                        metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka_scored", "kind" => "produce").increment(1);
+                        crate::core::metrics::io_error();
+                        return Err(self.error(epoch, "cannot produce", &e));
+                    }
+                }
+            }
+            p.poll(Duration::ZERO);
+        }
+        Ok(bytes)
     }
 }
 

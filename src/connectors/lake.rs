@@ -746,7 +746,6 @@ impl<'scope, R: Clone + Send + 'static> LakeSink<'scope, R> for Stream<'scope, E
         fault: Fault,
     ) -> Stream<'scope, Epoch, Vec<Commit>> {
         let worker = self.scope().index();
-        let step = step_id.to_string();
         let arrows: Vec<SchemaRef> = formats
             .iter()
             .map(|f| (f.arrow_schema)(&lake.schema))
@@ -756,19 +755,35 @@ impl<'scope, R: Clone + Send + 'static> LakeSink<'scope, R> for Stream<'scope, E
             let mut commits = Vec::with_capacity(formats.len());
             for (format, arrow) in formats.iter().zip(&arrows) {
                 let commit =
-                    write_epoch(&lake, format, arrow, &rows, epoch, worker).map_err(|e| {
-                        format!(
-                            "{step}: cannot write epoch {epoch} of table `{}` under {}: {e}",
-                            format.table.name(),
-                            lake.root.display()
-                        )
+                    write_epoch(&lake, format, arrow, &rows, epoch, worker).map_err(|error| {
+                        WriteError {
+                            epoch,
+                            table: format.table.name(),
+                            root: lake.root.clone(),
+                            error,
+                        }
                     })?;
                 commits.push(commit);
             }
             crate::crash_point!("lake_after_write");
-            Ok(commits)
+            Ok::<_, WriteError>(commits)
         })
     }
+}
+
+/// An epoch's part of a table could not be written (the run stops before
+/// the epoch is checkpointed).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write epoch {epoch} of table `{table}` under {}: {error}", root.display())]
+pub struct WriteError {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The table.
+    pub table: &'static str,
+    /// The lake.
+    pub root: PathBuf,
+    /// The storage error.
+    pub error: std::io::Error,
 }
 
 #[cfg(test)]

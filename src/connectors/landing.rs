@@ -76,13 +76,11 @@ use millrace_operators::parse::{is_blank, split_record, Quoting};
 use millrace_operators::record::{Chunk, Format};
 use millrace_operators::Epoch;
 use serde::{Deserialize, Serialize};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::Xxh3;
 
+use super::source::{source, Emit, Next, Reader, Shell};
 use crate::core::fault::Fault;
 pub use crate::core::position::{FileFact, FilePos, SourcePos, SourceStreams};
 
@@ -214,6 +212,48 @@ struct Candidate {
 
 /// A landed file's bytes on their way to the decoder: counted, and hashed
 /// when the file is gzipped (a plain file is hashed as its records are read).
+/// Why the landing source stops the run (each names the folder or the file).
+#[derive(Debug, thiserror::Error)]
+pub enum LandingError {
+    /// The folder could not be listed.
+    #[error("cannot list the landing folder {}: {error}", dir.display())]
+    List {
+        /// The landing folder.
+        dir: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// A settled file could not be opened.
+    #[error("cannot open a landed file: {0}")]
+    Open(std::io::Error),
+    /// A file could not be read.
+    #[error("cannot read landed file `{name}`: {error}")]
+    Read {
+        /// The file's name in the folder.
+        name: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The file a checkpoint was in the middle of cannot be resumed.
+    #[error("cannot resume landed file `{name}`: {error}. Land it again as it was picked up, or move it away")]
+    Resume {
+        /// The file's name in the folder.
+        name: String,
+        /// What is wrong with it.
+        error: std::io::Error,
+    },
+}
+
+/// What a folder entry is to the worker listing it.
+enum Listed {
+    /// Settled, owned, not processed: to be read.
+    Ready(Candidate),
+    /// Still being written (modified within `settle_ms`).
+    Unsettled(String),
+    /// Another worker's, in hand, already read, or not a data file.
+    Not,
+}
+
 struct Tee {
     file: File,
     bytes: u64,
@@ -439,86 +479,16 @@ impl State {
     fn scan(&mut self) -> std::io::Result<()> {
         let root = self.cfg.spec.path.clone();
         let now = ms(SystemTime::now());
-        let settle = self.cfg.spec.settle_ms as i64;
-        let mut found = Vec::new();
-        let mut unsettled = Vec::new();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(e) => {
-                self.missing_warned = false;
-                e
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.cfg.once {
-                    // Read what is there: nothing.
-                    if !self.listed_once {
-                        warn!(path = %root.display(), "The landing folder does not exist: nothing to read.");
-                    }
-                    self.listed_once = true;
-                    self.unsettled.clear();
-                } else if !std::mem::replace(&mut self.missing_warned, true) {
-                    // Once, not at every poll; it is said again if the folder goes away again.
-                    warn!(path = %root.display(), "The landing folder does not exist yet; waiting for it.");
-                }
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        let Some(entries) = self.list(&root)? else {
+            return Ok(());
         };
+        let (mut found, mut unsettled) = (Vec::new(), Vec::new());
         for entry in entries {
-            let entry = entry?;
-            let os_name = entry.file_name();
-            if owner(bytes_hash(os_name.as_encoded_bytes()), self.peers) != self.worker {
-                continue;
+            match self.consider(&root, &entry?, now)? {
+                Listed::Ready(c) => found.push(c),
+                Listed::Unsettled(name) => unsettled.push(name),
+                Listed::Not => {}
             }
-            let Some(name) = os_name.to_str().map(str::to_string) else {
-                if entry.file_type().is_ok_and(|t| t.is_file()) {
-                    self.skip(os_name, Skip::UnreadableName);
-                }
-                continue;
-            };
-            if !is_candidate_name(&name) {
-                continue;
-            }
-            let meta = entry.metadata()?;
-            if !meta.is_file() {
-                continue;
-            }
-            let Some(format) = format_of(&name, self.cfg.spec.format) else {
-                self.skip(os_name, Skip::UnsupportedExtension);
-                continue;
-            };
-            if self.queue.iter().any(|c| c.name == name)
-                || self
-                    .current
-                    .as_ref()
-                    .is_some_and(|f| &*f.name == name.as_str())
-                || self.reopen.as_ref().is_some_and(|r| r.pos.name == name)
-            {
-                continue;
-            }
-            let size = meta.len();
-            let modified_ms = meta.modified().map(ms).unwrap_or(now);
-            if now - modified_ms < settle {
-                unsettled.push(name);
-                continue;
-            }
-            if self.known.get(&name) == Some(&(size, modified_ms)) {
-                continue;
-            }
-            if let Some(versions) = self.cfg.processed.get(&name) {
-                if versions.iter().any(|(s, _)| *s == size) {
-                    let h = file_hash(&root.join(&name))?;
-                    if versions.contains(&(size, h)) {
-                        self.known.insert(name, (size, modified_ms));
-                        continue;
-                    }
-                }
-            }
-            found.push(Candidate {
-                name,
-                format,
-                size,
-                modified_ms,
-            });
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
         if self.cfg.once {
@@ -540,6 +510,98 @@ impl State {
         }
         self.queue.extend(found);
         Ok(())
+    }
+
+    /// The folder's entries; `None` (said once) if the folder does not exist.
+    fn list(&mut self, root: &Path) -> std::io::Result<Option<std::fs::ReadDir>> {
+        match std::fs::read_dir(root) {
+            Ok(e) => {
+                self.missing_warned = false;
+                Ok(Some(e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.cfg.once {
+                    // Read what is there: nothing.
+                    if !self.listed_once {
+                        warn!(path = %root.display(), "The landing folder does not exist: nothing to read.");
+                    }
+                    self.listed_once = true;
+                    self.unsettled.clear();
+                } else if !std::mem::replace(&mut self.missing_warned, true) {
+                    // Once, not at every poll; it is said again if the folder goes away again.
+                    warn!(path = %root.display(), "The landing folder does not exist yet; waiting for it.");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What one entry of the folder is to this worker.
+    fn consider(
+        &mut self,
+        root: &Path,
+        entry: &std::fs::DirEntry,
+        now: i64,
+    ) -> std::io::Result<Listed> {
+        let os_name = entry.file_name();
+        if owner(bytes_hash(os_name.as_encoded_bytes()), self.peers) != self.worker {
+            return Ok(Listed::Not);
+        }
+        let Some(name) = os_name.to_str().map(str::to_string) else {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                self.skip(os_name, Skip::UnreadableName);
+            }
+            return Ok(Listed::Not);
+        };
+        if !is_candidate_name(&name) {
+            return Ok(Listed::Not);
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Moved away since the folder was read: not there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listed::Not),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() {
+            return Ok(Listed::Not);
+        }
+        let Some(format) = format_of(&name, self.cfg.spec.format) else {
+            self.skip(os_name, Skip::UnsupportedExtension);
+            return Ok(Listed::Not);
+        };
+        let in_hand = self.queue.iter().any(|c| c.name == name)
+            || self
+                .current
+                .as_ref()
+                .is_some_and(|f| &*f.name == name.as_str())
+            || self.reopen.as_ref().is_some_and(|r| r.pos.name == name);
+        if in_hand {
+            return Ok(Listed::Not);
+        }
+        let size = meta.len();
+        let modified_ms = meta.modified().map(ms).unwrap_or(now);
+        if now - modified_ms < self.cfg.spec.settle_ms as i64 {
+            return Ok(Listed::Unsettled(name));
+        }
+        if self.known.get(&name) == Some(&(size, modified_ms)) {
+            return Ok(Listed::Not);
+        }
+        if let Some(versions) = self.cfg.processed.get(&name) {
+            if versions.iter().any(|(s, _)| *s == size) {
+                let h = file_hash(&root.join(&name))?;
+                if versions.contains(&(size, h)) {
+                    self.known.insert(name, (size, modified_ms));
+                    return Ok(Listed::Not);
+                }
+            }
+        }
+        Ok(Listed::Ready(Candidate {
+            name,
+            format,
+            size,
+            modified_ms,
+        }))
     }
 
     /// Reads one record (physical lines while a CSV quote is open) onto `self.buf`.
@@ -747,7 +809,7 @@ impl State {
     }
 
     /// Reopens the file of `self.reopen` if it can be now. `Ok(false)`: not yet.
-    fn try_reopen(&mut self, step_id: &str) -> Result<bool, String> {
+    fn try_reopen(&mut self, step_id: &str) -> Result<bool, LandingError> {
         let Some(r) = self.reopen.take() else {
             return Ok(true);
         };
@@ -772,10 +834,10 @@ impl State {
                 warn!(step_id = %step_id, file = %r.pos.name, records_read = r.pos.rows, "A landed file to resume is gone; what was read of it stays, the rest is not read.");
                 Ok(true)
             }
-            Err(e) => Err(format!(
-                "{step_id}: cannot resume landed file `{}`: {e}. Land it again as it was picked up, or move it away",
-                r.pos.name
-            )),
+            Err(error) => Err(LandingError::Resume {
+                name: r.pos.name,
+                error,
+            }),
         }
     }
 
@@ -841,17 +903,6 @@ pub fn landing<'scope>(
     cfg: LandingSource,
     committed: ProbeHandle<Epoch>,
 ) -> SourceStreams<'scope> {
-    let mut builder = OperatorBuilder::new(step_id.to_owned(), scope);
-    let info = builder.operator_info();
-    let activator = scope.activator_for(info.address);
-    let (chunks_out, chunks) = builder.new_output();
-    let (facts_out, facts) = builder.new_output();
-    let mut chunks_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<Chunk>>>::from(chunks_out);
-    let mut facts_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<FileFact>>>::from(facts_out);
-    let (pos_out, positions) = builder.new_output();
-    let mut pos_out = OutputBuilder::<_, CapacityContainerBuilder<Vec<SourcePos>>>::from(pos_out);
-    let step_id = step_id.to_string();
     let worker = scope.index();
     let resume = cfg.resume.get(worker).cloned().flatten();
     let contents = cfg
@@ -860,7 +911,12 @@ pub fn landing<'scope>(
         .flat_map(|(name, v)| v.iter().map(move |k| (*k, name.clone())))
         .collect();
     let settle_on_resume = cfg.spec.on_change == OnChange::Retry;
-    let mut state = State {
+    let shell = Shell {
+        first_epoch: cfg.first_epoch,
+        max_epochs_in_flight: cfg.max_epochs_in_flight,
+        fault: cfg.fault.clone(),
+    };
+    let state = State {
         worker,
         peers: scope.peers(),
         cfg,
@@ -880,111 +936,144 @@ pub fn landing<'scope>(
         skipped: HashSet::new(),
         contents,
     };
-    builder.build(move |mut caps| {
-        // One capability per output: [chunks, facts, positions].
-        for cap in caps.iter_mut() {
-            cap.downgrade(&state.cfg.first_epoch);
+    let reader = LandingReader {
+        step_id: step_id.to_string(),
+        state,
+    };
+    source(
+        scope,
+        step_id,
+        shell,
+        Ok::<_, LandingError>(reader),
+        committed,
+    )
+}
+
+/// The landing folder as a [`Reader`]: one file at a time, a chunk per step.
+struct LandingReader {
+    step_id: String,
+    state: State,
+}
+
+impl LandingReader {
+    /// How long to wait before looking at the folder again.
+    fn poll(&self) -> Duration {
+        let spec = &self.state.cfg.spec;
+        Duration::from_millis(spec.poll_interval_ms.max(10))
+            .min(Duration::from_millis(spec.settle_ms.max(10)))
+    }
+
+    /// Opens the next file (listing the folder when the queue is empty and
+    /// it is time); `Err` says when to come back instead.
+    fn next_file(&mut self) -> Result<(), Next> {
+        let state = &self.state;
+        let done_listing = state.cfg.once && state.listed_once && state.unsettled.is_empty();
+        if state.queue.is_empty() && Instant::now() >= state.next_scan && !done_listing {
+            if let Err(error) = self.state.scan() {
+                let dir = self.state.cfg.spec.path.clone();
+                return Err(self.fail(LandingError::List { dir, error }));
+            }
+            self.state.next_scan = Instant::now() + self.poll();
         }
-        let mut caps = Some(caps);
-        move |_frontiers| {
-            let Some(c) = caps.as_mut() else { return };
-            let epoch = *c[0].time();
-            if state.cfg.stop.load(Ordering::Relaxed) {
-                if let Some(f) = state.current.take() {
-                    warn!(step_id = %step_id, file = %f.name, "Stopping in the middle of a file; the next run reads it again.");
+        let state = &mut self.state;
+        match state.queue.pop_front() {
+            Some(candidate) => match state.open(candidate) {
+                Ok(f) => {
+                    state.current = Some(f);
+                    Ok(())
                 }
-                caps = None;
-                return;
+                Err(e) => Err(self.fail(LandingError::Open(e))),
+            },
+            // Done: everything present at start has been read.
+            None if state.cfg.once && state.listed_once && state.unsettled.is_empty() => {
+                Err(Next::Finished)
             }
-            let poll = Duration::from_millis(state.cfg.spec.poll_interval_ms.max(10));
-            // Flow control: wait while too many of our epochs are uncommitted.
-            let committed = committed.with_frontier(|f| f.first().copied());
-            if committed.is_some_and(|done| epoch >= done + state.cfg.max_epochs_in_flight) {
-                activator.activate_after(Duration::from_millis(1));
-                return;
+            None => {
+                let wait = state.next_scan.saturating_duration_since(Instant::now());
+                Err(Next::After(wait.max(Duration::from_millis(5))))
             }
-            match state.try_reopen(&step_id) {
-                Ok(true) => {}
-                Ok(false) => {
-                    activator.activate_after(poll.min(Duration::from_millis(state.cfg.spec.settle_ms.max(10))));
-                    return;
-                }
-                Err(message) => {
-                    state.cfg.fault.raise(message);
-                    return;
-                }
-            }
-            if state.current.is_none() {
-                if state.queue.is_empty() && (Instant::now() >= state.next_scan) && !(state.cfg.once && state.listed_once && state.unsettled.is_empty()) {
-                    if let Err(e) = state.scan() {
-                        state.cfg.fault.raise(format!("{step_id}: cannot list the landing folder {}: {e}", state.cfg.spec.path.display()));
-                        return;
-                    }
-                    state.next_scan = Instant::now() + poll.min(Duration::from_millis(state.cfg.spec.settle_ms.max(10)));
-                }
-                match state.queue.pop_front() {
-                    Some(candidate) => match state.open(candidate) {
-                        Ok(f) => state.current = Some(f),
-                        Err(e) => {
-                            state.cfg.fault.raise(format!("{step_id}: cannot open a landed file: {e}"));
-                            return;
-                        }
-                    },
-                    None => {
-                        if state.cfg.once && state.listed_once && state.unsettled.is_empty() {
-                            caps = None; // Done: everything present at start has been read.
-                        } else {
-                            activator.activate_after(state.next_scan.saturating_duration_since(Instant::now()).max(Duration::from_millis(5)));
-                        }
-                        return;
-                    }
-                }
-            }
-            let room = state.cfg.records_per_epoch - state.lines_in_epoch;
-            let mark = state.current.as_ref().map(OpenFile::mark).expect("open");
-            let (chunk, lines, eof) = match state.read_chunk(room) {
-                Ok(r) => r,
-                Err(e) => {
-                    let name = state.current.as_ref().map(|f| f.name.to_string()).unwrap_or_default();
-                    state.cfg.fault.raise(format!("{step_id}: cannot read landed file `{name}`: {e}"));
-                    return;
-                }
-            };
-            // A file that changed is caught before the chunk that ran into it goes out.
-            if let Some(why) = state.current.as_ref().and_then(|f| f.changed(eof)) {
-                state.changed(&step_id, mark, why);
-                activator.activate();
-                return;
-            }
-            let mut chunks_handle = chunks_out.activate();
-            let mut facts_handle = facts_out.activate();
-            let mut pos_handle = pos_out.activate();
-            state.lines_in_epoch += lines;
-            if let Some(chunk) = chunk {
-                metrics::counter!(crate::core::metrics::RECORDS_IN, "step" => "landing").increment(lines);
-                metrics::counter!(crate::core::metrics::BYTES_IN, "step" => "landing").increment(chunk.text.len() as u64);
-                chunks_handle.session(&c[0]).give(chunk);
-                if !eof {
-                    crate::crash_point!("landing_mid_file");
-                    crate::wait_point!("landing_between_chunks");
-                }
-            }
-            if eof {
-                let fact = state.finish(&step_id, epoch);
-                facts_handle.session(&c[1]).give(fact);
-            }
-            if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {
-                let position = state.current.as_ref().map(OpenFile::position);
-                pos_handle.session(&c[2]).give(SourcePos { worker: state.worker, position, offsets: BTreeMap::new(), labels: false });
-                for cap in c.iter_mut() {
-                    cap.downgrade(&(epoch + 1));
-                }
-                state.lines_in_epoch = 0;
-            }
-            activator.activate();
         }
-    });
-    (chunks, facts, positions)
+    }
+}
+
+impl LandingReader {
+    /// Stops the run with `e`.
+    fn fail(&self, e: LandingError) -> Next {
+        self.state.cfg.fault.raise(format!("{}: {e}", self.step_id));
+        Next::Never
+    }
+}
+
+impl Reader for LandingReader {
+    fn halt(&mut self) -> bool {
+        let state = &mut self.state;
+        if !state.cfg.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        if let Some(f) = state.current.take() {
+            warn!(step_id = %self.step_id, file = %f.name, "Stopping in the middle of a file; the next run reads it again.");
+        }
+        true
+    }
+
+    fn step(&mut self, epoch: Epoch, emit: &mut Emit) -> Next {
+        match self.state.try_reopen(&self.step_id) {
+            Ok(true) => {}
+            Ok(false) => return Next::After(self.poll()),
+            Err(e) => return self.fail(e),
+        }
+        if self.state.current.is_none() {
+            if let Err(next) = self.next_file() {
+                return next;
+            }
+        }
+        let state = &mut self.state;
+        let room = state.cfg.records_per_epoch - state.lines_in_epoch;
+        let mark = state.current.as_ref().map(OpenFile::mark).expect("open");
+        let (chunk, lines, eof) = match state.read_chunk(room) {
+            Ok(r) => r,
+            Err(error) => {
+                let name = state
+                    .current
+                    .as_ref()
+                    .map(|f| f.name.to_string())
+                    .unwrap_or_default();
+                return self.fail(LandingError::Read { name, error });
+            }
+        };
+        let (step_id, state) = (&self.step_id, &mut self.state);
+        // A file that changed is caught before the chunk that ran into it goes out.
+        if let Some(why) = state.current.as_ref().and_then(|f| f.changed(eof)) {
+            state.changed(step_id, mark, why);
+            return Next::Now;
+        }
+        state.lines_in_epoch += lines;
+        if let Some(chunk) = chunk {
+            metrics::counter!(crate::core::metrics::RECORDS_IN, "step" => "landing")
+                .increment(lines);
+            metrics::counter!(crate::core::metrics::BYTES_IN, "step" => "landing")
+                .increment(chunk.text.len() as u64);
+            emit.chunks.push(chunk);
+            if !eof {
+                crate::crash_point!("landing_mid_file");
+                crate::wait_point!("landing_between_chunks");
+            }
+        }
+        if eof {
+            emit.facts.push(state.finish(step_id, epoch));
+        }
+        if eof || state.lines_in_epoch >= state.cfg.records_per_epoch {
+            let position = state.current.as_ref().map(OpenFile::position);
+            emit.cut = Some(SourcePos {
+                worker: state.worker,
+                position,
+                offsets: BTreeMap::new(),
+                labels: false,
+            });
+            state.lines_in_epoch = 0;
+        }
+        Next::Now
+    }
 }
 
 #[cfg(test)]

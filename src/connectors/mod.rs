@@ -28,6 +28,7 @@ pub mod kafka_sink;
 pub mod lake;
 pub mod landing;
 pub mod notify;
+pub mod source;
 pub mod webhook;
 
 use std::sync::atomic::AtomicBool;

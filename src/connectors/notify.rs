@@ -22,8 +22,10 @@ pub trait Delivery: Send + 'static {
     fn name(&self) -> &'static str;
     /// Attempts per batch.
     fn attempts(&self) -> u32;
+    /// Why a delivery failed (retried, then logged).
+    type Error: std::fmt::Display;
     /// Delivers one batch, or says why not.
-    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), String>;
+    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), Self::Error>;
 }
 
 /// At most `per_hour` alerts per rule (and group) reach the channels in any hour of processing time.

@@ -314,10 +314,11 @@ impl Delivery for Webhook {
         self.spec.max_attempts.max(1)
     }
 
-    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), String> {
-        let body =
-            serde_json::to_string(alerts).map_err(|e| WebhookError::Encode(e).to_string())?;
-        self.post(&body).map_err(|e| e.to_string())
+    type Error = WebhookError;
+
+    fn deliver(&mut self, alerts: &[Alert]) -> Result<(), WebhookError> {
+        let body = serde_json::to_string(alerts).map_err(WebhookError::Encode)?;
+        self.post(&body)
     }
 }
 

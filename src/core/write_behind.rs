@@ -26,7 +26,7 @@ use crate::core::fault::Fault;
 /// The write-behind operator. See the module docs.
 pub trait WriteBehind<'scope, D> {
     /// Runs `write(epoch, data)` on a writer thread for every epoch, in order.
-    fn write_behind<O, W>(
+    fn write_behind<O, E, W>(
         self,
         step_id: &str,
         fault: Fault,
@@ -34,11 +34,12 @@ pub trait WriteBehind<'scope, D> {
     ) -> Stream<'scope, Epoch, Vec<O>>
     where
         O: Clone + Send + 'static,
-        W: FnMut(Epoch, Vec<D>) -> Result<Vec<O>, String> + Send + 'static;
+        E: std::fmt::Display + Send + 'static,
+        W: FnMut(Epoch, Vec<D>) -> Result<Vec<O>, E> + Send + 'static;
 }
 
 impl<'scope, D: Clone + Send + 'static> WriteBehind<'scope, D> for Stream<'scope, Epoch, Vec<D>> {
-    fn write_behind<O, W>(
+    fn write_behind<O, E, W>(
         self,
         step_id: &str,
         fault: Fault,
@@ -46,7 +47,8 @@ impl<'scope, D: Clone + Send + 'static> WriteBehind<'scope, D> for Stream<'scope
     ) -> Stream<'scope, Epoch, Vec<O>>
     where
         O: Clone + Send + 'static,
-        W: FnMut(Epoch, Vec<D>) -> Result<Vec<O>, String> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+        W: FnMut(Epoch, Vec<D>) -> Result<Vec<O>, E> + Send + 'static,
     {
         let scope = self.scope();
         let worker = scope.index();
@@ -57,7 +59,7 @@ impl<'scope, D: Clone + Send + 'static> WriteBehind<'scope, D> for Stream<'scope
             move |_, info| {
                 let activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let (jobs, job_rx) = std::sync::mpsc::channel::<(Epoch, Vec<D>)>();
-                let (done_tx, done) = std::sync::mpsc::channel::<(Epoch, Result<Vec<O>, String>)>();
+                let (done_tx, done) = std::sync::mpsc::channel::<(Epoch, Result<Vec<O>, E>)>();
                 std::thread::Builder::new()
                     .name(format!("millrace-{step}-w{worker}"))
                     .spawn(move || {
@@ -85,9 +87,9 @@ impl<'scope, D: Clone + Send + 'static> WriteBehind<'scope, D> for Stream<'scope
                                     .expect("every job keeps its capability");
                                 output.session(&cap).give_iterator(out.into_iter());
                             }
-                            Err(message) => {
+                            Err(e) => {
                                 failed = true;
-                                fault.raise(message);
+                                fault.raise(format!("{step}: {e}"));
                             }
                         }
                     }

@@ -407,7 +407,7 @@ fn coordinator(plan: &Compiled, ctx: Context, worker: usize, snapshot: bool) -> 
         (Some(spec), 0) => match crate::connectors::kafka::committer(spec) {
             Ok(c) => Some(c),
             Err(e) => {
-                ctx.fault.raise(e);
+                ctx.fault.raise(e.to_string());
                 None
             }
         },
@@ -514,7 +514,7 @@ fn notifiers(
             Some(brokers) => match crate::connectors::kafka_alerts::KafkaAlerts::new(spec, brokers)
             {
                 Ok(channel) => out.push(Notifier::start(channel)),
-                Err(e) => fault.raise(e),
+                Err(e) => fault.raise(format!("alerts.kafka: {e}")),
             },
             None => fault
                 .raise("alerts.kafka: no `brokers` and no Kafka source to take them from".into()),

@@ -2,14 +2,15 @@
 //!
 //! The coordinator updates [`Progress`] as epochs commit (files finished,
 //! records, bytes consumed — finished files plus every worker's offset in the
-//! file it is reading); a reporter thread shows it on stderr: a bar redrawn
-//! in place on a terminal, a log line every 5 s otherwise (CI logs, files):
+//! file it is reading); a reporter thread shows it on stderr: an
+//! `indicatif` bar redrawn in place on a terminal, a log line every 5 s
+//! otherwise (CI logs, files), both reading:
 //!
 //! ```text
 //! [##########----------]  52%  1/2 files  521,331 records  298,410 rec/s  ETA 2s
 //! ```
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,39 +65,53 @@ impl Progress {
         }
     }
 
-    fn line(&self, started: Instant) -> String {
-        let (files, records, bytes) = (
+    /// Bytes consumed (at most the total).
+    fn bytes(&self) -> u64 {
+        self.bytes_done
+            .load(Ordering::Relaxed)
+            .min(self.bytes_total)
+    }
+
+    /// Files, records and their rate since `started`.
+    fn counts(&self, started: Instant) -> String {
+        let (files, records) = (
             self.files_done.load(Ordering::Relaxed),
             self.records.load(Ordering::Relaxed),
-            self.bytes_done
-                .load(Ordering::Relaxed)
-                .min(self.bytes_total),
         );
-        let frac = if self.bytes_total > 0 {
-            bytes as f64 / self.bytes_total as f64
-        } else {
-            0.0
-        };
         let secs = started.elapsed().as_secs_f64();
         let rate = if secs > 0.0 {
             records as f64 / secs
         } else {
             0.0
         };
+        format!(
+            "{files}/{} files  {} records  {} rec/s",
+            self.files_total,
+            thousands(records),
+            thousands(rate as u64),
+        )
+    }
+
+    /// The log line: the bar's text, for logs that are not a terminal.
+    fn line(&self, started: Instant) -> String {
+        let frac = if self.bytes_total > 0 {
+            self.bytes() as f64 / self.bytes_total as f64
+        } else {
+            0.0
+        };
+        let secs = started.elapsed().as_secs_f64();
         let eta = if frac > 0.01 {
             format!("ETA {:.0}s", secs * (1.0 - frac) / frac)
         } else {
             "ETA -".to_string()
         };
-        let filled = (frac * 20.0).round() as usize;
+        let filled = ((frac * 20.0).round() as usize).min(20);
         format!(
-            "[{}{}] {:>3.0}%  {files}/{} files  {} records  {} rec/s  {eta}",
+            "[{}{}] {:>3.0}%  {}  {eta}",
             "#".repeat(filled),
-            "-".repeat(20 - filled.min(20)),
+            "-".repeat(20 - filled),
             frac * 100.0,
-            self.files_total,
-            thousands(records),
-            thousands(rate as u64),
+            self.counts(started),
         )
     }
 }
@@ -117,24 +132,47 @@ fn thousands(n: u64) -> String {
 pub fn report(progress: Arc<Progress>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = Instant::now();
-        let tty = std::io::stderr().is_terminal();
-        let mut last_log = Instant::now();
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-            if tty {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r{}\x1b[K", progress.line(started));
-                let _ = err.flush();
-            } else if last_log.elapsed() >= Duration::from_secs(5) {
-                last_log = Instant::now();
-                tracing::info!(progress = %progress.line(started), "Progress.");
-            }
-        }
-        if tty {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "\r{}\x1b[K", progress.line(started));
+        if std::io::stderr().is_terminal() {
+            bar(&progress, &done, started);
+        } else {
+            log(&progress, &done, started);
         }
     })
+}
+
+/// On a terminal: an `indicatif` bar over the bytes to read, redrawn in place.
+fn bar(progress: &Progress, done: &AtomicBool, started: Instant) {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::with_draw_target(
+        Some(progress.bytes_total.max(1)),
+        ProgressDrawTarget::stderr_with_hz(5),
+    );
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:20}] {percent:>3}%  {msg}  ETA {eta}")
+            .expect("the template is valid")
+            .progress_chars("##-"),
+    );
+    loop {
+        bar.set_position(progress.bytes());
+        bar.set_message(progress.counts(started));
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bar.finish();
+}
+
+/// Elsewhere (CI logs, files): a log line every 5 s.
+fn log(progress: &Progress, done: &AtomicBool, started: Instant) {
+    let mut last_log = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last_log.elapsed() >= Duration::from_secs(5) {
+            last_log = Instant::now();
+            tracing::info!(progress = %progress.line(started), "Progress.");
+        }
+    }
 }
 
 #[cfg(test)]

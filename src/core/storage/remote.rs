@@ -10,9 +10,8 @@
 //! here logs or formats a client or a credential.
 //!
 //! **Blocking.** The engine's threads are timely workers, not async tasks: a
-//! call is spawned on a small tokio runtime of the storage layer's own and
-//! the caller waits on a channel, which works from any thread (also from
-//! inside another runtime, where `block_on` would panic).
+//! call runs on the engine's small tokio runtime ([`crate::core::blocking`])
+//! while the caller waits.
 //!
 //! **Retries.** Transient errors (connection failures, 5xx, throttling) are
 //! retried by `object_store` with exponential backoff for up to
@@ -34,27 +33,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 
 use super::location::{Kind, Remote};
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("millrace-storage")
-            .enable_all()
-            .build()
-            .expect("the storage runtime starts")
-    })
-}
-
-/// Runs `f` on the storage runtime and waits for it.
-fn block<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime().spawn(async move {
-        let _ = tx.send(f.await);
-    });
-    rx.recv().expect("the storage runtime completes its tasks")
-}
+use crate::core::blocking::block;
 
 fn retry() -> RetryConfig {
     let secs = std::env::var("MILLRACE_STORAGE_RETRY_TIMEOUT_S")

@@ -199,52 +199,91 @@ pub struct Rejected {
 }
 
 /// Reads and fully validates one checkpoint file (header, checksum, JSON, and every state file it references).
-pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, String> {
-    let bytes = storage::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let newline = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or("no header line (truncated?)")?;
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "the header is not text")?;
+pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, CheckpointError> {
+    use CheckpointError as E;
+    let bytes = storage::read(path).map_err(E::Read)?;
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or(E::NoHeader)?;
+    let header = String::from_utf8_lossy(&bytes[..newline]).to_string();
     let parts: Vec<&str> = header.split(' ').collect();
     let [magic, version, checksum] = parts[..] else {
-        return Err(format!("malformed header `{header}`"));
+        return Err(E::Header(header));
     };
     if magic != "millrace-checkpoint" {
-        return Err(format!("malformed header `{header}`"));
+        return Err(E::Header(header));
     }
     if version != VERSION.to_string() {
-        return Err(format!(
-            "format version {version}, this build reads version {VERSION}"
-        ));
+        return Err(E::Version(version.to_string()));
     }
     let body = &bytes[newline + 1..];
     if format!("{:016x}", xxh3_64(body)) != checksum {
-        return Err("checksum mismatch (corrupt or truncated)".into());
+        return Err(E::Checksum);
     }
-    let ckpt: Checkpoint =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
+    let ckpt: Checkpoint = serde_json::from_slice(body).map_err(E::Body)?;
     for s in &ckpt.states {
-        let data = storage::read(&lake.join(&s.file))
-            .map_err(|e| format!("state file {} of `{}`: {e}", s.file, s.step_id))?;
+        let (file, step) = (s.file.clone(), s.step_id.clone());
+        let data = match storage::read(&lake.join(&s.file)) {
+            Ok(data) => data,
+            Err(error) => return Err(E::State { file, step, error }),
+        };
         if data.len() as u64 != s.len || xxh3_64(&data) != s.checksum {
-            return Err(format!(
-                "state file {} of `{}` is corrupt",
-                s.file, s.step_id
-            ));
+            return Err(E::CorruptState { file, step });
         }
     }
     // A commit point whose parts are gone (neither pending nor published) cannot
     // be rolled forward: recovery falls back to an older one and replays.
     for (pending, visible) in &ckpt.parts {
-        let there = |rel: &str| storage::exists(&lake.join(rel)).map_err(|e| e.to_string());
+        let there = |rel: &str| storage::exists(&lake.join(rel)).map_err(E::Read);
         if !there(pending)? && !there(visible)? {
-            return Err(format!(
-                "its part {visible} is missing, neither pending nor published (removed by another process?)"
-            ));
+            return Err(E::PartMissing(visible.clone()));
         }
     }
     Ok(ckpt)
+}
+
+/// Why a checkpoint file cannot be resumed from (recovery then tries an older one).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// It, or a file it names, could not be read.
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
+    /// It has no header line.
+    #[error("no header line (truncated?)")]
+    NoHeader,
+    /// Its header is not a checkpoint's.
+    #[error("malformed header `{0}`")]
+    Header(String),
+    /// Another build's format.
+    #[error("format version {0}, this build reads version {VERSION}")]
+    Version(String),
+    /// Its body is not what its header's checksum says.
+    #[error("checksum mismatch (corrupt or truncated)")]
+    Checksum,
+    /// Its body does not decode.
+    #[error("unreadable body: {0}")]
+    Body(serde_json::Error),
+    /// A state file it names could not be read.
+    #[error("state file {file} of `{step}`: {error}")]
+    State {
+        /// The state file.
+        file: String,
+        /// The operator whose state it holds.
+        step: String,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// A state file it names is not what it recorded.
+    #[error("state file {file} of `{step}` is corrupt")]
+    CorruptState {
+        /// The state file.
+        file: String,
+        /// The operator whose state it holds.
+        step: String,
+    },
+    /// A part it publishes is neither pending nor published.
+    #[error(
+        "its part {0} is missing, neither pending nor published (removed by another process?)"
+    )]
+    PartMissing(String),
 }
 
 /// Checkpoint files of a lake, newest first.
@@ -278,7 +317,10 @@ pub fn newest(lake: &Path) -> (Option<Checkpoint>, Vec<Rejected>) {
             Ok(c) => return (Some(c), rejected),
             Err(reason) => {
                 warn!(checkpoint = %path.display(), %reason, "Skipping an unusable checkpoint.");
-                rejected.push(Rejected { file: path, reason });
+                rejected.push(Rejected {
+                    file: path,
+                    reason: reason.to_string(),
+                });
             }
         }
     }
@@ -398,7 +440,7 @@ pub fn prune(lake: &Path, keep: usize) -> std::io::Result<()> {
     }
     let mut referenced = std::collections::BTreeSet::new();
     for (_, path) in &all[..keep] {
-        if let Ok(c) = read_unchecked(path) {
+        if let Some(c) = read_unchecked(path) {
             referenced.extend(c.states.into_iter().map(|s| s.file));
         }
     }
@@ -416,10 +458,10 @@ pub fn prune(lake: &Path, keep: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-fn read_unchecked(path: &Path) -> Result<Checkpoint, String> {
-    let bytes = storage::read(path).map_err(|e| e.to_string())?;
-    let newline = bytes.iter().position(|b| *b == b'\n').ok_or("no header")?;
-    serde_json::from_slice(&bytes[newline + 1..]).map_err(|e| e.to_string())
+fn read_unchecked(path: &Path) -> Option<Checkpoint> {
+    let bytes = storage::read(path).ok()?;
+    let newline = bytes.iter().position(|b| *b == b'\n')?;
+    serde_json::from_slice(&bytes[newline + 1..]).ok()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -415,7 +416,8 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                 // frontier (and so the sources' flow control) still follows durability.
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
                 let (jobs, job_rx) = std::sync::mpsc::channel::<CommitJob>();
-                let (done_tx, done) = std::sync::mpsc::channel::<(Epoch, Result<(), String>)>();
+                let (done_tx, done) =
+                    std::sync::mpsc::channel::<(Epoch, Result<(), LedgerError>)>();
                 std::thread::Builder::new()
                     .name("millrace-commit".into())
                     .spawn(move || {
@@ -439,7 +441,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         match books.between_epochs() {
                             Ok(true) => activator.activate_after(std::time::Duration::from_secs(1)),
                             Ok(false) => {}
-                            Err(message) => return fault.raise(message),
+                            Err(e) => return fault.raise(format!("{}: {e}", books.step)),
                         }
                     }
                     input.for_each_stamp(|cap, data| {
@@ -460,7 +462,7 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                         let (cap, acc) = entry.remove();
                         let (job, pending) = match books.complete(epoch, acc) {
                             Ok(done) => done,
-                            Err(message) => return fault.raise(message),
+                            Err(e) => return fault.raise(format!("{}: {e}", books.step)),
                         };
                         if jobs.send(job).is_err() {
                             return fault
@@ -470,8 +472,8 @@ impl<'scope> Ledger<'scope> for Stream<'scope, Epoch, Vec<Event>> {
                     }
                     // Epochs the committer has made durable, in order: what follows a commit.
                     while let Ok((epoch, result)) = done.try_recv() {
-                        if let Err(message) = result {
-                            return fault.raise(message);
+                        if let Err(e) = result {
+                            return fault.raise(format!("{}: {e}", books.step));
                         }
                         if let Some((cap, c)) = committing.remove(&epoch) {
                             let row = books.committed(epoch, c);
@@ -551,7 +553,7 @@ struct Books {
     /// Prequential evaluation since the last published version: the published version's metrics.
     since_release: EvalPartial,
     /// The monitors' state in the checkpoint could not be read.
-    restore_error: Option<String>,
+    restore_error: Option<LedgerError>,
 }
 
 impl Books {
@@ -564,9 +566,7 @@ impl Books {
             Some(bytes) => match bincode::deserialize::<Monitors>(bytes) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    restore_error = Some(format!(
-                        "{step}: cannot restore the monitors from the checkpoint: {e}"
-                    ));
+                    restore_error = Some(LedgerError::Monitors(e));
                     None
                 }
             },
@@ -610,7 +610,7 @@ impl Books {
     /// Between epochs: a restart is reported at once (the run may have
     /// nothing left to commit), and `idle_source` rules look at the clock.
     /// True if the clock must be looked at again in a second.
-    fn between_epochs(&mut self) -> Result<bool, String> {
+    fn between_epochs(&mut self) -> Result<bool, LedgerError> {
         if let Some(e) = self.restore_error.take() {
             return Err(e);
         }
@@ -646,14 +646,11 @@ impl Books {
         Ok(again)
     }
 
-    fn append_jsonl(&self, alerts: &[Alert]) -> Result<(), String> {
+    fn append_jsonl(&self, alerts: &[Alert]) -> Result<(), LedgerError> {
         match &self.alerts_jsonl {
-            Some(path) => append_jsonl(path, alerts).map_err(|e| {
-                format!(
-                    "{}: cannot append alerts to {}: {e}",
-                    self.step,
-                    path.display()
-                )
+            Some(path) => append_jsonl(path, alerts).map_err(|error| LedgerError::AlertsFile {
+                path: path.clone(),
+                error,
             }),
             None => Ok(()),
         }
@@ -667,7 +664,7 @@ impl Books {
         &mut self,
         epoch: Epoch,
         mut acc: EpochAcc,
-    ) -> Result<(CommitJob, Committing), String> {
+    ) -> Result<(CommitJob, Committing), LedgerError> {
         acc.files.sort_by(|a, b| a.name.cmp(&b.name));
         // Merge evaluations in worker order: pair order (and so every sum) is deterministic.
         acc.evals.sort_by_key(|e| e.worker);
@@ -1033,41 +1030,22 @@ impl Committer {
     }
 
     /// Makes one epoch durable. See [`CommitJob`].
-    fn commit(&self, mut job: CommitJob) -> Result<(), String> {
-        let (step, epoch, root) = (&self.step, job.epoch, &self.lake.root);
+    fn commit(&self, mut job: CommitJob) -> Result<(), LedgerError> {
+        let epoch = job.epoch;
         if self.write_alerts && !job.table_alerts.is_empty() {
-            let (format, arrow) = &self.alerts;
-            let commit = write_epoch(&self.lake, format, arrow, &job.table_alerts, epoch, 0)
-                .map_err(|e| {
-                    format!(
-                        "{step}: cannot write the alerts of epoch {epoch} under {}: {e}",
-                        root.display()
-                    )
-                })?;
-            job.parts.extend(commit.parts);
+            let parts = self.write_table(&self.alerts, "alerts", &job.table_alerts, epoch)?;
+            job.parts.extend(parts);
         }
         // The metrics part is written like any sink's: pending until the checkpoint.
         if let Some(row) = &job.row {
-            let (format, arrow) = &self.metrics;
-            let commit = write_epoch(
-                &self.lake,
-                format,
-                arrow,
-                std::slice::from_ref(row),
-                epoch,
-                0,
-            )
-            .map_err(|e| {
-                format!(
-                    "{step}: cannot write the metrics of epoch {epoch} under {}: {e}",
-                    root.display()
-                )
-            })?;
-            job.parts.extend(commit.parts);
+            let parts =
+                self.write_table(&self.metrics, "metrics", std::slice::from_ref(row), epoch)?;
+            job.parts.extend(parts);
         }
-        if let Some(mut ckpt) = job.ckpt {
+        let root = &self.lake.root;
+        if let Some(mut ckpt) = job.ckpt.take() {
             crate::crash_point!("before_checkpoint");
-            ckpt.parts = job.parts;
+            ckpt.parts = std::mem::take(&mut job.parts);
             checkpoint::write(root, &ckpt, || {
                 crate::crash_point!("checkpoint_before_rename")
             })
@@ -1077,68 +1055,145 @@ impl Committer {
             })
             .and_then(|()| manifest::append(root, &job.files))
             .and_then(|()| checkpoint::prune(root, self.keep))
-            .map_err(|e| {
-                format!(
-                    "{step}: cannot checkpoint epoch {epoch} under {}: {e}",
-                    root.display()
-                )
+            .map_err(|error| LedgerError::Checkpoint {
+                epoch,
+                root: root.clone(),
+                error,
             })?;
             // Epoch committed: the tests' place to hold a job mid-run.
             crate::wait_point!("after_commit");
         } else {
-            manifest::append(root, &job.files).map_err(|e| {
-                format!(
-                    "{step}: cannot record finished files in the manifest under {}: {e}",
-                    root.display()
-                )
+            manifest::append(root, &job.files).map_err(|error| LedgerError::Manifest {
+                root: root.clone(),
+                error,
             })?;
         }
         // Offsets go back to the groups only once their epoch is committed.
         for (consumer, offsets) in self.kafka_commit.iter().zip(&job.offsets) {
             if let (Some(consumer), false) = (consumer, offsets.is_empty()) {
                 if let Err(e) = crate::connectors::kafka::commit_offsets(consumer, offsets) {
-                    tracing::warn!(step_id = %step, epoch, %e, "Cannot commit offsets to the Kafka group; they are in the checkpoint, retrying next epoch.");
+                    tracing::warn!(step_id = %self.step, epoch, %e, "Cannot commit offsets to the Kafka group; they are in the checkpoint, retrying next epoch.");
                 }
             }
         }
-        // New model versions go to the registry once their epoch is committed.
-        if let Some(reg) = &self.registry {
-            for (r, config, range, metrics) in &job.releases {
-                crate::dataflow::coordinator::registry::publish(
-                    root,
-                    &reg.name,
-                    r,
-                    config,
-                    &reg.features,
-                    &reg.fingerprint,
-                    *range,
-                    *metrics,
-                    job.now_ms,
-                )
-                .map_err(|e| format!("{step}: cannot publish model version {}: {e}", r.version))?;
-                if r.promoted {
-                    // The rule promoted the challenger: it is the registry's champion too.
-                    crate::dataflow::coordinator::registry::promote(
-                        root,
-                        &reg.name,
-                        &format!("v{}", r.version),
-                    )
-                    .map_err(|e| {
-                        format!("{step}: cannot mark version {} champion: {e}", r.version)
-                    })?;
-                }
+        self.release(&job)
+    }
+
+    /// Writes one epoch's rows of a coordinator table (alerts, metrics) as pending parts.
+    fn write_table<R>(
+        &self,
+        (format, arrow): &(TableFormat<R>, SchemaRef),
+        table: &'static str,
+        rows: &[R],
+        epoch: Epoch,
+    ) -> Result<Vec<(String, String)>, LedgerError> {
+        write_epoch(&self.lake, format, arrow, rows, epoch, 0)
+            .map(|commit| commit.parts)
+            .map_err(|error| LedgerError::Table {
+                table,
+                epoch,
+                root: self.lake.root.clone(),
+                error,
+            })
+    }
+
+    /// New model versions go to the registry once their epoch is committed.
+    fn release(&self, job: &CommitJob) -> Result<(), LedgerError> {
+        use crate::dataflow::coordinator::registry;
+        let (Some(reg), root) = (&self.registry, &self.lake.root) else {
+            return Ok(());
+        };
+        for (r, config, range, metrics) in &job.releases {
+            let version = r.version;
+            registry::publish(
+                root,
+                &reg.name,
+                r,
+                config,
+                &reg.features,
+                &reg.fingerprint,
+                *range,
+                *metrics,
+                job.now_ms,
+            )
+            .map_err(|error| LedgerError::Publish { version, error })?;
+            if r.promoted {
+                // The rule promoted the challenger: it is the registry's champion too.
+                registry::promote(root, &reg.name, &format!("v{version}"))
+                    .map_err(|error| LedgerError::Champion { version, error })?;
             }
-            if !job.releases.is_empty() {
-                crate::dataflow::coordinator::registry::prune_states(
-                    root,
-                    &reg.name,
-                    reg.keep_versions,
-                )
-                .map_err(|e| format!("{step}: cannot prune model states: {e}"))?;
-            }
+        }
+        if !job.releases.is_empty() {
+            registry::prune_states(root, &reg.name, reg.keep_versions)
+                .map_err(LedgerError::Prune)?;
         }
         Ok(())
     }
+}
+
+/// Why the coordinator stops the run; the run's error prefixes the step.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The checkpoint's monitor state does not decode.
+    #[error("cannot restore the monitors from the checkpoint: {0}")]
+    Monitors(bincode::Error),
+    /// `alerts.jsonl` could not be appended to.
+    #[error("cannot append alerts to {}: {error}", path.display())]
+    AlertsFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// A coordinator table's part could not be written.
+    #[error("cannot write the {table} of epoch {epoch} under {}: {error}", root.display())]
+    Table {
+        /// `alerts` or `metrics`.
+        table: &'static str,
+        /// The epoch.
+        epoch: Epoch,
+        /// The lake.
+        root: PathBuf,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// The checkpoint, its publication, the manifest or the pruning failed.
+    #[error("cannot checkpoint epoch {epoch} under {}: {error}", root.display())]
+    Checkpoint {
+        /// The epoch.
+        epoch: Epoch,
+        /// The lake.
+        root: PathBuf,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// The manifest could not be appended to (a run without checkpoints).
+    #[error("cannot record finished files in the manifest under {}: {error}", root.display())]
+    Manifest {
+        /// The lake.
+        root: PathBuf,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// A model version could not be published.
+    #[error("cannot publish model version {version}: {error}")]
+    Publish {
+        /// The version.
+        version: u64,
+        /// The registry's error.
+        error: super::registry::RegistryError,
+    },
+    /// A promoted version could not be made the champion.
+    #[error("cannot mark version {version} champion: {error}")]
+    Champion {
+        /// The version.
+        version: u64,
+        /// The registry's error.
+        error: super::registry::RegistryError,
+    },
+    /// Old versions' states could not be pruned.
+    #[error("cannot prune model states: {0}")]
+    Prune(super::registry::RegistryError),
 }
 
 /// Wall-clock time, ms since the Unix epoch.

@@ -105,28 +105,143 @@ pub fn state_path(lake: &Path, name: &str, version: u64) -> PathBuf {
         .join("state.bin")
 }
 
+/// What can go wrong with the registry: each names the file or the version.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A file could not be read.
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// A file or folder could not be written.
+    #[error("cannot write {}: {error}", path.display())]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// A version's state could not be removed.
+    #[error("cannot remove {}: {error}", path.display())]
+    Remove {
+        /// The file.
+        path: PathBuf,
+        /// The storage error.
+        error: std::io::Error,
+    },
+    /// A file is not what this build writes there.
+    #[error("{}: {error}", path.display())]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder said.
+        error: String,
+    },
+    /// Not `champion`, `latest` or `v<N>`.
+    #[error("`{which}`: expected `champion`, `latest` or `v<N>`")]
+    Which {
+        /// What was asked for.
+        which: String,
+    },
+    /// Nothing is published.
+    #[error("no version of `{model}` is published yet")]
+    Empty {
+        /// The model.
+        model: String,
+    },
+    /// The version is not listed.
+    #[error("`{model}` has no version {version}")]
+    Unknown {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+    },
+    /// The version's state is gone (`keep_versions`).
+    #[error("version {version} of `{model}` is listed but its state was pruned: the registry keeps the exact state of the newest `keep_versions` versions, the champion and the promotion history (`millrace models list` shows which)")]
+    Pruned {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+    },
+    /// Its state is another build's format.
+    #[error("version {version} of `{model}` was published by another millrace build, whose model state this build cannot read (state format {}); start from zero, or use that build", crate::dataflow::coordinator::checkpoint::VERSION)]
+    OtherBuild {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+    },
+    /// Its state belongs to other features or another model.
+    #[error("version {version} of `{model}` was trained with other features or another model; it cannot start this topology")]
+    OtherTopology {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+    },
+    /// A pruned version cannot be the champion.
+    #[error("version {version} of `{model}` cannot be the champion: its state was pruned (`keep_versions`), so nothing could start from it")]
+    NotPromotable {
+        /// The model.
+        model: String,
+        /// The version.
+        version: u64,
+    },
+    /// There is no earlier champion.
+    #[error("`{model}` has no earlier champion to roll back to")]
+    NoEarlierChampion {
+        /// The model.
+        model: String,
+    },
+}
+
+fn decode(path: &Path) -> impl FnOnce(&dyn std::fmt::Display) -> RegistryError + '_ {
+    move |e| RegistryError::Decode {
+        path: path.to_path_buf(),
+        error: e.to_string(),
+    }
+}
+
+fn writing(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |error| RegistryError::Write {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn reading(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |error| RegistryError::Read {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
 /// The registry of `name` in `lake` (empty if nothing was published).
-pub fn load(lake: &Path, name: &str) -> Result<Registry, String> {
+pub fn load(lake: &Path, name: &str) -> Result<Registry, RegistryError> {
     let p = dir(lake, name).join("registry.json");
     match crate::core::storage::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| decode(&p)(&e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry {
             model: name.to_string(),
             ..Registry::default()
         }),
-        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+        Err(e) => Err(reading(&p)(e)),
     }
 }
 
 use crate::core::storage::write_atomic;
 
 /// Saves the registry atomically.
-pub fn save(lake: &Path, reg: &Registry) -> Result<(), String> {
+pub fn save(lake: &Path, reg: &Registry) -> Result<(), RegistryError> {
     let d = dir(lake, &reg.model);
-    crate::core::storage::create_dir_all(&d).map_err(|e| e.to_string())?;
+    crate::core::storage::create_dir_all(&d).map_err(writing(&d))?;
     let p = d.join("registry.json");
-    write_atomic(&p, &serde_json::to_vec_pretty(reg).expect("serializes"))
-        .map_err(|e| format!("cannot write {}: {e}", p.display()))
+    write_atomic(&p, &serde_json::to_vec_pretty(reg).expect("serializes")).map_err(writing(&p))
 }
 
 /// What `model.json` holds besides the entry.
@@ -158,9 +273,9 @@ pub fn publish(
     event_range: Option<(i64, i64)>,
     metrics: EvalMetrics,
     now_ms: i64,
-) -> Result<(), String> {
+) -> Result<(), RegistryError> {
     let vdir = dir(lake, name).join(format!("v{}", release.version));
-    crate::core::storage::create_dir_all(&vdir).map_err(|e| e.to_string())?;
+    crate::core::storage::create_dir_all(&vdir).map_err(writing(&vdir))?;
     let entry = VersionEntry {
         version: release.version,
         epoch: release.epoch,
@@ -216,14 +331,13 @@ pub fn publish(
         }),
         forest_members: (!release.forest.is_empty()).then_some(release.forest.len()),
     };
-    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
     // (By reference: a forest's state is tens of MB, not worth a copy.)
     let state = (tagged(fingerprint), release);
     let p = state_path(lake, name, release.version);
-    write_atomic(&p, &bincode::serialize(&state).expect("serializes")).map_err(|e| io(&p, e))?;
+    write_atomic(&p, &bincode::serialize(&state).expect("serializes")).map_err(writing(&p))?;
     let p = vdir.join("model.json");
     write_atomic(&p, &serde_json::to_vec_pretty(&file).expect("serializes"))
-        .map_err(|e| io(&p, e))?;
+        .map_err(writing(&p))?;
     let mut reg = load(lake, name)?;
     reg.versions.retain(|v| v.version != release.version); // a replayed epoch publishes the same version again
     reg.versions.push(entry);
@@ -235,7 +349,7 @@ pub fn publish(
 /// `keep`, the champion and the promotion history (rollback targets), so a
 /// long-running job's registry grows by a `model.json` per version, not by a
 /// model's state (tens of MB for a forest, 16 MB for a million FTRL weights).
-pub fn prune_states(lake: &Path, name: &str, keep: usize) -> Result<usize, String> {
+pub fn prune_states(lake: &Path, name: &str, keep: usize) -> Result<usize, RegistryError> {
     let reg = load(lake, name)?;
     let mut kept: Vec<u64> = reg
         .versions
@@ -255,29 +369,31 @@ pub fn prune_states(lake: &Path, name: &str, keep: usize) -> Result<usize, Strin
         match crate::core::storage::remove_file(&p) {
             Ok(true) => pruned += 1,
             Ok(false) => {}
-            Err(e) => return Err(format!("cannot remove {}: {e}", p.display())),
+            Err(error) => return Err(RegistryError::Remove { path: p, error }),
         }
     }
     Ok(pruned)
 }
 
 /// Resolves `champion`, `latest` or `v<N>` to a version number.
-pub fn resolve(reg: &Registry, which: &str) -> Result<u64, String> {
+pub fn resolve(reg: &Registry, which: &str) -> Result<u64, RegistryError> {
     let v = match which {
         "champion" => reg.champion(),
         "latest" => reg.versions.last().map(|v| v.version),
-        other => Some(
-            other
-                .trim_start_matches('v')
-                .parse::<u64>()
-                .map_err(|_| format!("`{other}`: expected `champion`, `latest` or `v<N>`"))?,
-        ),
+        other => Some(other.trim_start_matches('v').parse::<u64>().map_err(|_| {
+            RegistryError::Which {
+                which: other.to_string(),
+            }
+        })?),
     };
-    let v = v.ok_or_else(|| format!("no version of `{}` is published yet", reg.model))?;
-    if !reg.versions.iter().any(|e| e.version == v) {
-        return Err(format!("`{}` has no version {v}", reg.model));
+    let model = reg.model.clone();
+    let version = v.ok_or_else(|| RegistryError::Empty {
+        model: model.clone(),
+    })?;
+    if !reg.versions.iter().any(|e| e.version == version) {
+        return Err(RegistryError::Unknown { model, version });
     }
-    Ok(v)
+    Ok(version)
 }
 
 /// Loads a version's exact state, checking it was trained on the same features and model.
@@ -286,32 +402,29 @@ pub fn load_state(
     name: &str,
     version: u64,
     fingerprint: &str,
-) -> Result<ModelRelease, String> {
+) -> Result<ModelRelease, RegistryError> {
     let p = state_path(lake, name, version);
-    let bytes = crate::core::storage::read(&p).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!(
-                "version {version} of `{name}` is listed but its state was pruned: the registry keeps the exact state of the newest `keep_versions` versions, the champion and the promotion history (`millrace models list` shows which)"
-            )
+    let model = name.to_string();
+    let bytes = crate::core::storage::read(&p).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            RegistryError::Pruned {
+                model: model.clone(),
+                version,
+            }
         } else {
-            format!("cannot read {}: {e}", p.display())
+            reading(&p)(error)
         }
     })?;
     // The tag first: a state another build wrote may not even decode.
-    let tag: String = bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    let tag: String = bincode::deserialize(&bytes).map_err(|e| decode(&p)(&e))?;
     if !tag.starts_with(&tagged("")) {
-        return Err(format!(
-            "version {version} of `{name}` was published by another millrace build, whose model state this build cannot read (state format {}); start from zero, or use that build",
-            crate::dataflow::coordinator::checkpoint::VERSION
-        ));
+        return Err(RegistryError::OtherBuild { model, version });
     }
     if tag != tagged(fingerprint) {
-        return Err(format!(
-            "version {version} of `{name}` was trained with other features or another model; it cannot start this topology"
-        ));
+        return Err(RegistryError::OtherTopology { model, version });
     }
     let (_, release): (String, ModelRelease) =
-        bincode::deserialize(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+        bincode::deserialize(&bytes).map_err(|e| decode(&p)(&e))?;
     Ok(ModelRelease {
         scaler: release.scaler.restored(),
         ..release
@@ -328,13 +441,15 @@ fn tagged(fingerprint: &str) -> String {
 }
 
 /// Makes `version` the champion; the previous champion goes to the history.
-pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, String> {
+pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, RegistryError> {
     let mut reg = load(lake, name)?;
     let v = resolve(&reg, which)?;
-    if !crate::core::storage::exists(&state_path(lake, name, v)).map_err(|e| e.to_string())? {
-        return Err(format!(
-            "version {v} of `{name}` cannot be the champion: its state was pruned (`keep_versions`), so nothing could start from it"
-        ));
+    let state = state_path(lake, name, v);
+    if !crate::core::storage::exists(&state).map_err(reading(&state))? {
+        return Err(RegistryError::NotPromotable {
+            model: name.to_string(),
+            version: v,
+        });
     }
     if let Some(c) = reg.champion() {
         if c != v {
@@ -347,12 +462,14 @@ pub fn promote(lake: &Path, name: &str, which: &str) -> Result<u64, String> {
 }
 
 /// Goes back to the previous champion.
-pub fn rollback(lake: &Path, name: &str) -> Result<u64, String> {
+pub fn rollback(lake: &Path, name: &str) -> Result<u64, RegistryError> {
     let mut reg = load(lake, name)?;
     let v = reg
         .history
         .pop()
-        .ok_or_else(|| format!("`{name}` has no earlier champion to roll back to"))?;
+        .ok_or_else(|| RegistryError::NoEarlierChampion {
+            model: name.to_string(),
+        })?;
     reg.pinned = Some(v);
     save(lake, &reg)?;
     Ok(v)

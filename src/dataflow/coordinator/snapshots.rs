@@ -43,14 +43,12 @@ impl<'scope> PersistSnapshots<'scope> for Stream<'scope, Epoch, Vec<Snapshot>> {
         fault: Fault,
     ) -> Stream<'scope, Epoch, Vec<StateSaved>> {
         let worker = self.scope().index();
-        let step = step_id.to_string();
         self.write_behind(step_id, fault, move |epoch, snapshots| {
             let (file, len, checksum) =
-                write_state(&lake, epoch, worker, &snapshots).map_err(|e| {
-                    format!(
-                        "{step}: cannot write the state of epoch {epoch} under {}: {e}",
-                        lake.display()
-                    )
+                write_state(&lake, epoch, worker, &snapshots).map_err(|error| StateWriteError {
+                    epoch,
+                    lake: lake.clone(),
+                    error,
                 })?;
             for s in &snapshots {
                 metrics::gauge!(crate::core::metrics::STATE_BYTES, "step" => s.step_id.clone(), "worker" => worker.to_string())
@@ -67,7 +65,16 @@ impl<'scope> PersistSnapshots<'scope> for Stream<'scope, Epoch, Vec<Snapshot>> {
                     checksum,
                 })
                 .collect();
-            Ok(vec![StateSaved { refs }])
+            Ok::<_, StateWriteError>(vec![StateSaved { refs }])
         })
     }
+}
+
+/// An epoch's operator state could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the state of epoch {epoch} under {}: {error}", lake.display())]
+pub struct StateWriteError {
+    epoch: Epoch,
+    lake: PathBuf,
+    error: std::io::Error,
 }
