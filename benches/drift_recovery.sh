@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# How fast each learner is back after the reference stream's concept drift
-# (issue 6: "the non-linear learner recovers from the stream's drift point
-# faster than logistic regression, shown as a metric per window").
+# How fast each learner is back after the reference stream's concept drift:
+# ROC AUC per window of records, so a learner that recovers from the drift
+# point faster than logistic regression shows it window by window.
 #
 #   benches/drift_recovery.sh                   # 1M rows with faults, ~2 minutes
 #   ROWS=200000 GEN="--no-faults" benches/drift_recovery.sh

@@ -255,8 +255,15 @@ fn a_command_promotes_the_challenger_of_a_running_job() {
     settle(&dir);
     let t = topology(&dir, false, false); // no rule: only a command promotes
     let addr = free_addr();
+    // Promotion changes the job, so the live view takes it only with a token.
+    let token = [(
+        "MILLRACE_TEST_PROMOTE_TOKEN",
+        "a-token-of-thirty-two-characters",
+    )];
     let mut job = Command::new(env!("CARGO_BIN_EXE_millrace"))
         .args(["run", &t, "--lake", "lake", "--http-addr", &addr])
+        .args(["--http-token-env", token[0].0])
+        .envs(token)
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -276,7 +283,18 @@ fn a_command_promotes_the_challenger_of_a_running_job() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let said = millrace(&dir, &["models", "promote-challenger", "--addr", &addr]);
+    let said = millrace_env(
+        &dir,
+        &[
+            "models",
+            "promote-challenger",
+            "--addr",
+            &addr,
+            "--http-token-env",
+            token[0].0,
+        ],
+        &token,
+    );
     assert!(said.contains("next epoch"), "{said}");
     // The next file's first epoch swaps the two.
     gen(&dir, "tx-0002.csv", 30_000, 10, &[]);
@@ -317,7 +335,7 @@ fn a_command_promotes_the_challenger_of_a_running_job() {
     );
 }
 
-/// Issue 6: the non-linear learner recovers from the stream's drift faster
+/// The non-linear learner recovers from the stream's drift faster
 /// than logistic regression, shown as a metric per window. A forest of model
 /// trees shadows logistic regression on the reference stream (its concept
 /// reverses at the drift), and the `metrics` table's per-epoch ROC AUC of

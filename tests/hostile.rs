@@ -1,4 +1,4 @@
-//! The hostile-input corpus (issue 14): inputs a hostile or unlucky user
+//! The hostile-input corpus: inputs a hostile or unlucky user
 //! lands, each run with the release binary over a small landing folder, each
 //! asserting the ledger, the rejected reasons and that the run ends.
 //!
@@ -162,7 +162,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 14 item 4: calendar dates.
+// Calendar dates.
 
 #[test]
 fn impossible_calendar_dates_and_offsets_are_bad_time() {
@@ -196,7 +196,7 @@ fn impossible_calendar_dates_and_offsets_are_bad_time() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 14 item 5: headers.
+// Headers.
 
 #[test]
 fn a_header_lacking_or_repeating_a_declared_column_rejects_the_file() {
@@ -263,7 +263,7 @@ fn an_optional_column_may_be_absent_from_the_header() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 14 item 7: files that change while read, files landed again.
+// Files that change while read, files landed again.
 
 #[test]
 fn a_file_truncated_while_read_stops_the_run_and_resumes_when_landed_again() {
@@ -399,7 +399,7 @@ fn a_gzipped_file_resumes_from_a_checkpoint_in_its_decompressed_stream() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 14 item 8: RFC 4180 records that span lines.
+// RFC 4180 records that span lines.
 
 #[test]
 fn quoted_newlines_separators_and_quotes_make_one_record() {
@@ -450,7 +450,7 @@ fn an_unterminated_quote_is_one_reject_and_the_run_ends() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 14 item 9: files not read, gzip, bytes that are not UTF-8.
+// Files not read, gzip, bytes that are not UTF-8.
 
 #[test]
 fn files_not_read_are_logged_gzip_is_read_and_raw_bytes_are_kept() {
