@@ -10,7 +10,9 @@
 //! - a second job racing the first to commit an epoch wins or loses cleanly:
 //!   the loser stops with an error saying so, having published nothing;
 //! - an unsupported scheme, a missing bucket and wrong credentials are clear
-//!   errors.
+//!   errors;
+//! - a landing folder that is a container or bucket prefix: each object is
+//!   read once, across restarts, and gives the lake a local folder gives.
 //!
 //! Without node (Azurite) or python3 (moto) the tests say so and skip, unless
 //! `MILLRACE_REQUIRE_EMULATORS=1` (set by `.ci/test`), when that is a failure.
@@ -328,6 +330,83 @@ fn bad_locations_and_credentials_are_clear_errors() {
         assert!(
             err.contains("az://lake/badkey") && err.contains("403") && !err.contains("d3JvbmcK"),
             "{err}"
+        );
+    }
+}
+
+#[test]
+fn landing_from_a_container_reads_each_object_once_across_restarts() {
+    let dir = scratch("objstore-landing");
+    gen(&dir, "tx-a.csv", 30_000, 41, &[]);
+    gen(&dir, "tx-b.csv", 30_000, 42, &[]);
+    settle(&dir);
+    // The third file lands later; it waits aside.
+    std::fs::create_dir_all(dir.join("later")).unwrap();
+    gen(&dir, "tx-c.csv", 20_000, 43, &[]);
+    std::fs::rename(dir.join("landing/tx-c.csv"), dir.join("later/tx-c.csv")).unwrap();
+    let run = |landing: &str, lake: &str| {
+        millrace(
+            &dir,
+            &[
+                "run",
+                &quickstart(),
+                "--once",
+                "--landing",
+                landing,
+                "--lake",
+                lake,
+            ],
+        )
+    };
+    // The reference: a local folder, the third file landed before the second run.
+    let first = run("landing", "local");
+    assert!(first.contains("2 file(s)"), "{first}");
+    std::fs::copy(dir.join("later/tx-c.csv"), dir.join("landing/tx-c.csv")).unwrap();
+    run("landing", "local");
+    for root in lakes("landing") {
+        let landing = format!("{root}-in");
+        let put = |name: &str, from: &Path| {
+            let bytes = std::fs::read(from.join(name)).unwrap();
+            millrace::core::storage::write_atomic(&PathBuf::from(&landing).join(name), &bytes)
+                .unwrap();
+        };
+        put("tx-a.csv", &dir.join("landing"));
+        put("tx-b.csv", &dir.join("landing"));
+        // On their way in, or not data: not read.
+        millrace::core::storage::write_atomic(&PathBuf::from(&landing).join("tx-d.csv.tmp"), b"x")
+            .unwrap();
+        millrace::core::storage::write_atomic(&PathBuf::from(&landing).join("notes.txt"), b"x")
+            .unwrap();
+        let lake = dir.join(format!("lake-{}", &root[..2]));
+        let lake = lake.to_str().unwrap();
+        let out = run(&landing, lake);
+        assert!(out.contains("2 file(s)"), "{landing}: {out}");
+        // Run again: nothing new is read.
+        let again = run(&landing, lake);
+        assert!(again.contains("0 file(s)"), "{landing}: {again}");
+        // The third object lands: the next run reads it alone.
+        put("tx-c.csv", &dir.join("later"));
+        let third = run(&landing, lake);
+        assert!(third.contains("1 file(s)"), "{landing}: {third}");
+        // The same rows as from the local folder, but for when each file arrived.
+        for table in ["scored", "clean", "rejected"] {
+            let rows = |lake: &Path| table_rows_except(lake, table, &["arrived_at"]);
+            let (a, b) = (rows(&dir.join("local")), rows(Path::new(lake)));
+            assert!(!a.is_empty() && a == b, "{landing}: table {table} differs");
+        }
+        // The manifest names each object once, with its size.
+        let manifest =
+            std::fs::read_to_string(Path::new(lake).join("_manifest/landing.jsonl")).unwrap();
+        for name in ["tx-a.csv", "tx-b.csv", "tx-c.csv"] {
+            assert_eq!(
+                manifest.matches(&format!("\"name\":\"{name}\"")).count(),
+                1,
+                "{landing}: {manifest}"
+            );
+        }
+        assert!(
+            !manifest.contains("tx-d") && !manifest.contains("notes"),
+            "{manifest}"
         );
     }
 }

@@ -157,7 +157,10 @@ fn live_view_token(args: &RunArgs, plan: &Compiled) -> anyhow::Result<Option<cra
 fn apply_overrides(plan: &mut Compiled, args: &RunArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.landing {
         match plan.source.landing_mut() {
-            Some(l) => l.path = dir.clone(),
+            Some(l) => {
+                l.path = crate::core::storage::parse(&dir.to_string_lossy())
+                    .map_err(|e| anyhow::anyhow!("--landing: {e}"))?
+            }
             None => bail!("--landing: this topology reads Kafka, not a landing folder"),
         }
     }
@@ -184,7 +187,8 @@ fn apply_overrides(plan: &mut Compiled, args: &RunArgs) -> anyhow::Result<()> {
         bail!("--workers: expected at least 1 worker");
     }
     if let (true, Some(l)) = (args.once, plan.source.landing()) {
-        if !l.path.is_dir() {
+        // (A container or bucket prefix always exists; it may hold nothing.)
+        if !crate::core::storage::is_remote(&l.path) && !l.path.is_dir() {
             bail!("the landing folder {} does not exist (set `source.landing.path` or pass --landing DIR)", l.path.display());
         }
     }

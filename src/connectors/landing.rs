@@ -60,6 +60,15 @@
 //! **`--once`:** the files present at start are read (waiting for any that
 //! have not settled), then the source finishes; otherwise it polls every
 //! `poll_interval_ms`.
+//! **A container or bucket:** `path` may be an object-store URL (`az://`,
+//! `abfss://`, `s3://`, the storage layer's; credentials from the
+//! environment) naming a prefix: the objects directly under it are the
+//! folder's files, with the same rules (names, formats, `settle_ms` on their
+//! last modification, content identity through the manifest, so an object is
+//! read once across restarts). An object is fetched whole when it is opened
+//! (one request; its size counts against memory while it is read), and at its
+//! end its size and last modification are looked up again: an object
+//! replaced while read is a changed file.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
@@ -83,6 +92,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::source::{source, Emit, Next, Reader, Shell};
 use crate::core::fault::Fault;
 pub use crate::core::position::{FileFact, FilePos, SourcePos, SourceStreams};
+use crate::core::storage;
 
 /// `[source.landing]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,7 +197,7 @@ pub type Processed = HashMap<String, Vec<(u64, u64)>>;
 /// The xxh3 of a file's whole content.
 pub fn file_hash(path: &Path) -> std::io::Result<u64> {
     let mut h = Xxh3::new();
-    let mut f = File::open(path)?;
+    let mut f = Src::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -210,8 +220,6 @@ struct Candidate {
     modified_ms: i64,
 }
 
-/// A landed file's bytes on their way to the decoder: counted, and hashed
-/// when the file is gzipped (a plain file is hashed as its records are read).
 /// Why the landing source stops the run (each names the folder or the file).
 #[derive(Debug, thiserror::Error)]
 pub enum LandingError {
@@ -254,15 +262,59 @@ enum Listed {
     Not,
 }
 
+/// A landed file's bytes on their way to the decoder: counted, and hashed
+/// when the file is gzipped (a plain file is hashed as its records are read).
 struct Tee {
-    file: File,
+    src: Src,
     bytes: u64,
     hasher: Option<Xxh3>,
 }
 
+/// Where a landed file's bytes come from: a local file, streamed; or an
+/// object of a container or bucket, fetched whole when it is opened.
+enum Src {
+    File(File),
+    Object {
+        bytes: std::io::Cursor<Vec<u8>>,
+        path: PathBuf,
+    },
+}
+
+impl Src {
+    fn open(path: &Path) -> std::io::Result<Src> {
+        Ok(if storage::is_remote(path) {
+            Src::Object {
+                bytes: std::io::Cursor::new(storage::read(path)?),
+                path: path.to_path_buf(),
+            }
+        } else {
+            Src::File(File::open(path)?)
+        })
+    }
+
+    /// Its size and modification time now (a local file's own, even if
+    /// another file has been renamed over its name since).
+    fn stat(&self) -> std::io::Result<(u64, i64)> {
+        match self {
+            Src::File(f) => f.metadata().map(|m| (m.len(), storage::modified_ms(&m))),
+            Src::Object { path, .. } => storage::stat(path)?
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "it is gone")),
+        }
+    }
+}
+
+impl Read for Src {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Src::File(f) => f.read(buf),
+            Src::Object { bytes, .. } => bytes.read(buf),
+        }
+    }
+}
+
 impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read(buf)?;
+        let n = self.src.read(buf)?;
         self.bytes += n as u64;
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
@@ -373,13 +425,12 @@ impl OpenFile {
         if !at_end {
             return None;
         }
-        match self.reader.get_ref().tee().file.metadata() {
-            Ok(m) if m.len() != self.size => Some(format!(
-                "it is now {} bytes, {} when picked up",
-                m.len(),
+        match self.reader.get_ref().tee().src.stat() {
+            Ok((len, _)) if len != self.size => Some(format!(
+                "it is now {len} bytes, {} when picked up",
                 self.size
             )),
-            Ok(m) if m.modified().map(ms).unwrap_or(self.modified_ms) != self.modified_ms => {
+            Ok((_, modified)) if modified != self.modified_ms => {
                 Some("it was modified again after it was picked up".to_string())
             }
             Ok(_) => None,
@@ -479,12 +530,17 @@ impl State {
     fn scan(&mut self) -> std::io::Result<()> {
         let root = self.cfg.spec.path.clone();
         let now = ms(SystemTime::now());
-        let Some(entries) = self.list(&root)? else {
+        let listed = if storage::is_remote(&root) {
+            self.list_objects(&root, now)?
+        } else {
+            self.list_files(&root, now)?
+        };
+        let Some(listed) = listed else {
             return Ok(());
         };
         let (mut found, mut unsettled) = (Vec::new(), Vec::new());
-        for entry in entries {
-            match self.consider(&root, &entry?, now)? {
+        for entry in listed {
+            match entry {
                 Listed::Ready(c) => found.push(c),
                 Listed::Unsettled(name) => unsettled.push(name),
                 Listed::Not => {}
@@ -510,6 +566,36 @@ impl State {
         }
         self.queue.extend(found);
         Ok(())
+    }
+
+    /// What each file of a local folder is to this worker; `None` if the folder does not exist.
+    fn list_files(&mut self, root: &Path, now: i64) -> std::io::Result<Option<Vec<Listed>>> {
+        let Some(entries) = self.list(root)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            out.push(self.consider(root, &entry?, now)?);
+        }
+        Ok(Some(out))
+    }
+
+    /// What each object directly under a container or bucket prefix is to this worker.
+    fn list_objects(&mut self, root: &Path, now: i64) -> std::io::Result<Option<Vec<Listed>>> {
+        let mut out = Vec::new();
+        for (name, size, modified_ms) in storage::files(root)?.unwrap_or_default() {
+            if owner(bytes_hash(name.as_bytes()), self.peers) != self.worker
+                || !is_candidate_name(&name)
+            {
+                continue;
+            }
+            let Some(format) = format_of(&name, self.cfg.spec.format) else {
+                self.skip(name.into(), Skip::UnsupportedExtension);
+                continue;
+            };
+            out.push(self.settled(root, name, format, size, modified_ms, now)?);
+        }
+        Ok(Some(out))
     }
 
     /// The folder's entries; `None` (said once) if the folder does not exist.
@@ -570,6 +656,21 @@ impl State {
             self.skip(os_name, Skip::UnsupportedExtension);
             return Ok(Listed::Not);
         };
+        let modified_ms = meta.modified().map(ms).unwrap_or(now);
+        self.settled(root, name, format, meta.len(), modified_ms, now)
+    }
+
+    /// What a data file of this worker's is: to be read, still being
+    /// written, or not (in hand already, or read before with this content).
+    fn settled(
+        &mut self,
+        root: &Path,
+        name: String,
+        format: Format,
+        size: u64,
+        modified_ms: i64,
+        now: i64,
+    ) -> std::io::Result<Listed> {
         let in_hand = self.queue.iter().any(|c| c.name == name)
             || self
                 .current
@@ -579,8 +680,6 @@ impl State {
         if in_hand {
             return Ok(Listed::Not);
         }
-        let size = meta.len();
-        let modified_ms = meta.modified().map(ms).unwrap_or(now);
         if now - modified_ms < self.cfg.spec.settle_ms as i64 {
             return Ok(Listed::Unsettled(name));
         }
@@ -634,7 +733,7 @@ impl State {
         let path: PathBuf = self.cfg.spec.path.join(&c.name);
         let gzip = is_gzip(&c.name);
         let tee = Tee {
-            file: File::open(&path)?,
+            src: Src::open(&path)?,
             bytes: 0,
             hasher: gzip.then(Xxh3::new),
         };
@@ -685,20 +784,19 @@ impl State {
     /// `new_size` (a retried file settled again) — have the size it had.
     fn reopen(&mut self, pos: &FilePos, new_size: bool) -> std::io::Result<OpenFile> {
         let path = self.cfg.spec.path.join(&pos.name);
-        let meta = std::fs::metadata(&path)?;
-        if !new_size && meta.len() != pos.size_bytes {
+        let (size, modified_ms) = storage::stat(&path)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "it is gone"))?;
+        if !new_size && size != pos.size_bytes {
             return Err(std::io::Error::other(format!(
-                "it changed since it was picked up: {} bytes, {} then",
-                meta.len(),
+                "it changed since it was picked up: {size} bytes, {} then",
                 pos.size_bytes
             )));
         }
         let format = format_of(&pos.name, self.cfg.spec.format).unwrap_or(Format::Csv);
-        let modified_ms = meta.modified().map(ms).unwrap_or(pos.arrived_ms);
         let mut f = self.open(Candidate {
             name: pos.name.clone(),
             format,
-            size: meta.len(),
+            size,
             modified_ms,
         })?;
         f.arrived_ms = pos.arrived_ms;
@@ -815,10 +913,10 @@ impl State {
         };
         let path = self.cfg.spec.path.join(&r.pos.name);
         if r.settle {
-            let settled = std::fs::metadata(&path)
+            let settled = storage::stat(&path)
                 .ok()
-                .and_then(|m| m.modified().ok())
-                .map(ms);
+                .flatten()
+                .map(|(_, modified)| modified);
             if settled.is_some_and(|t| ms(SystemTime::now()) - t < self.cfg.spec.settle_ms as i64) {
                 self.reopen = Some(r);
                 return Ok(false);

@@ -38,25 +38,19 @@ impl Progress {
     /// What a `--once` run will read from `folder`: the candidate files the manifest does not list.
     pub fn for_folder(folder: &Path, format: FileFormat, processed: &Processed) -> Progress {
         let (mut files, mut bytes) = (0, 0);
-        if let Ok(rd) = std::fs::read_dir(folder) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let Ok(meta) = e.metadata() else { continue };
-                if !meta.is_file()
-                    || !is_candidate_name(&name)
-                    || format_of(&name, format).is_none()
-                {
-                    continue;
-                }
-                if processed
-                    .get(&name)
-                    .is_some_and(|v| v.iter().any(|(size, _)| *size == meta.len()))
-                {
-                    continue;
-                }
-                files += 1;
-                bytes += meta.len();
+        let listed = crate::core::storage::files(folder).ok().flatten();
+        for (name, size, _) in listed.unwrap_or_default() {
+            if !is_candidate_name(&name) || format_of(&name, format).is_none() {
+                continue;
             }
+            if processed
+                .get(&name)
+                .is_some_and(|v| v.iter().any(|(s, _)| *s == size))
+            {
+                continue;
+            }
+            files += 1;
+            bytes += size;
         }
         Progress {
             files_total: files,

@@ -71,8 +71,8 @@ impl Topology {
         })
     }
 
-    /// The lake and the registry: a local path or an object-store URL
-    /// (normalised here); the CSV sink needs a local lake.
+    /// The lake, the registry and the landing folder: a local path or an
+    /// object-store URL (normalised here); the CSV sink needs a local lake.
     fn check_locations(&mut self) -> Result<(), SchemaError> {
         use crate::core::storage::{is_remote, parse};
         let lake = self.lake.path.to_string_lossy().to_string();
@@ -80,6 +80,10 @@ impl Topology {
         if let Some(registry) = self.model.registry.as_mut() {
             let text = registry.to_string_lossy().to_string();
             *registry = parse(&text).map_err(|e| err("model.registry", e.to_string()))?;
+        }
+        if let Some(l) = self.source.landing.as_mut() {
+            let text = l.path.to_string_lossy().to_string();
+            l.path = parse(&text).map_err(|e| err("source.landing.path", e.to_string()))?;
         }
         if self.sink.csv.is_some() && is_remote(&self.lake.path) {
             return Err(err(

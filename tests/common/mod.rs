@@ -272,13 +272,21 @@ pub fn truth_u64(truth: &serde_json::Value, key: &str) -> u64 {
 
 /// Every row of a table rendered as text (all columns), sorted: a lake's content, comparable across runs.
 pub fn table_rows(lake: &Path, table: &str) -> Vec<String> {
+    table_rows_except(lake, table, &[])
+}
+
+/// [`table_rows`] without the columns named in `skip`.
+pub fn table_rows_except(lake: &Path, table: &str, skip: &[&str]) -> Vec<String> {
     let mut rows = Vec::new();
     for (_, b) in read_table(lake, table) {
+        let schema = b.schema();
         for i in 0..b.num_rows() {
             let cells: Vec<String> = b
                 .columns()
                 .iter()
-                .map(|c| match c.data_type() {
+                .zip(schema.fields())
+                .filter(|(_, f)| !skip.contains(&f.name().as_str()))
+                .map(|(c, _)| match c.data_type() {
                     // Rendering a named time zone needs chrono-tz; the raw value is as good a fingerprint.
                     arrow::datatypes::DataType::Timestamp(..) if c.is_null(i) => "null".to_string(),
                     arrow::datatypes::DataType::Timestamp(..) => c

@@ -181,6 +181,58 @@ pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// The size and modification time (ms since the Unix epoch) of the file or
+/// object at `path`, or `None` when there is none.
+pub fn stat(path: &Path) -> std::io::Result<Option<(u64, i64)>> {
+    if let Some(r) = remote_of(path) {
+        return remote::stat(&r);
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.len(), modified_ms(&m)))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(at(path, "look up", e)),
+    }
+}
+
+/// A file's modification time, ms since the Unix epoch (0 if the platform has none).
+pub fn modified_ms(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The files directly in the folder (or key prefix) `dir`: names, sizes and
+/// modification times (ms since the Unix epoch). `None` when a local folder
+/// does not exist (a key prefix always exists; it may hold nothing).
+pub fn files(dir: &Path) -> std::io::Result<Option<Vec<(String, u64, i64)>>> {
+    if let Some(r) = remote_of(dir) {
+        return remote::files(&r).map(Some);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(at(dir, "list", e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| at(dir, "list", e))?;
+        let meta = match e.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(at(&e.path(), "read", err)),
+        };
+        out.push((
+            e.file_name().to_string_lossy().to_string(),
+            meta.len(),
+            modified_ms(&meta),
+        ));
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
 /// Whether a file or object is at `path`.
 pub fn exists(path: &Path) -> std::io::Result<bool> {
     match remote_of(path) {

@@ -154,6 +154,41 @@ pub fn get(r: &Remote) -> std::io::Result<Vec<u8>> {
     .map_err(|e| io_error(r, "read", e))
 }
 
+/// The size and last modification (ms since the Unix epoch) of the object
+/// at `r`, or `None` when there is none.
+pub fn stat(r: &Remote) -> std::io::Result<Option<(u64, i64)>> {
+    let store = client(r)?;
+    let k = key(r);
+    match block(async move { store.head(&k).await }) {
+        Ok(meta) => Ok(Some((meta.size, meta.last_modified.timestamp_millis()))),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(io_error(r, "look up", e)),
+    }
+}
+
+/// The objects directly under `r` (as a folder): names, sizes and last
+/// modifications (ms since the Unix epoch).
+pub fn files(r: &Remote) -> std::io::Result<Vec<(String, u64, i64)>> {
+    let store = client(r)?;
+    let prefix = key(r);
+    let p = prefix.clone();
+    let metas = block(async move { store.list_with_delimiter(Some(&p)).await.map(|l| l.objects) })
+        .map_err(|e| io_error(r, "list", e))?;
+    let base = prefix.as_ref();
+    Ok(metas
+        .into_iter()
+        .filter_map(|m| {
+            let full = m.location.as_ref();
+            let name = if base.is_empty() {
+                full
+            } else {
+                full.strip_prefix(base)?.strip_prefix('/')?
+            };
+            Some((name.to_string(), m.size, m.last_modified.timestamp_millis()))
+        })
+        .collect())
+}
+
 /// The size of the object at `r`, or `None` when there is none.
 pub fn head(r: &Remote) -> std::io::Result<Option<u64>> {
     let store = client(r)?;
