@@ -540,12 +540,18 @@ fn flush(b: &mut Batch, lake: &Path, epoch: u64, arrived: i64, source: &str, arr
             raw.append_value(&r.3);
             time.append_option(r.4);
         }
+        // `raw_bytes`: the loop keeps no exact bytes (the engine's are null for UTF-8 lines too).
+        let mut raw_bytes = arrow::array::BinaryBuilder::new();
+        for _ in 0..n {
+            raw_bytes.append_null();
+        }
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(reason.finish()),
             Arc::new(class.finish()),
             Arc::new(detail.finish()),
             Arc::new(raw.finish()),
             Arc::new(time.finish()),
+            Arc::new(raw_bytes.finish()),
         ];
         cols.extend(lineage(rows, &|i| b.rejects[i].5, epoch, arrived, source));
         write_part(
