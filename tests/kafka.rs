@@ -298,6 +298,77 @@ fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
 }
 
 #[test]
+fn a_cluster_of_two_processes_reads_and_writes_kafka_as_two_workers_do() {
+    // The same topic read by two workers in one process and by two processes
+    // of one worker each (timely's cluster mode on loopback): the same
+    // ledger, every clean record once in each scored topic, the same scores.
+    let broker = Broker::start("cluster");
+    let dir = scratch("kafka-cluster");
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "60000",
+            "--seed",
+            "63",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "4",
+        ],
+    );
+    let run = |name: &str, extra: &[&str]| {
+        let topo = topology_named(&dir, name, "tx", &format!("scored-{name}"), name, 10_000);
+        let mut args = vec![
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            &broker.addr,
+        ];
+        let lake = format!("lake-{name}");
+        args.extend(["--lake", lake.as_str()]);
+        args.extend_from_slice(extra);
+        millrace(&dir, &args)
+    };
+    let one = run("threads", &["--workers", "2"]);
+    let cluster = run("processes", &["--workers", "1", "--local-cluster", "2"]);
+    assert!(cluster.contains("2 worker(s) in 2 processes"), "{cluster}");
+    let ledger = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("ledger:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(ledger(&one), ledger(&cluster));
+    let scores = |topic: &str| -> BTreeMap<(String, u64), f64> {
+        let records = consume(&broker.addr, topic, Some(&format!("reader-{topic}")));
+        let keyed: BTreeMap<_, _> = records
+            .iter()
+            .map(|v| (key_of(v), v["score"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(
+            keyed.len(),
+            records.len(),
+            "a record was produced twice to {topic}"
+        );
+        keyed
+    };
+    let (a, b) = (scores("scored-threads"), scores("scored-processes"));
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "two processes scored otherwise than two threads");
+    assert_eq!(
+        scored(&dir.join("lake-threads")),
+        scored(&dir.join("lake-processes"))
+    );
+}
+
+#[test]
 fn a_crash_between_the_kafka_commit_and_the_checkpoint_does_not_duplicate() {
     let broker = Broker::start("crash");
     let dir = scratch("kafka-crash");

@@ -160,6 +160,53 @@ impl Drop for Notifier {
     }
 }
 
+/// The alert channels a topology names (`[alerts.webhook]`, `[alerts.email]`, `[alerts.kafka]`).
+pub struct Channels<'a> {
+    /// `[alerts.webhook]`.
+    pub webhook: Option<&'a crate::connectors::webhook::WebhookSpec>,
+    /// `[alerts.email]`.
+    pub email: Option<&'a crate::connectors::email::EmailSpec>,
+    /// `[alerts.kafka]`.
+    pub kafka: Option<&'a crate::connectors::kafka_alerts::KafkaAlertsSpec>,
+}
+
+/// Starts a thread per configured channel; `kafka_brokers` (the Kafka
+/// source's) serve `[alerts.kafka]` when it names none. Each channel was
+/// built once when the topology was checked; building it again cannot fail
+/// unless its environment changed in between (a CA file removed): that
+/// raises a fault with the reason instead of a panic.
+pub fn start_channels(
+    channels: Channels<'_>,
+    kafka_brokers: Option<&str>,
+    fault: &crate::core::fault::Fault,
+) -> Vec<Notifier> {
+    let mut out = Vec::new();
+    if let Some(spec) = channels.webhook {
+        match crate::connectors::webhook::Webhook::new(spec.clone()) {
+            Ok(channel) => out.push(Notifier::start(channel)),
+            Err(e) => fault.raise(format!("alerts.webhook: {e}")),
+        }
+    }
+    if let Some(spec) = channels.email {
+        match crate::connectors::email::Email::new(spec.clone()) {
+            Ok(channel) => out.push(Notifier::start(channel)),
+            Err(e) => fault.raise(format!("alerts.email: {e}")),
+        }
+    }
+    if let Some(spec) = channels.kafka {
+        match spec.brokers.as_deref().or(kafka_brokers) {
+            Some(brokers) => match crate::connectors::kafka_alerts::KafkaAlerts::new(spec, brokers)
+            {
+                Ok(channel) => out.push(Notifier::start(channel)),
+                Err(e) => fault.raise(format!("alerts.kafka: {e}")),
+            },
+            None => fault
+                .raise("alerts.kafka: no `brokers` and no Kafka source to take them from".into()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod rate_tests {
     use super::*;

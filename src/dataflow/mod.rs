@@ -424,8 +424,12 @@ fn coordinator(plan: &Compiled, ctx: Context, worker: usize, snapshot: bool) -> 
         )
     });
     let notifiers = match worker {
-        0 => notifiers(
-            t,
+        0 => crate::connectors::notify::start_channels(
+            crate::connectors::notify::Channels {
+                webhook: t.alerts.webhook.as_ref(),
+                email: t.alerts.email.as_ref(),
+                kafka: t.alerts.kafka.as_ref(),
+            },
             plan.source.kafka().map(|k| k.brokers.as_str()),
             &ctx.fault,
         ),
@@ -484,43 +488,6 @@ fn registry_ctx(plan: &Compiled) -> crate::dataflow::coordinator::ledger::Regist
         fingerprint: t.state_fingerprint(),
         keep_versions: t.model.keep_versions.unwrap_or(10),
     }
-}
-
-/// The alert channels of a topology (checked when it was loaded).
-fn notifiers(
-    t: &crate::topology::Topology,
-    kafka_brokers: Option<&str>,
-    fault: &Fault,
-) -> Vec<crate::connectors::notify::Notifier> {
-    use crate::connectors::notify::Notifier;
-    let mut out = Vec::new();
-    // Each channel was built once when the topology was checked; building it
-    // again cannot fail unless its environment changed in between (a CA file
-    // removed): that stops the run with the reason instead of a panic.
-    if let Some(spec) = &t.alerts.webhook {
-        match crate::connectors::webhook::Webhook::new(spec.clone()) {
-            Ok(channel) => out.push(Notifier::start(channel)),
-            Err(e) => fault.raise(format!("alerts.webhook: {e}")),
-        }
-    }
-    if let Some(spec) = &t.alerts.email {
-        match crate::connectors::email::Email::new(spec.clone()) {
-            Ok(channel) => out.push(Notifier::start(channel)),
-            Err(e) => fault.raise(format!("alerts.email: {e}")),
-        }
-    }
-    if let Some(spec) = &t.alerts.kafka {
-        match spec.brokers.as_deref().or(kafka_brokers) {
-            Some(brokers) => match crate::connectors::kafka_alerts::KafkaAlerts::new(spec, brokers)
-            {
-                Ok(channel) => out.push(Notifier::start(channel)),
-                Err(e) => fault.raise(format!("alerts.kafka: {e}")),
-            },
-            None => fault
-                .raise("alerts.kafka: no `brokers` and no Kafka source to take them from".into()),
-        }
-    }
-    out
 }
 
 /// A readable description of the dataflow `plan` builds (what `millrace validate` prints).
