@@ -166,43 +166,17 @@ pub fn stat(r: &Remote) -> std::io::Result<Option<(u64, i64)>> {
     }
 }
 
-/// The objects directly under `r` (as a folder): names, sizes and last
-/// modifications (ms since the Unix epoch).
-pub fn files(r: &Remote) -> std::io::Result<Vec<(String, u64, i64)>> {
-    let store = client(r)?;
-    let prefix = key(r);
-    let p = prefix.clone();
-    let metas = block(async move { store.list_with_delimiter(Some(&p)).await.map(|l| l.objects) })
-        .map_err(|e| io_error(r, "list", e))?;
-    let base = prefix.as_ref();
-    Ok(metas
-        .into_iter()
-        .filter_map(|m| {
-            let full = m.location.as_ref();
-            let name = if base.is_empty() {
-                full
-            } else {
-                full.strip_prefix(base)?.strip_prefix('/')?
-            };
-            Some((name.to_string(), m.size, m.last_modified.timestamp_millis()))
-        })
-        .collect())
-}
-
 /// The size of the object at `r`, or `None` when there is none.
 pub fn head(r: &Remote) -> std::io::Result<Option<u64>> {
-    let store = client(r)?;
-    let k = key(r);
-    match block(async move { store.head(&k).await }) {
-        Ok(meta) => Ok(Some(meta.size)),
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(io_error(r, "look up", e)),
-    }
+    Ok(stat(r)?.map(|(size, _)| size))
 }
 
-/// Objects under `r` (as a folder): their keys relative to it and their
-/// sizes; all of them, or only those directly in it.
-pub fn list(r: &Remote, recursive: bool) -> std::io::Result<Vec<(String, u64)>> {
+/// Objects under `r` (as a folder), with their keys relative to it; all of
+/// them, or only those directly in it.
+fn objects(
+    r: &Remote,
+    recursive: bool,
+) -> std::io::Result<Vec<(String, object_store::ObjectMeta)>> {
     let store = client(r)?;
     let prefix = key(r);
     let p = prefix.clone();
@@ -229,8 +203,26 @@ pub fn list(r: &Remote, recursive: bool) -> std::io::Result<Vec<(String, u64)>> 
             } else {
                 full.strip_prefix(base)?.strip_prefix('/')?
             };
-            Some((rel.to_string(), m.size))
+            Some((rel.to_string(), m))
         })
+        .collect())
+}
+
+/// The objects directly under `r` (as a folder): names, sizes and last
+/// modifications (ms since the Unix epoch).
+pub fn files(r: &Remote) -> std::io::Result<Vec<(String, u64, i64)>> {
+    Ok(objects(r, false)?
+        .into_iter()
+        .map(|(name, m)| (name, m.size, m.last_modified.timestamp_millis()))
+        .collect())
+}
+
+/// Objects under `r` (as a folder): their keys relative to it and their
+/// sizes; all of them, or only those directly in it.
+pub fn list(r: &Remote, recursive: bool) -> std::io::Result<Vec<(String, u64)>> {
+    Ok(objects(r, recursive)?
+        .into_iter()
+        .map(|(name, m)| (name, m.size))
         .collect())
 }
 
