@@ -100,20 +100,13 @@ pub struct ReportData {
     pub alerts: Vec<AlertRow>,
 }
 
-/// The visible Parquet parts under `dir` (a folder or an object-store prefix).
+/// The Parquet files of the table at `dir` (a folder or an object-store
+/// prefix) that hold its rows, each once (compactions honoured).
 fn files(dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
-    let listed = crate::core::storage::list(dir, true).map_err(|error| ReportError::Io {
+    crate::connectors::compaction::live_parts(dir).map_err(|error| ReportError::Io {
         file: dir.to_path_buf(),
         error,
-    })?;
-    Ok(listed
-        .into_iter()
-        .filter(|(rel, _)| {
-            let name = rel.rsplit('/').next().unwrap_or(rel);
-            !name.starts_with('.') && name.ends_with(".parquet")
-        })
-        .map(|(rel, _)| dir.join(rel))
-        .collect())
+    })
 }
 
 /// A lake the report cannot be made from, or a page it cannot write.

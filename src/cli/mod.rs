@@ -8,6 +8,7 @@
 
 mod client;
 mod gen;
+mod lake;
 mod local_cluster;
 mod models;
 mod run;
@@ -83,6 +84,11 @@ enum Command {
     },
     /// Write the synthetic transaction stream (with known faults) and its ground truth.
     Gen(gen::GenArgs),
+    /// Compact a lake's small parts into few large files (atomically for its readers).
+    Compact(lake::CompactArgs),
+    /// Print the Parquet files that hold a lake table's rows, each row once
+    /// (for readers given a file list, such as DuckDB's `read_parquet([...])`).
+    Files(lake::FilesArgs),
     /// The model registry of a lake: published versions and the champion.
     Models {
         #[command(subcommand)]
@@ -110,6 +116,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run::run(args),
         Command::Gen(args) => gen::run(args),
+        Command::Compact(args) => lake::compact(args),
+        Command::Files(args) => lake::files(args),
         Command::Models { action } => models::run(action),
         Command::Report { lake, out, title } => {
             let lake = lake_arg(&lake)?;

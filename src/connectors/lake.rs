@@ -62,6 +62,9 @@ pub struct LakeSpec {
     /// How event time splits a table into Hive partitions.
     #[serde(default)]
     pub partition: Partitioning,
+    /// `[lake.compaction]`: compact small parts in the background of a run.
+    #[serde(default)]
+    pub compaction: Option<super::compaction::CompactionSpec>,
 }
 
 /// How a lake table is split into Hive partitions by event time (UTC).

@@ -20,6 +20,7 @@
 //!   coordinator, not by the dataflow.
 
 pub mod alerts;
+pub mod compaction;
 pub mod csv;
 pub mod email;
 pub mod kafka;

@@ -20,6 +20,7 @@ use millrace_operators::learn::eval::EvalMetrics;
 use millrace_operators::LedgerCounts;
 use tracing::warn;
 
+use crate::connectors::compaction;
 use crate::connectors::lake::SinkId;
 use crate::connectors::landing::FileFact;
 use crate::core::fault::Fault;
@@ -274,6 +275,16 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         taps: opts.taps.clone(),
         promote: opts.promote.clone(),
     };
+    // Compaction runs beside the dataflow, on the coordinator's process only
+    // (its passes commit through create-only records, see `compaction`).
+    let compaction = match (&plan.topology.lake.compaction, process) {
+        (Some(spec), 0) => Some(compaction::Background::start(
+            &lake,
+            &plan.topology.lake.tables,
+            spec,
+        )),
+        _ => None,
+    };
     let started = Instant::now();
     let guards = timely::execute(timely_config(opts), move |worker| shared.work(worker))
         .map_err(RunError::Startup)?;
@@ -290,6 +301,15 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         let _ = t.join();
     }
     let totals = coordinator_totals(joined, &fault, process, processes)?;
+    if let Some(c) = compaction {
+        // A `--once` run has made its last commit: every partition is closed.
+        let done = c
+            .finish(opts.once)
+            .map_err(|e| RunError::External(format!("cannot compact {}: {e}", lake.display())))?;
+        if done.partitions > 0 {
+            tracing::info!(lake = %lake.display(), %done, "Compacted the lake.");
+        }
+    }
     if process == 0 {
         running::release(&lake);
     }

@@ -48,6 +48,20 @@ impl Topology {
         if self.lake.tables.is_empty() {
             return Err(err("lake.tables", "expected at least one table"));
         }
+        if let Some(c) = &self.lake.compaction {
+            if !(c.target_file_mb > 0.0 && c.target_file_mb.is_finite()) {
+                return Err(err(
+                    "lake.compaction.target_file_mb",
+                    "expected a size in MiB > 0",
+                ));
+            }
+            if c.interval_ms == 0 {
+                return Err(err(
+                    "lake.compaction.interval_ms",
+                    "expected an interval > 0",
+                ));
+            }
+        }
         self.check_locations()?;
         let schema = Arc::new(Schema::new(&self.schema)?);
         self.check_learners(&schema)?;

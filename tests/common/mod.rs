@@ -120,26 +120,10 @@ pub fn gen(dir: &Path, name: &str, rows: u64, seed: u64, extra: &[&str]) -> serd
     serde_json::from_str(&std::fs::read_to_string(dir.join(truth)).unwrap()).unwrap()
 }
 
-/// Every committed Parquet file of a table (hidden and temporary files excluded).
+/// The Parquet files that hold a table's rows, each row once: what a reader
+/// reads (hidden, temporary and compacted-away files excluded).
 pub fn table_files(lake: &Path, table: &str) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![lake.join(table)];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !name.starts_with('.') && name.ends_with(".parquet") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    files
+    millrace::connectors::compaction::live_parts(&lake.join(table)).unwrap()
 }
 
 /// Every file under the lake whose name marks it as temporary.

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::connectors::compaction::is_compacted as compacted;
 use crate::connectors::landing::{FileFact, FilePos};
 use crate::core::storage;
 use crate::dataflow::coordinator::manifest;
@@ -233,7 +234,9 @@ pub fn read(lake: &Path, path: &Path) -> Result<Checkpoint, CheckpointError> {
     // be rolled forward: recovery falls back to an older one and replays.
     for (pending, visible) in &ckpt.parts {
         let there = |rel: &str| storage::exists(&lake.join(rel)).map_err(E::Read);
-        if !there(pending)? && !there(visible)? {
+        // A compaction may have replaced a published part (its rows are in
+        // the compacted file) and a later pass deleted it.
+        if !there(pending)? && !there(visible)? && !compacted(lake, visible).map_err(E::Read)? {
             return Err(E::PartMissing(visible.clone()));
         }
     }
@@ -384,7 +387,15 @@ pub fn has_committed_data(lake: &Path) -> std::io::Result<bool> {
 /// temporary files, and trims the landing manifest. Returns the files removed.
 pub fn recover(lake: &Path, ckpt: Option<&Checkpoint>) -> std::io::Result<usize> {
     if let Some(c) = ckpt {
-        publish(lake, &c.parts)?;
+        let mut parts = Vec::with_capacity(c.parts.len());
+        for (pending, visible) in &c.parts {
+            let gone = |rel: &str| storage::exists(&lake.join(rel)).map(|there| !there);
+            // Published, then replaced by a compaction and deleted: nothing to finish.
+            if !(gone(pending)? && gone(visible)? && compacted(lake, visible)?) {
+                parts.push((pending.clone(), visible.clone()));
+            }
+        }
+        publish(lake, &parts)?;
     }
     let keep_until = ckpt.map(|c| c.epoch);
     let later = |ep: Epoch| keep_until.is_none_or(|k| ep > k);
