@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart written to a local lake, to Azurite and to moto's S3 server,
-# in one run: wall time, records/s and commits (epochs) per second of each.
+# in one run: wall time, records/s and commits (epochs) per second of each;
+# then `millrace compact` of each lake: parts before and files after, and
+# its wall time.
 #
 #   benches/object_store.sh [ROWS]        # default 1000000
 #
@@ -39,4 +41,14 @@ for lake in "$work/local" az://lake/bench s3://lake/bench; do
   epochs="$(printf '%s\n' "$out" | sed -n 's/^run: .* \([0-9][0-9]*\) epoch(s).*/\1/p')"
   awk -v l="${lake#$work/}" -v s="$start" -v e="$end" -v r="$rows" -v n="$epochs" \
     'BEGIN { t = e - s; printf "%-22s %9.2f %12.0f %10d %9.1f\n", l, t, r / t, n, n / t }'
+done
+printf '\n%-22s %9s %12s %9s\n' lake parts files seconds
+for lake in "$work/local" az://lake/bench s3://lake/bench; do
+  start=$(date +%s.%N)
+  # "LAKE: N partitions compacted: P files → F (R rows); D replaced files deleted"
+  out="$("$bin" compact "$lake" --grace-ms 0 2>>"$work/runs.log")"
+  end=$(date +%s.%N)
+  parts="$(printf '%s\n' "$out" | sed -n 's/.*compacted: \([0-9]*\) files → \([0-9]*\) .*/\1 \2/p')"
+  awk -v l="${lake#$work/}" -v s="$start" -v e="$end" -v p="$parts" \
+    'BEGIN { split(p, f, " "); printf "%-22s %9d %12d %9.2f\n", l, f[1], f[2], e - s }'
 done

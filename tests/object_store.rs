@@ -12,7 +12,10 @@
 //! - an unsupported scheme, a missing bucket and wrong credentials are clear
 //!   errors;
 //! - a landing folder that is a container or bucket prefix: each object is
-//!   read once, across restarts, and gives the lake a local folder gives.
+//!   read once, across restarts, and gives the lake a local folder gives;
+//! - compaction swaps a partition's parts for one file at its commit record
+//!   (a reader counts every row once before and after it), and a run resumes
+//!   on the compacted lake.
 //!
 //! Without node (Azurite) or python3 (moto) the tests say so and skip, unless
 //! `MILLRACE_REQUIRE_EMULATORS=1` (set by `.ci/test`), when that is a failure.
@@ -408,5 +411,82 @@ fn landing_from_a_container_reads_each_object_once_across_restarts() {
             !manifest.contains("tx-d") && !manifest.contains("notes"),
             "{manifest}"
         );
+    }
+}
+
+/// `millrace files LAKE TABLE --rows`: the total it prints.
+fn files_total(dir: &Path, lake: &str, table: &str) -> u64 {
+    let out = millrace(dir, &["files", lake, table, "--rows"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("total\t"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
+#[test]
+fn compaction_on_object_stores_swaps_parts_in_atomically_and_runs_resume_after_it() {
+    let dir = input("objstore-compact");
+    let local = dir.join("local");
+    let expected = rows(&local, "scored") as u64;
+    for lake in lakes("compact") {
+        run_once(&dir, &quickstart(), &lake, &[]);
+        // Held before and after its first commit record: a reader counts every row once.
+        let (before, after) = (dir.join("gate-before"), dir.join("gate-after"));
+        let _ = (std::fs::remove_file(&before), std::fs::remove_file(&after));
+        let _ = std::fs::remove_file(before.with_extension("reached"));
+        let _ = std::fs::remove_file(after.with_extension("reached"));
+        let mut compactor = Command::new(env!("CARGO_BIN_EXE_millrace"))
+            .args(["compact", &lake, "--grace-ms", "0"])
+            .env(
+                "FAILPOINTS",
+                format!(
+                    "compaction_hold_before_record=return({});compaction_hold_after_record=return({})",
+                    before.display(),
+                    after.display()
+                ),
+            )
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for gate in [&before, &after] {
+            held(&mut compactor, gate);
+            assert_eq!(files_total(&dir, &lake, "scored"), expected, "{lake}");
+            std::fs::write(gate, "").unwrap();
+        }
+        let out = compactor.wait_with_output().unwrap();
+        assert!(out.status.success(), "{lake}: {}", text(&out));
+        assert_eq!(files_total(&dir, &lake, "scored"), expected, "{lake}");
+        let copy = dir.join(lake.replace("://", "-").replace('/', "-"));
+        download(&lake, &copy);
+        assert_same_lake(&local, &copy, &format!("{lake}, compacted"));
+        for table in ["clean", "scored", "rejected", "metrics"] {
+            let mut per_partition = std::collections::BTreeMap::new();
+            for f in table_files(&copy, table) {
+                *per_partition
+                    .entry(f.parent().unwrap().to_path_buf())
+                    .or_insert(0) += 1;
+            }
+            assert!(
+                per_partition.values().all(|n| *n == 1),
+                "{lake}: {table}: {per_partition:?}"
+            );
+            // Grace 0: the replaced parts are gone from the store.
+            let parquet = millrace::core::storage::list(&PathBuf::from(&lake).join(table), true)
+                .unwrap()
+                .into_iter()
+                .filter(|(rel, _)| rel.ends_with(".parquet"))
+                .count();
+            assert_eq!(parquet, per_partition.len(), "{lake}: {table}");
+        }
+        // A run on the compacted lake resumes from its checkpoint, whose parts
+        // were compacted away, and changes nothing.
+        let again = run_once(&dir, &quickstart(), &lake, &[]);
+        assert!(
+            again.contains("resumed from the checkpoint of epoch"),
+            "{again}"
+        );
+        assert_eq!(files_total(&dir, &lake, "scored"), expected, "{lake}");
     }
 }

@@ -64,7 +64,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::lake::{write_part, Compression, Table};
+use super::lake::{write_batches, Compression, Table};
 use crate::core::storage;
 
 /// The folder of a partition that holds its compactions' records.
@@ -644,12 +644,10 @@ fn write_run(
         replaced.push(file.clone());
         expected += rows;
     }
-    let Some(schema) = schema.filter(|_| replaced.len() > 1) else {
+    if schema.is_none() || replaced.len() < 2 || batches.is_empty() {
         return Ok(None);
-    };
-    let merged = arrow::compute::concat_batches(&schema, &batches)
-        .map_err(|e| CompactError::Io(std::io::Error::other(e)))?;
-    let rows = merged.num_rows() as u64;
+    }
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if rows != expected {
         return Err(CompactError::Rows {
             dir: p.dir.clone(),
@@ -657,7 +655,7 @@ fn write_run(
             expected,
         });
     }
-    let bytes = write_part(&p.dir, name, &merged, compression)?;
+    let bytes = write_batches(&p.dir, name, &batches, compression)?;
     Ok(Some((
         Added {
             name: name.to_string(),

@@ -502,6 +502,18 @@ pub fn write_part(
     batch: &RecordBatch,
     compression: Compression,
 ) -> std::io::Result<u64> {
+    write_batches(dir, name, std::slice::from_ref(batch), compression)
+}
+
+/// [`write_part`] of several batches of one schema (the first decides which
+/// columns are dictionary-encoded); there must be at least one.
+pub fn write_batches(
+    dir: &Path,
+    name: &str,
+    batches: &[RecordBatch],
+    compression: Compression,
+) -> std::io::Result<u64> {
+    let batch = &batches[0];
     let codec = match compression {
         Compression::Snappy => parquet::basic::Compression::SNAPPY,
         Compression::None => parquet::basic::Compression::UNCOMPRESSED,
@@ -537,7 +549,9 @@ pub fn write_part(
         |file| {
             let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
                 .map_err(std::io::Error::other)?;
-            writer.write(batch).map_err(std::io::Error::other)?;
+            for batch in batches {
+                writer.write(batch).map_err(std::io::Error::other)?;
+            }
             writer.close().map(|_| ()).map_err(std::io::Error::other)
         },
     )?;
