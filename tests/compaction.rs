@@ -177,22 +177,6 @@ fn a_once_run_with_compaction_configured_compacts_at_its_end_to_the_target_size(
     }
 }
 
-/// Waits until the process held at `gate` announces it (or fails if it exits first).
-fn held(child: &mut std::process::Child, gate: &Path) {
-    let reached = gate.with_extension("reached");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !reached.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the compactor exited ({status}) before its wait point");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the compactor never reached its wait point"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Waits until the reader has finished `n` more reads.
 fn reads_past(reads: &AtomicUsize, n: usize) {
     let goal = reads.load(Ordering::SeqCst) + n;

@@ -214,22 +214,6 @@ fn a_run_killed_around_the_commit_resumes_exactly_once() {
     }
 }
 
-/// Waits until the job held at `gate` announces `gate.reached`, or fails if it exits first.
-fn held(child: &mut std::process::Child, gate: &Path) {
-    let reached = gate.with_extension("reached");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !reached.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the job exited ({status}) before reaching its wait point");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job never reached its wait point"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_second_job_racing_a_commit_loses_cleanly() {
     let dir = input("objstore-race");

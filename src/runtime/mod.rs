@@ -275,16 +275,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         taps: opts.taps.clone(),
         promote: opts.promote.clone(),
     };
-    // Compaction runs beside the dataflow, on the coordinator's process only
-    // (its passes commit through create-only records, see `compaction`).
-    let compaction = match (&plan.topology.lake.compaction, process) {
-        (Some(spec), 0) => Some(compaction::Background::start(
-            &lake,
-            &plan.topology.lake.tables,
-            spec,
-        )),
-        _ => None,
-    };
+    let compaction = start_compaction(&plan, process);
     let started = Instant::now();
     let guards = timely::execute(timely_config(opts), move |worker| shared.work(worker))
         .map_err(RunError::Startup)?;
@@ -301,15 +292,7 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         let _ = t.join();
     }
     let totals = coordinator_totals(joined, &fault, process, processes)?;
-    if let Some(c) = compaction {
-        // A `--once` run has made its last commit: every partition is closed.
-        let done = c
-            .finish(opts.once)
-            .map_err(|e| RunError::External(format!("cannot compact {}: {e}", lake.display())))?;
-        if done.partitions > 0 {
-            tracing::info!(lake = %lake.display(), %done, "Compacted the lake.");
-        }
-    }
+    finish_compaction(compaction, &lake, opts.once)?;
     if process == 0 {
         running::release(&lake);
     }
@@ -321,6 +304,40 @@ pub fn run(plan: Arc<Compiled>, opts: &RunOptions) -> Result<RunSummary, RunErro
         started.elapsed(),
         resumed_from,
     ))
+}
+
+/// Compaction beside the dataflow (with `[lake.compaction]`), on the
+/// coordinator's process only: its passes commit through create-only
+/// records (see `connectors::compaction`).
+fn start_compaction(plan: &Compiled, process: usize) -> Option<compaction::Background> {
+    let lake = &plan.topology.lake;
+    match (&lake.compaction, process) {
+        (Some(spec), 0) => Some(compaction::Background::start(
+            &lake.path,
+            &lake.tables,
+            spec,
+        )),
+        _ => None,
+    }
+}
+
+/// Stops the background compaction; a `--once` run has made its last
+/// commit, so every partition is closed and is compacted now.
+fn finish_compaction(
+    compaction: Option<compaction::Background>,
+    lake: &std::path::Path,
+    once: bool,
+) -> Result<(), RunError> {
+    let Some(c) = compaction else {
+        return Ok(());
+    };
+    let done = c
+        .finish(once)
+        .map_err(|e| RunError::External(format!("cannot compact {}: {e}", lake.display())))?;
+    if done.partitions > 0 {
+        tracing::info!(lake = %lake.display(), %done, "Compacted the lake.");
+    }
+    Ok(())
 }
 
 /// What every worker thread starts from: the plan and what was prepared for

@@ -646,3 +646,20 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// Waits until the process held at `gate` (a `wait_point!` given
+/// `return(GATE)`) announces `GATE.reached`, or fails if it exits first.
+pub fn held(child: &mut std::process::Child, gate: &Path) {
+    let reached = gate.with_extension("reached");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !reached.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the process exited ({status}) before reaching its wait point");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process never reached its wait point"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
