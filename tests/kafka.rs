@@ -1276,3 +1276,143 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     assert_eq!((n as u64, topic.len() as u64), (clean, clean), "{out}");
     assert_eq!(rows(&dir.join("lake"), "scored") as u64, clean);
 }
+
+#[test]
+fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exactly_once() {
+    let port: u16 = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+    let broker = Broker::start_sasl("sasl", port, &["alice:alice-test-secret"]);
+    let sasl = format!("127.0.0.1:{port}");
+    let dir = scratch("kafka-sasl");
+    let truth_path = dir.join("truth.json");
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "4000",
+            "--seed",
+            "71",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "2",
+            "--truth",
+            truth_path.to_str().unwrap(),
+        ],
+    );
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let clean = truth_u64(&truth, "rows_emitted")
+        - truth_u64(&truth, "malformed")
+        - truth_u64(&truth, "invalid")
+        - truth_u64(&truth, "duplicates");
+    broker.create_topic("scored", 2, &[]);
+    let topo = topology(&dir, "tx", "scored");
+    let run = |lake: &str, password: &str| {
+        millrace_env_raw(
+            &dir,
+            &[
+                "run",
+                topo.to_str().unwrap(),
+                "--once",
+                "--brokers",
+                &sasl,
+                "--lake",
+                lake,
+            ],
+            &[
+                ("MILLRACE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                ("MILLRACE_KAFKA_SASL_MECHANISM", "PLAIN"),
+                ("MILLRACE_KAFKA_SASL_USERNAME", "alice"),
+                ("MILLRACE_KAFKA_SASL_PASSWORD", password),
+            ],
+        )
+    };
+    let failed = |out: &std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // A wrong password: the broker's reason, not a transport failure, and never the password.
+    let err = failed(&run("lake-a", "not-the-password"));
+    assert!(
+        err.contains(&format!("Kafka at {sasl} refused the login"))
+            && err.contains("Invalid username or password")
+            && !err.contains("not-the-password"),
+        "{err}"
+    );
+    // Logged in, but no ACL lets alice read the topic.
+    let err = failed(&run("lake-b", "alice-test-secret"));
+    assert!(
+        err.contains(&format!("not authorised to read topic `tx` at {sasl}")),
+        "{err}"
+    );
+    // She may read it and commit the group's offsets, but not write the scored topic.
+    broker.allow(&[
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--operation",
+        "Describe",
+        "--topic",
+        "tx",
+        "--group",
+        "millrace-fraud",
+    ]);
+    let err = failed(&run("lake-c", "alice-test-secret"));
+    assert!(
+        err.contains(&format!(
+            "not authorised to write to topic `scored` at {sasl}"
+        )),
+        "{err}"
+    );
+    // Write on the output topics (scored, its marker topic, alerts) and on her
+    // transactional ids: the run goes through, every clean record once.
+    broker.allow(&[
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--operation",
+        "Create",
+        "--resource-pattern-type",
+        "prefixed",
+        "--topic",
+        "scored",
+        "--topic",
+        "alerts",
+    ]);
+    broker.allow(&[
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--resource-pattern-type",
+        "prefixed",
+        "--transactional-id",
+        "millrace-",
+    ]);
+    let out = run("lake-d", "alice-test-secret");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("alice-test-secret"),
+        "the password was printed"
+    );
+    let scored = consume(&broker.addr, "scored", None);
+    let keys: BTreeSet<(String, u64)> = scored.iter().map(key_of).collect();
+    assert_eq!(scored.len() as u64, clean, "{text}");
+    assert_eq!(keys.len(), scored.len(), "a record was produced twice");
+}

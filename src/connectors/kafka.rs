@@ -236,6 +236,14 @@ pub enum KafkaSourceError {
         /// `brokers`.
         brokers: String,
     },
+    /// The brokers refused the login (SASL credentials).
+    #[error("Kafka at {brokers} refused the login (MILLRACE_KAFKA_SASL_USERNAME / MILLRACE_KAFKA_SASL_PASSWORD, mechanism MILLRACE_KAFKA_SASL_MECHANISM): {reason}")]
+    Login {
+        /// `brokers`.
+        brokers: String,
+        /// What the brokers said.
+        reason: String,
+    },
     /// The principal may not read the topic.
     #[error("not authorised to read topic `{topic}` at {brokers} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)")]
     NotAuthorised {
@@ -284,10 +292,27 @@ pub fn plan(
     workers: usize,
     checkpointed: &BTreeMap<String, i64>,
 ) -> Result<Vec<Vec<Assigned>>, KafkaSourceError> {
-    let consumer: BaseConsumer = committer(spec)?;
+    // The first calls to the brokers: a refused login shows here, and only
+    // in the client's error callback (the call itself fails as a transport
+    // failure), so the callback's reason is kept for the error.
+    let consumer: BaseConsumer<LoginWatch> = consumer_config(spec)
+        .create_with_context(LoginWatch::default())
+        .map_err(|error| KafkaSourceError::Client {
+            brokers: spec.brokers.clone(),
+            error,
+        })?;
     let mut partitions = Vec::new();
     for topic in &spec.topics {
-        for p in topic_partitions(&consumer, spec, topic)? {
+        let listed = topic_partitions(&consumer, spec, topic).map_err(|e| match e {
+            KafkaSourceError::Unreachable { brokers, .. } if refused_login(&consumer) => {
+                KafkaSourceError::Login {
+                    brokers,
+                    reason: consumer.context().refused().unwrap_or_default(),
+                }
+            }
+            e => e,
+        })?;
+        for p in listed {
             partitions.push((topic.clone(), p));
         }
     }
@@ -325,9 +350,51 @@ pub fn plan(
     Ok(out)
 }
 
+/// A client context that keeps the reason of a refused login (librdkafka
+/// reports it only to the error callback) and logs every error as the
+/// default context does.
+#[derive(Default)]
+pub struct LoginWatch(std::sync::Mutex<Option<String>>);
+
+impl LoginWatch {
+    /// Why the brokers refused the login, if they did.
+    pub fn refused(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl rdkafka::ClientContext for LoginWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::error::RDKafkaErrorCode as Code;
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(Code::Authentication | Code::SaslAuthenticationFailed)
+        ) {
+            if let Ok(mut r) = self.0.lock() {
+                r.get_or_insert_with(|| reason.to_string());
+            }
+        }
+        tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LoginWatch {}
+
+/// Whether the brokers refused `consumer`'s login: its error events are
+/// served (a poll) and looked at.
+fn refused_login(consumer: &BaseConsumer<LoginWatch>) -> bool {
+    for _ in 0..5 {
+        if consumer.context().refused().is_some() {
+            return true;
+        }
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    consumer.context().refused().is_some()
+}
+
 /// The partitions of `topic`, from the brokers' metadata.
-fn topic_partitions(
-    consumer: &BaseConsumer,
+fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     spec: &KafkaSourceSpec,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaSourceError> {

@@ -166,6 +166,16 @@ pub enum KafkaSinkError {
         /// librdkafka's error.
         error: KafkaError,
     },
+    /// The principal may not write (or see, or create) a topic.
+    #[error("not authorised to {doing} topic `{topic}` at {brokers} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)")]
+    NotAuthorised {
+        /// What was refused (`write to`, `create`).
+        doing: &'static str,
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
     /// The broker refused to create a topic.
     #[error("cannot create topic `{topic}`: {code:?}")]
     Create {
@@ -345,12 +355,17 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
     let md = probe
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(unreachable(brokers, format!("look up `{topic}`")))?;
-    if md
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-    {
-        return Ok(());
+    let refused = |doing| KafkaSinkError::NotAuthorised {
+        doing,
+        topic: topic.to_string(),
+        brokers: brokers.to_string(),
+    };
+    if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+        match t.error().map(RDKafkaErrorCode::from) {
+            None if !t.partitions().is_empty() => return Ok(()),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => return Err(refused("write to")),
+            _ => {}
+        }
     }
     let admin: AdminClient<DefaultClientContext> = create(
         &client_config(brokers, &BTreeMap::new()),
@@ -365,6 +380,13 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
     .map_err(unreachable(brokers, format!("create `{topic}`")))?;
     for r in created {
         if let Err((_, code)) = r {
+            if matches!(
+                code,
+                RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            ) {
+                return Err(refused("create"));
+            }
             if code != RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(KafkaSinkError::Create {
                     topic: topic.to_string(),

@@ -48,9 +48,31 @@ impl Broker {
         Broker::start_in(&dir)
     }
 
+    /// Starts a fresh broker named `name` with a second listener at
+    /// `127.0.0.1:sasl_port` taking SASL/PLAIN logins of `users`
+    /// (`NAME:PASSWORD`) and ACLs enforced there ([`Broker::allow`]); `addr`
+    /// stays the plaintext listener, whose clients are super users.
+    pub fn start_sasl(name: &str, sasl_port: u16, users: &[&str]) -> Broker {
+        let dir =
+            std::env::temp_dir().join(format!("millrace-kafka-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let port = sasl_port.to_string();
+        let mut extra = vec!["--sasl-port", port.as_str()];
+        for u in users {
+            extra.extend(["--sasl-user", u]);
+        }
+        Broker::start_with(&dir, &extra)
+    }
+
     /// Starts a broker in `dir` (a new folder is formatted; an old one keeps its data and port).
     pub fn start_in(dir: &Path) -> Broker {
-        let addr = broker(&["start", "--dir", dir.to_str().unwrap()]).unwrap_or_else(|e| {
+        Broker::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Broker {
+        let mut args = vec!["start", "--dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let addr = broker(&args).unwrap_or_else(|e| {
             panic!("cannot start Apache Kafka (run the suite with .ci/test, which installs Java, Maven and the broker): {e}")
         });
         assert!(
@@ -116,6 +138,20 @@ impl Broker {
             key_value,
         ])
         .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Adds an ACL (Kafka's own AclCommand): `args` after `--add`, e.g.
+    /// `["--allow-principal", "User:alice", "--operation", "Read", "--topic", "tx"]`.
+    pub fn allow(&self, args: &[&str]) {
+        let mut all = vec![
+            "run",
+            "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server",
+            &self.addr,
+            "--add",
+        ];
+        all.extend_from_slice(args);
+        broker(&all).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The broker's log so far (for failure messages).
