@@ -1416,3 +1416,106 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
     assert_eq!(scored.len() as u64, clean, "{text}");
     assert_eq!(keys.len(), scored.len(), "a record was produced twice");
 }
+
+#[test]
+fn another_member_joining_the_group_mid_run_changes_nothing() {
+    let broker = Broker::start("rebalance");
+    let dir = scratch("kafka-rebalance");
+    let truth_path = dir.join("truth.json");
+    millrace(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "20000",
+            "--seed",
+            "73",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "tx",
+            "--partitions",
+            "5",
+            "--truth",
+            truth_path.to_str().unwrap(),
+        ],
+    );
+    // The reference: a group of its own, nobody else in it.
+    let alone = topology_named(&dir, "alone", "tx", "scored-alone", "alone", 1_000);
+    let brokers = broker.addr.clone();
+    let args = |topo: &Path, lake: &str| -> Vec<String> {
+        [
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--workers",
+            "2",
+            "--brokers",
+            &brokers,
+            "--lake",
+            lake,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let a = args(&alone, "lake-alone");
+    millrace(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (reference, n) = scored_topic(&broker.addr, "scored-alone");
+    assert_eq!(reference.len(), n);
+    // The same job in group `shared`, held after its second commit while a
+    // consumer subscribes to the topic in that group (a rebalance gives it
+    // every partition) and commits offsets of its own; then it goes on.
+    let shared = topology_named(&dir, "shared", "tx", "scored-shared", "shared", 1_000);
+    let gate = dir.join("gate");
+    let s = args(&shared, "lake-shared");
+    let mut job = spawn_run(
+        &dir,
+        &s.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(&format!("after_commit=1*off->return({})", gate.display())),
+        0,
+    );
+    held(&mut job, &gate);
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "shared")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    member.subscribe(&["tx"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while member.assignment().unwrap().count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the other member got no partitions"
+        );
+        let _ = member.poll(Duration::from_millis(100));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..5 {
+        tpl.add_partition_offset("tx", p, Offset::Offset(1))
+            .unwrap();
+    }
+    member
+        .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    // The member stays in the group (polled) until the job is done.
+    while job.try_wait().unwrap().is_none() {
+        let _ = member.poll(Duration::from_millis(50));
+    }
+    let out = run_output(&dir, 0);
+    assert!(job.wait().unwrap().success(), "{out}");
+    let (scored, m) = scored_topic(&broker.addr, "scored-shared");
+    assert_eq!(m, scored.len(), "a record was produced twice");
+    assert_eq!(
+        scored, reference,
+        "the scored topic differs from the undisturbed run's"
+    );
+    assert_same_lake(
+        &dir.join("lake-alone"),
+        &dir.join("lake-shared"),
+        "a rebalance mid-run",
+    );
+}
