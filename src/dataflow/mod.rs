@@ -681,6 +681,13 @@ fn describe_outputs(plan: &Compiled, out: &mut String) {
         t.lake.compression,
         t.lake.partition
     );
+    if let Some(c) = &t.lake.compaction {
+        let _ = writeln!(
+            *out,
+            "  compaction closed partitions every {} ms (all at the end of --once) into files of ~{} MiB; replaced parts kept {} ms",
+            c.interval_ms, c.target_file_mb, c.grace_ms
+        );
+    }
     if let Some(k) = &t.sink.kafka {
         let _ = writeln!(
             *out,
