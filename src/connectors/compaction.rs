@@ -159,6 +159,10 @@ impl Partition {
 
     /// The files a reader reads, with their sizes, in name order.
     fn live(&self) -> Vec<(String, u64)> {
+        // A lone file is live (see [`partitions`]), and its records unread.
+        if self.files.len() == 1 {
+            return self.files.iter().map(|(n, s)| (n.clone(), *s)).collect();
+        }
         let removed = self.removed();
         let mut live: BTreeMap<String, u64> = self
             .files
@@ -186,9 +190,13 @@ fn visible_parquet(dir: &str, name: &str) -> bool {
 }
 
 /// The partitions of the table at `table_dir` (a folder or an object-store
-/// prefix), from one listing; each record is read once.
+/// prefix), from one listing. Records are read only where a partition holds
+/// more than one file: a lone file is always live (a record removes files
+/// only beside the file it adds, and that one goes only when a later record
+/// replaces it in turn), so a compacted partition costs no reads.
 fn partitions(table_dir: &Path) -> std::io::Result<Vec<Partition>> {
     let mut found: BTreeMap<String, Partition> = BTreeMap::new();
+    let mut records: Vec<(String, u64, PathBuf)> = Vec::new();
     for (path, size) in storage::list(table_dir, true)? {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
         let owner = match dir.rsplit_once('/') {
@@ -197,21 +205,22 @@ fn partitions(table_dir: &Path) -> std::io::Result<Vec<Partition>> {
             _ => None,
         };
         if let Some(owner) = owner {
-            let Some(seq) = name
+            // Not `<seq>.json`: a record's temporary file.
+            if let Some(seq) = name
                 .strip_suffix(".json")
                 .and_then(|s| s.parse::<u64>().ok())
-            else {
-                continue; // a record's temporary file
-            };
-            let file = table_dir.join(&path);
-            let record = read_record(&file)?;
-            entry(&mut found, table_dir, owner)
-                .records
-                .insert(seq, record);
+            {
+                records.push((owner.to_string(), seq, table_dir.join(&path)));
+            }
         } else if visible_parquet(dir, name) {
             entry(&mut found, table_dir, dir)
                 .files
                 .insert(name.to_string(), size);
+        }
+    }
+    for (owner, seq, file) in records {
+        if let Some(p) = found.get_mut(&owner).filter(|p| p.files.len() > 1) {
+            p.records.insert(seq, read_record(&file)?);
         }
     }
     Ok(found.into_values().collect())
@@ -800,6 +809,15 @@ mod tests {
         );
         let live: Vec<String> = p.live().into_iter().map(|(n, _)| n).collect();
         assert_eq!(live, ["compact-0000000002-y-000.parquet"]);
+        // Once the replaced files are gone the lone file is read without its records.
+        let lone = Partition {
+            files: [("compact-0000000002-y-000.parquet".to_string(), 1)].into(),
+            ..Partition::default()
+        };
+        assert_eq!(
+            lone.live(),
+            [("compact-0000000002-y-000.parquet".to_string(), 1)]
+        );
     }
 
     #[test]
