@@ -52,6 +52,7 @@ fn consume(brokers: &str, topic: &str, group: Option<&str>) -> Vec<serde_json::V
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    settled(brokers, &consumer, topic, &parts);
     let mut eof = BTreeSet::new();
     let mut out = Vec::new();
     let start = Instant::now();
@@ -74,6 +75,36 @@ fn consume(brokers: &str, topic: &str, group: Option<&str>) -> Vec<serde_json::V
         }
     }
     out
+}
+
+/// Waits until no transaction of `topic` is still being completed: each
+/// partition's last stable offset (what `committed`, a read_committed
+/// consumer, is told its end is) has reached its high watermark. A
+/// producer's commit returns once the broker has logged the decision; the
+/// commit markers that make its records visible to read_committed readers
+/// land just after, and a reader that stops at the end it sees before that
+/// would miss the last transaction. A transaction left open (a producer
+/// killed and never restarted) keeps the offset back until it times out:
+/// after 30 s the reader goes on with what is committed.
+fn settled(brokers: &str, committed: &BaseConsumer, topic: &str, parts: &[i32]) {
+    let plain: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "millrace-test-watermarks")
+        .create()
+        .unwrap();
+    let limit = Duration::from_secs(10);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let open = parts.iter().any(|&p| {
+            let (_, stable) = committed.fetch_watermarks(topic, p, limit).unwrap();
+            let (_, high) = plain.fetch_watermarks(topic, p, limit).unwrap();
+            stable < high
+        });
+        if !open {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The group's committed offsets and each partition's end (from a fetch), by partition.

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use millrace_operators::monitor::Alert;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::connectors::kafka::client_config;
@@ -94,8 +94,6 @@ impl Delivery for KafkaAlerts {
                 )
                 .map_err(|(e, _)| produce(e))?;
         }
-        self.producer
-            .flush(Duration::from_secs(10))
-            .map_err(produce)
+        super::kafka_sink::settle(&self.producer, Duration::from_secs(10)).map_err(produce)
     }
 }
