@@ -72,6 +72,10 @@ pub struct Parser {
     layout: Option<(Arc<[String]>, Layout)>,
     ranges: Vec<(usize, usize)>,
     unquoted: Vec<String>,
+    /// The JSON members a record is read from, in slot order: the event
+    /// time, the key, the label, the id, the numbers, the categories (empty
+    /// where the schema declares none, which no member matches).
+    json_names: Vec<String>,
 }
 
 /// A field value on its way into a record.
@@ -83,11 +87,23 @@ enum Field<'a> {
 impl Parser {
     /// A parser for `schema`.
     pub fn new(schema: Arc<Schema>) -> Self {
+        let mut json_names = vec![
+            schema.event_time.field.clone(),
+            schema.key.clone(),
+            schema
+                .label
+                .as_ref()
+                .map_or(String::new(), |l| l.field.clone()),
+            schema.id.clone(),
+        ];
+        json_names.extend(schema.numeric.iter().map(|f| f.name.clone()));
+        json_names.extend(schema.categorical.iter().map(|f| f.name.clone()));
         Parser {
             schema,
             layout: None,
             ranges: Vec::new(),
             unquoted: Vec::new(),
+            json_names,
         }
     }
 
@@ -236,25 +252,29 @@ impl Parser {
         lh: u64,
     ) -> Result<Record, (Reason, String, Option<i64>)> {
         use std::borrow::Cow;
-        use std::collections::HashMap;
-        // Borrow keys and raw value text from the line: no tree of values is built.
-        let obj: HashMap<Cow<str>, &serde_json::value::RawValue, crate::hash::FxBuild> =
-            match serde_json::from_str(line) {
-                Ok(o) => o,
-                Err(e) => {
-                    let message = if e.is_data() {
-                        format!("expected a JSON object: {e}")
-                    } else {
-                        e.to_string()
-                    };
-                    return Err((Reason::BadJson, message, None));
-                }
-            };
-        let mut owned: Vec<Option<Cow<str>>> =
-            Vec::with_capacity(3 + self.schema.numeric.len() + self.schema.categorical.len());
         let s = &self.schema;
-        let text = |name: &str| -> Result<Option<Cow<str>>, (Reason, String, Option<i64>)> {
-            let Some(raw) = obj.get(name) else {
+        // Slots in `json_names` order: time, key, label, id, numbers, categories.
+        let mut slots: Vec<Option<&serde_json::value::RawValue>> =
+            vec![None; self.json_names.len()];
+        let mut de = serde_json::Deserializer::from_str(line);
+        let read = serde::de::DeserializeSeed::deserialize(
+            Members {
+                names: &self.json_names,
+                slots: &mut slots,
+            },
+            &mut de,
+        )
+        .and_then(|()| de.end());
+        if let Err(e) = read {
+            let message = if e.is_data() {
+                format!("expected a JSON object: {e}")
+            } else {
+                e.to_string()
+            };
+            return Err((Reason::BadJson, message, None));
+        }
+        let text = |i: usize| -> Result<Option<Cow<str>>, (Reason, String, Option<i64>)> {
+            let Some(raw) = slots[i] else {
                 return Ok(None);
             };
             let t = raw.get();
@@ -269,7 +289,8 @@ impl Parser {
                 Some(b'[') | Some(b'{') => Err((
                     Reason::BadJson,
                     format!(
-                        "field `{name}`: expected a scalar, found {}",
+                        "field `{}`: expected a scalar, found {}",
+                        self.json_names[i],
                         if t.starts_with('[') {
                             "an array"
                         } else {
@@ -281,23 +302,7 @@ impl Parser {
                 _ => Ok(Some(Cow::Borrowed(t))),
             }
         };
-        owned.push(text(&s.event_time.field)?);
-        owned.push(if s.key.is_empty() {
-            None
-        } else {
-            text(&s.key)?
-        });
-        owned.push(match &s.label {
-            Some(l) => text(&l.field)?,
-            None => None,
-        });
-        owned.push(if s.id.is_empty() { None } else { text(&s.id)? });
-        for f in &s.numeric {
-            owned.push(text(&f.name)?);
-        }
-        for f in &s.categorical {
-            owned.push(text(&f.name)?);
-        }
+        let owned = (0..slots.len()).map(text).collect::<Result<Vec<_>, _>>()?;
         let field = |i: usize| -> Field<'_> {
             match owned[i].as_deref().map(str::trim) {
                 None | Some("") => Field::Missing,
@@ -317,6 +322,75 @@ impl Parser {
             (0..nn).map(|i| field(4 + i)),
             (0..s.categorical.len()).map(|i| field(4 + nn + i)),
         )
+    }
+}
+
+/// Reads one JSON object into the slots of the members named in `names`
+/// (the raw text of each value; where a key repeats, the last one), in one
+/// pass and without a map: keys are borrowed from the line unless escaped.
+/// Every other member is still checked for syntax, and skipped.
+struct Members<'n, 's, 'de> {
+    names: &'n [String],
+    slots: &'s mut [Option<&'de serde_json::value::RawValue>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Members<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Members<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // The words of serde's own map visitor, which users' errors show.
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let mut wanted = self
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !n.is_empty() && **n == *key)
+                .map(|(i, _)| i)
+                .peekable();
+            if wanted.peek().is_none() {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value: &'de serde_json::value::RawValue = map.next_value()?;
+            for i in wanted {
+                self.slots[i] = Some(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A member's key, borrowed from the line where it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -1217,6 +1291,44 @@ mod tests {
                 r#"{"event_time":1,"account":"a","amount":"n/a"}"#
             )),
             "bad_number"
+        );
+    }
+
+    #[test]
+    fn json_members_are_read_as_a_json_reader_would() {
+        let record = |line: &str| match parse_one(Format::Jsonl, line) {
+            Parsed::Record(r) => r,
+            Parsed::Reject(r) => panic!("{line}: {:?} {}", r.reason, r.detail),
+        };
+        // Members the schema does not read may hold anything well formed.
+        let r = record(
+            r#"{"extra":{"a":[1,{"b":null}]},"event_time":7,"account":"a\"b","f0":1.5,"tags":["x"],"amount":2}"#,
+        );
+        assert_eq!(
+            (r.event_time, r.key.as_str(), r.nums[0], r.nums[1]),
+            (7, "a\"b", 2.0, 1.5)
+        );
+        // An escaped key names the same member; a repeated key, its last value.
+        let r = record(r#"{"event_time":7,"acc\u006funt":"k","amount":1,"amount":3}"#);
+        assert_eq!((r.key.as_str(), r.nums[0]), ("k", 3.0));
+        for bad in [
+            r#"{"event_time":7,"account":"a","extra":{"a":}}"#,
+            r#"{"event_time":7,"account":"a"} trailing"#,
+            r#"{"event_time":7,"account":"a","amount":1,}"#,
+            r#"{"event_time":7,"account":"a","amount":[1]}"#,
+            r#"{"event_time":7,"account":"a","amount":01}"#,
+            r#""not an object""#,
+        ] {
+            assert_eq!(reason(parse_one(Format::Jsonl, bad)), "bad_json", "{bad}");
+        }
+        let Parsed::Reject(r) = parse_one(Format::Jsonl, "[1,2]") else {
+            panic!()
+        };
+        assert!(
+            r.detail
+                .starts_with("expected a JSON object: invalid type: sequence, expected a map"),
+            "{}",
+            r.detail
         );
     }
 
