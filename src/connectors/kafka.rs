@@ -59,7 +59,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
@@ -448,6 +448,11 @@ fn consumer_config(spec: &KafkaSourceSpec) -> ClientConfig {
         // anyway, so a deep prefetch only costs memory.
         .set("queued.min.messages", "20000")
         .set("queued.max.messages.kbytes", "16384")
+        // Past those bounds librdkafka postpones a partition's next fetch by
+        // this long (1 s by default), and a source that drains its queues
+        // faster than that waits for data: measured on one worker's
+        // Kafka → Kafka, 83k records/s with the default, 123k with 10 ms.
+        .set("fetch.queue.backoff.ms", "10")
         .set(
             "auto.offset.reset",
             match spec.start {
@@ -574,6 +579,12 @@ pub struct KafkaSource {
 struct Part {
     name: Arc<str>,
     input: u64,
+    topic: String,
+    partition: i32,
+    /// Declared before `queue`: dropped while the consumer lives.
+    batches: BatchQueue,
+    /// Keeps the partition's messages off the consumer's queue while it lives.
+    #[allow(dead_code)]
     queue:
         rdkafka::consumer::base_consumer::PartitionQueue<rdkafka::consumer::DefaultConsumerContext>,
     next: i64,
@@ -598,24 +609,135 @@ struct EpochBuf {
 impl EpochBuf {
     /// Appends one message as one line (any newline inside it folded);
     /// returns the offset after it.
-    fn take(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> i64 {
-        let payload = m.payload().unwrap_or_default();
+    fn take(&mut self, m: &Fetched<'_>) -> i64 {
+        let payload = m.payload;
         match std::str::from_utf8(payload) {
             Ok(s) if !payload.iter().any(|b| *b == b'\n' || *b == b'\r') => self.text.push_str(s),
             Ok(s) => self.text.push_str(&s.replace(['\n', '\r'], " ")),
             Err(_) => {
                 // Rejected as `bad_encoding`, its exact bytes kept.
-                self.undecodable.push((m.offset() as u64, payload.to_vec()));
+                self.undecodable.push((m.offset as u64, payload.to_vec()));
                 self.text
                     .push_str(&String::from_utf8_lossy(payload).replace(['\n', '\r'], " "));
             }
         }
         self.text.push('\n');
-        self.positions.push(m.offset() as u64);
-        self.first_ts
-            .get_or_insert(m.timestamp().to_millis().unwrap_or(0));
+        self.positions.push(m.offset as u64);
+        self.first_ts.get_or_insert(m.timestamp_ms);
         self.taken += 1;
-        m.offset() + 1
+        m.offset + 1
+    }
+}
+
+/// One fetched message, borrowed from librdkafka until the batch is served.
+struct Fetched<'a> {
+    payload: &'a [u8],
+    offset: i64,
+    /// The message's timestamp (ms), 0 where it has none.
+    timestamp_ms: i64,
+}
+
+/// A partition's queue, read in batches (`rd_kafka_consume_batch_queue`).
+///
+/// rust-rdkafka reads a queue one message per call, and each call reads the
+/// clock five times (librdkafka's poll bookkeeping, rust-rdkafka's timeout):
+/// measured on one worker's Kafka → Kafka, 11% of the worker thread was
+/// `clock_gettime`. A batch pays that once per call.
+struct BatchQueue {
+    queue: *mut rdkafka::bindings::rd_kafka_queue_t,
+    messages: Vec<*mut rdkafka::bindings::rd_kafka_message_t>,
+}
+
+/// Most messages one call takes from a partition's queue.
+const BATCH: usize = 1024;
+
+impl BatchQueue {
+    /// librdkafka's own handle on the queue of `topic`/`partition`.
+    fn new(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<BatchQueue> {
+        let topic = std::ffi::CString::new(topic).ok()?;
+        // SAFETY: the client pointer is valid while `consumer` lives (the
+        // queue is destroyed before it, see `Part`); the topic is a
+        // NUL-terminated string that outlives the call.
+        let queue = unsafe {
+            rdkafka::bindings::rd_kafka_queue_get_partition(
+                consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+            )
+        };
+        (!queue.is_null()).then(|| BatchQueue {
+            queue,
+            messages: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// Hands each message there is now, up to `max`, to `each` (an error
+    /// where the fetch reports one, `PartitionEOF` at the partition's end);
+    /// how many there were.
+    fn take(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(Result<Fetched<'_>, KafkaError>, i32),
+    ) -> usize {
+        use rdkafka::types::RDKafkaRespErr;
+        let max = max.min(BATCH);
+        self.messages.clear();
+        // SAFETY: the queue is live; librdkafka writes at most `max` message
+        // pointers into the buffer, which has room for them, and says how many.
+        let n = unsafe {
+            rdkafka::bindings::rd_kafka_consume_batch_queue(
+                self.queue,
+                0,
+                self.messages.as_mut_ptr(),
+                max,
+            )
+        };
+        let n = usize::try_from(n).unwrap_or(0);
+        // SAFETY: librdkafka initialised the first `n` entries.
+        unsafe { self.messages.set_len(n) };
+        for &m in &self.messages {
+            // SAFETY: `m` is a message librdkafka handed over; it stays valid
+            // (payload included) until it is destroyed just below, after `each`.
+            let msg = unsafe { &*m };
+            let result = match msg.err {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
+                    let payload = if msg.payload.is_null() {
+                        &[][..]
+                    } else {
+                        // SAFETY: a non-null payload of `len` bytes, see above.
+                        unsafe { std::slice::from_raw_parts(msg.payload as *const u8, msg.len) }
+                    };
+                    let mut kind = rdkafka::bindings::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+                    // SAFETY: as above; `kind` is a local.
+                    let ts = unsafe { rdkafka::bindings::rd_kafka_message_timestamp(m, &mut kind) };
+                    let timestamp_ms = match kind {
+                        rdkafka::bindings::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => 0,
+                        _ => ts,
+                    };
+                    Ok(Fetched {
+                        payload,
+                        offset: msg.offset,
+                        timestamp_ms,
+                    })
+                }
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
+                    Err(KafkaError::PartitionEOF(msg.partition))
+                }
+                e => Err(KafkaError::MessageConsumption(e.into())),
+            };
+            each(result, msg.partition);
+            // SAFETY: destroyed once, after its last use.
+            unsafe { rdkafka::bindings::rd_kafka_message_destroy(m) };
+        }
+        self.messages.clear();
+        n
+    }
+}
+
+impl Drop for BatchQueue {
+    fn drop(&mut self) {
+        // SAFETY: our own reference to the queue, released once.
+        unsafe { rdkafka::bindings::rd_kafka_queue_destroy(self.queue) };
     }
 }
 
@@ -711,10 +833,19 @@ impl KafkaReader {
                     topic: a.topic.clone(),
                     partition: a.partition,
                 })?;
+            let batches = BatchQueue::new(&consumer, &a.topic, a.partition).ok_or_else(|| {
+                KafkaSourceError::Queue {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                }
+            })?;
             let name = source_name(&a.topic, a.partition);
             parts.push(Part {
                 input: bytes_hash(name.as_bytes()),
                 name: name.into(),
+                topic: a.topic.clone(),
+                partition: a.partition,
+                batches,
                 queue,
                 next: a.offset.unwrap_or(-1),
                 end: None,
@@ -762,32 +893,56 @@ impl KafkaReader {
         let (quota, once) = (self.quota, self.cfg.once);
         for p in self.parts.iter_mut() {
             while p.epoch.taken < quota && !(once && p.drained()) {
-                match p.queue.poll(Duration::ZERO) {
-                    None => break,
-                    Some(Ok(m)) => {
-                        if once && p.end.is_none() {
-                            p.end = cached_high_watermark(&self.consumer, m.topic(), m.partition());
+                let Part {
+                    batches,
+                    epoch,
+                    next,
+                    end,
+                    name,
+                    topic,
+                    partition,
+                    ..
+                } = &mut *p;
+                let mut failed = false;
+                let mut drained = false;
+                // Taking no more than the quota's rest keeps epochs a function of the offsets.
+                let room = usize::try_from(quota - epoch.taken).unwrap_or(usize::MAX);
+                let n = batches.take(room, |m, _| {
+                    if failed || drained {
+                        return;
+                    }
+                    match m {
+                        Ok(m) => {
+                            if once && end.is_none() {
+                                *end = cached_high_watermark(&self.consumer, topic, *partition);
+                            }
+                            *next = epoch.take(&m);
+                            if once && end.is_some_and(|e| *next >= e) {
+                                drained = true;
+                            }
                         }
-                        p.next = p.epoch.take(&m);
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
-                        if p.next < 0 {
-                            p.next = 0;
+                        Err(KafkaError::PartitionEOF(_)) => {
+                            if *next < 0 {
+                                *next = 0;
+                            }
+                            // Everything there is has been read: the end is here,
+                            // even below the high watermark first seen (a
+                            // transactional topic ends in a commit marker, an
+                            // offset no reader is given; read_committed stops at
+                            // the last stable offset).
+                            *end = Some(end.map_or(*next, |e| e.min(*next)));
                         }
-                        // Everything there is has been read: the end is here,
-                        // even below the high watermark first seen (a
-                        // transactional topic ends in a commit marker, an
-                        // offset no reader is given; read_committed stops at
-                        // the last stable offset).
-                        p.end = Some(p.end.map_or(p.next, |e| e.min(p.next)));
+                        Err(e) => {
+                            self.transport_errors += 1;
+                            metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
+                            crate::core::metrics::io_error();
+                            warn!(step_id = %self.step, partition = %name, %e, "Kafka fetch error; librdkafka retries.");
+                            failed = true;
+                        }
                     }
-                    Some(Err(e)) => {
-                        self.transport_errors += 1;
-                        metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "fetch").increment(1);
-                        crate::core::metrics::io_error();
-                        warn!(step_id = %self.step, partition = %p.name, %e, "Kafka fetch error; librdkafka retries.");
-                        break;
-                    }
+                });
+                if n == 0 || failed {
+                    break;
                 }
             }
         }
