@@ -18,8 +18,12 @@
 //! * `engine-1core` — 1 worker with the whole process pinned to one core
 //!   (`taskset`), the baseline two workers' scaling is judged against.
 //!
-//! Each runs in a child process of this binary; it prints records/s, peak RSS
-//! and the ratio to the bare consumer.
+//! Each runs in a child process of this binary, the modes interleaved in
+//! `--repeat` rounds (3 by default; each round with its own groups, output
+//! topics and lakes), and the median round of each is reported: a freshly
+//! started broker's JVM is still compiling its hot paths during the first
+//! round, on the same two cores. It prints records/s, peak RSS and the ratio
+//! to the bare consumer.
 
 #[path = "../tests/common/broker.rs"]
 mod broker;
@@ -44,13 +48,28 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    let repeat: usize = args
+        .iter()
+        .position(|a| a == "--repeat")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
         Some(mode) => child(mode),
-        None => parent(rows),
+        None => parent(rows, repeat.max(1)),
     }
 }
 
-fn parent(rows: u64) {
+const MODES: [&str; 6] = [
+    "bare-consumer",
+    "bare-pipe",
+    "engine-nosink",
+    "engine",
+    "engine-2w",
+    "engine-1core",
+];
+
+fn parent(rows: u64, repeat: usize) {
     let broker = broker::Broker::start("bench");
     let brokers = broker.addr.clone();
     let dir = std::env::temp_dir().join(format!("millrace-kafka-bench-{}", std::process::id()));
@@ -67,20 +86,32 @@ fn parent(rows: u64) {
     let n =
         millrace::connectors::kafka_sink::produce_lines(&brokers, "tx", 4, &buf, false).unwrap();
     println!("kafka bench: {n} records ({rows} rows + {} duplicates) produced to a 4-partition topic in {:.1} s; Apache Kafka {} on loopback, {} cores", truth.duplicates, t.elapsed().as_secs_f64(), kafka_version(), std::thread::available_parallelism().map_or(0, |n| n.get()));
-    let results = common::run_modes(
-        &[
-            "bare-consumer",
-            "bare-pipe",
-            "engine-nosink",
-            "engine",
-            "engine-2w",
-            "engine-1core",
-        ],
-        &[
-            ("MILLRACE_BENCH_DIR", dir.to_str().unwrap()),
-            ("MILLRACE_BENCH_BROKERS", &brokers),
-        ],
-    );
+    let mut rounds: Vec<Vec<(&str, serde_json::Value)>> = Vec::new();
+    for round in 0..repeat {
+        let round = round.to_string();
+        rounds.push(common::run_modes(
+            &MODES,
+            &[
+                ("MILLRACE_BENCH_DIR", dir.to_str().unwrap()),
+                ("MILLRACE_BENCH_BROKERS", &brokers),
+                ("MILLRACE_BENCH_ROUND", &round),
+            ],
+        ));
+    }
+    // Each mode's median round by records/s.
+    let results: Vec<(&str, serde_json::Value)> = (0..MODES.len())
+        .map(|m| {
+            let mut runs: Vec<&serde_json::Value> = rounds.iter().map(|r| &r[m].1).collect();
+            runs.sort_by(|a, b| {
+                a["records_per_s"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["records_per_s"].as_f64().unwrap())
+            });
+            (MODES[m], runs[runs.len() / 2].clone())
+        })
+        .collect();
+    println!("median of {repeat} interleaved round(s):");
     let base = results[0].1["records_per_s"].as_f64().unwrap();
     println!(
         "{:<14} {:>10} {:>10} {:>12} {:>10} {:>7}",
@@ -122,15 +153,20 @@ fn child(mode: &str) {
     }
     let dir = PathBuf::from(std::env::var("MILLRACE_BENCH_DIR").unwrap());
     let brokers = std::env::var("MILLRACE_BENCH_BROKERS").unwrap();
+    // Every round writes its own output topics, groups and lakes.
+    let round = std::env::var("MILLRACE_BENCH_ROUND").unwrap_or_default();
+    let tagged = format!("{mode}-{round}");
+    let piped = format!("piped-{round}");
     let started = Instant::now();
     let records = match mode {
         "bare-consumer" => bare(&brokers, None),
-        "bare-pipe" => bare(&brokers, Some("piped")),
+        "bare-pipe" => bare(&brokers, Some(&piped)),
         _ => engine(
             &dir,
             &brokers,
             if mode == "engine-2w" { 2 } else { 1 },
             mode,
+            &tagged,
         ),
     };
     let secs = started.elapsed().as_secs_f64();
@@ -203,7 +239,8 @@ fn bare(brokers: &str, pipe: Option<&str>) -> u64 {
     n
 }
 
-fn engine(dir: &Path, brokers: &str, workers: usize, mode: &str) -> u64 {
+/// The engine in `mode`, its group, output topic and lake named `tag`.
+fn engine(dir: &Path, brokers: &str, workers: usize, mode: &str, tag: &str) -> u64 {
     let mut plan = millrace::topology::Topology::load(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies/fraud_kafka.toml"),
     )
@@ -211,16 +248,16 @@ fn engine(dir: &Path, brokers: &str, workers: usize, mode: &str) -> u64 {
     let k = plan.source.kafka_mut().unwrap();
     k.brokers = brokers.to_string();
     k.topics = vec!["tx".into()];
-    k.group_id = format!("bench-{mode}");
+    k.group_id = format!("bench-{tag}");
     let sink = plan.topology.sink.kafka.as_mut().unwrap();
     sink.brokers = Some(brokers.to_string());
-    sink.topic = format!("scored-{mode}");
+    sink.topic = format!("scored-{tag}");
     if mode == "engine-nosink" {
         plan.topology.sink.kafka = None;
     } else if mode == "engine-notx" {
         plan.topology.sink.kafka.as_mut().unwrap().transactional = false;
     }
-    plan.topology.lake.path = dir.join(format!("lake-{mode}"));
+    plan.topology.lake.path = dir.join(format!("lake-{tag}"));
     let s = millrace::runtime::run(
         Arc::new(plan),
         &millrace::runtime::RunOptions {
