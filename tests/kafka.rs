@@ -1550,3 +1550,72 @@ fn another_member_joining_the_group_mid_run_changes_nothing() {
         "a rebalance mid-run",
     );
 }
+
+/// Messages that are not one clean JSON record each — bytes that are not
+/// UTF-8, no payload at all (a tombstone), an empty or blank payload, a
+/// record with a newline inside — are each one input record: rejected with
+/// their reason or read, none skipped, and the scored topic holds the rest.
+/// (The tombstone and the empty payload read alike: the second is an exact
+/// duplicate of the first.)
+#[test]
+fn odd_messages_are_each_one_record_read_or_rejected_with_a_reason() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let broker = Broker::start("odd");
+    let dir = scratch("kafka-odd");
+    broker.create_topic("odd", 1, &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let record = |account: &str, sep: &str| {
+        format!(
+            r#"{{"event_time":{now},"account":"{account}",{sep}"category":"fuel","amount":5.5,"f0":0.1,"f1":0.2,"f2":0.3,"f3":0.4,"f4":0.5,"f5":0.6,"label":0}}"#
+        )
+        .into_bytes()
+    };
+    let payloads: Vec<Option<Vec<u8>>> = vec![
+        Some(record("a1", "")),
+        Some(b"\xff\xfe{}".to_vec()),
+        None,
+        Some(Vec::new()),
+        Some(record("a2", "\n")),
+        Some(b"   ".to_vec()),
+    ];
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    for p in &payloads {
+        let mut r = BaseRecord::<str, [u8]>::to("odd").key("k");
+        if let Some(p) = p {
+            r = r.payload(p.as_slice());
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let topo = topology_named(&dir, "odd", "odd", "scored-odd", "odd", 10_000);
+    let out = millrace(
+        &dir,
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            &broker.addr,
+            "--lake",
+            "lake",
+        ],
+    );
+    assert!(
+        out.contains("ledger: in 6 = clean 2 + rejected 3 + duplicate 1"),
+        "{out}"
+    );
+    let lake = dir.join("lake");
+    assert_eq!(
+        counts(&lake, "rejected", "reason"),
+        BTreeMap::from([("bad_encoding".to_string(), 1), ("bad_json".to_string(), 2)])
+    );
+    let (scored, n) = scored_topic(&broker.addr, "scored-odd");
+    assert_eq!((scored.len(), n), (2, 2));
+}

@@ -1031,8 +1031,10 @@ pub fn parse_chunk(
             Some(p) => p.get(i).copied().unwrap_or(chunk.first_line + offset),
             None => chunk.first_line + offset,
         };
-        // Blank lines are not records (sources do not count them either).
-        if is_blank(record) {
+        // A file's blank lines are not records (the landing source does not
+        // count them either); a message is one, empty or not (a tombstone is
+        // rejected as unreadable, not skipped).
+        if chunk.positions.is_none() && is_blank(record) {
             continue;
         }
         let parsed = parser.parse_line(

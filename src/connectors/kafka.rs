@@ -674,11 +674,7 @@ impl BatchQueue {
     /// Hands each message there is now, up to `max`, to `each` (an error
     /// where the fetch reports one, `PartitionEOF` at the partition's end);
     /// how many there were.
-    fn take(
-        &mut self,
-        max: usize,
-        mut each: impl FnMut(Result<Fetched<'_>, KafkaError>, i32),
-    ) -> usize {
+    fn take(&mut self, max: usize, mut each: impl FnMut(Result<Fetched<'_>, KafkaError>)) -> usize {
         use rdkafka::types::RDKafkaRespErr;
         let max = max.min(BATCH);
         self.messages.clear();
@@ -725,7 +721,7 @@ impl BatchQueue {
                 }
                 e => Err(KafkaError::MessageConsumption(e.into())),
             };
-            each(result, msg.partition);
+            each(result);
             // SAFETY: destroyed once, after its last use.
             unsafe { rdkafka::bindings::rd_kafka_message_destroy(m) };
         }
@@ -907,7 +903,7 @@ impl KafkaReader {
                 let mut drained = false;
                 // Taking no more than the quota's rest keeps epochs a function of the offsets.
                 let room = usize::try_from(quota - epoch.taken).unwrap_or(usize::MAX);
-                let n = batches.take(room, |m, _| {
+                let n = batches.take(room, |m| {
                     if failed || drained {
                         return;
                     }
