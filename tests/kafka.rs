@@ -175,29 +175,7 @@ fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
     let dir = scratch("kafka-e2e");
     let truth = gen(&dir, "unused.jsonl", 0, 1, &["--format", "jsonl"]);
     assert_eq!(truth_u64(&truth, "rows_emitted"), 0);
-    let truth_path = dir.join("truth.json");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "200000",
-            "--seed",
-            "61",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "4",
-            "--truth",
-            truth_path.to_str().unwrap(),
-        ],
-    );
-    let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let (truth, _) = gen_to_kafka(&dir, &broker.addr, "tx", 200_000, 61, 4);
     let topo = topology(&dir, "tx", "scored");
     let out = millrace(
         &dir,
@@ -857,6 +835,47 @@ fn topology_named(
     path
 }
 
+/// Generates `rows` rows (seed `seed`, JSON lines, with faults) into `topic`
+/// on `partitions` partitions; the truth file and the number of clean
+/// records among them (neither malformed, invalid nor duplicates).
+fn gen_to_kafka(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    rows: u64,
+    seed: u64,
+    partitions: u32,
+) -> (serde_json::Value, u64) {
+    let truth_path = dir.join("truth.json");
+    millrace(
+        dir,
+        &[
+            "gen",
+            "--rows",
+            &rows.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            brokers,
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--truth",
+            truth_path.to_str().unwrap(),
+        ],
+    );
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
+    let clean = truth_u64(&truth, "rows_emitted")
+        - truth_u64(&truth, "malformed")
+        - truth_u64(&truth, "invalid")
+        - truth_u64(&truth, "duplicates");
+    (truth, clean)
+}
+
 /// A `millrace run --once` in the background, its output in files under `dir`.
 fn spawn_run(dir: &Path, args: &[&str], failpoints: Option<&str>, n: usize) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_millrace"));
@@ -928,33 +947,7 @@ fn kafka_to_lake_and_kafka_exactly_once_through_ten_sigkills_and_two_crash_point
 fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
     let broker = Broker::start(name);
     let dir = scratch(&format!("kafka-{name}"));
-    let truth_path = dir.join("truth.json");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            &rows.to_string(),
-            "--seed",
-            "64",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "7",
-            "--truth",
-            truth_path.to_str().unwrap(),
-        ],
-    );
-    let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
-    let clean = truth_u64(&truth, "rows_emitted")
-        - truth_u64(&truth, "malformed")
-        - truth_u64(&truth, "invalid")
-        - truth_u64(&truth, "duplicates");
+    let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", rows, 64, 7);
     let per_epoch = (rows / 100).max(200);
 
     // The uninterrupted run: its own group, output topic and lake.
@@ -1105,33 +1098,7 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     // scored topic (read_committed) and the lake hold every record once.
     let mut broker = Broker::start("restart");
     let dir = scratch("kafka-restart");
-    let truth_path = dir.join("truth.json");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "150000",
-            "--seed",
-            "65",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "7",
-            "--truth",
-            truth_path.to_str().unwrap(),
-        ],
-    );
-    let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
-    let clean = truth_u64(&truth, "rows_emitted")
-        - truth_u64(&truth, "malformed")
-        - truth_u64(&truth, "invalid")
-        - truth_u64(&truth, "duplicates");
+    let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 150_000, 65, 7);
     let topo = topology_named(&dir, "restart", "tx", "scored", "restart", 1500);
     let lake = dir.join("lake");
     let addr = broker.addr.clone();
@@ -1245,33 +1212,7 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     // The scored topic takes records of at most 128 bytes: the broker refuses
     // every scored record, the run stops saying so and checkpoints nothing.
     broker.create_topic("scored", 2, &["--config", "max.message.bytes=128"]);
-    let truth_path = dir.join("truth.json");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "20000",
-            "--seed",
-            "66",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "2",
-            "--truth",
-            truth_path.to_str().unwrap(),
-        ],
-    );
-    let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
-    let clean = truth_u64(&truth, "rows_emitted")
-        - truth_u64(&truth, "malformed")
-        - truth_u64(&truth, "invalid")
-        - truth_u64(&truth, "duplicates");
+    let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 20_000, 66, 2);
     let topo = topology_named(&dir, "small", "tx", "scored", "small", 5_000);
     let args = [
         "run",
@@ -1314,33 +1255,7 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
     let broker = Broker::start_sasl("sasl", port, &["alice:alice-test-secret"]);
     let sasl = format!("127.0.0.1:{port}");
     let dir = scratch("kafka-sasl");
-    let truth_path = dir.join("truth.json");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "4000",
-            "--seed",
-            "71",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "2",
-            "--truth",
-            truth_path.to_str().unwrap(),
-        ],
-    );
-    let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&truth_path).unwrap()).unwrap();
-    let clean = truth_u64(&truth, "rows_emitted")
-        - truth_u64(&truth, "malformed")
-        - truth_u64(&truth, "invalid")
-        - truth_u64(&truth, "duplicates");
+    let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 4000, 71, 2);
     broker.create_topic("scored", 2, &[]);
     let topo = topology(&dir, "tx", "scored");
     let run = |lake: &str, password: &str| {
@@ -1452,27 +1367,7 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
 fn another_member_joining_the_group_mid_run_changes_nothing() {
     let broker = Broker::start("rebalance");
     let dir = scratch("kafka-rebalance");
-    let truth_path = dir.join("truth.json");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "20000",
-            "--seed",
-            "73",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "5",
-            "--truth",
-            truth_path.to_str().unwrap(),
-        ],
-    );
+    gen_to_kafka(&dir, &broker.addr, "tx", 20_000, 73, 5);
     // The reference: a group of its own, nobody else in it.
     let alone = topology_named(&dir, "alone", "tx", "scored-alone", "alone", 1_000);
     let brokers = broker.addr.clone();
