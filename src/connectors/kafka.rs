@@ -820,6 +820,17 @@ impl KafkaReader {
             tpl.add_partition_offset(&a.topic, a.partition, offset)
                 .map_err(KafkaSourceError::Assign)?;
         }
+        // librdkafka looks up a start offset only once it knows the
+        // partition's leader, and a partition assigned before its topic's
+        // metadata arrived waits a fixed 500 ms to look again: asked for
+        // first, the metadata is there, and the first fetch goes out at once.
+        // (If the brokers do not answer yet, the assignment goes ahead and
+        // librdkafka retries as before.)
+        let topics: std::collections::BTreeSet<&str> =
+            cfg.assigned.iter().map(|a| a.topic.as_str()).collect();
+        for topic in topics {
+            let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+        }
         consumer.assign(&tpl).map_err(KafkaSourceError::Assign)?;
         let mut parts = Vec::new();
         for a in &cfg.assigned {
