@@ -86,6 +86,12 @@ impl Broker {
         }
     }
 
+    /// The broker's process id (from the script's pid file), while it runs.
+    pub fn pid(&self) -> Option<String> {
+        let pid = std::fs::read_to_string(self.dir.join("broker.pid")).ok()?;
+        Some(pid.trim().to_string()).filter(|p| !p.is_empty())
+    }
+
     /// Stops the broker (SIGTERM, then SIGKILL after 30 s); its data stays.
     pub fn stop(&mut self) {
         if self.running {
