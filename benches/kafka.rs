@@ -8,8 +8,10 @@
 //! * `bare-consumer` — one rdkafka consumer that only reads the topic to its
 //!   end (read_committed) and counts the messages: the practical limit;
 //! * `bare-pipe` — the same loop also producing every message unchanged to
-//!   another topic and waiting for the acknowledgements: what the broker
-//!   allows a Kafka → Kafka job at best;
+//!   another topic and waiting for the acknowledgements;
+//! * `bare-pipe-tx` — the same pipe committing a transaction every 10,000
+//!   records, as the engine's sink does every epoch: what transactions cost
+//!   the broker without the engine;
 //! * `engine-nosink` — the engine reading Kafka into the lake only;
 //! * `engine` — `fraud_kafka.toml` with `--once`, 1 worker: read, parse, clean,
 //!   featurize, score, write the lake and produce every scored record to a
@@ -62,9 +64,10 @@ fn main() {
     }
 }
 
-const MODES: [&str; 6] = [
+const MODES: [&str; 7] = [
     "bare-consumer",
     "bare-pipe",
+    "bare-pipe-tx",
     "engine-nosink",
     "engine",
     "engine-2w",
@@ -181,8 +184,9 @@ fn child(mode: &str) {
     let piped = format!("piped-{round}");
     let started = Instant::now();
     let records = match mode {
-        "bare-consumer" => bare(&brokers, None),
-        "bare-pipe" => bare(&brokers, Some(&piped)),
+        "bare-consumer" => bare(&brokers, None, None),
+        "bare-pipe" => bare(&brokers, Some(&piped), None),
+        "bare-pipe-tx" => bare(&brokers, Some(&format!("{piped}-tx")), Some(10_000)),
         _ => engine(
             &dir,
             &brokers,
@@ -201,17 +205,33 @@ fn child(mode: &str) {
 
 /// Reads `tx` to its end; with `pipe`, also produces every payload unchanged to that topic
 /// (idempotent, lz4, waiting for every acknowledgement): the broker-bound ceiling of Kafka → Kafka.
-fn bare(brokers: &str, pipe: Option<&str>) -> u64 {
+/// With `transactions`, the pipe commits a transaction every that many
+/// records, as the engine's sink does every epoch: what transactions cost
+/// without the engine.
+fn bare(brokers: &str, pipe: Option<&str>, transactions: Option<u64>) -> u64 {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: Option<BaseProducer> = pipe.map(|_| {
-        ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    let producer: Option<BaseProducer> = pipe.map(|topic| {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
-            .set("linger.ms", "20")
-            .create()
-            .unwrap()
+            .set("linger.ms", "20");
+        if transactions.is_some() {
+            c.set("transactional.id", format!("bench-{topic}"));
+        }
+        let p: BaseProducer = c.create().unwrap();
+        if transactions.is_some() {
+            p.init_transactions(Duration::from_secs(30)).unwrap();
+            p.begin_transaction().unwrap();
+        }
+        p
     });
+    // As the engine's sink: settled first, a commit does not wait out
+    // rust-rdkafka's 100 ms flush polls.
+    let commit = |p: &BaseProducer| {
+        millrace::connectors::kafka_sink::settle(p, Duration::from_secs(120)).unwrap();
+        p.commit_transaction(Duration::from_secs(60)).unwrap();
+    };
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-bare")
@@ -250,6 +270,10 @@ fn bare(brokers: &str, pipe: Option<&str>) -> u64 {
                         p.poll(Duration::from_millis(5));
                     }
                     p.poll(Duration::ZERO);
+                    if transactions.is_some_and(|every| n.is_multiple_of(every)) {
+                        commit(p);
+                        p.begin_transaction().unwrap();
+                    }
                 }
                 eof.remove(&m.partition());
             }
@@ -261,7 +285,11 @@ fn bare(brokers: &str, pipe: Option<&str>) -> u64 {
         }
     }
     if let Some(p) = &producer {
-        p.flush(Duration::from_secs(120)).unwrap();
+        if transactions.is_some() {
+            commit(p);
+        } else {
+            p.flush(Duration::from_secs(120)).unwrap();
+        }
     }
     std::hint::black_box(bytes);
     n
