@@ -46,18 +46,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows: u64 = args
-        .iter()
-        .position(|a| a == "--rows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let repeat: usize = args
-        .iter()
-        .position(|a| a == "--repeat")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rows: u64 = common::arg(&args, "--rows", 1_000_000);
+    let repeat: usize = common::arg(&args, "--repeat", 3) as usize;
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
         Some(mode) => child(mode),
         None => parent(rows, repeat.max(1)),

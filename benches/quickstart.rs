@@ -49,24 +49,9 @@ use millrace::gen::CATEGORIES;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows: u64 = args
-        .iter()
-        .position(|a| a == "--rows")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let repeat: usize = args
-        .iter()
-        .position(|a| a == "--repeat")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let files: u64 = args
-        .iter()
-        .position(|a| a == "--files")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let rows: u64 = common::arg(&args, "--rows", 1_000_000);
+    let repeat: usize = common::arg(&args, "--repeat", 3) as usize;
+    let files: u64 = common::arg(&args, "--files", 1);
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
         Some(mode) => child(
             mode,

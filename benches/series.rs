@@ -28,14 +28,6 @@ use millrace::topology::Topology;
 use millrace_operators::detect::corpus;
 use millrace_operators::detect::series::SeriesDetector;
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
@@ -44,8 +36,8 @@ fn main() {
             Path::new(&std::env::var("MILLRACE_BENCH_DIR").unwrap()),
         ),
         None => parent(
-            arg(&args, "--series", 60) as usize,
-            arg(&args, "--repeat", 3).max(1) as usize,
+            common::arg(&args, "--series", 60) as usize,
+            common::arg(&args, "--repeat", 3).max(1) as usize,
         ),
     }
 }

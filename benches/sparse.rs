@@ -33,18 +33,10 @@ const SPACINGS: [(&str, f64); 4] = [
     ("1day", 86_400_000.0),
 ];
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rows = arg(&args, "--rows", 50_000);
-    let repeat = arg(&args, "--repeat", 5).max(1) as usize;
+    let rows = common::arg(&args, "--rows", 50_000);
+    let repeat = common::arg(&args, "--repeat", 5).max(1) as usize;
     match std::env::var("MILLRACE_BENCH_MODE").ok().as_deref() {
         Some(mode) => child(
             mode,
