@@ -194,7 +194,7 @@ fn child(mode: &str) {
 }
 
 /// Reads `tx` to its end; with `pipe`, also produces every payload unchanged to that topic
-/// (idempotent, lz4, waiting for every acknowledgement): the broker-bound ceiling of Kafka → Kafka.
+/// (idempotent, lz4, waiting for every acknowledgement), one message per call.
 /// With `transactions`, the pipe commits a transaction every that many
 /// records, as the engine's sink does every epoch: what transactions cost
 /// without the engine.
