@@ -321,21 +321,27 @@ impl<'scope> Clean<'scope> for Stream<'scope, Epoch, Vec<Parsed>> {
                 while let Some((epoch, caps, mut batch)) = stash.next_ready(&frontiers[0]) {
                     batch.sort_by_key(Parsed::pos);
                     let mut tally = Tally::default();
-                    let mut clean_session = clean_handle.session(&caps[0]);
-                    let mut rejected_session = rejected_handle.session(&caps[1]);
+                    // Each output as one container: no per-record copies
+                    // into timely's small buffers.
+                    let mut clean = Vec::with_capacity(batch.len());
+                    let mut rejected = Vec::new();
                     for parsed in batch {
                         match cleaner.apply(parsed) {
                             Outcome::Clean(r) => {
                                 tally.clean += 1;
-                                clean_session.give(r);
+                                clean.push(r);
                             }
                             Outcome::Rejected(r) => {
                                 tally.reject(r.reason);
-                                rejected_session.give(r);
+                                rejected.push(r);
                             }
                             Outcome::Duplicate => tally.duplicate += 1,
                         }
                     }
+                    clean_handle.session(&caps[0]).give_container(&mut clean);
+                    rejected_handle
+                        .session(&caps[1])
+                        .give_container(&mut rejected);
                     tally_handle.session(&caps[2]).give(tally);
                     if state.snapshot {
                         snap_handle.session(&caps[3]).give(Snapshot {

@@ -134,7 +134,13 @@ impl<D> EpochStash<D> {
                 )
             });
             for batch in data {
-                entry.1.append(batch);
+                // An epoch that comes as one container (what the operators
+                // here give) is taken whole, not copied element by element.
+                if entry.1.is_empty() {
+                    std::mem::swap(&mut entry.1, batch);
+                } else {
+                    entry.1.append(batch);
+                }
             }
         });
     }

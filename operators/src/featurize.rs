@@ -630,8 +630,11 @@ impl<'scope> Featurize<'scope> for Stream<'scope, Epoch, Vec<Record>> {
                 let mut examples_handle = examples_out.activate();
                 let mut snap_handle = snap_out.activate();
                 while let Some((epoch, caps, batch)) = stash.next_ready(&frontiers[0]) {
-                    let mut session = examples_handle.session(&caps[port::EXAMPLES]);
-                    let snapshot = machine.on_epoch(epoch, batch, |ex| session.give(ex));
+                    let mut examples = Vec::with_capacity(batch.len());
+                    let snapshot = machine.on_epoch(epoch, batch, |ex| examples.push(ex));
+                    examples_handle
+                        .session(&caps[port::EXAMPLES])
+                        .give_container(&mut examples);
                     if let Some(snapshot) = snapshot {
                         snap_handle.session(&caps[port::SNAPSHOTS]).give(snapshot);
                     }

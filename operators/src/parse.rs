@@ -76,6 +76,10 @@ pub struct Parser {
     /// time, the key, the label, the id, the numbers, the categories (empty
     /// where the schema declares none, which no member matches).
     json_names: Vec<String>,
+    /// Per-record buffers of the JSON reader (see `parse_json`).
+    raw: Vec<Option<(usize, usize)>>,
+    values: Vec<Slot>,
+    unescaped: Vec<String>,
 }
 
 /// A field value on its way into a record.
@@ -104,6 +108,9 @@ impl Parser {
             ranges: Vec::new(),
             unquoted: Vec::new(),
             json_names,
+            raw: Vec::new(),
+            values: Vec::new(),
+            unescaped: Vec::new(),
         }
     }
 
@@ -251,16 +258,18 @@ impl Parser {
         pos: Pos,
         lh: u64,
     ) -> Result<Record, (Reason, String, Option<i64>)> {
-        use std::borrow::Cow;
         let s = &self.schema;
-        // Slots in `json_names` order: time, key, label, id, numbers, categories.
-        let mut slots: Vec<Option<&serde_json::value::RawValue>> =
-            vec![None; self.json_names.len()];
+        // Slots in `json_names` order: time, key, label, id, numbers,
+        // categories; each the byte range of its raw value in `line`. The
+        // buffers are the parser's, reused from record to record.
+        self.raw.clear();
+        self.raw.resize(self.json_names.len(), None);
         let mut de = serde_json::Deserializer::from_str(line);
         let read = serde::de::DeserializeSeed::deserialize(
             Members {
                 names: &self.json_names,
-                slots: &mut slots,
+                slots: &mut self.raw,
+                line,
             },
             &mut de,
         )
@@ -273,40 +282,56 @@ impl Parser {
             };
             return Err((Reason::BadJson, message, None));
         }
-        let text = |i: usize| -> Result<Option<Cow<str>>, (Reason, String, Option<i64>)> {
-            let Some(raw) = slots[i] else {
-                return Ok(None);
+        self.values.clear();
+        self.unescaped.clear();
+        for (i, raw) in self.raw.iter().enumerate() {
+            let Some((start, end)) = *raw else {
+                self.values.push(Slot::Missing);
+                continue;
             };
-            let t = raw.get();
-            match t.as_bytes().first() {
-                Some(b'n') => Ok(None),
-                Some(b't') => Ok(Some(Cow::Borrowed("1"))),
-                Some(b'f') => Ok(Some(Cow::Borrowed("0"))),
-                Some(b'"') if !t.contains('\\') => Ok(Some(Cow::Borrowed(&t[1..t.len() - 1]))),
-                Some(b'"') => serde_json::from_str::<String>(t)
-                    .map(|v| Some(Cow::Owned(v)))
-                    .map_err(|e| (Reason::BadJson, e.to_string(), None)),
-                Some(b'[') | Some(b'{') => Err((
-                    Reason::BadJson,
-                    format!(
-                        "field `{}`: expected a scalar, found {}",
-                        self.json_names[i],
-                        if t.starts_with('[') {
-                            "an array"
-                        } else {
-                            "an object"
-                        }
-                    ),
-                    None,
-                )),
-                _ => Ok(Some(Cow::Borrowed(t))),
-            }
-        };
-        let owned = (0..slots.len()).map(text).collect::<Result<Vec<_>, _>>()?;
+            let t = &line[start..end];
+            let slot = match t.as_bytes().first() {
+                Some(b'n') => Slot::Missing,
+                Some(b't') => Slot::True,
+                Some(b'f') => Slot::False,
+                Some(b'"') if !t.contains('\\') => Slot::Line(start + 1, end - 1),
+                Some(b'"') => {
+                    let v = serde_json::from_str::<String>(t)
+                        .map_err(|e| (Reason::BadJson, e.to_string(), None))?;
+                    self.unescaped.push(v);
+                    Slot::Unescaped(self.unescaped.len() - 1)
+                }
+                Some(b'[') | Some(b'{') => {
+                    return Err((
+                        Reason::BadJson,
+                        format!(
+                            "field `{}`: expected a scalar, found {}",
+                            self.json_names[i],
+                            if t.starts_with('[') {
+                                "an array"
+                            } else {
+                                "an object"
+                            }
+                        ),
+                        None,
+                    ))
+                }
+                _ => Slot::Line(start, end),
+            };
+            self.values.push(slot);
+        }
+        let (values, unescaped) = (&self.values, &self.unescaped);
         let field = |i: usize| -> Field<'_> {
-            match owned[i].as_deref().map(str::trim) {
-                None | Some("") => Field::Missing,
-                Some(t) => Field::Text(t),
+            let text = match values[i] {
+                Slot::Missing => return Field::Missing,
+                Slot::True => "1",
+                Slot::False => "0",
+                Slot::Line(a, b) => &line[a..b],
+                Slot::Unescaped(u) => unescaped[u].as_str(),
+            };
+            match text.trim() {
+                "" => Field::Missing,
+                t => Field::Text(t),
             }
         };
         let nn = s.numeric.len();
@@ -325,13 +350,28 @@ impl Parser {
     }
 }
 
+/// Where a JSON member's value is, once read: JSON `true`/`false` read as
+/// `1`/`0`, a string without escapes as its bytes inside the quotes.
+#[derive(Clone, Copy)]
+enum Slot {
+    Missing,
+    True,
+    False,
+    /// A byte range of the line.
+    Line(usize, usize),
+    /// An escaped string, unescaped into the parser's buffer at this index.
+    Unescaped(usize),
+}
+
 /// Reads one JSON object into the slots of the members named in `names`
 /// (the raw text of each value; where a key repeats, the last one), in one
 /// pass and without a map: keys are borrowed from the line unless escaped.
 /// Every other member is still checked for syntax, and skipped.
 struct Members<'n, 's, 'de> {
     names: &'n [String],
-    slots: &'s mut [Option<&'de serde_json::value::RawValue>],
+    /// Each wanted member's raw value, as a byte range of `line`.
+    slots: &'s mut [Option<(usize, usize)>],
+    line: &'de str,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Members<'_, '_, 'de> {
@@ -364,8 +404,11 @@ impl<'de> serde::de::Visitor<'de> for Members<'_, '_, 'de> {
                 continue;
             }
             let value: &'de serde_json::value::RawValue = map.next_value()?;
+            // A borrowed raw value is a slice of the line it was read from.
+            let start = value.get().as_ptr() as usize - self.line.as_ptr() as usize;
+            let range = (start, start + value.get().len());
             for i in wanted {
-                self.slots[i] = Some(value);
+                self.slots[i] = Some(range);
             }
         }
         Ok(())
@@ -1158,9 +1201,10 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
                 let mut parsed_handle = parsed_out.activate();
                 let mut tally_handle = tally_out.activate();
                 input.for_each_stamp(|cap, data| {
-                    let mut session = parsed_handle.session(&cap);
                     let chunks = data.flat_map(|d| d.drain(..));
-                    let tally = machine.on_batch(chunks, |p| session.give(p));
+                    let mut parsed = Vec::new();
+                    let tally = machine.on_batch(chunks, |p| parsed.push(p));
+                    parsed_handle.session(&cap).give_container(&mut parsed);
                     tally_handle.session(&cap).give(tally);
                 });
             }

@@ -1495,8 +1495,10 @@ impl LiveOutputs<'_> {
             tally,
         } = out;
         if !scored.is_empty() {
-            let mut session = self.scored.session(&caps[port::SCORED]);
-            session.give_iterator(scored.into_iter());
+            let mut scored = scored;
+            self.scored
+                .session(&caps[port::SCORED])
+                .give_container(&mut scored);
         }
         if let Some(tally) = tally {
             self.tallies.session(&caps[port::TALLIES]).give(tally);

@@ -975,6 +975,9 @@ impl KafkaReader {
                 undecodable: e.undecodable,
             });
         }
+        // In the order of their inputs' ids, so that `clean`, which orders an
+        // epoch by position, finds it in order already.
+        emit.chunks.sort_by_key(|c| c.input);
     }
 
     /// The position at an epoch's end: every partition's next offset (and the lag gauges).
