@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
@@ -70,22 +70,6 @@ fn assert_never_shown(secret: &str, out: &Output, lake: &Path) {
         ("alerts.jsonl", &*jsonl),
     ] {
         assert!(!text.contains(secret), "the secret is in the run's {what}");
-    }
-}
-
-/// Waits until `done` holds, for at most `secs` seconds; panics with `what` and the last value.
-fn wait_until<T: std::fmt::Debug>(what: &str, secs: u64, mut poll: impl FnMut() -> (bool, T)) -> T {
-    let start = Instant::now();
-    loop {
-        let (done, value) = poll();
-        if done {
-            return value;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "{what} within {secs} s; last seen: {value:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

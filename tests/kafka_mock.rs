@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use millrace::runtime::{run, RunOptions};
@@ -19,18 +18,6 @@ fn kafka_errors_counted() -> bool {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
         > 0.0
-}
-
-/// Waits (up to two minutes) until `done` says the run reached `what`.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -94,8 +81,8 @@ fn a_broker_down_mid_stream_loses_nothing() {
         )
     });
     let held = || gate.with_extension("reached").exists();
-    wait_until("the run is held at its third commit", || {
-        held() || engine.is_finished()
+    wait_until("the run is held at its third commit", 120, || {
+        (held() || engine.is_finished(), ())
     });
     if !held() {
         panic!(
@@ -105,8 +92,8 @@ fn a_broker_down_mid_stream_loses_nothing() {
     }
     mock.broker_down(1).unwrap();
     std::fs::write(&gate, "").unwrap();
-    wait_until("the engine counts the outage as Kafka errors", || {
-        kafka_errors_counted() || engine.is_finished()
+    wait_until("the engine counts the outage as Kafka errors", 120, || {
+        (kafka_errors_counted() || engine.is_finished(), ())
     });
     mock.broker_up(1).unwrap();
     assert!(

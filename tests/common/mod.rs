@@ -663,3 +663,24 @@ pub fn held(child: &mut std::process::Child, gate: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Waits until `poll` says done, for at most `secs` seconds; panics with
+/// `what` and the last value it saw.
+pub fn wait_until<T: std::fmt::Debug>(
+    what: &str,
+    secs: u64,
+    mut poll: impl FnMut() -> (bool, T),
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        let (done, value) = poll();
+        if done {
+            return value;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "{what} within {secs} s; last seen: {value:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
