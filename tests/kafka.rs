@@ -484,7 +484,14 @@ fn topology_refuses_owned_and_secret_librdkafka_options() {
     let dir = scratch("kafka-options");
     for (key, expect) in [
         ("enable.auto.commit", "is set by millrace"),
-        ("sasl.password", "is a secret: set it in the environment"),
+        (
+            "sasl.password",
+            "is a secret: set it in the environment (MILLRACE_KAFKA_SASL_PASSWORD)",
+        ),
+        (
+            "ssl.ca.location",
+            "every Kafka client of the job shares: set it in the environment (MILLRACE_KAFKA_SSL_CA_LOCATION)",
+        ),
     ] {
         let text = std::fs::read_to_string(repo().join("topologies/fraud_kafka.toml"))
             .unwrap()
@@ -1297,18 +1304,7 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
         "{err}"
     );
     // She may read it and commit the group's offsets, but not write the scored topic.
-    broker.allow(&[
-        "--allow-principal",
-        "User:alice",
-        "--operation",
-        "Read",
-        "--operation",
-        "Describe",
-        "--topic",
-        "tx",
-        "--group",
-        "millrace-fraud",
-    ]);
+    allow_reading(&broker, "User:alice", "tx", "millrace-fraud");
     let err = failed(&run("lake-c", "alice-test-secret"));
     assert!(
         err.contains(&format!(
@@ -1318,34 +1314,7 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
     );
     // Write on the output topics (scored, its marker topic, alerts) and on her
     // transactional ids: the run goes through, every clean record once.
-    broker.allow(&[
-        "--allow-principal",
-        "User:alice",
-        "--operation",
-        "Write",
-        "--operation",
-        "Describe",
-        "--operation",
-        "Create",
-        "--resource-pattern-type",
-        "prefixed",
-        "--topic",
-        "scored",
-        "--topic",
-        "alerts",
-    ]);
-    broker.allow(&[
-        "--allow-principal",
-        "User:alice",
-        "--operation",
-        "Write",
-        "--operation",
-        "Describe",
-        "--resource-pattern-type",
-        "prefixed",
-        "--transactional-id",
-        "millrace-",
-    ]);
+    allow_writing(&broker, "User:alice");
     let out = run("lake-d", "alice-test-secret");
     let text = format!(
         "{}{}",
@@ -1361,6 +1330,162 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
     let keys: BTreeSet<(String, u64)> = scored.iter().map(key_of).collect();
     assert_eq!(scored.len() as u64, clean, "{text}");
     assert_eq!(keys.len(), scored.len(), "a record was produced twice");
+}
+
+/// ACLs: `principal` may read `topic` and commit offsets of `group`.
+fn allow_reading(broker: &Broker, principal: &str, topic: &str, group: &str) {
+    broker.allow(&[
+        "--allow-principal",
+        principal,
+        "--operation",
+        "Read",
+        "--operation",
+        "Describe",
+        "--topic",
+        topic,
+        "--group",
+        group,
+    ]);
+}
+
+/// ACLs: `principal` may write (and create) the topics named `scored*` and
+/// `alerts*` (the scored topic, its marker topic, the alerts) and use
+/// transactional ids `millrace-*`.
+fn allow_writing(broker: &Broker, principal: &str) {
+    broker.allow(&[
+        "--allow-principal",
+        principal,
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--operation",
+        "Create",
+        "--resource-pattern-type",
+        "prefixed",
+        "--topic",
+        "scored",
+        "--topic",
+        "alerts",
+    ]);
+    broker.allow(&[
+        "--allow-principal",
+        principal,
+        "--operation",
+        "Write",
+        "--operation",
+        "Describe",
+        "--resource-pattern-type",
+        "prefixed",
+        "--transactional-id",
+        "millrace-",
+    ]);
+}
+
+#[test]
+fn tls_verifies_the_broker_and_takes_scram_logins_and_client_certificates() {
+    let port = || -> u16 { free_addr().rsplit(':').next().unwrap().parse().unwrap() };
+    let (sasl_port, ssl_port) = (port(), port());
+    let broker = Broker::start_tls("tls", sasl_port, ssl_port, &["alice:alice-test-secret"]);
+    let (sasl, ssl) = (
+        format!("127.0.0.1:{sasl_port}"),
+        format!("127.0.0.1:{ssl_port}"),
+    );
+    let tls = broker.tls();
+    let path = |f: &str| tls.join(f).to_str().unwrap().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let key_password = std::fs::read_to_string(tls.join("client.key.password")).unwrap();
+    let dir = scratch("kafka-tls");
+    let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 4000, 83, 2);
+    broker.create_topic("scored-scram", 2, &[]);
+    broker.create_topic("scored-mtls", 2, &[]);
+    allow_reading(&broker, "User:alice", "tx", "scram");
+    allow_writing(&broker, "User:alice");
+    let run = |env: Vec<(&str, String)>, name: &str, brokers: &str| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let topo = topology_named(&dir, name, "tx", &format!("scored-{name}"), name, 1_000);
+        let lake = format!("lake-{name}");
+        let args = [
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--brokers",
+            brokers,
+        ];
+        let out = millrace_env_raw(&dir, &[&args[..], &["--lake", &lake]].concat(), &env);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in ["alice-test-secret", "wrong-secret", key_password.as_str()] {
+            assert!(!text.contains(secret), "a secret was printed:\n{text}");
+        }
+        (out.status.success(), text)
+    };
+    let scram = |password: &'static str, ca: Option<&str>| {
+        let mut env = vec![
+            ("MILLRACE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("MILLRACE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("MILLRACE_KAFKA_SASL_USERNAME", "alice"),
+            ("MILLRACE_KAFKA_SASL_PASSWORD", password),
+        ];
+        env.extend(ca.map(|ca| ("MILLRACE_KAFKA_SSL_CA_LOCATION", ca)));
+        env.into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect::<Vec<_>>()
+    };
+
+    // The broker's certificate is not signed by a CA the system trusts: the
+    // handshake fails with librdkafka's reason, never a silent plain connection.
+    let (ok, text) = run(scram("alice-test-secret", None), "scram", &sasl);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("TLS with Kafka at {sasl} failed"))
+            && text.contains("certificate verify failed"),
+        "{text}"
+    );
+    // Trusting the CA, a wrong SCRAM password is refused by the broker.
+    let (ok, text) = run(scram("wrong-secret", Some(&ca)), "scram", &sasl);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("Kafka at {sasl} refused the login")),
+        "{text}"
+    );
+    // SASL_SSL with SCRAM-SHA-512: every clean record once.
+    let (ok, text) = run(scram("alice-test-secret", Some(&ca)), "scram", &sasl);
+    assert!(ok, "{text}");
+    let (topic, n) = scored_topic(&broker.addr, "scored-scram");
+    assert_eq!((n as u64, topic.len() as u64), (clean, clean), "{text}");
+
+    // Mutual TLS: the client's certificate is its principal.
+    let mtls = |password: Option<&str>| {
+        let mut env = vec![
+            ("MILLRACE_KAFKA_SECURITY_PROTOCOL", "SSL".to_string()),
+            ("MILLRACE_KAFKA_SSL_CA_LOCATION", ca.clone()),
+            ("MILLRACE_KAFKA_SSL_CERTIFICATE_LOCATION", cert.clone()),
+            ("MILLRACE_KAFKA_SSL_KEY_LOCATION", key.clone()),
+        ];
+        env.extend(password.map(|p| ("MILLRACE_KAFKA_SSL_KEY_PASSWORD", p.to_string())));
+        env
+    };
+    // Without the key's password the client cannot load its key: a clear error, at once.
+    let (ok, text) = run(mtls(None), "mtls", &ssl);
+    assert!(!ok, "{text}");
+    assert!(text.contains("ssl.key.location"), "{text}");
+    // With it, but no ACL for the certificate's subject yet.
+    let (ok, text) = run(mtls(Some(&key_password)), "mtls", &ssl);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("not authorised to read topic `tx` at {ssl}")),
+        "{text}"
+    );
+    allow_reading(&broker, "User:CN=millrace-client", "tx", "mtls");
+    allow_writing(&broker, "User:CN=millrace-client");
+    let (ok, text) = run(mtls(Some(&key_password)), "mtls", &ssl);
+    assert!(ok, "{text}");
+    let (topic, n) = scored_topic(&broker.addr, "scored-mtls");
+    assert_eq!((n as u64, topic.len() as u64), (clean, clean), "{text}");
 }
 
 #[test]

@@ -36,11 +36,18 @@
 //! **Offsets** are committed back to the group only after the epoch holding
 //! them is checkpointed (the coordinator does it), so consumer lag is visible
 //! to ordinary Kafka tooling and never runs ahead of the lake.
-//! **Secrets** (SASL and SSL passwords) come from the environment
-//! (`MILLRACE_KAFKA_SASL_USERNAME`, `MILLRACE_KAFKA_SASL_PASSWORD`,
-//! `MILLRACE_KAFKA_SSL_KEY_PASSWORD`, with `MILLRACE_KAFKA_SECURITY_PROTOCOL`
-//! and `MILLRACE_KAFKA_SASL_MECHANISM`), never from the topology file, and are
-//! never logged.
+//! **Security** (TLS, SASL, their secrets) comes from the environment, never
+//! from the topology file, and is never logged: `MILLRACE_KAFKA_<KEY>` sets
+//! librdkafka's `security.protocol`, `sasl.*` or `ssl.*` key `<key>` (upper
+//! case, `_` for `.`: `MILLRACE_KAFKA_SSL_CA_LOCATION` is `ssl.ca.location`)
+//! on every Kafka client of the job — the source's, the sinks', the marker
+//! reader's, the alerts' — so that none connects with other settings than
+//! the rest. A topology's `librdkafka_options` may not set them.
+//! librdkafka is built with OpenSSL (vendored): `SSL` and `SASL_SSL` with
+//! `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, and client certificates. The
+//! broker's certificate and host name are verified, against
+//! `ssl.ca.location` when given, else the CA certificates found in the
+//! system's usual places.
 
 // The errors of this module are built once, when a run starts or stops (a
 // client, a topic, the marker topic), never per record: their size (librdkafka's
@@ -146,6 +153,45 @@ pub fn is_secret_key(key: &str) -> bool {
         || k == "ssl.key.pem"
 }
 
+/// Whether a librdkafka key belongs to the connection's security, which
+/// every client of the job takes from the environment ([`security_env`]).
+pub fn is_security_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k == "security.protocol" || k.starts_with("sasl.") || k.starts_with("ssl.")
+}
+
+/// The environment variable that sets librdkafka's security key `key`.
+pub fn security_var(key: &str) -> String {
+    format!(
+        "MILLRACE_KAFKA_{}",
+        key.to_ascii_uppercase().replace('.', "_")
+    )
+}
+
+/// The security settings in the environment, as librdkafka keys and values:
+/// `MILLRACE_KAFKA_SECURITY_PROTOCOL`, `MILLRACE_KAFKA_SASL_*`,
+/// `MILLRACE_KAFKA_SSL_*`.
+pub fn security_env() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            let rest = k.strip_prefix("MILLRACE_KAFKA_")?;
+            if rest != "SECURITY_PROTOCOL"
+                && !rest.starts_with("SASL_")
+                && !rest.starts_with("SSL_")
+            {
+                return None;
+            }
+            Some((
+                rest.to_ascii_lowercase().replace('_', "."),
+                v.into_string().ok()?,
+            ))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Checks user librdkafka options: no key millrace owns, no secret.
 pub fn check_options(
     options: &BTreeMap<String, String>,
@@ -161,7 +207,19 @@ pub fn check_options(
         if is_secret_key(key) {
             return Err((
                 key.clone(),
-                format!("`{key}` is a secret: set it in the environment (MILLRACE_KAFKA_SASL_USERNAME, MILLRACE_KAFKA_SASL_PASSWORD, MILLRACE_KAFKA_SSL_KEY_PASSWORD), never in the topology"),
+                format!(
+                    "`{key}` is a secret: set it in the environment ({}), never in the topology",
+                    security_var(key)
+                ),
+            ));
+        }
+        if is_security_key(key) {
+            return Err((
+                key.clone(),
+                format!(
+                    "`{key}` is the connection's security, which every Kafka client of the job shares: set it in the environment ({})",
+                    security_var(key)
+                ),
             ));
         }
     }
@@ -173,16 +231,8 @@ pub fn client_config(brokers: &str, options: &BTreeMap<String, String>) -> Clien
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c.set("socket.timeout.ms", "10000");
-    for (env, key) in [
-        ("MILLRACE_KAFKA_SECURITY_PROTOCOL", "security.protocol"),
-        ("MILLRACE_KAFKA_SASL_MECHANISM", "sasl.mechanism"),
-        ("MILLRACE_KAFKA_SASL_USERNAME", "sasl.username"),
-        ("MILLRACE_KAFKA_SASL_PASSWORD", "sasl.password"),
-        ("MILLRACE_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
-    ] {
-        if let Ok(v) = std::env::var(env) {
-            c.set(key, v);
-        }
+    for (key, v) in security_env() {
+        c.set(key, v);
     }
     for (k, v) in options {
         c.set(k, v);
@@ -244,8 +294,16 @@ pub enum KafkaSourceError {
         /// What the brokers said.
         reason: String,
     },
+    /// The TLS handshake with the brokers failed (their certificate, or ours).
+    #[error("TLS with Kafka at {brokers} failed (the CA in MILLRACE_KAFKA_SSL_CA_LOCATION, else the system's; a client certificate in MILLRACE_KAFKA_SSL_CERTIFICATE_LOCATION and MILLRACE_KAFKA_SSL_KEY_LOCATION): {reason}")]
+    Tls {
+        /// `brokers`.
+        brokers: String,
+        /// What librdkafka said.
+        reason: String,
+    },
     /// The principal may not read the topic.
-    #[error("not authorised to read topic `{topic}` at {brokers} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)")]
+    #[error("not authorised to read topic `{topic}` at {brokers} (check the ACLs of the job's principal: MILLRACE_KAFKA_SASL_USERNAME, or its client certificate's subject)")]
     NotAuthorised {
         /// The topic.
         topic: String,
@@ -292,9 +350,10 @@ pub fn plan(
     workers: usize,
     checkpointed: &BTreeMap<String, i64>,
 ) -> Result<Vec<Vec<Assigned>>, KafkaSourceError> {
-    // The first calls to the brokers: a refused login shows here, and only
-    // in the client's error callback (the call itself fails as a transport
-    // failure), so the callback's reason is kept for the error.
+    // The first calls to the brokers: a refused login or a failed TLS
+    // handshake shows here, and only in the client's error callback (the
+    // call itself fails as a transport failure), so the callback's reason is
+    // kept for the error.
     let consumer: BaseConsumer<LoginWatch> = consumer_config(spec)
         .create_with_context(LoginWatch::default())
         .map_err(|error| KafkaSourceError::Client {
@@ -304,10 +363,11 @@ pub fn plan(
     let mut partitions = Vec::new();
     for topic in &spec.topics {
         let listed = topic_partitions(&consumer, spec, topic).map_err(|e| match e {
-            KafkaSourceError::Unreachable { brokers, .. } if refused_login(&consumer) => {
-                KafkaSourceError::Login {
-                    brokers,
-                    reason: consumer.context().refused().unwrap_or_default(),
+            KafkaSourceError::Unreachable { brokers, .. } if refused(&consumer) => {
+                match consumer.context().refused() {
+                    Some(Refusal::Tls(reason)) => KafkaSourceError::Tls { brokers, reason },
+                    Some(Refusal::Login(reason)) => KafkaSourceError::Login { brokers, reason },
+                    None => unreachable!("refused() saw a refusal"),
                 }
             }
             e => e,
@@ -350,15 +410,24 @@ pub fn plan(
     Ok(out)
 }
 
-/// A client context that keeps the reason of a refused login (librdkafka
-/// reports it only to the error callback) and logs every error as the
-/// default context does.
+/// Why the brokers would not talk to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The TLS handshake failed: librdkafka's reason.
+    Tls(String),
+    /// The brokers refused the SASL login: their reason.
+    Login(String),
+}
+
+/// A client context that keeps the reason of a refused login or a failed
+/// TLS handshake (librdkafka reports them only to the error callback) and
+/// logs every error as the default context does.
 #[derive(Default)]
-pub struct LoginWatch(std::sync::Mutex<Option<String>>);
+pub struct LoginWatch(std::sync::Mutex<Option<Refusal>>);
 
 impl LoginWatch {
-    /// Why the brokers refused the login, if they did.
-    pub fn refused(&self) -> Option<String> {
+    /// Why the brokers refused the client, if they did (the first reason).
+    pub fn refused(&self) -> Option<Refusal> {
         self.0.lock().ok().and_then(|r| r.clone())
     }
 }
@@ -366,12 +435,16 @@ impl LoginWatch {
 impl rdkafka::ClientContext for LoginWatch {
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::error::RDKafkaErrorCode as Code;
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(Code::Authentication | Code::SaslAuthenticationFailed)
-        ) {
+        let refusal = match error.rdkafka_error_code() {
+            Some(Code::Authentication | Code::SaslAuthenticationFailed) => {
+                Some(Refusal::Login(reason.to_string()))
+            }
+            Some(Code::SSL) => Some(Refusal::Tls(reason.to_string())),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
             if let Ok(mut r) = self.0.lock() {
-                r.get_or_insert_with(|| reason.to_string());
+                r.get_or_insert(refusal);
             }
         }
         tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
@@ -380,9 +453,9 @@ impl rdkafka::ClientContext for LoginWatch {
 
 impl rdkafka::consumer::ConsumerContext for LoginWatch {}
 
-/// Whether the brokers refused `consumer`'s login: its error events are
-/// served (a poll) and looked at.
-fn refused_login(consumer: &BaseConsumer<LoginWatch>) -> bool {
+/// Whether the brokers refused `consumer` (login or TLS): its error events
+/// are served (a poll) and looked at.
+fn refused(consumer: &BaseConsumer<LoginWatch>) -> bool {
     for _ in 0..5 {
         if consumer.context().refused().is_some() {
             return true;
@@ -1034,5 +1107,43 @@ impl Reader for KafkaReader {
         } else {
             Next::After(Duration::from_millis(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_keys_are_refused_in_a_topology_and_named_by_their_variable() {
+        assert_eq!(
+            security_var("ssl.ca.location"),
+            "MILLRACE_KAFKA_SSL_CA_LOCATION"
+        );
+        assert_eq!(
+            security_var("security.protocol"),
+            "MILLRACE_KAFKA_SECURITY_PROTOCOL"
+        );
+        for key in [
+            "security.protocol",
+            "sasl.mechanism",
+            "ssl.ca.location",
+            "SSL.Key.Location",
+        ] {
+            assert!(is_security_key(key), "{key}");
+        }
+        for key in ["client.id", "linger.ms", "socket.timeout.ms", "sslish"] {
+            assert!(!is_security_key(key), "{key}");
+        }
+        let options = |k: &str| BTreeMap::from([(k.to_string(), "x".to_string())]);
+        let (key, why) = check_options(&options("ssl.ca.location"), &CONSUMER_OWNED).unwrap_err();
+        assert_eq!(key, "ssl.ca.location");
+        assert!(why.contains("MILLRACE_KAFKA_SSL_CA_LOCATION"), "{why}");
+        let (_, why) = check_options(&options("sasl.password"), &CONSUMER_OWNED).unwrap_err();
+        assert!(
+            why.contains("is a secret") && why.contains("MILLRACE_KAFKA_SASL_PASSWORD"),
+            "{why}"
+        );
+        assert!(check_options(&options("client.id"), &CONSUMER_OWNED).is_ok());
     }
 }

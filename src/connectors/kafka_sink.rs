@@ -211,7 +211,7 @@ pub enum KafkaSinkError {
         error: KafkaError,
     },
     /// The principal may not write (or see, or create) a topic.
-    #[error("not authorised to {doing} topic `{topic}` at {brokers} (check the ACLs of the principal in MILLRACE_KAFKA_SASL_USERNAME)")]
+    #[error("not authorised to {doing} topic `{topic}` at {brokers} (check the ACLs of the job's principal: MILLRACE_KAFKA_SASL_USERNAME, or its client certificate's subject)")]
     NotAuthorised {
         /// What was refused (`write to`, `create`).
         doing: &'static str,

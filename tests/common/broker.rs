@@ -53,15 +53,37 @@ impl Broker {
     /// (`NAME:PASSWORD`) and ACLs enforced there ([`Broker::allow`]); `addr`
     /// stays the plaintext listener, whose clients are super users.
     pub fn start_sasl(name: &str, sasl_port: u16, users: &[&str]) -> Broker {
+        Broker::start_secured(name, sasl_port, users, None)
+    }
+
+    /// As [`Broker::start_sasl`], but the SASL listener is SASL_SSL, and a
+    /// third at `127.0.0.1:ssl_port` is SSL taking client certificates
+    /// (mutual TLS). The certificates are in [`Broker::tls`]: `ca.pem` (what
+    /// clients trust), `client.pem` (CN=millrace-client), `client.key`
+    /// (encrypted with the password in `client.key.password`).
+    pub fn start_tls(name: &str, sasl_port: u16, ssl_port: u16, users: &[&str]) -> Broker {
+        Broker::start_secured(name, sasl_port, users, Some(ssl_port))
+    }
+
+    fn start_secured(name: &str, sasl_port: u16, users: &[&str], ssl_port: Option<u16>) -> Broker {
         let dir =
             std::env::temp_dir().join(format!("millrace-kafka-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let port = sasl_port.to_string();
+        let ssl = ssl_port.map(|p| p.to_string());
         let mut extra = vec!["--sasl-port", port.as_str()];
         for u in users {
             extra.extend(["--sasl-user", u]);
         }
+        if let Some(ssl) = &ssl {
+            extra.extend(["--tls", "--ssl-port", ssl.as_str()]);
+        }
         Broker::start_with(&dir, &extra)
+    }
+
+    /// The folder of the TLS listeners' certificates (see [`Broker::start_tls`]).
+    pub fn tls(&self) -> PathBuf {
+        self.dir.join("tls")
     }
 
     /// Starts a broker in `dir` (a new folder is formatted; an old one keeps its data and port).
