@@ -192,7 +192,8 @@ pub fn security_env() -> Vec<(String, String)> {
     out
 }
 
-/// Checks user librdkafka options: no key millrace owns, no secret.
+/// Checks user librdkafka options: no key millrace owns, no secret, no key
+/// of the connection's security (those come from the environment).
 pub fn check_options(
     options: &BTreeMap<String, String>,
     owned: &[&str],
@@ -205,11 +206,17 @@ pub fn check_options(
             ));
         }
         if is_secret_key(key) {
+            // Every secret librdkafka has is a `sasl.*` or `ssl.*` key, which
+            // the environment sets; any other is named without a variable.
+            let var = if is_security_key(key) {
+                format!(" ({})", security_var(key))
+            } else {
+                String::new()
+            };
             return Err((
                 key.clone(),
                 format!(
-                    "`{key}` is a secret: set it in the environment ({}), never in the topology",
-                    security_var(key)
+                    "`{key}` is a secret: set it in the environment{var}, never in the topology"
                 ),
             ));
         }
@@ -1142,6 +1149,11 @@ mod tests {
         let (_, why) = check_options(&options("sasl.password"), &CONSUMER_OWNED).unwrap_err();
         assert!(
             why.contains("is a secret") && why.contains("MILLRACE_KAFKA_SASL_PASSWORD"),
+            "{why}"
+        );
+        let (_, why) = check_options(&options("vault.password"), &CONSUMER_OWNED).unwrap_err();
+        assert!(
+            why.contains("is a secret") && !why.contains("MILLRACE_KAFKA_"),
             "{why}"
         );
         assert!(check_options(&options("client.id"), &CONSUMER_OWNED).is_ok());
