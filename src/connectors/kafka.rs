@@ -370,13 +370,19 @@ pub fn plan(
     let mut partitions = Vec::new();
     for topic in &spec.topics {
         let listed = topic_partitions(&consumer, spec, topic).map_err(|e| match e {
-            KafkaSourceError::Unreachable { brokers, .. } if refused(&consumer) => {
-                match consumer.context().refused() {
-                    Some(Refusal::Tls(reason)) => KafkaSourceError::Tls { brokers, reason },
-                    Some(Refusal::Login(reason)) => KafkaSourceError::Login { brokers, reason },
-                    None => unreachable!("refused() saw a refusal"),
-                }
-            }
+            KafkaSourceError::Unreachable {
+                brokers,
+                topic,
+                error,
+            } => match refusal(&consumer) {
+                Some(Refusal::Tls(reason)) => KafkaSourceError::Tls { brokers, reason },
+                Some(Refusal::Login(reason)) => KafkaSourceError::Login { brokers, reason },
+                None => KafkaSourceError::Unreachable {
+                    brokers,
+                    topic,
+                    error,
+                },
+            },
             e => e,
         })?;
         for p in listed {
@@ -460,16 +466,16 @@ impl rdkafka::ClientContext for LoginWatch {
 
 impl rdkafka::consumer::ConsumerContext for LoginWatch {}
 
-/// Whether the brokers refused `consumer` (login or TLS): its error events
-/// are served (a poll) and looked at.
-fn refused(consumer: &BaseConsumer<LoginWatch>) -> bool {
+/// Why the brokers refused `consumer` (login or TLS), if they did: its
+/// error events are served (a poll) and looked at.
+fn refusal(consumer: &BaseConsumer<LoginWatch>) -> Option<Refusal> {
     for _ in 0..5 {
-        if consumer.context().refused().is_some() {
-            return true;
+        if let Some(r) = consumer.context().refused() {
+            return Some(r);
         }
         let _ = consumer.poll(Duration::from_millis(100));
     }
-    consumer.context().refused().is_some()
+    consumer.context().refused()
 }
 
 /// The partitions of `topic`, from the brokers' metadata.
