@@ -76,6 +76,14 @@ pub struct Parser {
     /// time, the key, the label, the id, the numbers, the categories (empty
     /// where the schema declares none, which no member matches).
     json_names: Vec<String>,
+    /// The distinct names of `json_names` with the slots each fills (a
+    /// member may fill more than one: the key may also be the id).
+    wanted: Vec<(String, Vec<usize>)>,
+    /// For the k-th member of the last object read, the index in `wanted`
+    /// of its name (`NOT_WANTED` if none): lines of one producer keep their
+    /// members in one order, so a key is compared with the name it had last
+    /// time before the others are searched.
+    order: Vec<u32>,
     /// Per-record buffers of the JSON reader (see `parse_json`).
     raw: Vec<Option<(usize, usize)>>,
     values: Vec<Slot>,
@@ -102,12 +110,24 @@ impl Parser {
         ];
         json_names.extend(schema.numeric.iter().map(|f| f.name.clone()));
         json_names.extend(schema.categorical.iter().map(|f| f.name.clone()));
+        let mut wanted: Vec<(String, Vec<usize>)> = Vec::new();
+        for (slot, name) in json_names.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            match wanted.iter_mut().find(|(n, _)| n == name) {
+                Some((_, slots)) => slots.push(slot),
+                None => wanted.push((name.clone(), vec![slot])),
+            }
+        }
         Parser {
             schema,
             layout: None,
             ranges: Vec::new(),
             unquoted: Vec::new(),
             json_names,
+            wanted,
+            order: Vec::new(),
             raw: Vec::new(),
             values: Vec::new(),
             unescaped: Vec::new(),
@@ -267,7 +287,8 @@ impl Parser {
         let mut de = serde_json::Deserializer::from_str(line);
         let read = serde::de::DeserializeSeed::deserialize(
             Members {
-                names: &self.json_names,
+                wanted: &self.wanted,
+                order: &mut self.order,
                 slots: &mut self.raw,
                 line,
             },
@@ -363,15 +384,36 @@ enum Slot {
     Unescaped(usize),
 }
 
-/// Reads one JSON object into the slots of the members named in `names`
+/// Reads one JSON object into the slots of the members `wanted` names
 /// (the raw text of each value; where a key repeats, the last one), in one
 /// pass and without a map: keys are borrowed from the line unless escaped.
 /// Every other member is still checked for syntax, and skipped.
 struct Members<'n, 's, 'de> {
-    names: &'n [String],
+    wanted: &'n [(String, Vec<usize>)],
+    /// See [`Parser::order`].
+    order: &'s mut Vec<u32>,
     /// Each wanted member's raw value, as a byte range of `line`.
     slots: &'s mut [Option<(usize, usize)>],
     line: &'de str,
+}
+
+/// In [`Parser::order`]: the member's name is not wanted (or not known yet).
+const NOT_WANTED: u32 = u32::MAX;
+
+impl Members<'_, '_, '_> {
+    /// The index in `wanted` of the k-th member's name `key`, if it is wanted.
+    fn lookup(&mut self, k: usize, key: &str) -> Option<usize> {
+        if self.order.len() <= k {
+            self.order.resize(k + 1, NOT_WANTED);
+        }
+        let guess = self.order[k] as usize;
+        if self.wanted.get(guess).is_some_and(|(n, _)| n == key) {
+            return Some(guess);
+        }
+        let found = self.wanted.iter().position(|(n, _)| n == key);
+        self.order[k] = found.map_or(NOT_WANTED, |i| i as u32);
+        found
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Members<'_, '_, 'de> {
@@ -390,25 +432,21 @@ impl<'de> serde::de::Visitor<'de> for Members<'_, '_, 'de> {
         f.write_str("a map")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut k = 0;
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let mut wanted = self
-                .names
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| !n.is_empty() && **n == *key)
-                .map(|(i, _)| i)
-                .peekable();
-            if wanted.peek().is_none() {
+            let found = self.lookup(k, &key);
+            k += 1;
+            let Some(w) = found else {
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
-            }
+            };
             let value: &'de serde_json::value::RawValue = map.next_value()?;
             // A borrowed raw value is a slice of the line it was read from.
             let start = value.get().as_ptr() as usize - self.line.as_ptr() as usize;
             let range = (start, start + value.get().len());
-            for i in wanted {
-                self.slots[i] = Some(range);
+            for &slot in &self.wanted[w].1 {
+                self.slots[slot] = Some(range);
             }
         }
         Ok(())
@@ -1196,14 +1234,18 @@ impl<'scope> Parse<'scope> for Stream<'scope, Epoch, Vec<Chunk>> {
             timely::container::CapacityContainerBuilder<Vec<Tally>>,
         >::from(tally_out);
         let mut machine = ParseMachine::new(schema);
+        // Batches of one source are much alike in size: the last one's
+        // saves the output from growing (and moving) record by record.
+        let mut size_hint = 0;
         builder.build(move |_caps| {
             move |_frontiers| {
                 let mut parsed_handle = parsed_out.activate();
                 let mut tally_handle = tally_out.activate();
                 input.for_each_stamp(|cap, data| {
                     let chunks = data.flat_map(|d| d.drain(..));
-                    let mut parsed = Vec::new();
+                    let mut parsed = Vec::with_capacity(size_hint);
                     let tally = machine.on_batch(chunks, |p| parsed.push(p));
+                    size_hint = parsed.len();
                     parsed_handle.session(&cap).give_container(&mut parsed);
                     tally_handle.session(&cap).give(tally);
                 });
@@ -1376,6 +1418,30 @@ mod tests {
             "{}",
             r.detail
         );
+    }
+
+    #[test]
+    fn one_parser_reads_members_in_any_order_from_line_to_line() {
+        // The reader guesses each member's name from the line before: lines
+        // whose members move, vanish or repeat must read as if alone.
+        let lines = [
+            r#"{"event_time":1,"account":"a","amount":1,"f0":2,"category":"x","label":1}"#,
+            r#"{"event_time":2,"account":"b","amount":3,"f0":4,"category":"y","label":0}"#,
+            r#"{"label":1,"category":"z","f0":6,"amount":5,"account":"c","event_time":3}"#,
+            r#"{"extra":0,"event_time":4,"account":"d","f0":8}"#,
+            r#"{"event_time":5,"event_time":6,"account":"e","amount":9,"amount":10}"#,
+            r#"{"event_time":7,"account":"f","amount":11,"f0":12,"category":"w","label":0}"#,
+        ];
+        let mut parser = Parser::new(schema());
+        let c = chunk(Format::Jsonl);
+        for line in lines {
+            let pos = Pos { input: 9, line: 2 };
+            let shared = parser.parse_line(&c, line, pos);
+            let alone = Parser::new(schema()).parse_line(&c, line, pos);
+            // Debug text: a missing number is NaN, which is not equal to itself.
+            assert_eq!(format!("{shared:?}"), format!("{alone:?}"), "{line}");
+            assert!(matches!(shared, Parsed::Record(_)), "{line}: {shared:?}");
+        }
     }
 
     #[test]
