@@ -188,7 +188,10 @@ impl super::Sink for CsvSinkSpec {
         let (a, b) = (ctx.schema.clone(), ctx.schema.clone());
         let scope = inputs.scored.scope();
         let rows = scope.concatenate(vec![
-            inputs.scored.clone().map(move |s| scored_row(&a, &s)),
+            inputs.scored.clone().flat_map(move |batch| {
+                let a = a.clone();
+                (0..batch.len()).map(move |i| scored_row(&a, &batch[i]))
+            }),
             inputs.rejected.clone().map(move |r| rejected_row(&b, &r)),
         ]);
         let (commits, snapshots) = rows.sink_csv(

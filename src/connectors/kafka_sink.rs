@@ -49,6 +49,7 @@ use tracing::info;
 use crate::connectors::kafka::client_config;
 use crate::connectors::lake::Commit;
 use crate::connectors::lake::SinkId;
+use crate::connectors::ScoredBatch;
 use crate::core::fault::Fault;
 use crate::core::write_behind::WriteBehind;
 
@@ -606,7 +607,7 @@ pub trait KafkaScoredSink<'scope> {
     ) -> Stream<'scope, Epoch, Vec<Commit>>;
 }
 
-impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<Scored>> {
+impl<'scope> KafkaScoredSink<'scope> for Stream<'scope, Epoch, Vec<ScoredBatch>> {
     fn sink_kafka(
         self,
         step_id: &str,
@@ -716,7 +717,7 @@ impl EpochProducer {
 
     /// Produces one epoch (in one transaction, with its marker) and waits
     /// until the broker has it; its commit.
-    fn epoch(&mut self, epoch: Epoch, rows: &[Scored]) -> Result<Commit, EpochError> {
+    fn epoch(&mut self, epoch: Epoch, rows: &[ScoredBatch]) -> Result<Commit, EpochError> {
         if self.producer.is_none() {
             self.open(epoch)?;
         }
@@ -725,7 +726,7 @@ impl EpochProducer {
             epoch,
             worker: self.worker,
             files: 0,
-            rows: rows.len() as u64,
+            rows: rows.iter().map(|b| b.len() as u64).sum(),
             bytes: 0,
             parts: vec![],
         };
@@ -773,12 +774,12 @@ impl EpochProducer {
         &self,
         p: &BaseProducer<DeliveryCheck>,
         epoch: Epoch,
-        rows: &[Scored],
+        rows: &[ScoredBatch],
     ) -> Result<u64, EpochError> {
         let topic = &self.sink.spec.topic;
         let mut bytes = 0u64;
         let mut payload = String::new();
-        for (i, s) in rows.iter().enumerate() {
+        for (i, s) in rows.iter().flat_map(|b| b.iter()).enumerate() {
             render(s, epoch, &mut payload);
             bytes += payload.len() as u64;
             let mut record = BaseRecord::to(topic)

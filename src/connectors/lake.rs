@@ -576,11 +576,11 @@ fn mostly_repeated(values: &arrow::array::StringArray) -> bool {
 }
 
 /// Writes the rows of one epoch of one table into their partitions; returns the commit record.
-pub fn write_epoch<R>(
+pub fn write_epoch<'r, R: 'r>(
     lake: &Lake,
     format: &TableFormat<R>,
     arrow: &SchemaRef,
-    rows: &[R],
+    rows: impl IntoIterator<Item = &'r R>,
     epoch: Epoch,
     worker: usize,
 ) -> std::io::Result<Commit> {
@@ -742,6 +742,25 @@ impl super::Sink for LakeRejected {
     }
 }
 
+/// What a lake sink's stream carries: single rows (rejected lines) or the
+/// shared batches of the scored records.
+pub trait Rows<R>: Clone + Send + 'static {
+    /// The rows.
+    fn rows(&self) -> &[R];
+}
+
+impl Rows<Reject> for Reject {
+    fn rows(&self) -> &[Reject] {
+        std::slice::from_ref(self)
+    }
+}
+
+impl<R: Send + Sync + 'static> Rows<R> for Arc<Vec<R>> {
+    fn rows(&self) -> &[R] {
+        self
+    }
+}
+
 /// The lake sink operator. See the module docs.
 pub trait LakeSink<'scope, R> {
     /// Writes this stream's rows to the lake tables in `formats`; returns the commits (one per table and epoch).
@@ -754,7 +773,7 @@ pub trait LakeSink<'scope, R> {
     ) -> Stream<'scope, Epoch, Vec<Commit>>;
 }
 
-impl<'scope, R: Clone + Send + 'static> LakeSink<'scope, R> for Stream<'scope, Epoch, Vec<R>> {
+impl<'scope, R: 'static, I: Rows<R>> LakeSink<'scope, R> for Stream<'scope, Epoch, Vec<I>> {
     fn sink_lake(
         self,
         step_id: &str,
@@ -767,12 +786,13 @@ impl<'scope, R: Clone + Send + 'static> LakeSink<'scope, R> for Stream<'scope, E
             .iter()
             .map(|f| (f.arrow_schema)(&lake.schema))
             .collect();
-        self.write_behind(step_id, fault, move |epoch, rows| {
+        self.write_behind(step_id, fault, move |epoch, data: Vec<I>| {
             crate::crash_point!("lake_write");
             let mut commits = Vec::with_capacity(formats.len());
             for (format, arrow) in formats.iter().zip(&arrows) {
+                let rows = data.iter().flat_map(Rows::rows);
                 let commit =
-                    write_epoch(&lake, format, arrow, &rows, epoch, worker).map_err(|error| {
+                    write_epoch(&lake, format, arrow, rows, epoch, worker).map_err(|error| {
                         WriteError {
                             epoch,
                             table: format.table.name(),

@@ -141,13 +141,10 @@ pub fn build<'scope>(
         Some(late) => scope.concatenate(vec![cleaned.rejected, late]),
         None => cleaned.rejected,
     };
+    let inputs = SinkInputs::new(scoring.scored, rejected);
     if let Some(taps) = &ctx.taps {
-        tap(taps, &cleaned.clean, &rejected, &scoring.scored);
+        tap(taps, &cleaned.clean, &inputs.rejected, &inputs.scored);
     }
-    let inputs = SinkInputs {
-        scored: scoring.scored,
-        rejected,
-    };
     let sink_ctx = SinkContext {
         lake: t.lake.path.clone(),
         schema: plan.schema.clone(),
@@ -377,7 +374,7 @@ fn tap<'scope>(
     taps: &Arc<crate::dataflow::tap::Taps>,
     clean: &Stream<'scope, Epoch, Vec<millrace_operators::record::Record>>,
     rejected: &Stream<'scope, Epoch, Vec<millrace_operators::record::Reject>>,
-    scored: &Stream<'scope, Epoch, Vec<millrace_operators::record::Scored>>,
+    scored: &Stream<'scope, Epoch, Vec<crate::connectors::ScoredBatch>>,
 ) {
     use timely::dataflow::operators::Inspect;
     fn sample<T: serde::Serialize>(
@@ -394,7 +391,10 @@ fn tap<'scope>(
     }
     clean.clone().inspect(sample(taps, "clean"));
     rejected.clone().inspect(sample(taps, "rejected"));
-    scored.clone().inspect(sample(taps, "score"));
+    let mut scored_sample = sample(taps, "score");
+    scored
+        .clone()
+        .inspect(move |batch| batch.iter().for_each(&mut scored_sample));
 }
 
 /// The coordinator's settings (it runs on every worker, and does its work on worker 0).
