@@ -1486,6 +1486,56 @@ fn tls_verifies_the_broker_and_takes_scram_logins_and_client_certificates() {
     assert!(ok, "{text}");
     let (topic, n) = scored_topic(&broker.addr, "scored-mtls");
     assert_eq!((n as u64, topic.len() as u64), (clean, clean), "{text}");
+
+    // A job whose only Kafka is its sink (records from a landing folder):
+    // the sink's brokers say why they refuse it just as a source's do.
+    gen(&dir, "tx.csv", 2_000, 84, &[]);
+    let text = std::fs::read_to_string(repo().join("topologies/quickstart.toml")).unwrap();
+    let topo = dir.join("to-kafka.toml");
+    std::fs::write(
+        &topo,
+        format!("{text}\n[sink.kafka]\nbrokers = \"{sasl}\"\ntopic = \"scored-files\"\n"),
+    )
+    .unwrap();
+    let sink_only = |env: Vec<(&str, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let args = [
+            "run",
+            topo.to_str().unwrap(),
+            "--once",
+            "--lake",
+            "lake-to-kafka",
+        ];
+        let out = millrace_env_raw(&dir, &args, &env);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains("alice-test-secret") && !text.contains("wrong-secret"),
+            "{text}"
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = sink_only(scram("alice-test-secret", None));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("TLS with Kafka at {sasl} failed"))
+            && text.contains("certificate verify failed"),
+        "{text}"
+    );
+    let (ok, text) = sink_only(scram("wrong-secret", Some(&ca)));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("Kafka at {sasl} refused the login")),
+        "{text}"
+    );
+    let (ok, text) = sink_only(scram("alice-test-secret", Some(&ca)));
+    assert!(ok, "{text}");
+    let (topic, n) = scored_topic(&broker.addr, "scored-files");
+    let lake = rows(&dir.join("lake-to-kafka"), "scored");
+    assert_eq!((n, topic.len()), (lake, lake), "{text}");
 }
 
 #[test]

@@ -293,22 +293,9 @@ pub enum KafkaSourceError {
         /// `brokers`.
         brokers: String,
     },
-    /// The brokers refused the login (SASL credentials).
-    #[error("Kafka at {brokers} refused the login (MILLRACE_KAFKA_SASL_USERNAME / MILLRACE_KAFKA_SASL_PASSWORD, mechanism MILLRACE_KAFKA_SASL_MECHANISM): {reason}")]
-    Login {
-        /// `brokers`.
-        brokers: String,
-        /// What the brokers said.
-        reason: String,
-    },
-    /// The TLS handshake with the brokers failed (their certificate, or ours).
-    #[error("TLS with Kafka at {brokers} failed (the CA in MILLRACE_KAFKA_SSL_CA_LOCATION, else the system's; a client certificate in MILLRACE_KAFKA_SSL_CERTIFICATE_LOCATION and MILLRACE_KAFKA_SSL_KEY_LOCATION): {reason}")]
-    Tls {
-        /// `brokers`.
-        brokers: String,
-        /// What librdkafka said.
-        reason: String,
-    },
+    /// The brokers would not let the client in: a refused login or a failed TLS handshake.
+    #[error(transparent)]
+    Refused(#[from] Refused),
     /// The principal may not read the topic.
     #[error("not authorised to read topic `{topic}` at {brokers} (check the ACLs of the job's principal: MILLRACE_KAFKA_SASL_USERNAME, or its client certificate's subject)")]
     NotAuthorised {
@@ -375,8 +362,7 @@ pub fn plan(
                 topic,
                 error,
             } => match refusal(&consumer) {
-                Some(Refusal::Tls(reason)) => KafkaSourceError::Tls { brokers, reason },
-                Some(Refusal::Login(reason)) => KafkaSourceError::Login { brokers, reason },
+                Some(refusal) => refusal.at(&brokers).into(),
                 None => KafkaSourceError::Unreachable {
                     brokers,
                     topic,
@@ -432,6 +418,39 @@ pub enum Refusal {
     Login(String),
 }
 
+impl Refusal {
+    /// The error of this refusal by `brokers`.
+    pub fn at(self, brokers: &str) -> Refused {
+        let brokers = brokers.to_string();
+        match self {
+            Refusal::Tls(reason) => Refused::Tls { brokers, reason },
+            Refusal::Login(reason) => Refused::Login { brokers, reason },
+        }
+    }
+}
+
+/// The brokers would not let a client in (any client of the job: the
+/// source's, the Kafka sink's, the alerts'), with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The brokers refused the login (SASL credentials).
+    #[error("Kafka at {brokers} refused the login (MILLRACE_KAFKA_SASL_USERNAME / MILLRACE_KAFKA_SASL_PASSWORD, mechanism MILLRACE_KAFKA_SASL_MECHANISM): {reason}")]
+    Login {
+        /// `brokers`.
+        brokers: String,
+        /// What the brokers said.
+        reason: String,
+    },
+    /// The TLS handshake with the brokers failed (their certificate, or ours).
+    #[error("TLS with Kafka at {brokers} failed (the CA in MILLRACE_KAFKA_SSL_CA_LOCATION, else the system's; a client certificate in MILLRACE_KAFKA_SSL_CERTIFICATE_LOCATION and MILLRACE_KAFKA_SSL_KEY_LOCATION): {reason}")]
+    Tls {
+        /// `brokers`.
+        brokers: String,
+        /// What librdkafka said.
+        reason: String,
+    },
+}
+
 /// A client context that keeps the reason of a refused login or a failed
 /// TLS handshake (librdkafka reports them only to the error callback) and
 /// logs every error as the default context does.
@@ -468,7 +487,7 @@ impl rdkafka::consumer::ConsumerContext for LoginWatch {}
 
 /// Why the brokers refused `consumer` (login or TLS), if they did: its
 /// error events are served (a poll) and looked at.
-fn refusal(consumer: &BaseConsumer<LoginWatch>) -> Option<Refusal> {
+pub fn refusal(consumer: &BaseConsumer<LoginWatch>) -> Option<Refusal> {
     for _ in 0..5 {
         if let Some(r) = consumer.context().refused() {
             return Some(r);

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use tracing::info;
 
-use crate::connectors::kafka::client_config;
+use crate::connectors::kafka::{client_config, refusal, LoginWatch, Refused};
 use crate::connectors::lake::Commit;
 use crate::connectors::lake::SinkId;
 use crate::connectors::ScoredBatch;
@@ -211,6 +211,9 @@ pub enum KafkaSinkError {
         /// librdkafka's error.
         error: KafkaError,
     },
+    /// The brokers would not let the client in: a refused login or a failed TLS handshake.
+    #[error(transparent)]
+    Refused(#[from] Refused),
     /// The principal may not write (or see, or create) a topic.
     #[error("not authorised to {doing} topic `{topic}` at {brokers} (check the ACLs of the job's principal: MILLRACE_KAFKA_SASL_USERNAME, or its client certificate's subject)")]
     NotAuthorised {
@@ -396,10 +399,21 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
     // Look first: creating is an admin call some brokers (and mocks) do not serve.
     let mut config = client_config(brokers, &BTreeMap::new());
     config.set("allow.auto.create.topics", "false");
-    let probe: BaseConsumer = create(&config, "consumer", brokers)?;
+    // The sink's first call to its brokers (which may not be the source's):
+    // a refused login or a failed handshake shows only in the error callback.
+    let probe: BaseConsumer<LoginWatch> = config
+        .create_with_context(LoginWatch::default())
+        .map_err(|error| KafkaSinkError::Client {
+            what: "consumer",
+            brokers: brokers.to_string(),
+            error,
+        })?;
     let md = probe
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(unreachable(brokers, format!("look up `{topic}`")))?;
+        .map_err(|error| match refusal(&probe) {
+            Some(refusal) => refusal.at(brokers).into(),
+            None => unreachable(brokers, format!("look up `{topic}`"))(error),
+        })?;
     let refused = |doing| KafkaSinkError::NotAuthorised {
         doing,
         topic: topic.to_string(),
