@@ -406,6 +406,7 @@ pub fn plan(
             offset,
         });
     }
+    dispose(consumer);
     Ok(out)
 }
 
@@ -495,6 +496,19 @@ pub fn refusal(consumer: &BaseConsumer<LoginWatch>) -> Option<Refusal> {
         let _ = consumer.poll(Duration::from_millis(100));
     }
     consumer.context().refused()
+}
+
+/// Drops a client the run is done with on a thread of its own. librdkafka's
+/// destroy waits for the client's threads to wind down, 100–150 ms for one
+/// that has talked to the brokers, and a run's start made several
+/// short-lived clients one after another (partition metadata and committed
+/// offsets, topic checks, the marker topic's readers): half a second before
+/// the first record was read.
+pub fn dispose<C: Send + 'static>(client: C) {
+    // Should the thread not start, the client is dropped here, as before.
+    let _ = std::thread::Builder::new()
+        .name("millrace-kafka-close".into())
+        .spawn(move || drop(client));
 }
 
 /// The partitions of `topic`, from the brokers' metadata.

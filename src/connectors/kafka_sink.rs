@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use tracing::info;
 
-use crate::connectors::kafka::{client_config, refusal, LoginWatch, Refused};
+use crate::connectors::kafka::{client_config, dispose, refusal, LoginWatch, Refused};
 use crate::connectors::lake::Commit;
 use crate::connectors::lake::SinkId;
 use crate::connectors::ScoredBatch;
@@ -320,12 +320,14 @@ pub fn committed_epochs(
         create(&c, "consumer", brokers)
     };
     let timeout = Duration::from_secs(10);
-    let (_, end) = reader("read_uncommitted")?
+    let uncommitted = reader("read_uncommitted")?;
+    let (_, end) = uncommitted
         .fetch_watermarks(&marker, 0, timeout)
         .map_err(unreachable(
             brokers,
             format!("read the end of the marker topic `{marker}`"),
         ))?;
+    dispose(uncommitted);
     let consumer = reader("read_committed")?;
     let settle = std::time::Instant::now() + MARKER_SETTLE;
     loop {
@@ -350,7 +352,9 @@ pub fn committed_epochs(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    read_markers(&consumer, brokers, &marker, lake_id)
+    let markers = read_markers(&consumer, brokers, &marker, lake_id);
+    dispose(consumer);
+    markers
 }
 
 /// Reads the marker topic from its beginning to its end: each worker's last
@@ -419,6 +423,7 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
         topic: topic.to_string(),
         brokers: brokers.to_string(),
     };
+    dispose(probe);
     if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
         match t.error().map(RDKafkaErrorCode::from) {
             None if !t.partitions().is_empty() => return Ok(()),
@@ -432,11 +437,13 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
         brokers,
     )?;
     let name = topic.to_string();
-    let created = crate::core::blocking::block(async move {
+    let (admin, created) = crate::core::blocking::block(async move {
         let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
-        admin.create_topics(&[new], &AdminOptions::new()).await
-    })
-    .map_err(unreachable(brokers, format!("create `{topic}`")))?;
+        let created = admin.create_topics(&[new], &AdminOptions::new()).await;
+        (admin, created)
+    });
+    dispose(admin);
+    let created = created.map_err(unreachable(brokers, format!("create `{topic}`")))?;
     for r in created {
         if let Err((_, code)) = r {
             if matches!(
