@@ -177,20 +177,7 @@ fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
     assert_eq!(truth_u64(&truth, "rows_emitted"), 0);
     let (truth, _) = gen_to_kafka(&dir, &broker.addr, "tx", 200_000, 61, 4);
     let topo = topology(&dir, "tx", "scored");
-    let out = millrace(
-        &dir,
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--workers",
-            "2",
-            "--brokers",
-            &broker.addr,
-            "--lake",
-            "lake",
-        ],
-    );
+    let out = millrace(&dir, &run_args(&topo, "2", &broker.addr, "lake"));
 
     let emitted = truth_u64(&truth, "rows_emitted");
     let (malformed, invalid, dups) = (
@@ -276,20 +263,7 @@ fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
             "tx",
         ],
     );
-    let out2 = millrace(
-        &dir,
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--workers",
-            "2",
-            "--brokers",
-            &broker.addr,
-            "--lake",
-            "lake",
-        ],
-    );
+    let out2 = millrace(&dir, &run_args(&topo, "2", &broker.addr, "lake"));
     assert!(
         out2.contains("resumed from the checkpoint of epoch")
             && out2.contains("ledger: in 20000 = clean 20000"),
@@ -313,40 +287,16 @@ fn a_cluster_of_two_processes_reads_and_writes_kafka_as_two_workers_do() {
     // ledger, every clean record once in each scored topic, the same scores.
     let broker = Broker::start("cluster");
     let dir = scratch("kafka-cluster");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "60000",
-            "--seed",
-            "63",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "4",
-        ],
-    );
-    let run = |name: &str, extra: &[&str]| {
+    gen_to_kafka(&dir, &broker.addr, "tx", 60_000, 63, 4);
+    let run = |name: &str, workers: &str, extra: &[&str]| {
         let topo = topology_named(&dir, name, "tx", &format!("scored-{name}"), name, 10_000);
-        let mut args = vec![
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            &broker.addr,
-        ];
         let lake = format!("lake-{name}");
-        args.extend(["--lake", lake.as_str()]);
+        let mut args = run_args(&topo, workers, &broker.addr, &lake);
         args.extend_from_slice(extra);
         millrace(&dir, &args)
     };
-    let one = run("threads", &["--workers", "2"]);
-    let cluster = run("processes", &["--workers", "1", "--local-cluster", "2"]);
+    let one = run("threads", "2", &[]);
+    let cluster = run("processes", "1", &["--local-cluster", "2"]);
     assert!(cluster.contains("2 worker(s) in 2 processes"), "{cluster}");
     let ledger = |out: &str| {
         out.lines()
@@ -381,52 +331,16 @@ fn a_cluster_of_two_processes_reads_and_writes_kafka_as_two_workers_do() {
 fn a_crash_between_the_kafka_commit_and_the_checkpoint_does_not_duplicate() {
     let broker = Broker::start("crash");
     let dir = scratch("kafka-crash");
-    millrace(
-        &dir,
-        &[
-            "gen",
-            "--rows",
-            "60000",
-            "--seed",
-            "63",
-            "--format",
-            "jsonl",
-            "--to-kafka",
-            &broker.addr,
-            "--topic",
-            "tx",
-            "--partitions",
-            "2",
-        ],
-    );
+    gen_to_kafka(&dir, &broker.addr, "tx", 60_000, 63, 2);
     let topo = topology(&dir, "tx", "scored");
     let crashed = Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args([
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            &broker.addr,
-            "--lake",
-            "lake",
-        ])
+        .args(run_args(&topo, "1", &broker.addr, "lake"))
         .current_dir(&dir)
         .env("FAILPOINTS", "before_checkpoint=3*off->return")
         .output()
         .unwrap();
     assert!(!crashed.status.success(), "the run should crash");
-    let out = millrace(
-        &dir,
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            &broker.addr,
-            "--lake",
-            "lake",
-        ],
-    );
+    let out = millrace(&dir, &run_args(&topo, "1", &broker.addr, "lake"));
     assert!(
         out.contains("resumed from the checkpoint of epoch"),
         "{out}"
@@ -458,18 +372,8 @@ fn an_unreachable_broker_is_a_clear_error_not_a_hang() {
         .port(); // closed again: nothing listens
     let topo = topology(&dir, "tx", "scored");
     let start = Instant::now();
-    let out = millrace_raw(
-        &dir,
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            &format!("127.0.0.1:{port}"),
-            "--lake",
-            "lake",
-        ],
-    );
+    let unreachable = format!("127.0.0.1:{port}");
+    let out = millrace_raw(&dir, &run_args(&topo, "1", &unreachable, "lake"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -842,6 +746,28 @@ fn topology_named(
     path
 }
 
+/// `run TOPOLOGY --once --workers WORKERS --brokers BROKERS --lake LAKE`:
+/// the topology over the broker's topics to their end.
+fn run_args<'a>(
+    topology: &'a Path,
+    workers: &'a str,
+    brokers: &'a str,
+    lake: &'a str,
+) -> Vec<&'a str> {
+    let topology = topology.to_str().unwrap();
+    vec![
+        "run",
+        topology,
+        "--once",
+        "--workers",
+        workers,
+        "--brokers",
+        brokers,
+        "--lake",
+        lake,
+    ]
+}
+
 /// Generates `rows` rows (seed `seed`, JSON lines, with faults) into `topic`
 /// on `partitions` partitions; the truth file and the number of clean
 /// records among them (neither malformed, invalid nor duplicates).
@@ -959,17 +885,7 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
 
     // The uninterrupted run: its own group, output topic and lake.
     let whole = topology_named(&dir, "whole", "tx", "scored-whole", "whole", per_epoch);
-    let whole_args = [
-        "run",
-        whole.to_str().unwrap(),
-        "--once",
-        "--workers",
-        "2",
-        "--brokers",
-        &broker.addr,
-        "--lake",
-        "lake-whole",
-    ];
+    let whole_args = run_args(&whole, "2", &broker.addr, "lake-whole");
     let whole_out = millrace(&dir, &whole_args);
     let (whole_topic, n) = scored_topic(&broker.addr, "scored-whole");
     assert_eq!(
@@ -981,17 +897,7 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
     // The killed run.
     let topo = topology_named(&dir, "killed", "tx", "scored", "killed", per_epoch);
     let lake = dir.join("lake");
-    let args = [
-        "run",
-        topo.to_str().unwrap(),
-        "--once",
-        "--workers",
-        "2",
-        "--brokers",
-        &broker.addr,
-        "--lake",
-        "lake",
-    ];
+    let args = run_args(&topo, "2", &broker.addr, "lake");
     let limit = Duration::from_secs(300);
     let mut kills = 0;
     let mut incarnation = 0;
@@ -1109,17 +1015,7 @@ fn a_broker_restart_mid_run_loses_and_repeats_nothing() {
     let topo = topology_named(&dir, "restart", "tx", "scored", "restart", 1500);
     let lake = dir.join("lake");
     let addr = broker.addr.clone();
-    let args = [
-        "run",
-        topo.to_str().unwrap(),
-        "--once",
-        "--workers",
-        "2",
-        "--brokers",
-        &addr,
-        "--lake",
-        "lake",
-    ];
+    let args = run_args(&topo, "2", &addr, "lake");
     let mut child = spawn_run(&dir, &args, None, 0);
     let ended = wait_for(
         &mut child,
@@ -1196,18 +1092,7 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     // An input topic that does not exist: named, at once, nothing created.
     let missing = topology_named(&dir, "missing", "nope", "scored", "missing", 10_000);
     let start = Instant::now();
-    let out = millrace_raw(
-        &dir,
-        &[
-            "run",
-            missing.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            &broker.addr,
-            "--lake",
-            "lake-missing",
-        ],
-    );
+    let out = millrace_raw(&dir, &run_args(&missing, "1", &broker.addr, "lake-missing"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -1221,15 +1106,7 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     broker.create_topic("scored", 2, &["--config", "max.message.bytes=128"]);
     let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 20_000, 66, 2);
     let topo = topology_named(&dir, "small", "tx", "scored", "small", 5_000);
-    let args = [
-        "run",
-        topo.to_str().unwrap(),
-        "--once",
-        "--brokers",
-        &broker.addr,
-        "--lake",
-        "lake",
-    ];
+    let args = run_args(&topo, "1", &broker.addr, "lake");
     let out = millrace_raw(&dir, &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -1268,15 +1145,7 @@ fn sasl_logins_and_acls_are_enforced_with_clear_errors_and_a_granted_run_is_exac
     let run = |lake: &str, password: &str| {
         millrace_env_raw(
             &dir,
-            &[
-                "run",
-                topo.to_str().unwrap(),
-                "--once",
-                "--brokers",
-                &sasl,
-                "--lake",
-                lake,
-            ],
+            &run_args(&topo, "1", &sasl, lake),
             &[
                 ("MILLRACE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
                 ("MILLRACE_KAFKA_SASL_MECHANISM", "PLAIN"),
@@ -1405,14 +1274,7 @@ fn tls_verifies_the_broker_and_takes_scram_logins_and_client_certificates() {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let topo = topology_named(&dir, name, "tx", &format!("scored-{name}"), name, 1_000);
         let lake = format!("lake-{name}");
-        let args = [
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            brokers,
-        ];
-        let out = millrace_env_raw(&dir, &[&args[..], &["--lake", &lake]].concat(), &env);
+        let out = millrace_env_raw(&dir, &run_args(&topo, "1", brokers, &lake), &env);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -1547,19 +1409,10 @@ fn another_member_joining_the_group_mid_run_changes_nothing() {
     let alone = topology_named(&dir, "alone", "tx", "scored-alone", "alone", 1_000);
     let brokers = broker.addr.clone();
     let args = |topo: &Path, lake: &str| -> Vec<String> {
-        [
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--workers",
-            "2",
-            "--brokers",
-            &brokers,
-            "--lake",
-            lake,
-        ]
-        .map(str::to_string)
-        .to_vec()
+        run_args(topo, "2", &brokers, lake)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     };
     let a = args(&alone, "lake-alone");
     millrace(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
@@ -1665,18 +1518,7 @@ fn odd_messages_are_each_one_record_read_or_rejected_with_a_reason() {
     producer.flush(Duration::from_secs(30)).unwrap();
 
     let topo = topology_named(&dir, "odd", "odd", "scored-odd", "odd", 10_000);
-    let out = millrace(
-        &dir,
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--once",
-            "--brokers",
-            &broker.addr,
-            "--lake",
-            "lake",
-        ],
-    );
+    let out = millrace(&dir, &run_args(&topo, "1", &broker.addr, "lake"));
     assert!(
         out.contains("ledger: in 6 = clean 2 + rejected 3 + duplicate 1"),
         "{out}"
