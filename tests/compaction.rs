@@ -213,21 +213,7 @@ fn a_reader_counting_rows_while_compaction_runs_never_sees_a_duplicate_or_a_gap(
     // The compactor is held after writing its first file (not yet committed)
     // and after committing it; the reader reads at both points and after.
     let (before, after) = (dir.join("gate-before"), dir.join("gate-after"));
-    let mut compactor = Command::new(env!("CARGO_BIN_EXE_millrace"))
-        .args(["compact", "lake", "--table", "scored"])
-        .env(
-            "FAILPOINTS",
-            format!(
-                "compaction_hold_before_record=return({});compaction_hold_after_record=return({})",
-                before.display(),
-                after.display()
-            ),
-        )
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut compactor = spawn_held_compactor(&dir, &["lake", "--table", "scored"], &before, &after);
     reads_past(&reads, 3);
     held(&mut compactor, &before);
     reads_past(&reads, 3);

@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -103,22 +103,7 @@ impl Drop for Hosts {
 
 /// Azurite on the bridge's address; its endpoint (without the account).
 fn azurite(dir: &Path, host: &str) -> String {
-    let out = Command::new(repo().join(".ci/storage/emulator"))
-        .args(["start", "azurite", "--host", host, "--dir"])
-        .arg(dir)
-        .args([
-            "--bucket",
-            "lake",
-            "--owner",
-            &std::process::id().to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "Azurite did not start on {host}");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
+    start_emulator("azurite", dir, Some(host))
         .trim_end_matches("/devstoreaccount1")
         .to_string()
 }

@@ -54,20 +54,7 @@ fn start(kind: &str, tools: &[&str]) -> Option<String> {
     }
     let dir = std::env::temp_dir().join(format!("millrace-emulator-{kind}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(repo().join(".ci/storage/emulator"))
-        .args(["start", kind, "--dir"])
-        .arg(&dir)
-        .args([
-            "--bucket",
-            "lake",
-            "--owner",
-            &std::process::id().to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("the emulator script runs");
-    assert!(out.status.success(), "the {kind} emulator did not start");
-    Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    Some(start_emulator(kind, &dir, None))
 }
 
 /// Starts both emulators and points this process's environment (which the
@@ -415,24 +402,8 @@ fn compaction_on_object_stores_swaps_parts_in_atomically_and_runs_resume_after_i
         run_once(&dir, &quickstart(), &lake, &[]);
         // Held before and after its first commit record: a reader counts every row once.
         let (before, after) = (dir.join("gate-before"), dir.join("gate-after"));
-        let _ = (std::fs::remove_file(&before), std::fs::remove_file(&after));
-        let _ = std::fs::remove_file(before.with_extension("reached"));
-        let _ = std::fs::remove_file(after.with_extension("reached"));
-        let mut compactor = Command::new(env!("CARGO_BIN_EXE_millrace"))
-            .args(["compact", &lake, "--grace-ms", "0"])
-            .env(
-                "FAILPOINTS",
-                format!(
-                    "compaction_hold_before_record=return({});compaction_hold_after_record=return({})",
-                    before.display(),
-                    after.display()
-                ),
-            )
-            .current_dir(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut compactor =
+            spawn_held_compactor(&dir, &[&lake, "--grace-ms", "0"], &before, &after);
         for gate in [&before, &after] {
             held(&mut compactor, gate);
             assert_eq!(files_total(&dir, &lake, "scored"), expected, "{lake}");

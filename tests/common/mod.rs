@@ -664,6 +664,67 @@ pub fn held(child: &mut std::process::Child, gate: &Path) {
     }
 }
 
+/// `millrace compact ARGS` started in `dir`, held at two wait points: before
+/// and after its first commit record, gated by the files `before` and
+/// `after` (wait with [`held`], release by writing the gate). Leftover
+/// gates of an earlier run in `dir` are removed first.
+pub fn spawn_held_compactor(
+    dir: &Path,
+    args: &[&str],
+    before: &Path,
+    after: &Path,
+) -> std::process::Child {
+    for gate in [before, after] {
+        let _ = std::fs::remove_file(gate);
+        let _ = std::fs::remove_file(gate.with_extension("reached"));
+    }
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .arg("compact")
+        .args(args)
+        .env(
+            "FAILPOINTS",
+            format!(
+                "compaction_hold_before_record=return({});compaction_hold_after_record=return({})",
+                before.display(),
+                after.display()
+            ),
+        )
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `.ci/storage/emulator start KIND` (`azurite` or `s3`) with its data in
+/// `dir`, listening on `host` (default loopback), with a bucket `lake`,
+/// stopped when this process ends; its endpoint.
+pub fn start_emulator(kind: &str, dir: &Path, host: Option<&str>) -> String {
+    let mut cmd = Command::new(repo().join(".ci/storage/emulator"));
+    cmd.args(["start", kind]);
+    if let Some(host) = host {
+        cmd.args(["--host", host]);
+    }
+    let out = cmd
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--bucket",
+            "lake",
+            "--owner",
+            &std::process::id().to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("the emulator script runs");
+    assert!(
+        out.status.success(),
+        "the {kind} emulator did not start on {}",
+        host.unwrap_or("loopback")
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Waits until `poll` says done, for at most `secs` seconds; panics with
 /// `what` and the last value it saw.
 pub fn wait_until<T: std::fmt::Debug>(
