@@ -271,17 +271,11 @@ impl Parser {
         )
     }
 
-    fn parse_json(
-        &mut self,
-        chunk: &Chunk,
-        line: &str,
-        pos: Pos,
-        lh: u64,
-    ) -> Result<Record, (Reason, String, Option<i64>)> {
-        let s = &self.schema;
-        // Slots in `json_names` order: time, key, label, id, numbers,
-        // categories; each the byte range of its raw value in `line`. The
-        // buffers are the parser's, reused from record to record.
+    /// Reads the members of the JSON object `line` into `raw`: slots in
+    /// `json_names` order (time, key, label, id, numbers, categories), each
+    /// the byte range of its raw value in `line`. The buffers are the
+    /// parser's, reused from record to record.
+    fn read_members(&mut self, line: &str) -> Result<(), serde_json::Error> {
         self.raw.clear();
         self.raw.resize(self.json_names.len(), None);
         let mut members = Members {
@@ -290,16 +284,24 @@ impl Parser {
             slots: &mut self.raw,
             line,
         };
-        let read = if members.scan_flat().is_some() {
-            Ok(())
-        } else {
-            // Not a flat object of plain members (or not JSON): serde_json
-            // reads it, and its messages say what is wrong.
-            members.slots.fill(None);
-            let mut de = serde_json::Deserializer::from_str(line);
-            serde::de::DeserializeSeed::deserialize(members, &mut de).and_then(|()| de.end())
-        };
-        if let Err(e) = read {
+        if members.scan_flat().is_some() {
+            return Ok(());
+        }
+        // Not a flat object of plain members (or not JSON): serde_json
+        // reads it, and its messages say what is wrong.
+        members.slots.fill(None);
+        let mut de = serde_json::Deserializer::from_str(line);
+        serde::de::DeserializeSeed::deserialize(members, &mut de).and_then(|()| de.end())
+    }
+
+    fn parse_json(
+        &mut self,
+        chunk: &Chunk,
+        line: &str,
+        pos: Pos,
+        lh: u64,
+    ) -> Result<Record, (Reason, String, Option<i64>)> {
+        if let Err(e) = self.read_members(line) {
             let message = if e.is_data() {
                 format!("expected a JSON object: {e}")
             } else {
@@ -307,6 +309,7 @@ impl Parser {
             };
             return Err((Reason::BadJson, message, None));
         }
+        let s = &self.schema;
         self.values.clear();
         self.unescaped.clear();
         for (i, raw) in self.raw.iter().enumerate() {
