@@ -349,7 +349,7 @@ pub fn plan(
     // call itself fails as a transport failure), so the callback's reason is
     // kept for the error.
     let consumer: BaseConsumer<LoginWatch> = consumer_config(spec)
-        .create_with_context(LoginWatch::default())
+        .create_with_context(LoginWatch::new(&spec.brokers))
         .map_err(|error| KafkaSourceError::Client {
             brokers: spec.brokers.clone(),
             error,
@@ -362,7 +362,7 @@ pub fn plan(
                 topic,
                 error,
             } => match refusal(&consumer) {
-                Some(refusal) => refusal.at(&brokers).into(),
+                Some(refused) => refused.into(),
                 None => KafkaSourceError::Unreachable {
                     brokers,
                     topic,
@@ -410,29 +410,9 @@ pub fn plan(
     Ok(out)
 }
 
-/// Why the brokers would not talk to a client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// The TLS handshake failed: librdkafka's reason.
-    Tls(String),
-    /// The brokers refused the SASL login: their reason.
-    Login(String),
-}
-
-impl Refusal {
-    /// The error of this refusal by `brokers`.
-    pub fn at(self, brokers: &str) -> Refused {
-        let brokers = brokers.to_string();
-        match self {
-            Refusal::Tls(reason) => Refused::Tls { brokers, reason },
-            Refusal::Login(reason) => Refused::Login { brokers, reason },
-        }
-    }
-}
-
 /// The brokers would not let a client in (any client of the job: the
 /// source's, the Kafka sink's, the alerts'), with what to check.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// The brokers refused the login (SASL credentials).
     #[error("Kafka at {brokers} refused the login (MILLRACE_KAFKA_SASL_USERNAME / MILLRACE_KAFKA_SASL_PASSWORD, mechanism MILLRACE_KAFKA_SASL_MECHANISM): {reason}")]
@@ -455,29 +435,46 @@ pub enum Refused {
 /// A client context that keeps the reason of a refused login or a failed
 /// TLS handshake (librdkafka reports them only to the error callback) and
 /// logs every error as the default context does.
-#[derive(Default)]
-pub struct LoginWatch(std::sync::Mutex<Option<Refusal>>);
+pub struct LoginWatch {
+    /// The client's bootstrap servers, for the error.
+    brokers: String,
+    /// The first refusal seen.
+    refused: std::sync::Mutex<Option<Refused>>,
+}
 
 impl LoginWatch {
+    /// A context for a client of `brokers`.
+    pub fn new(brokers: &str) -> Self {
+        LoginWatch {
+            brokers: brokers.to_string(),
+            refused: std::sync::Mutex::new(None),
+        }
+    }
+
     /// Why the brokers refused the client, if they did (the first reason).
-    pub fn refused(&self) -> Option<Refusal> {
-        self.0.lock().ok().and_then(|r| r.clone())
+    pub fn refused(&self) -> Option<Refused> {
+        self.refused.lock().ok().and_then(|r| r.clone())
     }
 }
 
 impl rdkafka::ClientContext for LoginWatch {
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::error::RDKafkaErrorCode as Code;
-        let refusal = match error.rdkafka_error_code() {
-            Some(Code::Authentication | Code::SaslAuthenticationFailed) => {
-                Some(Refusal::Login(reason.to_string()))
-            }
-            Some(Code::SSL) => Some(Refusal::Tls(reason.to_string())),
+        let (brokers, reason_) = (self.brokers.clone(), reason.to_string());
+        let refused = match error.rdkafka_error_code() {
+            Some(Code::Authentication | Code::SaslAuthenticationFailed) => Some(Refused::Login {
+                brokers,
+                reason: reason_,
+            }),
+            Some(Code::SSL) => Some(Refused::Tls {
+                brokers,
+                reason: reason_,
+            }),
             _ => None,
         };
-        if let Some(refusal) = refusal {
-            if let Ok(mut r) = self.0.lock() {
-                r.get_or_insert(refusal);
+        if let Some(refused) = refused {
+            if let Ok(mut r) = self.refused.lock() {
+                r.get_or_insert(refused);
             }
         }
         tracing::error!(target: "rdkafka::client", "librdkafka: {error}: {reason}");
@@ -488,7 +485,7 @@ impl rdkafka::consumer::ConsumerContext for LoginWatch {}
 
 /// Why the brokers refused `consumer` (login or TLS), if they did: its
 /// error events are served (a poll) and looked at.
-pub fn refusal(consumer: &BaseConsumer<LoginWatch>) -> Option<Refusal> {
+pub fn refusal(consumer: &BaseConsumer<LoginWatch>) -> Option<Refused> {
     for _ in 0..5 {
         if let Some(r) = consumer.context().refused() {
             return Some(r);

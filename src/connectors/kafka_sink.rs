@@ -406,7 +406,7 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
     // The sink's first call to its brokers (which may not be the source's):
     // a refused login or a failed handshake shows only in the error callback.
     let probe: BaseConsumer<LoginWatch> = config
-        .create_with_context(LoginWatch::default())
+        .create_with_context(LoginWatch::new(brokers))
         .map_err(|error| KafkaSinkError::Client {
             what: "consumer",
             brokers: brokers.to_string(),
@@ -415,7 +415,7 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), K
     let md = probe
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|error| match refusal(&probe) {
-            Some(refusal) => refusal.at(brokers).into(),
+            Some(refused) => refused.into(),
             None => unreachable(brokers, format!("look up `{topic}`"))(error),
         })?;
     let refused = |doing| KafkaSinkError::NotAuthorised {
