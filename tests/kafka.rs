@@ -169,6 +169,41 @@ fn key_of(v: &serde_json::Value) -> (String, u64) {
     )
 }
 
+/// A reader's assignment starts the fetches before it splits its
+/// partitions' queues off the consumer; what arrives in between lands on
+/// the consumer's own queue. A wait point holds every reader there until
+/// records have (what a loaded machine does now and then): they are read
+/// again from the partitions' queues, and every record is scored once.
+#[test]
+fn records_fetched_before_the_partition_queues_are_split_off_are_not_lost() {
+    let broker = Broker::start("split");
+    let dir = scratch("kafka-split");
+    let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 40_000, 67, 5);
+    let topo = topology(&dir, "tx", "scored");
+    let args = run_args(&topo, "2", &broker.addr, "lake");
+    let mut child = spawn_run(&dir, &args, Some("kafka_fetch_before_split=return"), 0);
+    let status = child.wait().unwrap();
+    let out = run_output(&dir, 0);
+    assert!(status.success(), "{out}");
+    // Both workers' readers were held with records on the consumer's queue
+    // (besides a version barrier for each of their two or three partitions).
+    let held: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.split("`kafka_fetch_before_split`: ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        held.len() == 2 && held.iter().all(|&n| n > 6),
+        "{held:?}\n{out}"
+    );
+
+    let records = consume(&broker.addr, "scored", None);
+    let keys: BTreeSet<(String, u64)> = records.iter().map(key_of).collect();
+    assert_eq!(keys.len(), records.len(), "a record was produced twice");
+    assert_eq!(records.len() as u64, clean, "{out}");
+    assert_eq!(scored(&dir.join("lake")).len() as u64, clean);
+}
+
 #[test]
 fn kafka_to_lake_and_kafka_exactly_once_with_two_workers() {
     let broker = Broker::start("e2e");

@@ -66,7 +66,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::{ProbeHandle, Scope};
 use tracing::{info, warn};
@@ -508,6 +508,48 @@ pub fn dispose<C: Send + 'static>(client: C) {
         .spawn(move || drop(client));
 }
 
+/// `FAILPOINTS=kafka_fetch_before_split=return`: holds a reader between
+/// its assignment and the split of its partitions' queues until fetched
+/// records wait on the consumer's own queue — what a loaded machine does
+/// now and then — and says how many (on stderr). The queue holds one
+/// version barrier per partition from the assignment before any record,
+/// so the hold waits for the first fetch's answer for every partition (its
+/// high watermark) and for more on the queue than the barriers.
+#[cfg(feature = "failpoints")]
+fn hold_until_fetched(consumer: &BaseConsumer, assigned: &[Assigned]) {
+    use rdkafka::bindings::{
+        rd_kafka_queue_destroy, rd_kafka_queue_get_consumer, rd_kafka_queue_length,
+    };
+    let hold: Option<()> = fail::eval("kafka_fetch_before_split", |_| ());
+    if hold.is_none() {
+        return;
+    }
+    // SAFETY: the client pointer is valid while `consumer` lives; the queue
+    // reference taken here is released below, once.
+    let queue = unsafe { rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+    if queue.is_null() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // SAFETY: `queue` is live until destroyed below.
+    let waiting = || unsafe { rd_kafka_queue_length(queue) };
+    let fetched = || {
+        assigned
+            .iter()
+            .all(|a| cached_high_watermark(consumer, &a.topic, a.partition).is_some())
+            && waiting() > 2 * assigned.len()
+    };
+    while !fetched() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "millrace: wait point `kafka_fetch_before_split`: {} records and barriers wait on the consumer's queue",
+        waiting()
+    );
+    // SAFETY: our reference, released once.
+    unsafe { rd_kafka_queue_destroy(queue) };
+}
+
 /// The partitions of `topic`, from the brokers' metadata.
 fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
@@ -914,6 +956,8 @@ struct KafkaReader {
     quota: u64,
     epoch_started: Instant,
     transport_errors: u64,
+    /// A fault was raised: the reader reads no more.
+    stopped: bool,
 }
 
 impl KafkaReader {
@@ -926,14 +970,14 @@ impl KafkaReader {
                     error,
                 }
             })?);
+        let start = |a: &Assigned| match (a.offset, cfg.spec.start) {
+            (Some(o), _) => Offset::Offset(o),
+            (None, StartFrom::Earliest) => Offset::Beginning,
+            (None, StartFrom::Latest) => Offset::End,
+        };
         let mut tpl = TopicPartitionList::new();
         for a in &cfg.assigned {
-            let offset = match (a.offset, cfg.spec.start) {
-                (Some(o), _) => Offset::Offset(o),
-                (None, StartFrom::Earliest) => Offset::Beginning,
-                (None, StartFrom::Latest) => Offset::End,
-            };
-            tpl.add_partition_offset(&a.topic, a.partition, offset)
+            tpl.add_partition_offset(&a.topic, a.partition, start(a))
                 .map_err(KafkaSourceError::Assign)?;
         }
         // librdkafka looks up a start offset only once it knows the
@@ -948,6 +992,8 @@ impl KafkaReader {
             let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
         }
         consumer.assign(&tpl).map_err(KafkaSourceError::Assign)?;
+        #[cfg(feature = "failpoints")]
+        hold_until_fetched(&consumer, &cfg.assigned);
         let mut parts = Vec::new();
         for a in &cfg.assigned {
             let queue = consumer
@@ -975,6 +1021,21 @@ impl KafkaReader {
                 epoch: EpochBuf::default(),
             });
         }
+        // The assignment starts the fetches at once, into the consumer's own
+        // queue until a partition's queue is split off: what arrived before
+        // the split waits there, where the partition's reader never looks
+        // (on a loaded machine, thousands of records of the last partitions
+        // split). Seeking each partition to its start again puts up
+        // librdkafka's version barrier: every message fetched before it is
+        // discarded wherever it waits, and the fetch starts over into the
+        // partition's own queue, which the split keeps (librdkafka does not
+        // forward a queue the application has split off). Asynchronous: the
+        // barrier is raised by the call itself.
+        for a in &cfg.assigned {
+            consumer
+                .seek(&a.topic, a.partition, start(a), Duration::ZERO)
+                .map_err(KafkaSourceError::Assign)?;
+        }
         info!(step_id = %step, worker, partitions = parts.len(), "Kafka partitions assigned.");
         let format = match cfg.spec.format {
             KafkaFormat::Jsonl => Format::Jsonl,
@@ -995,20 +1056,34 @@ impl KafkaReader {
             quota,
             epoch_started: Instant::now(),
             transport_errors: 0,
+            stopped: false,
         })
     }
 
-    /// Serves the consumer's own events (errors, reconnects).
-    fn serve_events(&mut self) {
+    /// Serves the consumer's own events (errors, reconnects). A record there
+    /// is one no partition's reader will see: the run stops with the
+    /// error, before the epoch is checkpointed, rather than lose it.
+    fn serve_events(&mut self) -> Result<(), String> {
         while let Some(ev) = self.consumer.poll(Duration::ZERO) {
-            if let Err(e) = ev {
-                self.transport_errors += 1;
-                metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
-                crate::core::metrics::io_error();
-                let transport_errors = self.transport_errors;
-                warn!(step_id = %self.step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
+            match ev {
+                Ok(m) => {
+                    return Err(format!(
+                        "the record at offset {} of {} reached the consumer's own queue, not its \
+                         partition's: stopping before it is lost (a restart reads it again)",
+                        m.offset(),
+                        source_name(m.topic(), m.partition())
+                    ));
+                }
+                Err(e) => {
+                    self.transport_errors += 1;
+                    metrics::counter!(crate::core::metrics::KAFKA_ERRORS, "step" => "kafka", "kind" => "consumer").increment(1);
+                    crate::core::metrics::io_error();
+                    let transport_errors = self.transport_errors;
+                    warn!(step_id = %self.step, %e, transport_errors, "Kafka consumer error; librdkafka retries.");
+                }
             }
         }
+        Ok(())
     }
 
     /// Fills each partition's quota for this epoch without blocking.
@@ -1031,7 +1106,11 @@ impl KafkaReader {
                 // Taking no more than the quota's rest keeps epochs a function of the offsets.
                 let room = usize::try_from(quota - epoch.taken).unwrap_or(usize::MAX);
                 let n = batches.take(room, |m| {
-                    if failed || drained {
+                    // Past the end (`--once`) there is nothing to take. After
+                    // an error the records that follow it are still taken:
+                    // they are the partition's next ones, which the queue
+                    // does not give again.
+                    if drained {
                         return;
                     }
                     match m {
@@ -1121,7 +1200,14 @@ impl KafkaReader {
 
 impl Reader for KafkaReader {
     fn step(&mut self, _epoch: Epoch, emit: &mut Emit) -> Next {
-        self.serve_events();
+        if self.stopped {
+            return Next::Never;
+        }
+        if let Err(e) = self.serve_events() {
+            self.cfg.fault.raise(format!("{}: {e}", self.step));
+            self.stopped = true;
+            return Next::Never;
+        }
         let stopping = self.cfg.stop.load(Ordering::Relaxed);
         self.fill();
         let (quota, once) = (self.quota, self.cfg.once);
