@@ -967,10 +967,13 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
     }
     // The named crash points: after the Kafka transactions of an epoch are
     // committed and before its checkpoint; and inside a transaction, its
-    // records and epoch marker written, before the commit.
+    // records and epoch marker written, before the commit. Both runs start
+    // with records fetched from their checkpoint's offsets before the
+    // readers split their partitions' queues off (see
+    // `records_fetched_before_the_partition_queues_are_split_off_are_not_lost`).
     for failpoint in [
-        "before_checkpoint=2*off->return",
-        "kafka_before_commit=3*off->return",
+        "kafka_fetch_before_split=return;before_checkpoint=2*off->return",
+        "kafka_fetch_before_split=return;kafka_before_commit=3*off->return",
     ] {
         let mut child = spawn_run(&dir, &args, Some(failpoint), incarnation);
         let status = {
@@ -988,7 +991,9 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
         };
         let out = run_output(&dir, incarnation);
         assert!(
-            !status.success() && out.contains("crash point"),
+            !status.success()
+                && out.contains("crash point")
+                && out.contains("wait point `kafka_fetch_before_split`"),
             "{failpoint}: {out}"
         );
         incarnation += 1;
