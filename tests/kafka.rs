@@ -169,31 +169,35 @@ fn key_of(v: &serde_json::Value) -> (String, u64) {
     )
 }
 
-/// A reader's assignment starts the fetches before it splits its
-/// partitions' queues off the consumer; what arrives in between lands on
-/// the consumer's own queue. A wait point holds every reader there until
-/// records have (what a loaded machine does now and then): they are read
-/// again from the partitions' queues, and every record is scored once.
+/// A reader's assignment starts the fetches at once. A wait point holds
+/// every reader just after it until the first fetch has answered (what a
+/// loaded machine may take to get there): the records wait on the
+/// partitions' own queues, none on the consumer's (where no partition's
+/// reader looks, and a record would stop the run), and every record is
+/// scored once.
 #[test]
-fn records_fetched_before_the_partition_queues_are_split_off_are_not_lost() {
+fn records_fetched_as_the_partitions_are_assigned_are_all_read() {
     let broker = Broker::start("split");
     let dir = scratch("kafka-split");
     let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 40_000, 67, 5);
     let topo = topology(&dir, "tx", "scored");
     let args = run_args(&topo, "2", &broker.addr, "lake");
-    let mut child = spawn_run(&dir, &args, Some("kafka_fetch_before_split=return"), 0);
+    let mut child = spawn_run(&dir, &args, Some("kafka_fetch_after_assign=return"), 0);
     let status = child.wait().unwrap();
     let out = run_output(&dir, 0);
     assert!(status.success(), "{out}");
-    // Both workers' readers were held with records on the consumer's queue
-    // (besides a version barrier for each of their two or three partitions).
-    let held: Vec<u64> = out
+    // Both workers' readers were held with records waiting (besides a
+    // version barrier on each of their two or three partitions' queues).
+    let held: Vec<(u64, u64)> = out
         .lines()
-        .filter_map(|l| l.split("`kafka_fetch_before_split`: ").nth(1))
-        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .filter_map(|l| l.split("`kafka_fetch_after_assign`: ").nth(1))
+        .map(|rest| {
+            let n: Vec<u64> = rest.split(' ').filter_map(|w| w.parse().ok()).collect();
+            (n[0], n[1])
+        })
         .collect();
     assert!(
-        held.len() == 2 && held.iter().all(|&n| n > 6),
+        held.len() == 2 && held.iter().all(|&(split, own)| split > 6 && own == 0),
         "{held:?}\n{out}"
     );
 
@@ -967,13 +971,13 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
     }
     // The named crash points: after the Kafka transactions of an epoch are
     // committed and before its checkpoint; and inside a transaction, its
-    // records and epoch marker written, before the commit. Both runs start
-    // with records fetched from their checkpoint's offsets before the
-    // readers split their partitions' queues off (see
-    // `records_fetched_before_the_partition_queues_are_split_off_are_not_lost`).
+    // records and epoch marker written, before the commit. Both runs hold
+    // their readers just after the assignment until records from their
+    // checkpoint's offsets wait (see
+    // `records_fetched_as_the_partitions_are_assigned_are_all_read`).
     for failpoint in [
-        "kafka_fetch_before_split=return;before_checkpoint=2*off->return",
-        "kafka_fetch_before_split=return;kafka_before_commit=3*off->return",
+        "kafka_fetch_after_assign=return;before_checkpoint=2*off->return",
+        "kafka_fetch_after_assign=return;kafka_before_commit=3*off->return",
     ] {
         let mut child = spawn_run(&dir, &args, Some(failpoint), incarnation);
         let status = {
@@ -993,7 +997,7 @@ fn ten_sigkills_and_two_crash_points(rows: u64, name: &str) {
         assert!(
             !status.success()
                 && out.contains("crash point")
-                && out.contains("wait point `kafka_fetch_before_split`"),
+                && out.contains("wait point `kafka_fetch_after_assign`"),
             "{failpoint}: {out}"
         );
         incarnation += 1;

@@ -508,46 +508,55 @@ pub fn dispose<C: Send + 'static>(client: C) {
         .spawn(move || drop(client));
 }
 
-/// `FAILPOINTS=kafka_fetch_before_split=return`: holds a reader between
-/// its assignment and the split of its partitions' queues until fetched
-/// records wait on the consumer's own queue — what a loaded machine does
-/// now and then — and says how many (on stderr). The queue holds one
-/// version barrier per partition from the assignment before any record,
-/// so the hold waits for the first fetch's answer for every partition (its
-/// high watermark) and for more on the queue than the barriers.
+/// `FAILPOINTS=kafka_fetch_after_assign=return`: holds a reader just after
+/// its assignment until the first fetch has answered for every partition
+/// (its high watermark is known) and records wait in the queues — the
+/// moment a loaded machine may take to get there — and says how many wait
+/// on each partition's queue and on the consumer's own (on stderr). Each
+/// partition's queue also holds the assignment's version barrier.
 #[cfg(feature = "failpoints")]
-fn hold_until_fetched(consumer: &BaseConsumer, assigned: &[Assigned]) {
+fn hold_until_fetched(consumer: &BaseConsumer, parts: &[Part]) {
     use rdkafka::bindings::{
         rd_kafka_queue_destroy, rd_kafka_queue_get_consumer, rd_kafka_queue_length,
     };
-    let hold: Option<()> = fail::eval("kafka_fetch_before_split", |_| ());
+    let hold: Option<()> = fail::eval("kafka_fetch_after_assign", |_| ());
     if hold.is_none() {
         return;
     }
     // SAFETY: the client pointer is valid while `consumer` lives; the queue
     // reference taken here is released below, once.
-    let queue = unsafe { rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-    if queue.is_null() {
+    let own = unsafe { rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+    if own.is_null() {
         return;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // SAFETY: `queue` is live until destroyed below.
-    let waiting = || unsafe { rd_kafka_queue_length(queue) };
-    let fetched = || {
-        assigned
-            .iter()
-            .all(|a| cached_high_watermark(consumer, &a.topic, a.partition).is_some())
-            && waiting() > 2 * assigned.len()
+    // SAFETY: the queues are live: `own` until destroyed below, the
+    // partitions' while `parts` lives.
+    let waiting = || unsafe {
+        (
+            parts
+                .iter()
+                .map(|p| rd_kafka_queue_length(p.batches.queue))
+                .sum::<usize>(),
+            rd_kafka_queue_length(own),
+        )
     };
+    let fetched = || {
+        let (split, own) = waiting();
+        parts
+            .iter()
+            .all(|p| cached_high_watermark(consumer, &p.topic, p.partition).is_some())
+            && split + own > 2 * parts.len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !fetched() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
+    let (split, own_n) = waiting();
     eprintln!(
-        "millrace: wait point `kafka_fetch_before_split`: {} records and barriers wait on the consumer's queue",
-        waiting()
+        "millrace: wait point `kafka_fetch_after_assign`: {split} records and barriers wait on the partitions' queues, {own_n} on the consumer's"
     );
     // SAFETY: our reference, released once.
-    unsafe { rd_kafka_queue_destroy(queue) };
+    unsafe { rd_kafka_queue_destroy(own) };
 }
 
 /// The partitions of `topic`, from the brokers' metadata.
@@ -970,14 +979,14 @@ impl KafkaReader {
                     error,
                 }
             })?);
-        let start = |a: &Assigned| match (a.offset, cfg.spec.start) {
-            (Some(o), _) => Offset::Offset(o),
-            (None, StartFrom::Earliest) => Offset::Beginning,
-            (None, StartFrom::Latest) => Offset::End,
-        };
         let mut tpl = TopicPartitionList::new();
         for a in &cfg.assigned {
-            tpl.add_partition_offset(&a.topic, a.partition, start(a))
+            let offset = match (a.offset, cfg.spec.start) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::End,
+            };
+            tpl.add_partition_offset(&a.topic, a.partition, offset)
                 .map_err(KafkaSourceError::Assign)?;
         }
         // librdkafka looks up a start offset only once it knows the
@@ -991,9 +1000,14 @@ impl KafkaReader {
         for topic in topics {
             let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
         }
-        consumer.assign(&tpl).map_err(KafkaSourceError::Assign)?;
-        #[cfg(feature = "failpoints")]
-        hold_until_fetched(&consumer, &cfg.assigned);
+        // Each partition's queue is split off before the assignment, which
+        // starts the fetches at once: split after it, what a fetch answered
+        // in between went to the consumer's own queue, where no partition's
+        // reader looks (on a loaded machine, thousands of records of the
+        // last partitions split). librdkafka makes the partition on the
+        // split and keeps it off the consumer's queue from then on: a queue
+        // the application has forwarded is not forwarded again when the
+        // fetch starts.
         let mut parts = Vec::new();
         for a in &cfg.assigned {
             let queue = consumer
@@ -1021,21 +1035,9 @@ impl KafkaReader {
                 epoch: EpochBuf::default(),
             });
         }
-        // The assignment starts the fetches at once, into the consumer's own
-        // queue until a partition's queue is split off: what arrived before
-        // the split waits there, where the partition's reader never looks
-        // (on a loaded machine, thousands of records of the last partitions
-        // split). Seeking each partition to its start again puts up
-        // librdkafka's version barrier: every message fetched before it is
-        // discarded wherever it waits, and the fetch starts over into the
-        // partition's own queue, which the split keeps (librdkafka does not
-        // forward a queue the application has split off). Asynchronous: the
-        // barrier is raised by the call itself.
-        for a in &cfg.assigned {
-            consumer
-                .seek(&a.topic, a.partition, start(a), Duration::ZERO)
-                .map_err(KafkaSourceError::Assign)?;
-        }
+        consumer.assign(&tpl).map_err(KafkaSourceError::Assign)?;
+        #[cfg(feature = "failpoints")]
+        hold_until_fetched(&consumer, &parts);
         info!(step_id = %step, worker, partitions = parts.len(), "Kafka partitions assigned.");
         let format = match cfg.spec.format {
             KafkaFormat::Jsonl => Format::Jsonl,
