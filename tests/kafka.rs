@@ -1148,6 +1148,33 @@ fn a_missing_topic_and_a_record_too_large_for_the_broker_are_clear_errors_and_lo
     // The scored topic takes records of at most 128 bytes: the broker refuses
     // every scored record, the run stops saying so and checkpoints nothing.
     broker.create_topic("scored", 2, &["--config", "max.message.bytes=128"]);
+    // `millrace gen --to-kafka` says so too, rather than report records the
+    // topic never took.
+    let out = millrace_raw(
+        &dir,
+        &[
+            "gen",
+            "--rows",
+            "200",
+            "--seed",
+            "66",
+            "--format",
+            "jsonl",
+            "--to-kafka",
+            &broker.addr,
+            "--topic",
+            "scored",
+            "--partitions",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("records did not reach `scored`")
+            && err.to_lowercase().contains("too large"),
+        "{err}"
+    );
     let (_, clean) = gen_to_kafka(&dir, &broker.addr, "tx", 20_000, 66, 2);
     let topo = topology_named(&dir, "small", "tx", "scored", "small", 5_000);
     let args = run_args(&topo, "1", &broker.addr, "lake");

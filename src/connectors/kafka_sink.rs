@@ -266,6 +266,14 @@ pub enum KafkaSinkError {
         /// librdkafka's error.
         error: KafkaError,
     },
+    /// The broker refused records, or did not acknowledge them in time.
+    #[error("records did not reach `{topic}`: {reason}")]
+    Undelivered {
+        /// The topic.
+        topic: String,
+        /// How many, and the first failure's reason.
+        reason: String,
+    },
 }
 
 /// A client of kind `what` (for the error) from `config`.
@@ -498,11 +506,19 @@ pub fn produce_lines(
 ) -> Result<u64, KafkaSinkError> {
     ensure_topic(brokers, topic, partitions)?;
     let mut c = client_config(brokers, &BTreeMap::new());
+    // librdkafka's own message timeout (5 minutes): a loader waits out a
+    // slow broker rather than give up on records; those it does give up on
+    // fail the call (below), never a flush that succeeds with them missing.
     c.set("enable.idempotence", "true")
         .set("linger.ms", "20")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "30000");
-    let p: BaseProducer = create(&c, "producer", brokers)?;
+        .set("compression.type", "lz4");
+    let p: BaseProducer<DeliveryCheck> =
+        c.create_with_context(DeliveryCheck::default())
+            .map_err(|error| KafkaSinkError::Client {
+                what: "producer",
+                brokers: brokers.to_string(),
+                error,
+            })?;
     let produce = |error| KafkaSinkError::Produce {
         topic: topic.to_string(),
         error,
@@ -529,7 +545,13 @@ pub fn produce_lines(
         }
         n += 1;
     }
-    settle(&p, Duration::from_secs(120)).map_err(produce)?;
+    settle(&p, Duration::from_secs(360)).map_err(produce)?;
+    if let Some(reason) = p.context().take() {
+        return Err(KafkaSinkError::Undelivered {
+            topic: topic.to_string(),
+            reason,
+        });
+    }
     Ok(n)
 }
 
