@@ -59,7 +59,8 @@ pub struct GenArgs {
     #[arg(long)]
     no_faults: bool,
     /// Produce the rows (with --topic) or the labels (with --labels-topic) to
-    /// Kafka (bootstrap servers) instead of writing a file.
+    /// Kafka (bootstrap servers) instead of writing a file; fails unless the
+    /// broker acknowledges every record.
     #[arg(long)]
     to_kafka: Option<String>,
     /// The topic for --to-kafka (created with --partitions if missing).
